@@ -1,0 +1,216 @@
+//! modeld's configuration: `modeld.toml`, read in two stages.
+//!
+//! Stage one ([`raw`]) is serde structs that refuse unknown keys; each section is read on
+//! its own so one bad `[[model]]` does not hide the problems of the next. Stage two
+//! ([`validate`]) checks values and builds the typed [`Config`] whose invariants the rest
+//! of the daemon relies on. Every problem is reported with its key and line
+//! ([`report`]); `modeld config check` prints them all and `modeld serve` refuses a config
+//! that has any error.
+//!
+//! Relative paths in the file resolve against the directory of the file itself, as
+//! Prometheus does, so the same config works from any working directory.
+//! This module depends on nothing else of ours.
+
+pub mod raw;
+pub mod report;
+pub mod validate;
+
+use raw::{RawModel, RawServer};
+use report::{KeyPath, Locator, Problem, Report, Severity};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_socket: PathBuf,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub repository: PathBuf,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_inflight_per_model: usize,
+    pub shutdown_grace: Duration,
+    pub worker_start_timeout: Duration,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub name: String,
+    /// `<repository>/<name>`: the directory holding the version directories.
+    pub dir: PathBuf,
+    pub version: crate::repo::VersionSpec,
+    pub workers: usize,
+    pub threads: usize,
+}
+
+impl Config {
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+/// Values given on the command line, which win over the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub run_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A config that could not be used: unreadable, or with errors (the report lists them).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read config {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Report),
+}
+
+/// Reads and validates `path`. On success the report holds the warnings, if any.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<(Config, Report), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut report = Report {
+        file: path.display().to_string(),
+        problems: Vec::new(),
+    };
+    let config = parse(path, &text, overrides, &mut report.problems);
+    match config {
+        Some(config) if !report.has_errors() => Ok((config, report)),
+        _ => Err(ConfigError::Invalid(report)),
+    }
+}
+
+fn parse(
+    path: &Path,
+    text: &str,
+    overrides: &Overrides,
+    problems: &mut Vec<Problem>,
+) -> Option<Config> {
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            let line = e
+                .span()
+                .map(|s| Locator::new(text, &DeTable::default()).line_at(s.start));
+            problems.push(Problem {
+                key: String::new(),
+                line,
+                message: format!("not valid TOML: {}", e.message()),
+                severity: Severity::Error,
+            });
+            return None;
+        }
+    };
+    let root = root.into_inner();
+    let locator = Locator::new(text, &root);
+    let mut server = RawServer::default();
+    let mut models = Vec::new();
+    for (key, value) in root.iter() {
+        match key.get_ref().as_ref() {
+            "server" => {
+                server = section::<RawServer>(value, &locator, problems).unwrap_or_default()
+            }
+            "model" => models = model_sections(value, &locator, problems),
+            other => problems.push(Problem {
+                key: other.to_string(),
+                line: Some(locator.line_at(key.span().start)),
+                message: "unknown section (expected [server] or [[model]])".into(),
+                severity: Severity::Error,
+            }),
+        }
+    }
+    apply_overrides(&mut server, overrides);
+    let base = path.parent().unwrap_or(Path::new("."));
+    Some(validate::config(
+        path, base, &server, &models, &locator, problems,
+    ))
+}
+
+fn apply_overrides(server: &mut RawServer, overrides: &Overrides) {
+    if let Some(listen) = &overrides.listen {
+        server.listen = Some(listen.clone());
+    }
+    // Command-line paths are relative to the working directory, not the config file.
+    let absolute = |p: &PathBuf| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string()
+    };
+    if let Some(dir) = &overrides.run_dir {
+        server.run_dir = Some(absolute(dir));
+    }
+    if let Some(dir) = &overrides.state_dir {
+        server.state_dir = Some(absolute(dir));
+    }
+}
+
+/// Deserializes one section, recording its first problem with the line serde points at.
+fn section<'a, T: Deserialize<'a>>(
+    value: &toml::Spanned<DeValue<'a>>,
+    locator: &Locator,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    T::deserialize(ValueDeserializer::from(value.clone()))
+        .map_err(|e| {
+            let line = e
+                .span()
+                .or(Some(value.span()))
+                .map(|s| locator.line_at(s.start));
+            problems.push(Problem {
+                key: String::new(),
+                line,
+                message: e.message().to_string(),
+                severity: Severity::Error,
+            });
+        })
+        .ok()
+}
+
+fn model_sections(
+    value: &toml::Spanned<DeValue<'_>>,
+    locator: &Locator,
+    problems: &mut Vec<Problem>,
+) -> Vec<(KeyPath, RawModel)> {
+    let DeValue::Array(items) = value.get_ref() else {
+        problems.push(locator.error(
+            &KeyPath::default().key("model"),
+            "must be an array of tables: write [[model]]",
+        ));
+        return Vec::new();
+    };
+    let mut models = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = KeyPath::default().key("model").index(i);
+        if let Some(model) = section::<RawModel>(item, locator, problems) {
+            models.push((path, model));
+        } else if let Some(last) = problems.last_mut() {
+            last.key = path.to_string();
+        }
+    }
+    models
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+//! Stage one: the config file as written, in serde structs that refuse unknown keys.
+//!
+//! Nothing here is checked beyond types; [`super::validate`] turns these into a
+//! [`super::Config`] whose invariants hold. Durations are strings such as `"30s"` or
+//! `"500ms"`; sizes are integers of bytes or strings such as `"16MiB"`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin_socket: Option<String>,
+    pub run_dir: Option<String>,
+    pub state_dir: Option<String>,
+    pub repository: Option<String>,
+    pub max_body: Option<RawSize>,
+    pub request_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub max_inflight_per_model: Option<i64>,
+    pub shutdown_grace: Option<String>,
+    pub worker_start_timeout: Option<String>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    pub repository: Option<String>,
+    pub version: Option<RawVersion>,
+    pub workers: Option<i64>,
+    pub threads: Option<i64>,
+}
+
+/// `version = 3` or `version = "latest"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawVersion {
+    Number(i64),
+    Word(String),
+}
+
+/// `max_body = 1048576` or `max_body = "1MiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}

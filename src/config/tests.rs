@@ -1,0 +1,139 @@
+//! Config parsing and validation, end to end from TOML text.
+
+use super::*;
+
+fn check(text: &str) -> Result<Config, Report> {
+    let mut problems = Vec::new();
+    let config = parse(
+        Path::new("/etc/modeld/modeld.toml"),
+        text,
+        &Overrides::default(),
+        &mut problems,
+    );
+    let report = Report {
+        file: "modeld.toml".into(),
+        problems,
+    };
+    match config {
+        Some(c) if !report.has_errors() => Ok(c),
+        _ => Err(report),
+    }
+}
+
+fn errors(text: &str) -> Vec<Problem> {
+    check(text).unwrap_err().errors().cloned().collect()
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = check("[[model]]\nname = \"iris\"\n").unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.server.run_dir, PathBuf::from("/run/modeld"));
+    assert_eq!(
+        c.server.admin_socket,
+        PathBuf::from("/run/modeld/admin.sock")
+    );
+    assert_eq!(
+        c.models[0].dir,
+        PathBuf::from("/var/lib/modeld/models/iris")
+    );
+    assert_eq!(c.models[0].version, crate::repo::VersionSpec::Latest);
+    assert_eq!((c.models[0].workers, c.models[0].threads), (1, 1));
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_file() {
+    let c =
+        check("[server]\nrun_dir = \"run\"\nrepository = \"../models\"\n[[model]]\nname = \"m\"\n")
+            .unwrap();
+    assert_eq!(c.server.run_dir, PathBuf::from("/etc/modeld/run"));
+    assert_eq!(c.models[0].dir, PathBuf::from("/etc/modeld/../models/m"));
+}
+
+#[test]
+fn every_problem_is_reported_with_key_and_line() {
+    let text = r#"
+[server]
+listen = "nowhere"
+request_timeout = "fast"
+
+[[model]]
+name = "a"
+workers = 0
+
+[[model]]
+name = "a"
+version = "newest"
+
+[[model]]
+name = "b"
+colour = "blue"
+"#;
+    let found = errors(text);
+    let keys: Vec<(&str, Option<usize>)> = found.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert!(keys.contains(&("server.listen", Some(3))), "{found:?}");
+    assert!(
+        keys.contains(&("server.request_timeout", Some(4))),
+        "{found:?}"
+    );
+    assert!(keys.contains(&("model[0].workers", Some(8))), "{found:?}");
+    assert!(keys.contains(&("model[1].name", Some(11))), "{found:?}");
+    assert!(keys.contains(&("model[1].version", Some(12))), "{found:?}");
+    let unknown = found
+        .iter()
+        .find(|p| p.key == "model[2]")
+        .expect("unknown key reported");
+    assert!(unknown.message.contains("colour"), "{unknown:?}");
+    assert_eq!(unknown.line, Some(16));
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let found = errors("[server]\nlisten = \n");
+    assert_eq!(found[0].line, Some(2));
+    assert!(found[0].message.contains("not valid TOML"));
+}
+
+#[test]
+fn unknown_sections_and_missing_models_are_errors() {
+    let found = errors("[serve]\nlisten = \"127.0.0.1:1\"\n");
+    assert!(found.iter().any(|p| p.key == "serve" && p.line == Some(1)));
+    assert!(found.iter().any(|p| p.key == "model"));
+}
+
+#[test]
+fn overrides_win_over_the_file() {
+    let mut problems = Vec::new();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        run_dir: Some("/tmp/r".into()),
+        state_dir: Some("/tmp/s".into()),
+    };
+    let c = parse(
+        Path::new("/x/m.toml"),
+        "[server]\nlisten = \"1.2.3.4:5\"\n[[model]]\nname = \"m\"\n",
+        &overrides,
+        &mut problems,
+    )
+    .unwrap();
+    assert_eq!(c.server.listen.port(), 0);
+    assert_eq!(c.server.run_dir, PathBuf::from("/tmp/r"));
+    assert_eq!(c.server.admin_socket, PathBuf::from("/tmp/r/admin.sock"));
+    assert_eq!(c.server.state_dir, PathBuf::from("/tmp/s"));
+}
+
+#[test]
+fn missing_model_files_are_warnings() {
+    let c = check("[[model]]\nname = \"absent\"\nversion = 3\n");
+    assert!(c.is_ok());
+    let mut problems = Vec::new();
+    parse(
+        Path::new("/x/m.toml"),
+        "[[model]]\nname = \"absent\"\nversion = 3\n",
+        &Overrides::default(),
+        &mut problems,
+    );
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].severity, Severity::Warning);
+    assert_eq!(problems[0].key, "model[0].version");
+}

@@ -1,0 +1,331 @@
+//! Tensor data in JSON, both ways, without an intermediate JSON value tree.
+//!
+//! Parsing walks the raw JSON of a `data` (or `features`) array once, flattening nested
+//! arrays row-major straight into a typed vector and recording the nested shape (ragged
+//! arrays are refused). Each number is checked against the element type: `300` is not a
+//! UINT8, `1.5` not an INT64. Printing serializes elements straight from a tensor's bytes.
+
+use crate::tensor::{DType, Tensor, Values};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// A JSON array parsed for one element type: its elements row-major, and its nested shape.
+#[derive(Debug)]
+pub struct Parsed {
+    pub shape: Vec<usize>,
+    pub values: Values,
+}
+
+/// Parses `raw` (a number, or arbitrarily nested arrays of them) as `dtype` elements.
+pub fn parse(raw: &RawValue, dtype: DType) -> Result<Parsed, String> {
+    let mut walk = Walk {
+        values: Values::with_capacity(dtype, 0),
+        dims: Vec::new(),
+        leaf_depth: None,
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    Level {
+        walk: &mut walk,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| strip_position(e.to_string()))?;
+    let shape = walk.dims.iter().map(|d| d.unwrap_or(0)).collect();
+    Ok(Parsed {
+        shape,
+        values: walk.values,
+    })
+}
+
+/// serde_json appends "at line 1 column 873" of the data snippet, which means nothing to
+/// the client (it is not their body's position); drop it.
+fn strip_position(message: String) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    }
+}
+
+struct Walk {
+    values: Values,
+    /// Length of the arrays seen at each depth (all must agree).
+    dims: Vec<Option<usize>>,
+    /// Depth at which numbers were found (all must agree).
+    leaf_depth: Option<usize>,
+}
+
+impl Walk {
+    fn leaf(&mut self, depth: usize) -> Result<(), String> {
+        match self.leaf_depth {
+            None => self.leaf_depth = Some(depth),
+            Some(d) if d != depth => {
+                return Err("ragged array: numbers and arrays mixed at the same level".into());
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn array_len(&mut self, depth: usize, len: usize) -> Result<(), String> {
+        if self.dims.len() <= depth {
+            self.dims.resize(depth + 1, None);
+        }
+        match self.dims[depth] {
+            None => self.dims[depth] = Some(len),
+            Some(l) if l != len => {
+                return Err(format!(
+                    "ragged array: arrays at depth {depth} have lengths {l} and {len}"
+                ));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, v: Scalar, depth: usize) -> Result<(), String> {
+        self.leaf(depth)?;
+        let index = self.values.len();
+        push_scalar(&mut self.values, v).ok_or_else(|| {
+            format!(
+                "element {index}: {v} is not a valid {} value",
+                self.values.dtype()
+            )
+        })
+    }
+}
+
+struct Level<'w> {
+    walk: &'w mut Walk,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Level<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Level<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number, boolean, string or array of them")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut len = 0;
+        while seq
+            .next_element_seed(Level {
+                walk: &mut *self.walk,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {
+            len += 1;
+        }
+        if len == 0 {
+            // An empty array is a leaf level too: `[]` is shape [0], `[[]]` is [1, 0].
+            self.walk.leaf(self.depth + 1).map_err(de::Error::custom)?;
+        }
+        self.walk
+            .array_len(self.depth, len)
+            .map_err(de::Error::custom)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.walk
+            .push(Scalar::Bool(v), self.depth)
+            .map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.walk.push(Scalar::U(v), self.depth).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.walk.push(Scalar::I(v), self.depth).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.walk.push(Scalar::F(v), self.depth).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.walk.push(Scalar::S(v), self.depth).map_err(E::custom)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Scalar<'a> {
+    Bool(bool),
+    U(u64),
+    I(i64),
+    F(f64),
+    S(&'a str),
+}
+
+impl fmt::Display for Scalar<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::U(u) => write!(f, "{u}"),
+            Scalar::I(i) => write!(f, "{i}"),
+            Scalar::F(x) => write!(f, "{x}"),
+            Scalar::S(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+fn push_scalar(values: &mut Values, v: Scalar) -> Option<()> {
+    fn int<T: TryFrom<u64> + TryFrom<i64>>(v: Scalar) -> Option<T> {
+        match v {
+            Scalar::U(u) => T::try_from(u).ok(),
+            Scalar::I(i) => T::try_from(i).ok(),
+            // Clients often send 3.0 for 3: accept whole floats that fit.
+            Scalar::F(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => T::try_from(f as i64).ok(),
+            _ => None,
+        }
+    }
+    let float = |v: Scalar| match v {
+        Scalar::U(u) => Some(u as f64),
+        Scalar::I(i) => Some(i as f64),
+        Scalar::F(f) => Some(f),
+        _ => None,
+    };
+    match values {
+        Values::Bool(out) => out.push(match v {
+            Scalar::Bool(b) => b,
+            _ => return None,
+        }),
+        Values::F32(out) => out.push(float(v)? as f32),
+        Values::F64(out) => out.push(float(v)?),
+        Values::U8(out) => out.push(int(v)?),
+        Values::U16(out) => out.push(int(v)?),
+        Values::U32(out) => out.push(int(v)?),
+        Values::U64(out) => out.push(int(v)?),
+        Values::I8(out) => out.push(int(v)?),
+        Values::I16(out) => out.push(int(v)?),
+        Values::I32(out) => out.push(int(v)?),
+        Values::I64(out) => out.push(int(v)?),
+        Values::Bytes(out) => out.push(match v {
+            Scalar::S(s) => s.as_bytes().to_vec(),
+            _ => return None,
+        }),
+    }
+    Some(())
+}
+
+/// A tensor's elements as a flat JSON array, serialized straight from its bytes.
+pub struct Data<'a>(pub &'a Tensor);
+
+impl Serialize for Data<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        let mut seq = s.serialize_seq(Some(t.element_count()))?;
+        macro_rules! each {
+            ($n:literal, $ty:ty) => {
+                for c in t.data.chunks_exact($n) {
+                    seq.serialize_element(&<$ty>::from_le_bytes(c.try_into().expect("chunk")))?;
+                }
+            };
+        }
+        match t.dtype {
+            DType::Bool => {
+                for b in &t.data {
+                    seq.serialize_element(&(*b != 0))?;
+                }
+            }
+            DType::U8 => each!(1, u8),
+            DType::I8 => each!(1, i8),
+            DType::U16 => each!(2, u16),
+            DType::I16 => each!(2, i16),
+            DType::U32 => each!(4, u32),
+            DType::I32 => each!(4, i32),
+            DType::F32 => each!(4, f32),
+            DType::U64 => each!(8, u64),
+            DType::I64 => each!(8, i64),
+            DType::F64 => each!(8, f64),
+            DType::Bytes => {
+                if let Values::Bytes(items) = t.values() {
+                    for item in items {
+                        seq.serialize_element(&String::from_utf8_lossy(&item))?;
+                    }
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn nested_and_flat_arrays_flatten_row_major() {
+        let p = parse(&raw("[[1, 2.5], [3, 4]]"), DType::F32).unwrap();
+        assert_eq!(p.shape, vec![2, 2]);
+        assert_eq!(p.values, Values::F32(vec![1.0, 2.5, 3.0, 4.0]));
+        let p = parse(&raw("[1, 2, 3]"), DType::I64).unwrap();
+        assert_eq!((p.shape, p.values), (vec![3], Values::I64(vec![1, 2, 3])));
+    }
+
+    #[test]
+    fn values_are_checked_against_the_type() {
+        assert!(
+            parse(&raw("[1, 300]"), DType::U8)
+                .unwrap_err()
+                .contains("element 1: 300 is not a valid UINT8")
+        );
+        assert!(
+            parse(&raw("[1.5]"), DType::I64)
+                .unwrap_err()
+                .contains("not a valid INT64")
+        );
+        assert!(parse(&raw("[true]"), DType::F32).is_err());
+        assert!(parse(&raw("[-1]"), DType::U32).is_err());
+        assert_eq!(
+            parse(&raw("[2.0]"), DType::I32).unwrap().values,
+            Values::I32(vec![2])
+        );
+        assert_eq!(
+            parse(&raw("[true, false]"), DType::Bool).unwrap().values,
+            Values::Bool(vec![true, false])
+        );
+        assert_eq!(
+            parse(&raw("[\"a\"]"), DType::Bytes).unwrap().values,
+            Values::Bytes(vec![b"a".to_vec()])
+        );
+    }
+
+    #[test]
+    fn ragged_arrays_are_refused() {
+        assert!(
+            parse(&raw("[[1, 2], [3]]"), DType::F32)
+                .unwrap_err()
+                .contains("ragged")
+        );
+        assert!(
+            parse(&raw("[[1, 2], 3]"), DType::F32)
+                .unwrap_err()
+                .contains("ragged")
+        );
+    }
+
+    #[test]
+    fn large_ints_keep_their_precision() {
+        let p = parse(&raw("[9007199254740993, -9223372036854775808]"), DType::I64).unwrap();
+        assert_eq!(p.values, Values::I64(vec![9007199254740993, i64::MIN]));
+    }
+
+    #[test]
+    fn data_serializes_from_bytes() {
+        let t = Tensor::from_values("x", vec![3], Values::F32(vec![0.5, -1.0, 3.25])).unwrap();
+        assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), "[0.5,-1.0,3.25]");
+        let t = Tensor::from_values("l", vec![1], Values::Bytes(vec![b"setosa".to_vec()])).unwrap();
+        assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), "[\"setosa\"]");
+    }
+}

@@ -1,0 +1,298 @@
+//! The HTTP front: hyper 1 over TCP (HTTP/1.1 keep-alive), the protocol adapters and the
+//! probes.
+//!
+//! A request is routed to an [`routes::Endpoint`]; inference endpoints admit the request
+//! against the model's in-flight bound, parse and check the body against the model's
+//! signature ([`oip`], [`predict`]), run it through the router and encode the answer.
+//! Everything a request does runs under `server.request_timeout`; every inference request
+//! is counted in the metrics with the version that answered it. Errors all go through
+//! [`error::ApiError`]. The front only reads routing state; it never changes it.
+
+pub mod error;
+pub mod json;
+pub mod oip;
+pub mod predict;
+mod probes;
+pub mod routes;
+
+use crate::health::Heartbeat;
+use crate::metrics::Metrics;
+use crate::router::{self, ModelRoute, Router};
+use bytes::Bytes;
+use error::ApiError;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use routes::Endpoint;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The limits the front enforces, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
+}
+
+pub struct Front {
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    pub heartbeat: Arc<Heartbeat>,
+    pub limits: Limits,
+    pub started: Instant,
+}
+
+/// A response before it becomes an HTTP message.
+pub struct Reply {
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+    retry_after: Option<Duration>,
+    allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, body: String) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type: "application/json",
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    fn ok(body: String) -> Reply {
+        Reply::json(StatusCode::OK, body)
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Reply {
+        Reply {
+            retry_after: e.retry_after,
+            allow: e.allow,
+            ..Reply::json(e.status, e.body())
+        }
+    }
+}
+
+/// What an inference request touched, for its metrics.
+#[derive(Default)]
+struct Served {
+    protocol: &'static str,
+    model: Option<String>,
+    version: Option<u64>,
+}
+
+impl Front {
+    /// Serves connections until `stop` is cancelled, then lets open requests finish for up
+    /// to `grace` while refusing new connections.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+        grace: Duration,
+    ) {
+        let graceful = GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => self.clone().connection(stream, &graceful),
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!("all HTTP requests answered"),
+            _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace of {grace:?} ran out with requests open"),
+        }
+    }
+
+    fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, graceful: &GracefulShutdown) {
+        let _ = stream.set_nodelay(true);
+        let timeout = self.limits.header_read_timeout;
+        let service = hyper::service::service_fn(move |req| {
+            let front = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(front.handle(req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Some(timeout))
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP connection ended: {e}");
+            }
+        });
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let head_only = req.method() == hyper::Method::HEAD;
+        let mut served = Served::default();
+        let timeout = self.limits.request_timeout;
+        let reply = match tokio::time::timeout(timeout, self.dispatch(req, &mut served)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => e.into(),
+            Err(_) => ApiError::timeout(timeout).into(),
+        };
+        self.record(&served, &reply, started.elapsed());
+        respond(reply, head_only)
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        served: &mut Served,
+    ) -> Result<Reply, ApiError> {
+        let endpoint = routes::route(req.method(), req.uri().path())?;
+        match endpoint {
+            Endpoint::Infer { model, version } => {
+                served.protocol = "oip";
+                served.model = Some(model.clone());
+                self.infer(req, &model, version, served).await
+            }
+            Endpoint::Predict { batch } => {
+                served.protocol = "predict";
+                self.predict(req, batch, served).await
+            }
+            other => self.probe(other),
+        }
+    }
+
+    async fn infer(
+        &self,
+        req: Request<Incoming>,
+        model: &str,
+        version: Option<u64>,
+        served: &mut Served,
+    ) -> Result<Reply, ApiError> {
+        let route = self.router.model(model)?;
+        let _admission = route.admit()?;
+        let pool = route.pick(version)?;
+        served.version = Some(pool.version);
+        let body = self.read_body(req).await?;
+        let info = ready_info(&pool)?;
+        let request = oip::parse_infer(&body, &info.inputs, &info.outputs)?;
+        let outputs = router::infer(&pool, &request.inputs).await?;
+        Ok(Reply::ok(oip::infer_response(&pool, &request, &outputs)))
+    }
+
+    async fn predict(
+        &self,
+        req: Request<Incoming>,
+        batch: bool,
+        served: &mut Served,
+    ) -> Result<Reply, ApiError> {
+        let body = self.read_body(req).await?;
+        let examples = predict::parse_body(&body, batch)?;
+        let names: Vec<String> = self.router.models().keys().cloned().collect();
+        let model = predict::model_name(&examples, &names)?;
+        served.model = Some(model.clone());
+        let route: Arc<ModelRoute> = self.router.model(&model)?;
+        let _admission = route.admit()?;
+        let pool = route.pick(None)?;
+        served.version = Some(pool.version);
+        let info = ready_info(&pool)?;
+        let input = predict::batch_tensor(&examples, &info)?;
+        let outputs = router::infer(&pool, std::slice::from_ref(&input)).await?;
+        let answers = predict::answers(&pool, &info, &outputs, examples.len())?;
+        let body = match batch {
+            true => serde_json::to_string(&answers),
+            false => serde_json::to_string(&answers[0]),
+        };
+        Ok(Reply::ok(body.expect("answers serialize")))
+    }
+
+    /// Reads the whole body, refusing it past `max_body` (by its declared length at once,
+    /// else as it streams in).
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+        let limit = self.limits.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::too_large(limit));
+        }
+        match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(ApiError::too_large(limit))
+            }
+            Err(e) => Err(ApiError::bad_request(format!(
+                "could not read request body: {e}"
+            ))),
+        }
+    }
+
+    fn record(&self, served: &Served, reply: &Reply, elapsed: Duration) {
+        if served.protocol.is_empty() {
+            return;
+        }
+        let model = served.model.as_deref().unwrap_or("");
+        let version = served.version.map(|v| v.to_string()).unwrap_or_default();
+        let code = reply.status.as_str();
+        self.metrics
+            .requests
+            .with_label_values(&[model, &version, served.protocol, code])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[model, &version, served.protocol])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The pool's signature, or 503 while no worker has reported it.
+fn ready_info(pool: &router::pool::Pool) -> Result<Arc<crate::wire::ModelInfo>, ApiError> {
+    pool.info().ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "model '{}' version {} is still loading",
+            pool.model, pool.version
+        ))
+    })
+}
+
+fn respond(reply: Reply, head_only: bool) -> Response<Full<Bytes>> {
+    let body = if head_only {
+        Bytes::new()
+    } else {
+        Bytes::from(reply.body)
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = reply.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    if let Some(after) = reply.retry_after {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    if let Some(allow) = reply.allow {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}

@@ -1,0 +1,93 @@
+//! Read-only endpoints: OIP server and model metadata and readiness, `/health`, `/ready`,
+//! `/metrics`. Each reads live state at the moment it is asked.
+
+use super::error::ApiError;
+use super::routes::Endpoint;
+use super::{Front, Reply, oip};
+use crate::health;
+use hyper::StatusCode;
+
+impl Front {
+    pub(super) fn probe(&self, endpoint: Endpoint) -> Result<Reply, ApiError> {
+        match endpoint {
+            Endpoint::ServerMetadata => Ok(Reply::ok(
+                serde_json::json!({ "name": "modeld", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }).to_string(),
+            )),
+            Endpoint::Live => {
+                let live = self.heartbeat.is_alive();
+                Ok(status_reply(live, serde_json::json!({ "live": live })))
+            }
+            Endpoint::ServerReady => {
+                let ready = health::not_ready(&self.router).is_empty();
+                Ok(status_reply(ready, serde_json::json!({ "ready": ready })))
+            }
+            Endpoint::ModelMetadata { model, version } => {
+                let route = self.router.model(&model)?;
+                let table = route.table();
+                let pool = match version {
+                    Some(_) => route.pick(version)?,
+                    None => table.stable.clone().ok_or_else(|| ApiError::unavailable(format!("model '{model}' has no live version")))?,
+                };
+                let versions: Vec<u64> = table.pools().map(|p| p.version).collect();
+                Ok(Reply::ok(oip::model_metadata(&pool, &versions)?))
+            }
+            Endpoint::ModelReady { model, version } => {
+                let route = self.router.model(&model)?;
+                let ready = match version {
+                    Some(_) => route.pick(version)?.is_ready(),
+                    None => route.table().stable.as_ref().is_some_and(|p| p.is_ready()),
+                };
+                Ok(status_reply(ready, serde_json::json!({ "name": model, "ready": ready })))
+            }
+            Endpoint::Health => {
+                let report = health::report(&self.router, self.started);
+                let status = match report.status {
+                    health::Overall::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::OK,
+                };
+                Ok(Reply::json(status, serde_json::to_string(&report).expect("report serializes")))
+            }
+            Endpoint::Ready => {
+                let waiting = health::not_ready(&self.router);
+                Ok(status_reply(waiting.is_empty(), serde_json::json!({ "ready": waiting.is_empty(), "not_ready": waiting })))
+            }
+            Endpoint::Metrics => {
+                self.refresh_gauges();
+                Ok(Reply {
+                    content_type: "text/plain; version=0.0.4",
+                    ..Reply::ok(self.metrics.render())
+                })
+            }
+            Endpoint::Infer { .. } | Endpoint::Predict { .. } => unreachable!("dispatched before probes"),
+        }
+    }
+
+    /// Sets the gauges that describe current state from that state, just before a scrape.
+    fn refresh_gauges(&self) {
+        self.metrics.inflight.reset();
+        self.metrics.workers_up.reset();
+        for (name, route) in self.router.models().iter() {
+            self.metrics
+                .inflight
+                .with_label_values(&[name])
+                .set(route.in_flight() as i64);
+            for pool in route.table().pools() {
+                let version = pool.version.to_string();
+                self.metrics
+                    .workers_up
+                    .with_label_values(&[name, &version])
+                    .set(pool.ready_workers() as i64);
+            }
+        }
+    }
+}
+
+/// 200 when `ok`, else 503 (so load balancers and probes can act on the code alone).
+fn status_reply(ok: bool, body: serde_json::Value) -> Reply {
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Reply::json(status, body.to_string())
+}

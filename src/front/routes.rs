@@ -1,0 +1,141 @@
+//! The HTTP surface: which method and path reach which endpoint. Unknown paths are 404,
+//! known paths with the wrong method 405 with `Allow`.
+
+use super::error::ApiError;
+use hyper::Method;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /v2`: server metadata.
+    ServerMetadata,
+    /// `GET /v2/health/live`.
+    Live,
+    /// `GET /v2/health/ready`.
+    ServerReady,
+    /// `GET /v2/models/{m}[/versions/{v}]`.
+    ModelMetadata {
+        model: String,
+        version: Option<u64>,
+    },
+    /// `GET /v2/models/{m}[/versions/{v}]/ready`.
+    ModelReady {
+        model: String,
+        version: Option<u64>,
+    },
+    /// `POST /v2/models/{m}[/versions/{v}]/infer`.
+    Infer {
+        model: String,
+        version: Option<u64>,
+    },
+    /// `POST /predict`, `POST /batch_predict`.
+    Predict {
+        batch: bool,
+    },
+    /// `GET /health`, `/ready`, `/metrics`.
+    Health,
+    Ready,
+    Metrics,
+}
+
+/// Resolves a request line to an endpoint.
+pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+    let (endpoint, allow) = match_path(path)?;
+    let allowed = match allow {
+        "POST" => method == Method::POST,
+        _ => method == Method::GET || method == Method::HEAD,
+    };
+    match allowed {
+        true => Ok(endpoint),
+        false => Err(ApiError::method_not_allowed(method, path, allow)),
+    }
+}
+
+fn match_path(path: &str) -> Result<(Endpoint, &'static str), ApiError> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let get = |e| Ok((e, "GET"));
+    match segments.as_slice() {
+        ["v2"] => get(Endpoint::ServerMetadata),
+        ["v2", "health", "live"] => get(Endpoint::Live),
+        ["v2", "health", "ready"] => get(Endpoint::ServerReady),
+        ["v2", "models", model, rest @ ..] => model_path(model, rest),
+        ["predict"] => Ok((Endpoint::Predict { batch: false }, "POST")),
+        ["batch_predict"] => Ok((Endpoint::Predict { batch: true }, "POST")),
+        ["health"] => get(Endpoint::Health),
+        ["ready"] => get(Endpoint::Ready),
+        ["metrics"] => get(Endpoint::Metrics),
+        _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
+    }
+}
+
+fn model_path(model: &str, rest: &[&str]) -> Result<(Endpoint, &'static str), ApiError> {
+    let (version, rest) = match rest {
+        ["versions", v, rest @ ..] => (Some(parse_version(v)?), rest),
+        rest => (None, rest),
+    };
+    let model = model.to_string();
+    match rest {
+        [] => Ok((Endpoint::ModelMetadata { model, version }, "GET")),
+        ["ready"] => Ok((Endpoint::ModelReady { model, version }, "GET")),
+        ["infer"] => Ok((Endpoint::Infer { model, version }, "POST")),
+        _ => Err(ApiError::not_found(format!(
+            "no endpoint at /v2/models/{model}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+fn parse_version(v: &str) -> Result<u64, ApiError> {
+    crate::repo::parse_version(v).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "'{v}' is not a version: versions are positive integers"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oip_paths_resolve() {
+        assert_eq!(
+            route(&Method::GET, "/v2").unwrap(),
+            Endpoint::ServerMetadata
+        );
+        assert_eq!(
+            route(&Method::POST, "/v2/models/iris/versions/2/infer").unwrap(),
+            Endpoint::Infer {
+                model: "iris".into(),
+                version: Some(2)
+            }
+        );
+        assert_eq!(
+            route(&Method::GET, "/v2/models/iris/ready").unwrap(),
+            Endpoint::ModelReady {
+                model: "iris".into(),
+                version: None
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_methods_and_paths_are_refused() {
+        let e = route(&Method::GET, "/v2/models/iris/infer").unwrap_err();
+        assert_eq!((e.status.as_u16(), e.allow), (405, Some("POST")));
+        assert_eq!(
+            route(&Method::POST, "/health").unwrap_err().status.as_u16(),
+            405
+        );
+        assert_eq!(
+            route(&Method::GET, "/nope").unwrap_err().status.as_u16(),
+            404
+        );
+        assert_eq!(
+            route(&Method::POST, "/v2/models/iris/versions/x/infer")
+                .unwrap_err()
+                .status
+                .as_u16(),
+            400
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! modeld: a host-level model serving daemon.
+//!
+//! One process, the supervisor, serves ONNX models over local HTTP from worker processes
+//! it spawns, one model version per pool of workers.
+//!
+//! Modules, from the edges in:
+//! - [`config`]: `modeld.toml`, raw then validated.
+//! - [`daemon`]: `modeld serve`, wiring everything and running the event loop.
+//! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
+//! - [`health`]: what `/health` and `/ready` say, read from live state.
+//! - [`metrics`]: every Prometheus metric, in one place.
+//! - [`router`]: per-model routing tables swapped atomically, pools of workers,
+//!   multiplexed connections to them.
+//! - [`supervisor`]: spawning, restarting and stopping workers; signals.
+//! - [`wire`]: the binary frames between supervisor and workers.
+//! - [`worker`]: `modeld worker`, one model version with tract behind a Unix socket.
+//! - [`repo`]: the model repository on disk and `model.toml`.
+//! - [`tensor`]: the tensor type all of them share.
+//!
+//! The request path: `front` parses the body into tensors checked against the model's
+//! signature → `router` picks the pool (stable, or a candidate by weight, or a pinned
+//! version) and the least-busy worker in it → the request crosses the worker's socket as
+//! one `wire` frame → the `worker` runs the tract plan for its shapes → the reply frame
+//! returns and `front` encodes it. A worker dying mid-request has it retried once on
+//! another worker of the same version.
+//!
+//! The control path: `daemon` starts a pool per model through the `supervisor`, which
+//! keeps each worker running, fills the pool's slots as workers report ready, restarts
+//! crashed workers with backoff and fails a version that cannot load or crash-loops.
+
+pub mod config;
+pub mod daemon;
+pub mod front;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod repo;
+pub mod router;
+pub mod supervisor;
+pub mod tensor;
+pub mod wire;
+pub mod worker;

@@ -1,0 +1,168 @@
+//! The model repository on disk: `<repository>/<name>/<version>/model.onnx`, versions
+//! positive integers, with an optional `model.toml` beside each model.
+//!
+//! This module finds versions (and resolves `"latest"`), and reads `model.toml`
+//! ([`manifest`]) for what ONNX does not say: class labels, input shapes to load with, a
+//! warm-up input, golden examples, and how `/predict` reads the output. The supervisor reads
+//! it to resolve versions and shape `/predict` answers; the worker reads it to load, warm up
+//! and check the model. It depends on nothing else of ours but [`crate::tensor`].
+
+pub mod manifest;
+
+use std::path::{Path, PathBuf};
+
+pub use manifest::{Example, Golden, Manifest, ManifestError, PredictKind};
+
+/// The file a version directory must hold.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The optional file beside it.
+pub const MANIFEST_FILE: &str = "model.toml";
+
+/// Which version of a model to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSpec {
+    Latest,
+    Exact(u64),
+}
+
+impl std::fmt::Display for VersionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionSpec::Latest => f.write_str("latest"),
+            VersionSpec::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("could not read model directory {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model directory {path} holds no version directory with a {MODEL_FILE}")]
+    NoVersions { path: PathBuf },
+    #[error("version {version} not found: {path} does not exist")]
+    MissingVersion { version: u64, path: PathBuf },
+}
+
+/// One model's directory in the repository.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub root: PathBuf,
+}
+
+impl ModelDir {
+    pub fn new(root: impl Into<PathBuf>) -> ModelDir {
+        ModelDir { root: root.into() }
+    }
+
+    pub fn version_dir(&self, version: u64) -> PathBuf {
+        self.root.join(version.to_string())
+    }
+
+    pub fn model_file(&self, version: u64) -> PathBuf {
+        self.version_dir(version).join(MODEL_FILE)
+    }
+
+    /// The versions present, ascending: directories named by a positive integer (in
+    /// canonical form, so `01` is not version 1) that hold a model file.
+    pub fn versions(&self) -> Result<Vec<u64>, RepoError> {
+        let unreadable = |source| RepoError::Unreadable {
+            path: self.root.clone(),
+            source,
+        };
+        let mut versions = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let Some(version) = parse_version(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            if entry.path().join(MODEL_FILE).is_file() {
+                versions.push(version);
+            }
+        }
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// The version to serve for `spec`: the highest present for `Latest`, else the one asked
+    /// for, if its model file exists.
+    pub fn resolve(&self, spec: VersionSpec) -> Result<u64, RepoError> {
+        match spec {
+            VersionSpec::Latest => {
+                self.versions()?
+                    .last()
+                    .copied()
+                    .ok_or_else(|| RepoError::NoVersions {
+                        path: self.root.clone(),
+                    })
+            }
+            VersionSpec::Exact(version) => {
+                let path = self.model_file(version);
+                if path.is_file() {
+                    Ok(version)
+                } else {
+                    Err(RepoError::MissingVersion { version, path })
+                }
+            }
+        }
+    }
+
+    /// Reads the version's `model.toml`, or an empty manifest when there is none.
+    pub fn manifest(&self, version: u64) -> Result<Manifest, ManifestError> {
+        Manifest::read(&self.version_dir(version).join(MANIFEST_FILE))
+    }
+}
+
+/// A version directory name: a positive integer without sign or leading zeros.
+pub fn parse_version(name: &str) -> Option<u64> {
+    if name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok().filter(|v| *v > 0)
+}
+
+/// `path` relative to `base` when it is relative (config paths resolve against the
+/// directory of the file that names them).
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_names_must_be_canonical_positive_integers() {
+        assert_eq!(parse_version("1"), Some(1));
+        assert_eq!(parse_version("42"), Some(42));
+        for bad in ["0", "01", "-1", "+2", "v1", "", "1.0"] {
+            assert_eq!(parse_version(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_lists_only_dirs_with_a_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (dir, with_model) in [("1", true), ("3", true), ("2", false), ("old", true)] {
+            std::fs::create_dir(tmp.path().join(dir)).unwrap();
+            if with_model {
+                std::fs::write(tmp.path().join(dir).join(MODEL_FILE), b"x").unwrap();
+            }
+        }
+        let model = ModelDir::new(tmp.path());
+        assert_eq!(model.versions().unwrap(), vec![1, 3]);
+        assert_eq!(model.resolve(VersionSpec::Latest).unwrap(), 3);
+        assert_eq!(model.resolve(VersionSpec::Exact(1)).unwrap(), 1);
+        assert!(matches!(
+            model.resolve(VersionSpec::Exact(2)),
+            Err(RepoError::MissingVersion { version: 2, .. })
+        ));
+    }
+}

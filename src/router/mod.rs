@@ -1,0 +1,179 @@
+//! The router: from a model name (and optionally a version) to a pool of workers.
+//!
+//! Per model it holds a [`RoutingTable`] behind an `ArcSwap` ([`table`]), swapped whole by
+//! the supervisor or a rollout, and a bound on requests in flight: past it a request is
+//! refused at once with [`RouteError::Overloaded`] rather than queued without limit. Each
+//! pool ([`pool`]) picks the least-busy worker and talks to it over a multiplexed
+//! connection ([`conn`]).
+
+pub mod conn;
+pub mod pool;
+pub mod table;
+
+use arc_swap::ArcSwap;
+use pool::{Pool, PoolError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use table::{RoutingTable, Tickets};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use conn::CallError;
+
+/// Why a request could not be routed or answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteError {
+    UnknownModel(String),
+    UnknownVersion {
+        model: String,
+        version: u64,
+    },
+    /// No version of the model can take requests now.
+    NotReady {
+        model: String,
+        reason: String,
+    },
+    /// The model's in-flight bound is reached.
+    Overloaded {
+        model: String,
+        limit: usize,
+    },
+    /// The worker refused or failed the request.
+    Call(CallError),
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteError::UnknownModel(m) => write!(f, "unknown model '{m}'"),
+            RouteError::UnknownVersion { model, version } => {
+                write!(f, "model '{model}' has no version {version} being served")
+            }
+            RouteError::NotReady { model, reason } => {
+                write!(f, "model '{model}' is not ready: {reason}")
+            }
+            RouteError::Overloaded { model, limit } => write!(
+                f,
+                "model '{model}' has {limit} requests in flight, its limit; retry later"
+            ),
+            RouteError::Call(CallError::Gone) => write!(
+                f,
+                "the worker stopped while serving the request, and the retry found none"
+            ),
+            RouteError::Call(CallError::Failed { message, .. }) => f.write_str(message),
+        }
+    }
+}
+
+/// One model's routing state.
+pub struct ModelRoute {
+    pub name: String,
+    table: ArcSwap<RoutingTable>,
+    tickets: Tickets,
+    inflight: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// Held for as long as a request is in flight; counts against the model's bound.
+pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl ModelRoute {
+    pub fn new(name: &str, limit: usize, table: RoutingTable) -> ModelRoute {
+        ModelRoute {
+            name: name.to_string(),
+            table: ArcSwap::from_pointee(table),
+            tickets: Tickets::default(),
+            inflight: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// Replaces the routing in one atomic store.
+    pub fn swap(&self, table: RoutingTable) -> Arc<RoutingTable> {
+        self.table.swap(Arc::new(table))
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.inflight.available_permits()
+    }
+
+    /// Admits a request, or refuses it at once past the bound.
+    pub fn admit(&self) -> Result<Admission, RouteError> {
+        self.inflight
+            .clone()
+            .try_acquire_owned()
+            .map(Admission)
+            .map_err(|_| RouteError::Overloaded {
+                model: self.name.clone(),
+                limit: self.limit,
+            })
+    }
+
+    /// The pool for a request: the pinned version, or by the table's split.
+    pub fn pick(&self, version: Option<u64>) -> Result<Arc<Pool>, RouteError> {
+        let table = self.table.load();
+        let pool = match version {
+            Some(v) => table.version(v).ok_or(RouteError::UnknownVersion {
+                model: self.name.clone(),
+                version: v,
+            })?,
+            None => table
+                .choose(self.tickets.next())
+                .ok_or_else(|| RouteError::NotReady {
+                    model: self.name.clone(),
+                    reason: table
+                        .problem
+                        .clone()
+                        .unwrap_or_else(|| "no version is live".into()),
+                })?,
+        };
+        Ok(pool.clone())
+    }
+}
+
+/// Runs a request on `pool`, mapping its failures to route errors.
+pub async fn infer(
+    pool: &Pool,
+    inputs: &[crate::tensor::Tensor],
+) -> Result<Vec<crate::tensor::Tensor>, RouteError> {
+    pool.infer(inputs).await.map_err(|e| match e {
+        PoolError::Unavailable(reason) => RouteError::NotReady {
+            model: pool.model.clone(),
+            reason,
+        },
+        PoolError::Call(call) => RouteError::Call(call),
+    })
+}
+
+/// All models' routes, by name.
+#[derive(Default)]
+pub struct Router {
+    models: ArcSwap<BTreeMap<String, Arc<ModelRoute>>>,
+}
+
+impl Router {
+    pub fn model(&self, name: &str) -> Result<Arc<ModelRoute>, RouteError> {
+        self.models
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RouteError::UnknownModel(name.to_string()))
+    }
+
+    pub fn models(&self) -> Arc<BTreeMap<String, Arc<ModelRoute>>> {
+        self.models.load_full()
+    }
+
+    /// Adds (or replaces) a model's route.
+    pub fn insert(&self, route: Arc<ModelRoute>) {
+        self.models.rcu(|models| {
+            let mut models = BTreeMap::clone(models);
+            models.insert(route.name.clone(), route.clone());
+            models
+        });
+    }
+}

@@ -1,0 +1,193 @@
+//! A pool: the workers of one model version, and the pick among them.
+//!
+//! Each worker has a [`Slot`] holding its live connection (or none while it restarts).
+//! A request goes to the open connection with the fewest outstanding requests; if that
+//! worker dies mid-request, the request is retried once on another worker of the same
+//! version (inference is idempotent), waiting for one to come back if none is up. The
+//! supervisor fills and empties the slots and sets the pool's [`Phase`]; the router and
+//! health only read them.
+
+use super::conn::{CallError, WorkerConn};
+use crate::repo::manifest::PredictSpec;
+use crate::tensor::Tensor;
+use crate::wire::ModelInfo;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Where a version's pool is in its life. The supervisor moves it along.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Workers are starting; none has reported ready yet.
+    Starting,
+    /// At least one worker has been ready; requests are served while any worker is up.
+    Running,
+    /// Loading failed or the workers crash-loop; the reason says which. Terminal.
+    Failed { reason: String },
+    /// Draining and stopping its workers. Terminal.
+    Stopping,
+}
+
+/// One worker's place in the pool.
+#[derive(Default)]
+pub struct Slot {
+    conn: ArcSwapOption<WorkerConn>,
+    pub pid: AtomicU32,
+    pub restarts: AtomicU64,
+    pub last_exit: Mutex<Option<String>>,
+}
+
+impl Slot {
+    pub fn conn(&self) -> Option<Arc<WorkerConn>> {
+        self.conn.load_full().filter(|c| c.is_open())
+    }
+}
+
+/// Why the pool could not answer a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolError {
+    /// The version cannot serve (failed, stopping, or never became ready).
+    Unavailable(String),
+    /// The worker answered with a failure.
+    Call(CallError),
+}
+
+pub struct Pool {
+    pub model: String,
+    pub version: u64,
+    /// How `/predict` reads this version's outputs (from its model.toml).
+    pub predict: PredictSpec,
+    pub slots: Vec<Slot>,
+    info: ArcSwapOption<ModelInfo>,
+    phase: ArcSwap<Phase>,
+    /// Woken whenever a slot fills or the phase changes.
+    changed: Notify,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(model: &str, version: u64, workers: usize, predict: PredictSpec) -> Pool {
+        Pool {
+            model: model.to_string(),
+            version,
+            predict,
+            slots: (0..workers).map(|_| Slot::default()).collect(),
+            info: ArcSwapOption::empty(),
+            phase: ArcSwap::from_pointee(Phase::Starting),
+            changed: Notify::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The model's signature, once a worker has reported it.
+    pub fn info(&self) -> Option<Arc<ModelInfo>> {
+        self.info.load_full()
+    }
+
+    pub fn phase(&self) -> Arc<Phase> {
+        self.phase.load_full()
+    }
+
+    pub fn ready_workers(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn().is_some()).count()
+    }
+
+    /// Whether a request sent now would find a worker.
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.phase(), Phase::Running) && self.ready_workers() > 0
+    }
+
+    /// Requests sent to the workers and not yet answered.
+    pub fn outstanding(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.conn.load_full())
+            .map(|c| c.outstanding())
+            .sum()
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(Arc::new(phase));
+        self.changed.notify_waiters();
+    }
+
+    /// Puts a worker that reported ready into its slot.
+    pub fn fill(&self, slot: usize, conn: Arc<WorkerConn>, info: ModelInfo) {
+        if self.info.load().is_none() {
+            self.info.store(Some(Arc::new(info)));
+        }
+        self.slots[slot].conn.store(Some(conn));
+        if matches!(*self.phase(), Phase::Starting) {
+            self.phase.store(Arc::new(Phase::Running));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Takes a worker out of rotation; returns its connection so it can be drained.
+    pub fn empty(&self, slot: usize) -> Option<Arc<WorkerConn>> {
+        self.slots[slot].conn.swap(None)
+    }
+
+    /// Runs a request, retrying once on another worker if its worker dies.
+    pub async fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, PoolError> {
+        let (first, conn) = self.pick_or_wait(None).await?;
+        match conn.infer(inputs).await {
+            Err(CallError::Gone) => {
+                tracing::warn!(model = %self.model, version = self.version, "worker died mid-request; retrying on another");
+                let (_, conn) = self.pick_or_wait(Some(first)).await?;
+                conn.infer(inputs).await.map_err(PoolError::Call)
+            }
+            other => other.map_err(PoolError::Call),
+        }
+    }
+
+    /// The least-busy open worker, skipping `avoid` while another is up; waits for one
+    /// to come up while the version is running.
+    async fn pick_or_wait(
+        &self,
+        avoid: Option<usize>,
+    ) -> Result<(usize, Arc<WorkerConn>), PoolError> {
+        loop {
+            let changed = self.changed.notified();
+            match &*self.phase() {
+                Phase::Failed { reason } => {
+                    return Err(PoolError::Unavailable(format!("version failed: {reason}")));
+                }
+                Phase::Stopping => {
+                    return Err(PoolError::Unavailable("version is stopping".into()));
+                }
+                Phase::Starting | Phase::Running => {}
+            }
+            if let Some(found) = self.pick(avoid) {
+                return Ok(found);
+            }
+            changed.await;
+        }
+    }
+
+    fn pick(&self, avoid: Option<usize>) -> Option<(usize, Arc<WorkerConn>)> {
+        // Start the scan at a rotating index so ties spread across workers.
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(usize, Arc<WorkerConn>)> = None;
+        let mut fallback = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(conn) = self.slots[i].conn() else {
+                continue;
+            };
+            if Some(i) == avoid {
+                fallback = Some((i, conn));
+                continue;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| conn.outstanding() < b.outstanding())
+            {
+                best = Some((i, conn));
+            }
+        }
+        best.or(fallback)
+    }
+}

@@ -1,0 +1,158 @@
+//! Keeps one worker slot of a pool filled: starts the worker, puts it into rotation when
+//! ready, restarts it with exponential backoff when it exits, and fails the version when
+//! it crash-loops or cannot load.
+
+use super::process::{self, Launcher, Started, WorkerSpec};
+use crate::metrics::Metrics;
+use crate::router::pool::{Phase, Pool};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
+
+/// First restart delay; doubles per consecutive failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A worker that ran this long resets the backoff.
+const STABLE_RUN: Duration = Duration::from_secs(30);
+/// This many exits within [`CRASH_WINDOW`] fail the version.
+const CRASH_LIMIT: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+
+/// Everything a keeper needs, shared by the slots of one pool.
+#[derive(Clone)]
+pub struct Keeper {
+    pub pool: Arc<Pool>,
+    pub launcher: Arc<Launcher>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled to stop the pool (drain and stop every worker).
+    pub stop: CancellationToken,
+    /// How long a stopping worker may take to answer its in-flight requests.
+    pub grace: Duration,
+}
+
+/// Recent exits, to tell a crash loop from an occasional crash.
+struct Exits(VecDeque<Instant>);
+
+impl Exits {
+    /// Records an exit now; true when the crash limit is reached.
+    fn record(&mut self) -> bool {
+        let now = Instant::now();
+        self.0.push_back(now);
+        while self
+            .0
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.0.pop_front();
+        }
+        self.0.len() >= CRASH_LIMIT
+    }
+}
+
+impl Keeper {
+    /// Runs until the pool stops or fails.
+    pub async fn run(self, spec: WorkerSpec) {
+        let socket = match self.launcher.socket_path(&spec) {
+            Ok(socket) => socket,
+            Err(reason) => return self.fail(reason),
+        };
+        let mut exits = Exits(VecDeque::new());
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let started = Instant::now();
+            let mut child = match self.launcher.spawn(&spec, &socket) {
+                Ok(child) => child,
+                Err(e) => {
+                    return self.fail(format!(
+                        "could not start worker {}: {e}",
+                        self.launcher.exe.display()
+                    ));
+                }
+            };
+            self.pool.slots[spec.slot]
+                .pid
+                .store(child.id().unwrap_or(0), Ordering::Relaxed);
+            let exit = match self.start(&mut child, &socket).await {
+                None => return self.stop_worker(&spec, &mut child).await,
+                Some(Started::LoadFailed(reason)) => return self.fail(reason),
+                Some(Started::Lost(reason)) => reason,
+                Some(Started::Ready { conn, info }) => {
+                    let label = [spec.model.as_str(), &spec.version.to_string()];
+                    self.metrics
+                        .model_load_duration
+                        .with_label_values(&label)
+                        .observe(started.elapsed().as_secs_f64());
+                    tracing::info!(model = %spec.model, version = spec.version, slot = spec.slot, pid = child.id(), "worker ready");
+                    self.pool.fill(spec.slot, conn, info);
+                    tokio::select! {
+                        status = child.wait() => {
+                            self.pool.empty(spec.slot);
+                            match status {
+                                Ok(status) => format!("worker {}", process::describe_exit(status)),
+                                Err(e) => format!("could not wait for worker: {e}"),
+                            }
+                        }
+                        _ = self.stop.cancelled() => return self.stop_worker(&spec, &mut child).await,
+                    }
+                }
+            };
+            if started.elapsed() >= STABLE_RUN {
+                backoff = FIRST_BACKOFF;
+            }
+            if let Some(reason) = self.record_exit(&spec, exit, &mut exits) {
+                return self.fail(reason);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Waits for the worker's handshake; `None` if the pool is stopped meanwhile.
+    async fn start(&self, child: &mut Child, socket: &std::path::Path) -> Option<Started> {
+        tokio::select! {
+            started = self.launcher.handshake(child, socket) => Some(started),
+            _ = self.stop.cancelled() => None,
+        }
+    }
+
+    /// Logs and counts an exit; returns the failure reason when the worker crash-loops.
+    fn record_exit(&self, spec: &WorkerSpec, exit: String, exits: &mut Exits) -> Option<String> {
+        let slot = &self.pool.slots[spec.slot];
+        slot.restarts.fetch_add(1, Ordering::Relaxed);
+        *slot.last_exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit.clone());
+        self.metrics
+            .worker_restarts
+            .with_label_values(&[spec.model.as_str(), &spec.version.to_string()])
+            .inc();
+        tracing::warn!(model = %spec.model, version = spec.version, slot = spec.slot, "{exit}; restarting");
+        exits
+            .record()
+            .then(|| format!("crash loop: worker exited {CRASH_LIMIT} times within {CRASH_WINDOW:?}; last: {exit}"))
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(model = %self.pool.model, version = self.pool.version, "version failed: {reason}");
+        if !matches!(*self.pool.phase(), Phase::Failed { .. } | Phase::Stopping) {
+            self.pool.set_phase(Phase::Failed { reason });
+        }
+        // The other slots of a failed version stop too.
+        self.stop.cancel();
+    }
+
+    /// Takes the worker out of rotation, lets it answer what it holds, then stops it.
+    async fn stop_worker(&self, spec: &WorkerSpec, child: &mut Child) {
+        if let Some(conn) = self.pool.empty(spec.slot) {
+            let deadline = Instant::now() + self.grace;
+            while conn.outstanding() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        process::stop(child, self.grace).await;
+    }
+}

@@ -1,0 +1,151 @@
+//! The supervisor: starts a pool of worker processes per live model version, keeps them
+//! running ([`keeper`]), and stops them gracefully.
+//!
+//! It owns the processes ([`process`]) and fills the router's pools with their
+//! connections; a version that cannot load or crash-loops is marked failed with the reason,
+//! and neither stops the daemon nor touches other models. Signals are mapped to intents in
+//! [`signals`].
+
+pub mod keeper;
+pub mod process;
+pub mod signals;
+
+use crate::config::ModelConfig;
+use crate::metrics::Metrics;
+use crate::repo::ModelDir;
+use crate::router::pool::{Phase, Pool};
+use keeper::Keeper;
+use process::{Launcher, WorkerSpec};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A started pool and the means to stop it.
+struct Running {
+    pool: Arc<Pool>,
+    stop: CancellationToken,
+    keepers: JoinSet<()>,
+}
+
+pub struct Supervisor {
+    launcher: Arc<Launcher>,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    running: Mutex<Vec<Running>>,
+}
+
+impl Supervisor {
+    pub fn new(launcher: Launcher, metrics: Arc<Metrics>, grace: Duration) -> Supervisor {
+        Supervisor {
+            launcher: Arc::new(launcher),
+            metrics,
+            grace,
+            running: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts `model.workers` workers for `version`. The pool is returned at once, in phase
+    /// Starting; it moves to Running when a worker is ready, or Failed with the reason.
+    pub fn start(&self, model: &ModelConfig, version: u64) -> Arc<Pool> {
+        let dir = ModelDir::new(&model.dir);
+        let manifest = dir.manifest(version);
+        let predict = manifest
+            .as_ref()
+            .map(|m| m.predict.clone())
+            .unwrap_or_default();
+        let pool = Arc::new(Pool::new(&model.name, version, model.workers, predict));
+        let stop = CancellationToken::new();
+        let mut keepers = JoinSet::new();
+        match manifest {
+            Err(e) => pool.set_phase(Phase::Failed {
+                reason: e.to_string(),
+            }),
+            Ok(_) => {
+                let keeper = Keeper {
+                    pool: pool.clone(),
+                    launcher: self.launcher.clone(),
+                    metrics: self.metrics.clone(),
+                    stop: stop.clone(),
+                    grace: self.grace,
+                };
+                for slot in 0..model.workers {
+                    let spec = WorkerSpec {
+                        model: model.name.clone(),
+                        version,
+                        slot,
+                        dir: dir.version_dir(version),
+                        threads: model.threads,
+                    };
+                    keepers.spawn(keeper.clone().run(spec));
+                }
+            }
+        }
+        tracing::info!(model = %model.name, version, workers = model.workers, "starting version");
+        self.lock().push(Running {
+            pool: pool.clone(),
+            stop,
+            keepers,
+        });
+        pool
+    }
+
+    /// Drains and stops one pool's workers; returns when they have exited.
+    pub async fn stop(&self, pool: &Arc<Pool>) {
+        let running = {
+            let mut all = self.lock();
+            let i = all.iter().position(|r| Arc::ptr_eq(&r.pool, pool));
+            i.map(|i| all.swap_remove(i))
+        };
+        if let Some(running) = running {
+            Self::stop_running(running).await;
+        }
+    }
+
+    /// Drains and stops every pool.
+    pub async fn stop_all(&self) {
+        let all: Vec<Running> = std::mem::take(&mut *self.lock());
+        let stops = all.into_iter().map(Self::stop_running);
+        futures_join_all(stops).await;
+    }
+
+    /// Kills every worker at once (fast stop); their keepers see them die and stop.
+    pub fn kill_all(&self) {
+        for running in self.lock().iter() {
+            running.pool.set_phase(Phase::Stopping);
+            running.stop.cancel();
+            for slot in &running.pool.slots {
+                let pid = slot.pid.load(std::sync::atomic::Ordering::Relaxed);
+                if pid != 0 {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+
+    async fn stop_running(mut running: Running) {
+        if !matches!(*running.pool.phase(), Phase::Failed { .. }) {
+            running.pool.set_phase(Phase::Stopping);
+        }
+        running.stop.cancel();
+        while running.keepers.join_next().await.is_some() {}
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Awaits all futures concurrently.
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) {
+    let mut set = JoinSet::new();
+    for f in futures {
+        set.spawn(f);
+    }
+    while set.join_next().await.is_some() {}
+}

@@ -1,0 +1,159 @@
+//! One worker process: spawning `modeld worker …`, the Hello/Ready handshake over its
+//! socket, and stopping it gracefully (SIGTERM, then SIGKILL after a grace period).
+
+use crate::router::conn::WorkerConn;
+use crate::wire::{self, Frame, ModelInfo, PROTOCOL_VERSION};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+/// Longest path a Unix socket address holds (sun_path is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// How every worker is started.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// This binary, re-executed as `modeld worker`.
+    pub exe: PathBuf,
+    pub sockets_dir: PathBuf,
+    pub start_timeout: Duration,
+    pub log_level: String,
+}
+
+/// What one worker process is asked to serve.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub model: String,
+    pub version: u64,
+    pub slot: usize,
+    pub dir: PathBuf,
+    pub threads: usize,
+}
+
+/// How a start attempt ended.
+pub enum Started {
+    Ready {
+        conn: Arc<WorkerConn>,
+        info: ModelInfo,
+    },
+    /// The worker loaded nothing and said why: a property of the model, not worth retrying.
+    LoadFailed(String),
+    /// The worker exited or could not be reached before reporting; may be transient.
+    Lost(String),
+}
+
+impl Launcher {
+    pub fn socket_path(&self, spec: &WorkerSpec) -> Result<PathBuf, String> {
+        let path = self.sockets_dir.join(format!(
+            "{}-{}-{}.sock",
+            spec.model, spec.version, spec.slot
+        ));
+        match path.as_os_str().len() <= MAX_SOCKET_PATH {
+            true => Ok(path),
+            false => Err(format!(
+                "worker socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter run_dir",
+                path.display()
+            )),
+        }
+    }
+
+    pub fn spawn(&self, spec: &WorkerSpec, socket: &Path) -> std::io::Result<Child> {
+        let _ = std::fs::remove_file(socket);
+        Command::new(&self.exe)
+            .arg("worker")
+            .args(["--model", &spec.model])
+            .args(["--version", &spec.version.to_string()])
+            .arg("--dir")
+            .arg(&spec.dir)
+            .arg("--socket")
+            .arg(socket)
+            .args(["--threads", &spec.threads.to_string()])
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .env("MODELD_LOG", &self.log_level)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    }
+
+    /// Connects to the worker's socket and waits for Ready, while watching the process.
+    pub async fn handshake(&self, child: &mut Child, socket: &Path) -> Started {
+        let attempt = async {
+            let mut stream = connect(socket).await?;
+            wire::send(
+                &mut stream,
+                &Frame::Hello {
+                    protocol: PROTOCOL_VERSION,
+                },
+            )
+            .await?;
+            let reply = wire::recv(&mut stream).await?;
+            std::io::Result::Ok((stream, reply))
+        };
+        tokio::select! {
+            status = child.wait() => Started::Lost(match status {
+                Ok(status) => format!("worker {} before reporting ready", describe_exit(status)),
+                Err(e) => format!("could not wait for worker: {e}"),
+            }),
+            _ = tokio::time::sleep(self.start_timeout) => Started::Lost(format!(
+                "worker did not report ready within {:?} (server.worker_start_timeout)", self.start_timeout
+            )),
+            result = attempt => match result {
+                Ok((stream, Frame::Ready(info))) => Started::Ready { conn: WorkerConn::start(stream), info },
+                Ok((_, Frame::LoadFailed { reason })) => Started::LoadFailed(reason),
+                Ok((_, other)) => Started::Lost(format!("worker answered Hello with {other:?}")),
+                Err(e) => Started::Lost(format!("worker handshake failed: {e}")),
+            },
+        }
+    }
+}
+
+/// Retries connecting while the worker starts up and binds its socket.
+async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(socket).await {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if the worker has not exited within `grace`.
+pub async fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            tracing::warn!("worker did not stop within {grace:?}; killing it");
+            let _ = child.kill().await;
+            child.wait().await.ok()
+        }
+    }
+}
+
+/// "exited with code 3", "was killed by signal 9 (SIGKILL)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("was killed by signal {sig} ({})", s.as_str()),
+            Err(_) => format!("was killed by signal {sig}"),
+        },
+        (None, None) => "ended".into(),
+    }
+}

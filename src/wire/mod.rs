@@ -1,0 +1,389 @@
+//! Frames between the supervisor and its workers, over each worker's Unix socket.
+//!
+//! Binary and length-prefixed, never JSON: a request's tensors cross the socket as their raw
+//! little-endian bytes. One connection per worker carries many requests at once; replies
+//! come back in any order and are matched by request id (the supervisor side is
+//! [`crate::router::conn`], the worker side [`crate::worker::server`]).
+//!
+//! ```text
+//! frame    := len:u32le body            len = byte length of body, at most MAX_FRAME
+//! body     := kind:u8 id:u64le payload
+//! kind       1 Hello       payload = protocol:u16le          supervisor → worker, first frame
+//!            2 Ready       payload = info                    worker → supervisor, model loaded
+//!            3 LoadFailed  payload = reason:str              worker → supervisor, then exits
+//!            4 Infer       payload = tensors                 supervisor → worker
+//!            5 Output      payload = tensors                 worker → supervisor, same id
+//!            6 Failed      payload = fault:u8 message:str    worker → supervisor, same id
+//! tensors  := count:u16le tensor*
+//! tensor   := name:str dtype:u8 rank:u8 dim:u64le*rank nbytes:u64le bytes
+//! info     := load_mode:str inputs:specs outputs:specs labels
+//! specs    := count:u16le (name:str dtype:u8 rank:u8 dim:i64le*rank)*   (-1 = open dim)
+//! labels   := present:u8 [output:str count:u32le str*]
+//! str      := len:u32le utf8
+//! ```
+//!
+//! `dtype` is [`DType::code`]; BYTES tensors hold `u32le length + bytes` per element.
+
+mod codec;
+
+use crate::tensor::{DType, Tensor, TensorSpec};
+use codec::{Reader, Writer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub use codec::DecodeError;
+
+/// Bumped when the frame layout changes; a worker refuses a Hello of another version.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame either side accepts (1 GiB): a corrupt length never allocates more.
+pub const MAX_FRAME: usize = 1 << 30;
+
+/// What a worker tells the supervisor about the model it loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Which loading strategy worked (see `worker::loader::LoadMode`).
+    pub load_mode: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub labels: Option<Labels>,
+}
+
+/// Class names for the columns of one output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    pub output: String,
+    pub names: Vec<String>,
+}
+
+/// Why a worker could not answer one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request does not fit the model (client error).
+    BadInput,
+    /// The model failed while running (server error).
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Hello {
+        protocol: u16,
+    },
+    Ready(ModelInfo),
+    LoadFailed {
+        reason: String,
+    },
+    Infer {
+        id: u64,
+        inputs: Vec<Tensor>,
+    },
+    Output {
+        id: u64,
+        outputs: Vec<Tensor>,
+    },
+    Failed {
+        id: u64,
+        fault: Fault,
+        message: String,
+    },
+}
+
+impl Frame {
+    /// Encodes the frame with its length prefix, ready to write.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_length_prefix();
+        match self {
+            Frame::Hello { protocol } => {
+                w.head(1, 0);
+                w.u16(*protocol);
+            }
+            Frame::Ready(info) => {
+                w.head(2, 0);
+                write_info(&mut w, info);
+            }
+            Frame::LoadFailed { reason } => {
+                w.head(3, 0);
+                w.str(reason);
+            }
+            Frame::Infer { id, inputs } => return encode_tensors(4, *id, inputs),
+            Frame::Output { id, outputs } => return encode_tensors(5, *id, outputs),
+            Frame::Failed { id, fault, message } => {
+                w.head(6, *id);
+                w.u8(match fault {
+                    Fault::BadInput => 1,
+                    Fault::Internal => 2,
+                });
+                w.str(message);
+            }
+        }
+        w.finish()
+    }
+
+    /// Decodes one frame body (without its length prefix).
+    pub fn decode(body: &[u8]) -> Result<Frame, DecodeError> {
+        let mut r = Reader::new(body);
+        let kind = r.u8()?;
+        let id = r.u64()?;
+        let frame = match kind {
+            1 => Frame::Hello { protocol: r.u16()? },
+            2 => Frame::Ready(read_info(&mut r)?),
+            3 => Frame::LoadFailed { reason: r.str()? },
+            4 => Frame::Infer {
+                id,
+                inputs: read_tensors(&mut r)?,
+            },
+            5 => Frame::Output {
+                id,
+                outputs: read_tensors(&mut r)?,
+            },
+            6 => {
+                let fault = match r.u8()? {
+                    1 => Fault::BadInput,
+                    2 => Fault::Internal,
+                    other => return Err(DecodeError::BadValue("fault", u64::from(other))),
+                };
+                Frame::Failed {
+                    id,
+                    fault,
+                    message: r.str()?,
+                }
+            }
+            other => return Err(DecodeError::BadValue("frame kind", u64::from(other))),
+        };
+        r.expect_end()?;
+        Ok(frame)
+    }
+}
+
+/// Encodes an Infer frame straight from borrowed tensors (the router keeps its request's
+/// tensors to retry it on another worker).
+pub fn encode_infer(id: u64, inputs: &[Tensor]) -> Vec<u8> {
+    encode_tensors(4, id, inputs)
+}
+
+fn encode_tensors(kind: u8, id: u64, tensors: &[Tensor]) -> Vec<u8> {
+    let size = tensors
+        .iter()
+        .map(|t| t.data.len() + t.name.len() + 8 * t.shape.len() + 16)
+        .sum::<usize>();
+    let mut w = Writer::with_capacity(size + 16);
+    w.head(kind, id);
+    write_tensors(&mut w, tensors);
+    w.finish()
+}
+
+/// Reads one frame body; `Ok(None)` on a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+/// Reads and decodes one frame; end of stream and undecodable frames are errors here.
+pub async fn recv<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Frame> {
+    let body = read_frame(reader).await?.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed")
+    })?;
+    Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Encodes and writes one frame, flushing it.
+pub async fn send<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> std::io::Result<()> {
+    writer.write_all(&frame.encode()).await?;
+    writer.flush().await
+}
+
+fn write_tensors(w: &mut Writer, tensors: &[Tensor]) {
+    w.u16(tensors.len() as u16);
+    for t in tensors {
+        w.str(&t.name);
+        w.u8(t.dtype.code());
+        w.u8(t.shape.len() as u8);
+        for d in &t.shape {
+            w.u64(*d as u64);
+        }
+        w.u64(t.data.len() as u64);
+        w.bytes(&t.data);
+    }
+}
+
+fn read_tensors(r: &mut Reader) -> Result<Vec<Tensor>, DecodeError> {
+    let count = r.u16()? as usize;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = r.str()?;
+        let dtype = read_dtype(r)?;
+        let rank = r.u8()? as usize;
+        let shape = (0..rank)
+            .map(|_| r.u64().map(|d| d as usize))
+            .collect::<Result<_, _>>()?;
+        let len = r.u64()? as usize;
+        let data = r.take(len)?.to_vec();
+        out.push(Tensor {
+            name,
+            dtype,
+            shape,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+fn read_dtype(r: &mut Reader) -> Result<DType, DecodeError> {
+    let code = r.u8()?;
+    DType::from_code(code).ok_or(DecodeError::BadValue("dtype", u64::from(code)))
+}
+
+fn write_specs(w: &mut Writer, specs: &[TensorSpec]) {
+    w.u16(specs.len() as u16);
+    for s in specs {
+        w.str(&s.name);
+        w.u8(s.dtype.code());
+        w.u8(s.shape.len() as u8);
+        for d in s.oip_shape() {
+            w.i64(d);
+        }
+    }
+}
+
+fn read_specs(r: &mut Reader) -> Result<Vec<TensorSpec>, DecodeError> {
+    let count = r.u16()? as usize;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = r.str()?;
+        let dtype = read_dtype(r)?;
+        let rank = r.u8()? as usize;
+        let shape = (0..rank)
+            .map(|_| r.i64().map(|d| usize::try_from(d).ok()))
+            .collect::<Result<_, _>>()?;
+        out.push(TensorSpec { name, dtype, shape });
+    }
+    Ok(out)
+}
+
+fn write_info(w: &mut Writer, info: &ModelInfo) {
+    w.str(&info.load_mode);
+    write_specs(w, &info.inputs);
+    write_specs(w, &info.outputs);
+    match &info.labels {
+        None => w.u8(0),
+        Some(labels) => {
+            w.u8(1);
+            w.str(&labels.output);
+            w.u32(labels.names.len() as u32);
+            for n in &labels.names {
+                w.str(n);
+            }
+        }
+    }
+}
+
+fn read_info(r: &mut Reader) -> Result<ModelInfo, DecodeError> {
+    let load_mode = r.str()?;
+    let inputs = read_specs(r)?;
+    let outputs = read_specs(r)?;
+    let labels = match r.u8()? {
+        0 => None,
+        _ => {
+            let output = r.str()?;
+            let count = r.u32()? as usize;
+            let names = (0..count).map(|_| r.str()).collect::<Result<_, _>>()?;
+            Some(Labels { output, names })
+        }
+    };
+    Ok(ModelInfo {
+        load_mode,
+        inputs,
+        outputs,
+        labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Values;
+
+    fn round_trip(frame: Frame) {
+        let encoded = frame.encode();
+        let len = u32::from_le_bytes(encoded[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, encoded.len() - 4);
+        assert_eq!(Frame::decode(&encoded[4..]).unwrap(), frame);
+    }
+
+    #[test]
+    fn every_frame_kind_round_trips() {
+        let t = Tensor::from_values("x", vec![2, 2], Values::F32(vec![1., 2., 3., 4.])).unwrap();
+        let s = Tensor::from_values("l", vec![1], Values::Bytes(vec![b"a".to_vec()])).unwrap();
+        round_trip(Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+        });
+        round_trip(Frame::Ready(ModelInfo {
+            load_mode: "strict".into(),
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                dtype: DType::F32,
+                shape: vec![None, Some(4)],
+            }],
+            outputs: vec![],
+            labels: Some(Labels {
+                output: "p".into(),
+                names: vec!["a".into(), "b".into()],
+            }),
+        }));
+        round_trip(Frame::LoadFailed {
+            reason: "bad".into(),
+        });
+        round_trip(Frame::Infer {
+            id: 7,
+            inputs: vec![t.clone(), s],
+        });
+        round_trip(Frame::Output {
+            id: u64::MAX,
+            outputs: vec![t],
+        });
+        round_trip(Frame::Failed {
+            id: 3,
+            fault: Fault::BadInput,
+            message: "no".into(),
+        });
+    }
+
+    #[test]
+    fn truncated_and_unknown_frames_are_errors() {
+        let encoded = Frame::LoadFailed {
+            reason: "oops".into(),
+        }
+        .encode();
+        assert!(Frame::decode(&encoded[4..encoded.len() - 1]).is_err());
+        assert!(Frame::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        let mut trailing = encoded[4..].to_vec();
+        trailing.push(0);
+        assert!(Frame::decode(&trailing).is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_cross_a_stream() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let frame = Frame::Infer {
+            id: 1,
+            inputs: vec![],
+        };
+        let sent = frame.clone();
+        tokio::spawn(async move { send(&mut a, &sent).await.unwrap() });
+        assert_eq!(recv(&mut b).await.unwrap(), frame);
+    }
+}

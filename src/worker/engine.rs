@@ -1,0 +1,217 @@
+//! One model version, ready to run requests: checks each request against the model's
+//! signature, converts tensors to and from tract's, and runs the plan for their shapes.
+//!
+//! Nothing a request carries can crash the worker: a request that does not fit the model is
+//! a [`Fault::BadInput`], a failure inside tract (even a panic) a [`Fault::Internal`].
+
+use super::loader::{LoadedModel, datum_type, dtype_of};
+use super::plans::PlanCache;
+use crate::tensor::{DType, Tensor, TensorSpec, Values};
+use crate::wire::{Fault, Labels, ModelInfo};
+use std::panic::AssertUnwindSafe;
+use tract_onnx::prelude::{Tensor as TractTensor, *};
+use tract_onnx::tract_core::ndarray::ArrayD;
+
+/// Plans kept per worker before the least recently used is dropped.
+const PLAN_CACHE_CAPACITY: usize = 32;
+
+pub struct Engine {
+    pub info: ModelInfo,
+    plans: PlanCache,
+    string_outputs: Vec<Labels>,
+}
+
+/// A request the engine refused or could not run, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub fault: Fault,
+    pub message: String,
+}
+
+impl Failure {
+    fn bad_input(message: impl Into<String>) -> Failure {
+        Failure {
+            fault: Fault::BadInput,
+            message: message.into(),
+        }
+    }
+    fn internal(message: impl Into<String>) -> Failure {
+        Failure {
+            fault: Fault::Internal,
+            message: message.into(),
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(model: LoadedModel) -> Engine {
+        let dtypes = model.info.inputs.iter().map(|s| s.dtype).collect();
+        Engine {
+            plans: PlanCache::new(model.source, dtypes, PLAN_CACHE_CAPACITY),
+            info: model.info,
+            string_outputs: model.string_outputs,
+        }
+    }
+
+    pub fn plan_builds(&self) -> u64 {
+        self.plans.builds()
+    }
+
+    /// Runs one request: its inputs in any order, named as the model names them.
+    pub fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
+        let ordered = order_inputs(&self.info.inputs, inputs)?;
+        let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
+        let values = ordered
+            .into_iter()
+            .map(to_tract)
+            .collect::<Result<TVec<TValue>, _>>()?;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let plan = self
+                .plans
+                .get(&shapes)
+                .map_err(|e| build_failure(&shapes, e))?;
+            plan.run(values)
+                .map_err(|e| Failure::internal(format!("inference failed: {e:#}")))
+        }));
+        let outputs = match outcome {
+            Ok(result) => result?,
+            Err(panic) => {
+                return Err(Failure::internal(format!(
+                    "inference panicked: {}",
+                    panic_text(&panic)
+                )));
+            }
+        };
+        self.info
+            .outputs
+            .iter()
+            .zip(outputs)
+            .map(|(spec, value)| {
+                let tensor = from_tract(&spec.name, &value)?;
+                match self.string_outputs.iter().find(|l| l.output == spec.name) {
+                    Some(labels) => index_to_strings(tensor, &labels.names),
+                    None => Ok(tensor),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Maps class indices back to the class strings the model was exported with.
+fn index_to_strings(tensor: Tensor, names: &[String]) -> Result<Tensor, Failure> {
+    let indices = tensor.to_f64();
+    let strings = indices
+        .iter()
+        .map(|i| names.get(*i as usize).map(|s| s.as_bytes().to_vec()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            Failure::internal(format!(
+                "output '{}' gave a class index out of range",
+                tensor.name
+            ))
+        })?;
+    Tensor::from_values(tensor.name, tensor.shape, Values::Bytes(strings))
+        .map_err(|e| Failure::internal(e.to_string()))
+}
+
+fn build_failure(shapes: &[Vec<usize>], e: TractError) -> Failure {
+    // A plan that cannot be built for these shapes is the request's fault: the model
+    // declared it could take them only up to what its graph allows (e.g. a sequence too
+    // short for a convolution).
+    Failure::bad_input(format!(
+        "the model cannot run on input shapes {shapes:?}: {e:#}"
+    ))
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Puts the request's tensors in the model's input order, checking names, element types,
+/// ranks, fixed dimensions and data lengths.
+pub fn order_inputs(specs: &[TensorSpec], mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
+    let mut ordered = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let pos = inputs
+            .iter()
+            .position(|t| t.name == spec.name)
+            .ok_or_else(|| Failure::bad_input(format!("missing input '{}'", spec.name)))?;
+        let tensor = inputs.swap_remove(pos);
+        spec.admits(&tensor).map_err(Failure::bad_input)?;
+        ordered.push(tensor);
+    }
+    if let Some(extra) = inputs.first() {
+        return Err(Failure::bad_input(format!(
+            "unexpected input '{}'",
+            extra.name
+        )));
+    }
+    Ok(ordered)
+}
+
+fn to_tract(t: Tensor) -> Result<TValue, Failure> {
+    let fail = |e: TractError| Failure::bad_input(format!("input '{}': {e:#}", t.name));
+    let tensor = match t.dtype {
+        DType::Bytes => {
+            let Values::Bytes(items) = t.values() else {
+                unreachable!("BYTES tensor")
+            };
+            let strings = items
+                .into_iter()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .collect();
+            ArrayD::from_shape_vec(t.shape.clone(), strings)
+                .map_err(|e| Failure::bad_input(format!("input '{}': {e}", t.name)))?
+                .into()
+        }
+        DType::Bool => {
+            // Any nonzero byte is true; normalising keeps every bool a valid 0 or 1.
+            let bytes: Vec<u8> = t.data.iter().map(|b| u8::from(*b != 0)).collect();
+            // SAFETY: `bytes` holds exactly one 0-or-1 byte per element (checked by
+            // `TensorSpec::admits`), the layout of tract's Bool tensors.
+            unsafe { TractTensor::from_raw_dt(DatumType::Bool, &t.shape, &bytes) }.map_err(fail)?
+        }
+        dtype => {
+            // SAFETY: `TensorSpec::admits` verified the byte length is element count × element
+            // size for this plain numeric type, and every bit pattern is a valid value.
+            unsafe { TractTensor::from_raw_dt(datum_type(dtype), &t.shape, &t.data) }
+                .map_err(fail)?
+        }
+    };
+    Ok(tensor.into_tvalue())
+}
+
+/// Converts one output of tract's into ours, named after the model's output.
+pub fn from_tract(name: &str, value: &TValue) -> Result<Tensor, Failure> {
+    let shape = value.shape().to_vec();
+    let dt = value.datum_type();
+    let unsupported = || {
+        Failure::internal(format!(
+            "output '{name}' has element type {dt:?}, which is not served"
+        ))
+    };
+    let dtype = dtype_of(dt).ok_or_else(unsupported)?;
+    let data = match dt {
+        DatumType::String => {
+            let view = value
+                .to_plain_array_view::<String>()
+                .map_err(|_| unsupported())?;
+            Values::Bytes(view.iter().map(|s| s.as_bytes().to_vec()).collect()).into_bytes()
+        }
+        DatumType::TDim => {
+            let cast = value.cast_to::<i64>().map_err(|_| unsupported())?;
+            cast.as_bytes().to_vec()
+        }
+        _ => value.as_bytes().to_vec(),
+    };
+    Ok(Tensor {
+        name: name.to_string(),
+        dtype,
+        shape,
+        data,
+    })
+}

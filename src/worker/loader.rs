@@ -1,0 +1,328 @@
+//! Loading an ONNX file with tract, the way real exported models need.
+//!
+//! Many exported models fail tract's default loading ("Can not compute a shape with square
+//! of symbols", "Impossible to unify ...") yet load once their declared output shapes and
+//! `value_info` are ignored, or once their inputs are given concrete shapes. The loader
+//! climbs a ladder of [`LoadMode`]s, strictest first, logs the one that worked and reports
+//! it in the model's metadata.
+//!
+//! Before that, [`super::rewrite`] adjusts what exporters produce and tract cannot run
+//! (skl2onnx's ZipMap, unnamed dimensions, string class labels).
+//!
+//! The result is a [`PlanSource`]: the model kept in a form from which
+//! [`super::plans::PlanCache`] builds one optimized plan per concrete input shape (tract is
+//! several times faster on concrete shapes than on symbolic ones).
+
+use crate::repo::Manifest;
+use crate::tensor::{DType, TensorSpec};
+use crate::wire::{Labels, ModelInfo};
+use anyhow::bail;
+use std::path::Path;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::DimLike;
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// The rungs of the loading ladder, strictest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Declared output shapes and `value_info` trusted; typed with open dimensions.
+    Strict,
+    /// Declared output shapes ignored (tract infers them).
+    IgnoreOutputShapes,
+    /// Output shapes and intermediate `value_info` ignored.
+    IgnoreValueInfo,
+    /// The model only types with concrete input shapes: a plan is built per request shape
+    /// from the untyped graph.
+    ConcreteShapes,
+}
+
+impl LoadMode {
+    pub const LADDER: [LoadMode; 4] = [
+        LoadMode::Strict,
+        LoadMode::IgnoreOutputShapes,
+        LoadMode::IgnoreValueInfo,
+        LoadMode::ConcreteShapes,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadMode::Strict => "strict",
+            LoadMode::IgnoreOutputShapes => "ignore_output_shapes",
+            LoadMode::IgnoreValueInfo => "ignore_value_info",
+            LoadMode::ConcreteShapes => "concrete_shapes",
+        }
+    }
+
+    fn framework(self) -> tract_onnx::Onnx {
+        tract_onnx::onnx()
+            .with_ignore_output_shapes(self != LoadMode::Strict)
+            .with_ignore_value_info(matches!(
+                self,
+                LoadMode::IgnoreValueInfo | LoadMode::ConcreteShapes
+            ))
+    }
+}
+
+/// Where per-shape plans come from.
+pub enum PlanSource {
+    /// Typed and decluttered with open dimensions; a plan binds the symbols.
+    Symbolic(TypedModel),
+    /// Untyped; a plan sets concrete input facts and types from there.
+    Concrete(InferenceModel),
+}
+
+/// A model ready to build plans, with what the supervisor needs to know of it.
+pub struct LoadedModel {
+    pub mode: LoadMode,
+    pub info: ModelInfo,
+    pub source: PlanSource,
+    /// Outputs tract gives as class indices that are served as these strings.
+    pub string_outputs: Vec<Labels>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("could not read ONNX model {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("could not load model {path}: {reason}")]
+    Unloadable { path: String, reason: String },
+    #[error("model {path}: {reason}")]
+    Unsupported { path: String, reason: String },
+}
+
+/// Loads `path`, trying each [`LoadMode`] in turn.
+pub fn load(path: &Path, manifest: &Manifest) -> Result<LoadedModel, LoadError> {
+    let shown = path.display().to_string();
+    let mut proto =
+        tract_onnx::onnx()
+            .proto_model_for_path(path)
+            .map_err(|e| LoadError::Unreadable {
+                path: shown.clone(),
+                reason: format!("{e:#}"),
+            })?;
+    let rewrites = super::rewrite::apply(&mut proto);
+    let dir = path.parent().and_then(|d| d.to_str());
+
+    let mut failures = Vec::new();
+    for mode in LoadMode::LADDER {
+        match try_mode(mode, &proto, dir, manifest) {
+            Ok(source) => {
+                if !failures.is_empty() {
+                    tracing::info!(model = %shown, mode = mode.name(), "loaded after fallback");
+                }
+                let info = describe(mode, &source, manifest, &rewrites).map_err(|reason| {
+                    LoadError::Unsupported {
+                        path: shown.clone(),
+                        reason,
+                    }
+                })?;
+                return Ok(LoadedModel {
+                    mode,
+                    info,
+                    source,
+                    string_outputs: rewrites.string_outputs,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(model = %shown, mode = mode.name(), "load attempt failed: {e:#}");
+                failures.push(format!("{}: {e:#}", mode.name()));
+            }
+        }
+    }
+    // The strict failure says most about the model; the last says why nothing worked.
+    Err(LoadError::Unloadable {
+        path: shown,
+        reason: failures.join("; "),
+    })
+}
+
+fn try_mode(
+    mode: LoadMode,
+    proto: &pb::ModelProto,
+    dir: Option<&str>,
+    manifest: &Manifest,
+) -> TractResult<PlanSource> {
+    let parsed = mode.framework().parse(proto, dir)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        bail!("unresolved graph inputs {:?}", parsed.unresolved_inputs);
+    }
+    let model = parsed.model;
+    if mode != LoadMode::ConcreteShapes {
+        return Ok(PlanSource::Symbolic(
+            model.into_typed()?.into_decluttered()?,
+        ));
+    }
+    // Prove the graph types once its inputs are concrete, with the shapes model.toml gives
+    // (or the declared ones with open dims set to 1), so a broken model fails at load.
+    let mut probe = model.clone();
+    for (ix, spec) in input_specs_untyped(&model)?.iter().enumerate() {
+        let shape = concrete_probe_shape(spec, manifest);
+        probe.set_input_fact(ix, InferenceFact::dt_shape(datum_type(spec.dtype), shape))?;
+    }
+    probe.into_typed()?.into_decluttered()?;
+    Ok(PlanSource::Concrete(model))
+}
+
+fn concrete_probe_shape(spec: &TensorSpec, manifest: &Manifest) -> Vec<usize> {
+    match manifest.inputs.get(&spec.name) {
+        Some(hint) => hint.shape.clone(),
+        None => spec.shape.iter().map(|d| d.unwrap_or(1)).collect(),
+    }
+}
+
+fn describe(
+    mode: LoadMode,
+    source: &PlanSource,
+    manifest: &Manifest,
+    rewrites: &super::rewrite::Rewrites,
+) -> Result<ModelInfo, String> {
+    let zipmap_labels = rewrites.zipmap_labels.clone();
+    let (inputs, mut outputs) = match source {
+        PlanSource::Symbolic(model) => (typed_specs(model, true)?, typed_specs(model, false)?),
+        PlanSource::Concrete(model) => {
+            let text = |e: TractError| format!("{e:#}");
+            (
+                input_specs_untyped(model).map_err(text)?,
+                output_specs_untyped(model).map_err(text)?,
+            )
+        }
+    };
+    for spec in outputs
+        .iter_mut()
+        .filter(|o| rewrites.string_outputs.iter().any(|l| l.output == o.name))
+    {
+        spec.dtype = DType::Bytes;
+    }
+    let labels = match &manifest.labels {
+        Some(spec) => Some(Labels {
+            output: spec
+                .output
+                .clone()
+                .or_else(|| manifest.predict.output.clone())
+                .or_else(|| zipmap_labels.as_ref().map(|l| l.output.clone()))
+                .or_else(|| outputs.first().map(|o| o.name.clone()))
+                .unwrap_or_default(),
+            names: spec.names.clone(),
+        }),
+        None => zipmap_labels,
+    };
+    if let Some(l) = &labels
+        && !outputs.iter().any(|o| o.name == l.output)
+    {
+        return Err(format!(
+            "labels name output '{}', which the model does not have",
+            l.output
+        ));
+    }
+    Ok(ModelInfo {
+        load_mode: mode.name().into(),
+        inputs,
+        outputs,
+        labels,
+    })
+}
+
+fn typed_specs(model: &TypedModel, inputs: bool) -> Result<Vec<TensorSpec>, String> {
+    let outlets = if inputs {
+        &model.inputs
+    } else {
+        &model.outputs
+    };
+    outlets
+        .iter()
+        .map(|outlet| {
+            let fact = model.outlet_fact(*outlet).map_err(|e| format!("{e:#}"))?;
+            let name = outlet_name(model, *outlet);
+            let dtype = dtype_of(fact.datum_type).ok_or_else(|| {
+                format!("{name}: element type {:?} is not served", fact.datum_type)
+            })?;
+            let shape = fact.shape.iter().map(|d| d.to_usize().ok()).collect();
+            Ok(TensorSpec { name, dtype, shape })
+        })
+        .collect()
+}
+
+fn outlet_name<F: Fact + Clone + 'static, O>(model: &Graph<F, O>, outlet: OutletId) -> String
+where
+    O: std::fmt::Debug + std::fmt::Display + AsRef<dyn Op> + AsMut<dyn Op> + Clone + 'static,
+{
+    model
+        .outlet_label(outlet)
+        .map(str::to_string)
+        .unwrap_or_else(|| model.node(outlet.node).name.clone())
+}
+
+fn input_specs_untyped(model: &InferenceModel) -> TractResult<Vec<TensorSpec>> {
+    untyped_specs(model, &model.inputs, true)
+}
+
+fn output_specs_untyped(model: &InferenceModel) -> TractResult<Vec<TensorSpec>> {
+    untyped_specs(model, &model.outputs, false)
+}
+
+fn untyped_specs(
+    model: &InferenceModel,
+    outlets: &[OutletId],
+    require_dtype: bool,
+) -> TractResult<Vec<TensorSpec>> {
+    outlets
+        .iter()
+        .map(|outlet| {
+            let fact = model.outlet_fact(*outlet)?;
+            let name = outlet_name(model, *outlet);
+            let dtype = match fact.datum_type.concretize().and_then(dtype_of) {
+                Some(d) => d,
+                None if require_dtype => bail!("input {name} declares no servable element type"),
+                // Outputs of a graph typed only per shape may not declare a type up front.
+                None => DType::F32,
+            };
+            let shape = match fact.shape.concretize() {
+                Some(dims) => dims.iter().map(|d| d.to_usize().ok()).collect(),
+                None => fact
+                    .shape
+                    .dims()
+                    .map(|d| d.concretize().and_then(|d| d.to_usize().ok()))
+                    .collect(),
+            };
+            Ok(TensorSpec { name, dtype, shape })
+        })
+        .collect()
+}
+
+/// Our element type for a tract datum type, where we serve it.
+pub fn dtype_of(dt: DatumType) -> Option<DType> {
+    Some(match dt {
+        DatumType::Bool => DType::Bool,
+        DatumType::U8 => DType::U8,
+        DatumType::U16 => DType::U16,
+        DatumType::U32 => DType::U32,
+        DatumType::U64 => DType::U64,
+        DatumType::I8 => DType::I8,
+        DatumType::I16 => DType::I16,
+        DatumType::I32 => DType::I32,
+        DatumType::I64 | DatumType::TDim => DType::I64,
+        DatumType::F32 => DType::F32,
+        DatumType::F64 => DType::F64,
+        DatumType::String => DType::Bytes,
+        _ => return None,
+    })
+}
+
+/// tract's datum type for one of ours.
+pub fn datum_type(dtype: DType) -> DatumType {
+    match dtype {
+        DType::Bool => DatumType::Bool,
+        DType::U8 => DatumType::U8,
+        DType::U16 => DatumType::U16,
+        DType::U32 => DatumType::U32,
+        DType::U64 => DatumType::U64,
+        DType::I8 => DatumType::I8,
+        DType::I16 => DatumType::I16,
+        DType::I32 => DatumType::I32,
+        DType::I64 => DatumType::I64,
+        DType::F32 => DatumType::F32,
+        DType::F64 => DatumType::F64,
+        DType::Bytes => DatumType::String,
+    }
+}

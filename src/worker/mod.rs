@@ -1,0 +1,172 @@
+//! The worker: one model version behind a Unix socket, in its own process.
+//!
+//! `modeld worker …` is re-executed by the supervisor (never run by hand). It binds its
+//! socket at once, loads the model with tract ([`loader`]), runs the warm-up and golden
+//! examples ([`checks`]), then answers the supervisor's Hello with Ready or LoadFailed and
+//! serves Infer frames ([`server`]) with plans per concrete shape ([`plans`]).
+//!
+//! It is a leaf: it knows the wire and tract, never the front, router or rollouts. It dies
+//! with its parent (PR_SET_PDEATHSIG) and on SIGTERM stops after its in-flight requests.
+
+pub mod checks;
+pub mod engine;
+pub mod loader;
+pub mod plans;
+pub mod rewrite;
+pub mod server;
+
+use crate::repo::Manifest;
+use server::{InFlight, LoadState, Server};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+
+/// What the supervisor tells a worker on its command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// Model name (for logs).
+    #[arg(long)]
+    pub model: String,
+    /// Version number (for logs).
+    #[arg(long)]
+    pub version: u64,
+    /// The version directory holding model.onnx and model.toml.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The Unix socket to listen on.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Requests run at once.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The supervisor's pid: the worker exits if it is not its parent any more.
+    #[arg(long)]
+    pub parent_pid: i32,
+}
+
+/// Runs the worker until SIGTERM, its parent's death, or a failed load.
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    die_with_parent(args.parent_pid)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(args.threads + 2)
+        .enable_all()
+        .build()?;
+    let span = tracing::info_span!("worker", model = %args.model, version = args.version);
+    let code = runtime.block_on(serve(args, span.clone()).instrument(span))?;
+    std::process::exit(code)
+}
+
+/// PR_SET_PDEATHSIG makes the kernel send SIGTERM when the supervisor dies; checking the
+/// parent pid afterwards closes the race where it died before the call.
+fn die_with_parent(parent_pid: i32) -> anyhow::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+    if nix::unistd::getppid().as_raw() != parent_pid {
+        anyhow::bail!("supervisor (pid {parent_pid}) is gone");
+    }
+    Ok(())
+}
+
+async fn serve(args: WorkerArgs, span: tracing::Span) -> anyhow::Result<i32> {
+    let listener = bind(&args.socket)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let (load_tx, load_rx) = watch::channel(LoadState::Loading);
+    let server = Arc::new(Server {
+        load: load_rx.clone(),
+        slots: Arc::new(Semaphore::new(args.threads.max(1))),
+        in_flight: Arc::new(InFlight::default()),
+        told: Arc::new(tokio::sync::Notify::new()),
+    });
+    let dir = args.dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let state = match load_and_check(&dir) {
+            Ok(engine) => LoadState::Ready(Arc::new(engine)),
+            Err(reason) => LoadState::Failed(reason),
+        };
+        let _ = load_tx.send(state);
+    });
+
+    let stop = async {
+        tokio::select! {
+            _ = term.recv() => Stop::Terminated,
+            reason = failed_and_told(load_rx, server.told.clone()) => Stop::LoadFailed(reason),
+        }
+    };
+    match server.clone().accept_until(listener, stop).await {
+        Stop::Terminated => {
+            tracing::info!("SIGTERM: finishing in-flight requests");
+            server.in_flight.wait_idle().await;
+            cleanup(&args.socket);
+            Ok(0)
+        }
+        Stop::LoadFailed(reason) => {
+            tracing::error!("model failed to load: {reason}");
+            cleanup(&args.socket);
+            Ok(3)
+        }
+    }
+}
+
+/// Why the worker stops.
+enum Stop {
+    Terminated,
+    LoadFailed(String),
+}
+
+/// Resolves once loading failed and the supervisor has been told why (or has not asked
+/// within a few seconds: it may be gone).
+async fn failed_and_told(
+    load: watch::Receiver<LoadState>,
+    told: Arc<tokio::sync::Notify>,
+) -> String {
+    let reason = wait_failed(load).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), told.notified()).await;
+    reason
+}
+
+async fn wait_failed(mut load: watch::Receiver<LoadState>) -> String {
+    match load.wait_for(|s| matches!(s, LoadState::Failed(_))).await {
+        Ok(state) => match &*state {
+            LoadState::Failed(reason) => reason.clone(),
+            _ => unreachable!("waited for Failed"),
+        },
+        // The sender is gone after Ready: never resolve.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn load_and_check(dir: &Path) -> Result<engine::Engine, String> {
+    let started = std::time::Instant::now();
+    let manifest =
+        Manifest::read(&dir.join(crate::repo::MANIFEST_FILE)).map_err(|e| e.to_string())?;
+    let model =
+        loader::load(&dir.join(crate::repo::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
+    let mode = model.mode;
+    let engine = engine::Engine::new(model);
+    checks::run_all(&engine, &manifest)?;
+    tracing::info!(
+        mode = mode.name(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        plans = engine.plan_builds(),
+        "model loaded and checked"
+    );
+    Ok(engine)
+}
+
+fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("could not remove stale socket {}: {e}", socket.display()),
+    }
+    UnixListener::bind(socket)
+        .map_err(|e| anyhow::anyhow!("could not bind worker socket {}: {e}", socket.display()))
+}
+
+fn cleanup(socket: &Path) {
+    let _ = std::fs::remove_file(socket);
+}

@@ -1,0 +1,142 @@
+//! Optimized tract plans, one per concrete set of input shapes, built on first use and
+//! cached.
+//!
+//! tract runs several times faster on concrete shapes than with symbolic dimensions, and a
+//! model may only type at all once its inputs are concrete, so every request runs on a plan
+//! built for exactly its shapes. The cache is bounded: past `capacity` plans the least
+//! recently used one is dropped (requests still holding it finish on it).
+
+use super::loader::{PlanSource, datum_type};
+use crate::tensor::DType;
+use anyhow::{bail, ensure};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tract_onnx::prelude::*;
+
+pub type Plan = Arc<TypedRunnableModel>;
+
+/// The shapes of a request's inputs, in the model's input order.
+pub type ShapeKey = Vec<Vec<usize>>;
+
+pub struct PlanCache {
+    source: PlanSource,
+    input_dtypes: Vec<DType>,
+    capacity: usize,
+    entries: Mutex<HashMap<ShapeKey, (Plan, u64)>>,
+    clock: AtomicU64,
+    builds: AtomicU64,
+}
+
+impl PlanCache {
+    pub fn new(source: PlanSource, input_dtypes: Vec<DType>, capacity: usize) -> PlanCache {
+        PlanCache {
+            source,
+            input_dtypes,
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
+            builds: AtomicU64::new(0),
+        }
+    }
+
+    /// How many plans have been built so far.
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+
+    /// The plan for `shapes`, built now if it is not cached.
+    pub fn get(&self, shapes: &[Vec<usize>]) -> TractResult<Plan> {
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        if let Some((plan, used)) = self.lock().get_mut(shapes) {
+            *used = tick;
+            return Ok(plan.clone());
+        }
+        // Built outside the lock: other shapes keep being served meanwhile. Two requests
+        // racing on a new shape may both build it; the second insert wins, harmlessly.
+        let plan = self.build(shapes)?;
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity
+            && let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
+        entries.insert(shapes.to_vec(), (plan.clone(), tick));
+        Ok(plan)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ShapeKey, (Plan, u64)>> {
+        // A panic while holding this lock cannot leave the map inconsistent (inserts and
+        // removes are single calls), so a poisoned lock is still usable.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn build(&self, shapes: &[Vec<usize>]) -> TractResult<Plan> {
+        let started = std::time::Instant::now();
+        let plan = match &self.source {
+            PlanSource::Symbolic(model) => {
+                let bindings = bind_symbols(model, shapes)?;
+                model
+                    .set_symbols(&bindings)?
+                    .into_optimized()?
+                    .into_runnable()?
+            }
+            PlanSource::Concrete(model) => {
+                let mut model = model.clone();
+                for (ix, (shape, dtype)) in shapes.iter().zip(&self.input_dtypes).enumerate() {
+                    model.set_input_fact(
+                        ix,
+                        InferenceFact::dt_shape(datum_type(*dtype), shape.clone()),
+                    )?;
+                }
+                model.into_optimized()?.into_runnable()?
+            }
+        };
+        tracing::debug!(
+            ?shapes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built plan"
+        );
+        Ok(plan)
+    }
+}
+
+/// Binds each symbol of the typed model's input shapes to the request's dimension,
+/// checking fixed dimensions and that a symbol shared by several inputs agrees.
+fn bind_symbols(model: &TypedModel, shapes: &[Vec<usize>]) -> TractResult<HashMap<Symbol, TDim>> {
+    let mut bindings: HashMap<Symbol, TDim> = HashMap::new();
+    for (ix, shape) in shapes.iter().enumerate() {
+        let fact = model.input_fact(ix)?;
+        ensure!(
+            fact.rank() == shape.len(),
+            "input {ix} has rank {} but {} dims were given",
+            fact.rank(),
+            shape.len()
+        );
+        for (axis, (dim, given)) in fact.shape.iter().zip(shape).enumerate() {
+            let given = TDim::Val(*given as i64);
+            match dim {
+                TDim::Val(_) => ensure!(
+                    *dim == given,
+                    "input {ix} axis {axis} must be {dim}, got {given}"
+                ),
+                TDim::Sym(sym) => {
+                    if let Some(bound) = bindings.insert(sym.clone(), given.clone()) {
+                        ensure!(
+                            bound == given,
+                            "dimension {sym} is {bound} in one input and {given} in another"
+                        );
+                    }
+                }
+                expr => {
+                    bail!("input {ix} axis {axis} is the expression {expr}, which cannot be bound")
+                }
+            }
+        }
+    }
+    Ok(bindings)
+}

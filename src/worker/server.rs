@@ -1,0 +1,185 @@
+//! The worker's socket server: answers the supervisor's Hello once the model is loaded
+//! (Ready or LoadFailed), then runs Infer frames concurrently and writes each reply as soon
+//! as it is done, in any order.
+//!
+//! At most `threads` inferences run at once, each on a blocking thread so the socket keeps
+//! being read meanwhile. On SIGTERM the server stops accepting connections and exits once
+//! the requests it holds are answered.
+
+use super::engine::{Engine, Failure};
+use crate::wire::{self, Frame, PROTOCOL_VERSION};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+
+/// Where loading stands, watched by connections waiting to answer Hello.
+#[derive(Clone)]
+pub enum LoadState {
+    Loading,
+    Ready(Arc<Engine>),
+    Failed(String),
+}
+
+/// Requests received and not yet answered, so a graceful stop can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Returns once no request is in flight.
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+pub struct Server {
+    pub load: watch::Receiver<LoadState>,
+    pub slots: Arc<Semaphore>,
+    pub in_flight: Arc<InFlight>,
+    /// Notified once a LoadFailed has been sent, so the worker can exit.
+    pub told: Arc<Notify>,
+}
+
+impl Server {
+    /// Accepts connections until `stop` resolves, and returns what it resolved to.
+    pub async fn accept_until<T>(
+        self: Arc<Self>,
+        listener: UnixListener,
+        stop: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                why = &mut stop => return why,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let server = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = server.serve(stream).await {
+                                tracing::warn!("supervisor connection ended: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!("accept failed: {e}"),
+                },
+            }
+        }
+    }
+
+    async fn serve(self: Arc<Self>, stream: UnixStream) -> std::io::Result<()> {
+        let (mut reader, writer) = stream.into_split();
+        let mut writer = BufWriter::new(writer);
+        match wire::recv(&mut reader).await? {
+            Frame::Hello { protocol } if protocol == PROTOCOL_VERSION => {}
+            other => {
+                let reason =
+                    format!("expected Hello for protocol {PROTOCOL_VERSION}, got {other:?}");
+                wire::send(
+                    &mut writer,
+                    &Frame::LoadFailed {
+                        reason: reason.clone(),
+                    },
+                )
+                .await?;
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
+            }
+        }
+        let engine = match self.loaded().await {
+            LoadState::Ready(engine) => engine,
+            LoadState::Failed(reason) => {
+                wire::send(&mut writer, &Frame::LoadFailed { reason }).await?;
+                self.told.notify_one();
+                return Ok(());
+            }
+            LoadState::Loading => unreachable!("loaded() waits past Loading"),
+        };
+        wire::send(&mut writer, &Frame::Ready(engine.info.clone())).await?;
+
+        let (replies, mut outbox) = mpsc::channel::<Vec<u8>>(1024);
+        let write_loop = tokio::spawn(async move {
+            while let Some(frame) = outbox.recv().await {
+                writer.write_all(&frame).await?;
+                // Flush only when no other reply is ready, so bursts share one write.
+                if outbox.is_empty() {
+                    writer.flush().await?;
+                }
+            }
+            std::io::Result::Ok(())
+        });
+        while let Some(body) = wire::read_frame(&mut reader).await? {
+            let frame = Frame::decode(&body)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let Frame::Infer { id, inputs } = frame else {
+                tracing::warn!("ignoring unexpected frame from supervisor");
+                continue;
+            };
+            let guard = self.in_flight.enter();
+            let (engine, slots, replies) = (engine.clone(), self.slots.clone(), replies.clone());
+            tokio::spawn(async move {
+                let reply = run_one(engine, slots, id, inputs).await;
+                let _ = replies.send(reply.encode()).await;
+                drop(guard);
+            });
+        }
+        drop(replies);
+        write_loop.await.map_err(std::io::Error::other)?
+    }
+
+    async fn loaded(&self) -> LoadState {
+        let mut load = self.load.clone();
+        let state = load.wait_for(|s| !matches!(s, LoadState::Loading)).await;
+        match state {
+            Ok(state) => state.clone(),
+            Err(_) => LoadState::Failed("loader stopped without a result".into()),
+        }
+    }
+}
+
+async fn run_one(
+    engine: Arc<Engine>,
+    slots: Arc<Semaphore>,
+    id: u64,
+    inputs: Vec<crate::tensor::Tensor>,
+) -> Frame {
+    let Ok(_permit) = slots.acquire_owned().await else {
+        return Frame::Failed {
+            id,
+            fault: wire::Fault::Internal,
+            message: "worker is stopping".into(),
+        };
+    };
+    match tokio::task::spawn_blocking(move || engine.infer(inputs)).await {
+        Ok(Ok(outputs)) => Frame::Output { id, outputs },
+        Ok(Err(Failure { fault, message })) => Frame::Failed { id, fault, message },
+        Err(e) => Frame::Failed {
+            id,
+            fault: wire::Fault::Internal,
+            message: format!("inference task failed: {e}"),
+        },
+    }
+}
