@@ -30,25 +30,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = &config.server;
     let sockets_dir = server.run_dir.join("workers");
     for dir in [&server.run_dir, &sockets_dir, &server.state_dir] {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("could not create directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("could not create directory {}", dir.display()))?;
     }
     let metrics = Arc::new(Metrics::new());
     let router = Arc::new(Router::default());
     let heartbeat = Arc::new(Heartbeat::new());
     heartbeat.beat();
     let launcher = Launcher {
-        exe: std::env::current_exe()
-            .context("could not find the modeld binary to start workers")?,
+        exe: std::env::current_exe().context("could not find the modeld binary to start workers")?,
         sockets_dir,
         start_timeout: server.worker_start_timeout,
         log_level: server.log_level.clone(),
     };
-    let supervisor = Arc::new(Supervisor::new(
-        launcher,
-        metrics.clone(),
-        server.shutdown_grace,
-    ));
+    let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone(), server.shutdown_grace));
     for model in &config.models {
         start_model(&supervisor, &router, model, server.max_inflight_per_model);
     }
@@ -79,10 +73,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             supervisor.kill_all();
         }
         _ => {
-            tracing::info!(
-                "SIGTERM: finishing in-flight requests (up to {:?})",
-                server.shutdown_grace
-            );
+            tracing::info!("SIGTERM: finishing in-flight requests (up to {:?})", server.shutdown_grace);
             let _ = http.await;
             supervisor.stop_all().await;
         }
@@ -115,9 +106,7 @@ fn check_reload(config: &Config) {
              the running config stays in force (restart to apply)",
             config.path.display()
         ),
-        Err(e) => tracing::error!(
-            "SIGHUP: refusing the new config; the running config stays in force:\n{e}"
-        ),
+        Err(e) => tracing::error!("SIGHUP: refusing the new config; the running config stays in force:\n{e}"),
     }
 }
 

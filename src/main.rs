@@ -8,11 +8,7 @@ use std::process::ExitCode;
 const DEFAULT_CONFIG: &str = "/etc/modeld/modeld.toml";
 
 #[derive(Parser)]
-#[command(
-    name = "modeld",
-    version,
-    about = "Serve ONNX models from supervised workers, with safe rollouts"
-)]
+#[command(name = "modeld", version, about = "Serve ONNX models from supervised workers, with safe rollouts")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,22 +51,10 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve {
-            config,
-            listen,
-            run_dir,
-            state_dir,
-        } => serve(
-            config,
-            Overrides {
-                listen,
-                run_dir,
-                state_dir,
-            },
-        ),
-        Command::Config {
-            command: ConfigCommand::Check { config },
-        } => check(&config),
+        Command::Serve { config, listen, run_dir, state_dir } => {
+            serve(config, Overrides { listen, run_dir, state_dir })
+        }
+        Command::Config { command: ConfigCommand::Check { config } } => check(&config),
         Command::Worker(args) => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "info".into()));
             match modeld::worker::run(args) {
@@ -93,10 +77,7 @@ fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
         Err(e) => return config_failed(e),
     };
     modeld::logging::init(&config.server.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("modeld: could not start the async runtime: {e}");
@@ -128,11 +109,7 @@ fn config_failed(e: ConfigError) -> ExitCode {
         ConfigError::Invalid(report) => {
             eprint!("{report}");
             let n = report.errors().count();
-            eprintln!(
-                "{}: {n} error{} found",
-                report.file,
-                if n == 1 { "" } else { "s" }
-            );
+            eprintln!("{}: {n} error{} found", report.file, if n == 1 { "" } else { "s" });
         }
         other => eprintln!("modeld: {other}"),
     }

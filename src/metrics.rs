@@ -7,18 +7,14 @@
 //! so they can never drift from it.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: 0.5 ms to 10 s, dense where model serving lives.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0];
 /// Model load buckets in seconds.
-const LOAD_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-];
+const LOAD_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -44,35 +40,23 @@ impl Metrics {
             )
             .expect("valid metric"),
             request_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "modeld_request_duration_seconds",
-                    "Time from request received to response ready.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new("modeld_request_duration_seconds", "Time from request received to response ready.")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 &["model", "version", "protocol"],
             )
             .expect("valid metric"),
             inflight: IntGaugeVec::new(
-                Opts::new(
-                    "modeld_inflight_requests",
-                    "Requests admitted and not yet answered, by model.",
-                ),
+                Opts::new("modeld_inflight_requests", "Requests admitted and not yet answered, by model."),
                 &["model"],
             )
             .expect("valid metric"),
             workers_up: IntGaugeVec::new(
-                Opts::new(
-                    "modeld_workers_up",
-                    "Workers ready to serve, by model and version.",
-                ),
+                Opts::new("modeld_workers_up", "Workers ready to serve, by model and version."),
                 &["model", "version"],
             )
             .expect("valid metric"),
             worker_restarts: IntCounterVec::new(
-                Opts::new(
-                    "modeld_worker_restarts_total",
-                    "Workers restarted after they exited, by model and version.",
-                ),
+                Opts::new("modeld_worker_restarts_total", "Workers restarted after they exited, by model and version."),
                 &["model", "version"],
             )
             .expect("valid metric"),
@@ -86,19 +70,14 @@ impl Metrics {
             )
             .expect("valid metric"),
             build_info: GaugeVec::new(
-                Opts::new(
-                    "modeld_build_info",
-                    "Always 1; labels give the modeld version.",
-                ),
+                Opts::new("modeld_build_info", "Always 1; labels give the modeld version."),
                 &["version"],
             )
             .expect("valid metric"),
             registry,
         };
         m.register_all();
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1.0);
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
         m
     }
 
@@ -120,9 +99,7 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("exposition is UTF-8")
     }
 }

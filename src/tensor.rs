@@ -108,10 +108,7 @@ pub struct TensorSpec {
 impl TensorSpec {
     /// The shape as OIP metadata prints it: -1 for open dimensions.
     pub fn oip_shape(&self) -> Vec<i64> {
-        self.shape
-            .iter()
-            .map(|d| d.map_or(-1, |d| d as i64))
-            .collect()
+        self.shape.iter().map(|d| d.map_or(-1, |d| d as i64)).collect()
     }
 
     /// Why `tensor` does not fit `spec`, in words a client can act on.
@@ -119,10 +116,7 @@ impl TensorSpec {
         let spec = self;
         let name = &spec.name;
         if tensor.dtype != spec.dtype {
-            return Err(format!(
-                "input '{name}': expected datatype {}, got {}",
-                spec.dtype, tensor.dtype
-            ));
+            return Err(format!("input '{name}': expected datatype {}, got {}", spec.dtype, tensor.dtype));
         }
         if tensor.shape.len() != spec.shape.len() {
             return Err(format!(
@@ -145,10 +139,7 @@ impl TensorSpec {
             }
         }
         if tensor.shape.contains(&0) {
-            return Err(format!(
-                "input '{name}': shape {:?} has a zero dimension",
-                tensor.shape
-            ));
+            return Err(format!("input '{name}': shape {:?} has a zero dimension", tensor.shape));
         }
         tensor.check().map_err(|e| e.to_string())
     }
@@ -172,12 +163,7 @@ pub struct Tensor {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TensorError {
     #[error("tensor '{name}': shape {shape:?} holds {expected} elements but {got} were given")]
-    LengthMismatch {
-        name: String,
-        shape: Vec<usize>,
-        expected: usize,
-        got: usize,
-    },
+    LengthMismatch { name: String, shape: Vec<usize>, expected: usize, got: usize },
     #[error("tensor '{name}': malformed BYTES element data")]
     MalformedBytes { name: String },
 }
@@ -190,27 +176,13 @@ impl Tensor {
     }
 
     /// Builds a tensor from typed values, checking that they fill the shape.
-    pub fn from_values(
-        name: impl Into<String>,
-        shape: Vec<usize>,
-        values: Values,
-    ) -> Result<Tensor, TensorError> {
+    pub fn from_values(name: impl Into<String>, shape: Vec<usize>, values: Values) -> Result<Tensor, TensorError> {
         let name = name.into();
         let expected = element_count(&shape);
         if values.len() != expected {
-            return Err(TensorError::LengthMismatch {
-                name,
-                shape,
-                expected,
-                got: values.len(),
-            });
+            return Err(TensorError::LengthMismatch { name, shape, expected, got: values.len() });
         }
-        Ok(Tensor {
-            name,
-            dtype: values.dtype(),
-            shape,
-            data: values.into_bytes(),
-        })
+        Ok(Tensor { name, dtype: values.dtype(), shape, data: values.into_bytes() })
     }
 
     /// Checks that the byte length fits dtype and shape (used on data from the wire).
@@ -218,9 +190,7 @@ impl Tensor {
         let expected = self.element_count();
         let got = match self.dtype.size() {
             Some(size) => self.data.len() / size + usize::from(!self.data.len().is_multiple_of(size)),
-            None => count_strings(&self.data).ok_or_else(|| TensorError::MalformedBytes {
-                name: self.name.clone(),
-            })?,
+            None => count_strings(&self.data).ok_or_else(|| TensorError::MalformedBytes { name: self.name.clone() })?,
         };
         if got != expected {
             return Err(TensorError::LengthMismatch {
@@ -246,10 +216,7 @@ impl Tensor {
 
 /// The product of the dimensions, saturating at `usize::MAX` on overflow.
 pub fn element_count(shape: &[usize]) -> usize {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, d| acc.checked_mul(*d))
-        .unwrap_or(usize::MAX)
+    shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).unwrap_or(usize::MAX)
 }
 
 fn count_strings(mut data: &[u8]) -> Option<usize> {
@@ -367,9 +334,7 @@ impl Values {
     /// (callers check lengths with [`Tensor::check`] first).
     pub fn from_bytes(dtype: DType, data: &[u8]) -> Values {
         fn le<const N: usize, T>(data: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-            data.chunks_exact(N)
-                .map(|c| f(c.try_into().expect("chunk of N bytes")))
-                .collect()
+            data.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
         }
         match dtype {
             DType::Bool => Values::Bool(data.iter().map(|b| *b != 0).collect()),
@@ -430,20 +395,10 @@ mod tests {
 
     #[test]
     fn check_rejects_short_data() {
-        let t = Tensor {
-            name: "x".into(),
-            dtype: DType::F32,
-            shape: vec![2, 2],
-            data: vec![0; 12],
-        };
+        let t = Tensor { name: "x".into(), dtype: DType::F32, shape: vec![2, 2], data: vec![0; 12] };
         assert_eq!(
             t.check(),
-            Err(TensorError::LengthMismatch {
-                name: "x".into(),
-                shape: vec![2, 2],
-                expected: 4,
-                got: 3
-            })
+            Err(TensorError::LengthMismatch { name: "x".into(), shape: vec![2, 2], expected: 4, got: 3 })
         );
     }
 

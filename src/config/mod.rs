@@ -76,24 +76,16 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("could not read config {path}: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreadable { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(Report),
 }
 
 /// Reads and validates `path`. On success the report holds the warnings, if any.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<(Config, Report), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut report = Report {
-        file: path.display().to_string(),
-        problems: Vec::new(),
-    };
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
+    let mut report = Report { file: path.display().to_string(), problems: Vec::new() };
     let config = parse(path, &text, overrides, &mut report.problems);
     match config {
         Some(config) if !report.has_errors() => Ok((config, report)),
@@ -101,18 +93,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<(Config, Report), Conf
     }
 }
 
-fn parse(
-    path: &Path,
-    text: &str,
-    overrides: &Overrides,
-    problems: &mut Vec<Problem>,
-) -> Option<Config> {
+fn parse(path: &Path, text: &str, overrides: &Overrides, problems: &mut Vec<Problem>) -> Option<Config> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
-            let line = e
-                .span()
-                .map(|s| Locator::new(text, &DeTable::default()).line_at(s.start));
+            let line = e.span().map(|s| Locator::new(text, &DeTable::default()).line_at(s.start));
             problems.push(Problem {
                 key: String::new(),
                 line,
@@ -128,9 +113,7 @@ fn parse(
     let mut models = Vec::new();
     for (key, value) in root.iter() {
         match key.get_ref().as_ref() {
-            "server" => {
-                server = section::<RawServer>(value, &locator, problems).unwrap_or_default()
-            }
+            "server" => server = section::<RawServer>(value, &locator, problems).unwrap_or_default(),
             "model" => models = model_sections(value, &locator, problems),
             other => problems.push(Problem {
                 key: other.to_string(),
@@ -142,9 +125,7 @@ fn parse(
     }
     apply_overrides(&mut server, overrides);
     let base = path.parent().unwrap_or(Path::new("."));
-    Some(validate::config(
-        path, base, &server, &models, &locator, problems,
-    ))
+    Some(validate::config(path, base, &server, &models, &locator, problems))
 }
 
 fn apply_overrides(server: &mut RawServer, overrides: &Overrides) {
@@ -152,12 +133,7 @@ fn apply_overrides(server: &mut RawServer, overrides: &Overrides) {
         server.listen = Some(listen.clone());
     }
     // Command-line paths are relative to the working directory, not the config file.
-    let absolute = |p: &PathBuf| {
-        std::path::absolute(p)
-            .unwrap_or_else(|_| p.clone())
-            .display()
-            .to_string()
-    };
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string();
     if let Some(dir) = &overrides.run_dir {
         server.run_dir = Some(absolute(dir));
     }
@@ -174,10 +150,7 @@ fn section<'a, T: Deserialize<'a>>(
 ) -> Option<T> {
     T::deserialize(ValueDeserializer::from(value.clone()))
         .map_err(|e| {
-            let line = e
-                .span()
-                .or(Some(value.span()))
-                .map(|s| locator.line_at(s.start));
+            let line = e.span().or(Some(value.span())).map(|s| locator.line_at(s.start));
             problems.push(Problem {
                 key: String::new(),
                 line,
@@ -194,10 +167,7 @@ fn model_sections(
     problems: &mut Vec<Problem>,
 ) -> Vec<(KeyPath, RawModel)> {
     let DeValue::Array(items) = value.get_ref() else {
-        problems.push(locator.error(
-            &KeyPath::default().key("model"),
-            "must be an array of tables: write [[model]]",
-        ));
+        problems.push(locator.error(&KeyPath::default().key("model"), "must be an array of tables: write [[model]]"));
         return Vec::new();
     };
     let mut models = Vec::new();

@@ -70,9 +70,7 @@ pub struct Report {
 
 impl Report {
     pub fn errors(&self) -> impl Iterator<Item = &Problem> {
-        self.problems
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
+        self.problems.iter().filter(|p| p.severity == Severity::Error)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -119,10 +117,7 @@ impl<'a> Locator<'a> {
     }
 
     pub fn line_at(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
     }
 
     fn span(&self, path: &KeyPath) -> Option<Range<usize>> {
@@ -143,18 +138,10 @@ impl<'a> Locator<'a> {
 
     /// An error for `path`, located when possible.
     pub fn error(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
-        Problem {
-            key: path.to_string(),
-            line: self.line(path),
-            message: message.into(),
-            severity: Severity::Error,
-        }
+        Problem { key: path.to_string(), line: self.line(path), message: message.into(), severity: Severity::Error }
     }
 
     pub fn warning(&self, path: &KeyPath, message: impl Into<String>) -> Problem {
-        Problem {
-            severity: Severity::Warning,
-            ..self.error(path, message)
-        }
+        Problem { severity: Severity::Warning, ..self.error(path, message) }
     }
 }

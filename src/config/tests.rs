@@ -4,16 +4,8 @@ use super::*;
 
 fn check(text: &str) -> Result<Config, Report> {
     let mut problems = Vec::new();
-    let config = parse(
-        Path::new("/etc/modeld/modeld.toml"),
-        text,
-        &Overrides::default(),
-        &mut problems,
-    );
-    let report = Report {
-        file: "modeld.toml".into(),
-        problems,
-    };
+    let config = parse(Path::new("/etc/modeld/modeld.toml"), text, &Overrides::default(), &mut problems);
+    let report = Report { file: "modeld.toml".into(), problems };
     match config {
         Some(c) if !report.has_errors() => Ok(c),
         _ => Err(report),
@@ -29,23 +21,15 @@ fn minimal_config_gets_defaults() {
     let c = check("[[model]]\nname = \"iris\"\n").unwrap();
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server.run_dir, PathBuf::from("/run/modeld"));
-    assert_eq!(
-        c.server.admin_socket,
-        PathBuf::from("/run/modeld/admin.sock")
-    );
-    assert_eq!(
-        c.models[0].dir,
-        PathBuf::from("/var/lib/modeld/models/iris")
-    );
+    assert_eq!(c.server.admin_socket, PathBuf::from("/run/modeld/admin.sock"));
+    assert_eq!(c.models[0].dir, PathBuf::from("/var/lib/modeld/models/iris"));
     assert_eq!(c.models[0].version, crate::repo::VersionSpec::Latest);
     assert_eq!((c.models[0].workers, c.models[0].threads), (1, 1));
 }
 
 #[test]
 fn relative_paths_resolve_against_the_config_file() {
-    let c =
-        check("[server]\nrun_dir = \"run\"\nrepository = \"../models\"\n[[model]]\nname = \"m\"\n")
-            .unwrap();
+    let c = check("[server]\nrun_dir = \"run\"\nrepository = \"../models\"\n[[model]]\nname = \"m\"\n").unwrap();
     assert_eq!(c.server.run_dir, PathBuf::from("/etc/modeld/run"));
     assert_eq!(c.models[0].dir, PathBuf::from("/etc/modeld/../models/m"));
 }
@@ -72,17 +56,11 @@ colour = "blue"
     let found = errors(text);
     let keys: Vec<(&str, Option<usize>)> = found.iter().map(|p| (p.key.as_str(), p.line)).collect();
     assert!(keys.contains(&("server.listen", Some(3))), "{found:?}");
-    assert!(
-        keys.contains(&("server.request_timeout", Some(4))),
-        "{found:?}"
-    );
+    assert!(keys.contains(&("server.request_timeout", Some(4))), "{found:?}");
     assert!(keys.contains(&("model[0].workers", Some(8))), "{found:?}");
     assert!(keys.contains(&("model[1].name", Some(11))), "{found:?}");
     assert!(keys.contains(&("model[1].version", Some(12))), "{found:?}");
-    let unknown = found
-        .iter()
-        .find(|p| p.key == "model[2]")
-        .expect("unknown key reported");
+    let unknown = found.iter().find(|p| p.key == "model[2]").expect("unknown key reported");
     assert!(unknown.message.contains("colour"), "{unknown:?}");
     assert_eq!(unknown.line, Some(16));
 }
@@ -127,12 +105,7 @@ fn missing_model_files_are_warnings() {
     let c = check("[[model]]\nname = \"absent\"\nversion = 3\n");
     assert!(c.is_ok());
     let mut problems = Vec::new();
-    parse(
-        Path::new("/x/m.toml"),
-        "[[model]]\nname = \"absent\"\nversion = 3\n",
-        &Overrides::default(),
-        &mut problems,
-    );
+    parse(Path::new("/x/m.toml"), "[[model]]\nname = \"absent\"\nversion = 3\n", &Overrides::default(), &mut problems);
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].severity, Severity::Warning);
     assert_eq!(problems[0].key, "model[0].version");

@@ -29,31 +29,19 @@ pub fn config(
 ) -> Config {
     let server = server_config(base, server, at, problems);
     let models = model_configs(&server, models, base, at, problems);
-    Config {
-        path: path.to_path_buf(),
-        server,
-        models,
-    }
+    Config { path: path.to_path_buf(), server, models }
 }
 
-fn server_config(
-    base: &Path,
-    raw: &RawServer,
-    at: &Locator,
-    problems: &mut Vec<Problem>,
-) -> ServerConfig {
+fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<Problem>) -> ServerConfig {
     let key = |k: &str| KeyPath::default().key("server").key(k);
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = listen_text.parse().unwrap_or_else(|_| {
-        problems.push(at.error(
-            &key("listen"),
-            format!("'{listen_text}' is not an IP:PORT address (e.g. 127.0.0.1:8080)"),
-        ));
+        problems
+            .push(at.error(&key("listen"), format!("'{listen_text}' is not an IP:PORT address (e.g. 127.0.0.1:8080)")));
         DEFAULT_LISTEN.parse().expect("default address parses")
     });
-    let path_or = |value: &Option<String>, default: &str| {
-        resolve_path(base, Path::new(value.as_deref().unwrap_or(default)))
-    };
+    let path_or =
+        |value: &Option<String>, default: &str| resolve_path(base, Path::new(value.as_deref().unwrap_or(default)));
     let run_dir = path_or(&raw.run_dir, "/run/modeld");
     let state_dir = path_or(&raw.state_dir, "/var/lib/modeld");
     let admin_socket = match &raw.admin_socket {
@@ -66,26 +54,10 @@ fn server_config(
             default
         })
     };
-    let request_timeout = duration(
-        "request_timeout",
-        &raw.request_timeout,
-        Duration::from_secs(30),
-    );
-    let header_read_timeout = duration(
-        "header_read_timeout",
-        &raw.header_read_timeout,
-        Duration::from_secs(10),
-    );
-    let shutdown_grace = duration(
-        "shutdown_grace",
-        &raw.shutdown_grace,
-        Duration::from_secs(30),
-    );
-    let worker_start_timeout = duration(
-        "worker_start_timeout",
-        &raw.worker_start_timeout,
-        Duration::from_secs(300),
-    );
+    let request_timeout = duration("request_timeout", &raw.request_timeout, Duration::from_secs(30));
+    let header_read_timeout = duration("header_read_timeout", &raw.header_read_timeout, Duration::from_secs(10));
+    let shutdown_grace = duration("shutdown_grace", &raw.shutdown_grace, Duration::from_secs(30));
+    let worker_start_timeout = duration("worker_start_timeout", &raw.worker_start_timeout, Duration::from_secs(300));
     let max_body_bytes = match &raw.max_body {
         None => DEFAULT_MAX_BODY,
         Some(size) => parse_size(size).unwrap_or_else(|m| {
@@ -95,9 +67,7 @@ fn server_config(
     };
     let max_inflight_per_model = raw
         .max_inflight_per_model
-        .map_or(DEFAULT_MAX_INFLIGHT, |n| {
-            at_least(n, 1, 1 << 20, &key("max_inflight_per_model"), at, problems)
-        });
+        .map_or(DEFAULT_MAX_INFLIGHT, |n| at_least(n, 1, 1 << 20, &key("max_inflight_per_model"), at, problems));
     let log_level = raw.log_level.clone().unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
         problems.push(at.error(
@@ -129,10 +99,8 @@ fn model_configs(
     problems: &mut Vec<Problem>,
 ) -> Vec<ModelConfig> {
     if raw.is_empty() {
-        problems.push(at.error(
-            &KeyPath::default().key("model"),
-            "no [[model]] is configured; modeld needs at least one",
-        ));
+        problems
+            .push(at.error(&KeyPath::default().key("model"), "no [[model]] is configured; modeld needs at least one"));
     }
     let mut seen = HashSet::new();
     raw.iter()
@@ -140,17 +108,10 @@ fn model_configs(
             if let Err(message) = check_name(&m.name) {
                 problems.push(at.error(&path.key("name"), message));
             } else if !seen.insert(m.name.clone()) {
-                problems.push(at.error(
-                    &path.key("name"),
-                    format!("model '{}' is configured twice", m.name),
-                ));
+                problems.push(at.error(&path.key("name"), format!("model '{}' is configured twice", m.name)));
             }
-            let repository = m
-                .repository
-                .as_ref()
-                .map_or(server.repository.clone(), |r| {
-                    resolve_path(base, Path::new(r))
-                });
+            let repository =
+                m.repository.as_ref().map_or(server.repository.clone(), |r| resolve_path(base, Path::new(r)));
             let version = version_spec(m.version.as_ref()).unwrap_or_else(|message| {
                 problems.push(at.error(&path.key("version"), message));
                 VersionSpec::Latest
@@ -159,12 +120,8 @@ fn model_configs(
                 name: m.name.clone(),
                 dir: repository.join(&m.name),
                 version,
-                workers: m.workers.map_or(1, |n| {
-                    at_least(n, 1, MAX_WORKERS, &path.key("workers"), at, problems)
-                }),
-                threads: m.threads.map_or(1, |n| {
-                    at_least(n, 1, MAX_THREADS, &path.key("threads"), at, problems)
-                }),
+                workers: m.workers.map_or(1, |n| at_least(n, 1, MAX_WORKERS, &path.key("workers"), at, problems)),
+                threads: m.threads.map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("threads"), at, problems)),
             };
             check_repository(&model, path, at, problems);
             model
@@ -174,18 +131,9 @@ fn model_configs(
 
 /// A missing model directory or version is a warning: the daemon still serves the other
 /// models and reports this one failed, and the files may arrive later.
-fn check_repository(
-    model: &ModelConfig,
-    path: &KeyPath,
-    at: &Locator,
-    problems: &mut Vec<Problem>,
-) {
+fn check_repository(model: &ModelConfig, path: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) {
     if let Err(e) = ModelDir::new(&model.dir).resolve(model.version) {
-        let key = if model.version == VersionSpec::Latest {
-            path.key("name")
-        } else {
-            path.key("version")
-        };
+        let key = if model.version == VersionSpec::Latest { path.key("name") } else { path.key("version") };
         problems.push(at.warning(&key, e.to_string()));
     }
 }
@@ -193,15 +141,11 @@ fn check_repository(
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
         && !name.starts_with('.');
     match ok {
         true => Ok(()),
-        false => Err(format!(
-            "'{name}' is not a valid model name (1-64 of A-Z a-z 0-9 _ - ., not starting with '.')"
-        )),
+        false => Err(format!("'{name}' is not a valid model name (1-64 of A-Z a-z 0-9 _ - ., not starting with '.')")),
     }
 }
 
@@ -209,24 +153,13 @@ fn version_spec(raw: Option<&RawVersion>) -> Result<VersionSpec, String> {
     match raw {
         None => Ok(VersionSpec::Latest),
         Some(RawVersion::Word(w)) if w == "latest" => Ok(VersionSpec::Latest),
-        Some(RawVersion::Word(w)) => Err(format!(
-            "'{w}' is not a version: use a positive integer or \"latest\""
-        )),
+        Some(RawVersion::Word(w)) => Err(format!("'{w}' is not a version: use a positive integer or \"latest\"")),
         Some(RawVersion::Number(n)) if *n >= 1 => Ok(VersionSpec::Exact(*n as u64)),
-        Some(RawVersion::Number(n)) => {
-            Err(format!("must be a positive integer or \"latest\", got {n}"))
-        }
+        Some(RawVersion::Number(n)) => Err(format!("must be a positive integer or \"latest\", got {n}")),
     }
 }
 
-fn at_least(
-    value: i64,
-    min: i64,
-    max: i64,
-    key: &KeyPath,
-    at: &Locator,
-    problems: &mut Vec<Problem>,
-) -> usize {
+fn at_least(value: i64, min: i64, max: i64, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> usize {
     if value < min || value > max {
         problems.push(at.error(key, format!("must be between {min} and {max}, got {value}")));
         return min as usize;
@@ -242,9 +175,7 @@ pub fn parse_duration(value: &Option<String>, default: Duration) -> Result<Durat
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(format!("'{text}' must be more than zero")),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!(
-            "'{text}' is not a duration ({e}); write e.g. \"30s\" or \"500ms\""
-        )),
+        Err(e) => Err(format!("'{text}' is not a duration ({e}); write e.g. \"30s\" or \"500ms\"")),
     }
 }
 
@@ -252,9 +183,7 @@ pub fn parse_duration(value: &Option<String>, default: Duration) -> Result<Durat
 /// `KB`, `MB`, `GB`).
 pub fn parse_size(size: &RawSize) -> Result<usize, String> {
     let bytes = match size {
-        RawSize::Bytes(n) => {
-            u64::try_from(*n).map_err(|_| format!("must not be negative, got {n}"))?
-        }
+        RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| format!("must not be negative, got {n}"))?,
         RawSize::Text(text) => parse_size_text(text)?,
     };
     match bytes {
@@ -265,9 +194,7 @@ pub fn parse_size(size: &RawSize) -> Result<usize, String> {
 
 fn parse_size_text(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -278,17 +205,11 @@ fn parse_size_text(text: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "'{text}': unknown unit '{other}' (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ));
+            return Err(format!("'{text}': unknown unit '{other}' (use B, KiB, MiB, GiB, KB, MB or GB)"));
         }
     };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size such as \"16MiB\""))?;
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("'{text}' is too large"))
+    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size such as \"16MiB\""))?;
+    number.checked_mul(multiplier).ok_or_else(|| format!("'{text}' is too large"))
 }
 
 #[cfg(test)]
@@ -300,21 +221,14 @@ mod tests {
         assert_eq!(parse_size(&RawSize::Text("16MiB".into())), Ok(16 << 20));
         assert_eq!(parse_size(&RawSize::Text("2 KB".into())), Ok(2000));
         assert_eq!(parse_size(&RawSize::Bytes(512)), Ok(512));
-        assert!(
-            parse_size(&RawSize::Text("12 parsecs".into()))
-                .unwrap_err()
-                .contains("unknown unit")
-        );
+        assert!(parse_size(&RawSize::Text("12 parsecs".into())).unwrap_err().contains("unknown unit"));
         assert!(parse_size(&RawSize::Bytes(0)).is_err());
         assert!(parse_size(&RawSize::Bytes(-1)).is_err());
     }
 
     #[test]
     fn durations_must_be_positive() {
-        assert_eq!(
-            parse_duration(&Some("250ms".into()), Duration::ZERO),
-            Ok(Duration::from_millis(250))
-        );
+        assert_eq!(parse_duration(&Some("250ms".into()), Duration::ZERO), Ok(Duration::from_millis(250)));
         assert!(parse_duration(&Some("0s".into()), Duration::ZERO).is_err());
         assert!(parse_duration(&Some("soon".into()), Duration::ZERO).is_err());
     }

@@ -20,12 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            retry_after: None,
-            allow: None,
-        }
+        ApiError { status, message: message.into(), retry_after: None, allow: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -39,10 +34,7 @@ impl ApiError {
     pub fn method_not_allowed(method: &hyper::Method, path: &str, allow: &'static str) -> ApiError {
         ApiError {
             allow: Some(allow),
-            ..ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed on {path}; use {allow}"),
-            )
+            ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}; use {allow}"))
         }
     }
 
@@ -81,20 +73,12 @@ impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> ApiError {
         let message = e.to_string();
         match e {
-            RouteError::UnknownModel(_) | RouteError::UnknownVersion { .. } => {
-                ApiError::not_found(message)
+            RouteError::UnknownModel(_) | RouteError::UnknownVersion { .. } => ApiError::not_found(message),
+            RouteError::NotReady { .. } | RouteError::Overloaded { .. } | RouteError::Call(CallError::Gone) => {
+                ApiError::unavailable(message)
             }
-            RouteError::NotReady { .. }
-            | RouteError::Overloaded { .. }
-            | RouteError::Call(CallError::Gone) => ApiError::unavailable(message),
-            RouteError::Call(CallError::Failed {
-                fault: Fault::BadInput,
-                ..
-            }) => ApiError::bad_request(message),
-            RouteError::Call(CallError::Failed {
-                fault: Fault::Internal,
-                ..
-            }) => ApiError::internal(message),
+            RouteError::Call(CallError::Failed { fault: Fault::BadInput, .. }) => ApiError::bad_request(message),
+            RouteError::Call(CallError::Failed { fault: Fault::Internal, .. }) => ApiError::internal(message),
         }
     }
 }

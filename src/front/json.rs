@@ -20,23 +20,11 @@ pub struct Parsed {
 
 /// Parses `raw` (a number, or arbitrarily nested arrays of them) as `dtype` elements.
 pub fn parse(raw: &RawValue, dtype: DType) -> Result<Parsed, String> {
-    let mut walk = Walk {
-        values: Values::with_capacity(dtype, 0),
-        dims: Vec::new(),
-        leaf_depth: None,
-    };
+    let mut walk = Walk { values: Values::with_capacity(dtype, 0), dims: Vec::new(), leaf_depth: None };
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    Level {
-        walk: &mut walk,
-        depth: 0,
-    }
-    .deserialize(&mut de)
-    .map_err(|e| strip_position(e.to_string()))?;
+    Level { walk: &mut walk, depth: 0 }.deserialize(&mut de).map_err(|e| strip_position(e.to_string()))?;
     let shape = walk.dims.iter().map(|d| d.unwrap_or(0)).collect();
-    Ok(Parsed {
-        shape,
-        values: walk.values,
-    })
+    Ok(Parsed { shape, values: walk.values })
 }
 
 /// serde_json appends "at line 1 column 873" of the data snippet, which means nothing to
@@ -75,9 +63,7 @@ impl Walk {
         match self.dims[depth] {
             None => self.dims[depth] = Some(len),
             Some(l) if l != len => {
-                return Err(format!(
-                    "ragged array: arrays at depth {depth} have lengths {l} and {len}"
-                ));
+                return Err(format!("ragged array: arrays at depth {depth} have lengths {l} and {len}"));
             }
             Some(_) => {}
         }
@@ -87,12 +73,8 @@ impl Walk {
     fn push(&mut self, v: Scalar, depth: usize) -> Result<(), String> {
         self.leaf(depth)?;
         let index = self.values.len();
-        push_scalar(&mut self.values, v).ok_or_else(|| {
-            format!(
-                "element {index}: {v} is not a valid {} value",
-                self.values.dtype()
-            )
-        })
+        push_scalar(&mut self.values, v)
+            .ok_or_else(|| format!("element {index}: {v} is not a valid {} value", self.values.dtype()))
     }
 }
 
@@ -117,28 +99,18 @@ impl<'de> Visitor<'de> for Level<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut len = 0;
-        while seq
-            .next_element_seed(Level {
-                walk: &mut *self.walk,
-                depth: self.depth + 1,
-            })?
-            .is_some()
-        {
+        while seq.next_element_seed(Level { walk: &mut *self.walk, depth: self.depth + 1 })?.is_some() {
             len += 1;
         }
         if len == 0 {
             // An empty array is a leaf level too: `[]` is shape [0], `[[]]` is [1, 0].
             self.walk.leaf(self.depth + 1).map_err(de::Error::custom)?;
         }
-        self.walk
-            .array_len(self.depth, len)
-            .map_err(de::Error::custom)
+        self.walk.array_len(self.depth, len).map_err(de::Error::custom)
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.walk
-            .push(Scalar::Bool(v), self.depth)
-            .map_err(E::custom)
+        self.walk.push(Scalar::Bool(v), self.depth).map_err(E::custom)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
         self.walk.push(Scalar::U(v), self.depth).map_err(E::custom)
@@ -275,44 +247,19 @@ mod tests {
 
     #[test]
     fn values_are_checked_against_the_type() {
-        assert!(
-            parse(&raw("[1, 300]"), DType::U8)
-                .unwrap_err()
-                .contains("element 1: 300 is not a valid UINT8")
-        );
-        assert!(
-            parse(&raw("[1.5]"), DType::I64)
-                .unwrap_err()
-                .contains("not a valid INT64")
-        );
+        assert!(parse(&raw("[1, 300]"), DType::U8).unwrap_err().contains("element 1: 300 is not a valid UINT8"));
+        assert!(parse(&raw("[1.5]"), DType::I64).unwrap_err().contains("not a valid INT64"));
         assert!(parse(&raw("[true]"), DType::F32).is_err());
         assert!(parse(&raw("[-1]"), DType::U32).is_err());
-        assert_eq!(
-            parse(&raw("[2.0]"), DType::I32).unwrap().values,
-            Values::I32(vec![2])
-        );
-        assert_eq!(
-            parse(&raw("[true, false]"), DType::Bool).unwrap().values,
-            Values::Bool(vec![true, false])
-        );
-        assert_eq!(
-            parse(&raw("[\"a\"]"), DType::Bytes).unwrap().values,
-            Values::Bytes(vec![b"a".to_vec()])
-        );
+        assert_eq!(parse(&raw("[2.0]"), DType::I32).unwrap().values, Values::I32(vec![2]));
+        assert_eq!(parse(&raw("[true, false]"), DType::Bool).unwrap().values, Values::Bool(vec![true, false]));
+        assert_eq!(parse(&raw("[\"a\"]"), DType::Bytes).unwrap().values, Values::Bytes(vec![b"a".to_vec()]));
     }
 
     #[test]
     fn ragged_arrays_are_refused() {
-        assert!(
-            parse(&raw("[[1, 2], [3]]"), DType::F32)
-                .unwrap_err()
-                .contains("ragged")
-        );
-        assert!(
-            parse(&raw("[[1, 2], 3]"), DType::F32)
-                .unwrap_err()
-                .contains("ragged")
-        );
+        assert!(parse(&raw("[[1, 2], [3]]"), DType::F32).unwrap_err().contains("ragged"));
+        assert!(parse(&raw("[[1, 2], 3]"), DType::F32).unwrap_err().contains("ragged"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod routes;
 
 use crate::health::Heartbeat;
 use crate::metrics::Metrics;
+use crate::router::pool::Phase;
 use crate::router::{self, ModelRoute, Router};
 use bytes::Bytes;
 use error::ApiError;
@@ -59,13 +60,7 @@ pub struct Reply {
 
 impl Reply {
     fn json(status: StatusCode, body: String) -> Reply {
-        Reply {
-            status,
-            body,
-            content_type: "application/json",
-            retry_after: None,
-            allow: None,
-        }
+        Reply { status, body, content_type: "application/json", retry_after: None, allow: None }
     }
 
     fn ok(body: String) -> Reply {
@@ -75,11 +70,7 @@ impl Reply {
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        Reply {
-            retry_after: e.retry_after,
-            allow: e.allow,
-            ..Reply::json(e.status, e.body())
-        }
+        Reply { retry_after: e.retry_after, allow: e.allow, ..Reply::json(e.status, e.body()) }
     }
 }
 
@@ -94,12 +85,7 @@ struct Served {
 impl Front {
     /// Serves connections until `stop` is cancelled, then lets open requests finish for up
     /// to `grace` while refusing new connections.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        stop: CancellationToken,
-        grace: Duration,
-    ) {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -154,11 +140,7 @@ impl Front {
         respond(reply, head_only)
     }
 
-    async fn dispatch(
-        &self,
-        req: Request<Incoming>,
-        served: &mut Served,
-    ) -> Result<Reply, ApiError> {
+    async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
         let endpoint = routes::route(req.method(), req.uri().path())?;
         match endpoint {
             Endpoint::Infer { model, version } => {
@@ -182,22 +164,19 @@ impl Front {
         served: &mut Served,
     ) -> Result<Reply, ApiError> {
         let route = self.router.model(model)?;
+        // The body is read before any other answer: answering while a client is still
+        // sending makes many clients fail with a broken pipe instead of reading the answer.
+        let body = self.read_body(req).await?;
         let _admission = route.admit()?;
         let pool = route.pick(version)?;
         served.version = Some(pool.version);
-        let body = self.read_body(req).await?;
         let info = ready_info(&pool)?;
         let request = oip::parse_infer(&body, &info.inputs, &info.outputs)?;
         let outputs = router::infer(&pool, &request.inputs).await?;
         Ok(Reply::ok(oip::infer_response(&pool, &request, &outputs)))
     }
 
-    async fn predict(
-        &self,
-        req: Request<Incoming>,
-        batch: bool,
-        served: &mut Served,
-    ) -> Result<Reply, ApiError> {
+    async fn predict(&self, req: Request<Incoming>, batch: bool, served: &mut Served) -> Result<Reply, ApiError> {
         let body = self.read_body(req).await?;
         let examples = predict::parse_body(&body, batch)?;
         let names: Vec<String> = self.router.models().keys().cloned().collect();
@@ -222,25 +201,15 @@ impl Front {
     /// else as it streams in).
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
         let limit = self.limits.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(limit));
         }
         match Limited::new(req.into_body(), limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                Err(ApiError::too_large(limit))
-            }
-            Err(e) => Err(ApiError::bad_request(format!(
-                "could not read request body: {e}"
-            ))),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
+            Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),
         }
     }
 
@@ -251,10 +220,7 @@ impl Front {
         let model = served.model.as_deref().unwrap_or("");
         let version = served.version.map(|v| v.to_string()).unwrap_or_default();
         let code = reply.status.as_str();
-        self.metrics
-            .requests
-            .with_label_values(&[model, &version, served.protocol, code])
-            .inc();
+        self.metrics.requests.with_label_values(&[model, &version, served.protocol, code]).inc();
         self.metrics
             .request_duration
             .with_label_values(&[model, &version, served.protocol])
@@ -262,34 +228,25 @@ impl Front {
     }
 }
 
-/// The pool's signature, or 503 while no worker has reported it.
+/// The pool's signature, or 503 while no worker has reported it (saying why).
 fn ready_info(pool: &router::pool::Pool) -> Result<Arc<crate::wire::ModelInfo>, ApiError> {
-    pool.info().ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "model '{}' version {} is still loading",
-            pool.model, pool.version
-        ))
-    })
+    let not_ready =
+        |state: String| ApiError::unavailable(format!("model '{}' version {} {state}", pool.model, pool.version));
+    match &*pool.phase() {
+        Phase::Failed { reason } => Err(not_ready(format!("failed: {reason}"))),
+        Phase::Stopping => Err(not_ready("is stopping".into())),
+        Phase::Starting | Phase::Running => pool.info().ok_or_else(|| not_ready("is still loading".into())),
+    }
 }
 
 fn respond(reply: Reply, head_only: bool) -> Response<Full<Bytes>> {
-    let body = if head_only {
-        Bytes::new()
-    } else {
-        Bytes::from(reply.body)
-    };
+    let body = if head_only { Bytes::new() } else { Bytes::from(reply.body) };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(reply.content_type),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
     if let Some(after) = reply.retry_after {
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(after.as_secs().max(1)),
-        );
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
     }
     if let Some(allow) = reply.allow {
         headers.insert(header::ALLOW, HeaderValue::from_static(allow));

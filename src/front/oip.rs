@@ -46,20 +46,13 @@ pub struct Request {
 }
 
 /// Parses and checks an infer body against the model's signature.
-pub fn parse_infer(
-    body: &[u8],
-    inputs_spec: &[TensorSpec],
-    outputs_spec: &[TensorSpec],
-) -> Result<Request, ApiError> {
-    let req: InferRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+pub fn parse_infer(body: &[u8], inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<Request, ApiError> {
+    let req: InferRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
         if inputs.iter().any(|t: &Tensor| t.name == input.name) {
-            return Err(ApiError::bad_request(format!(
-                "input '{}' is given twice",
-                input.name
-            )));
+            return Err(ApiError::bad_request(format!("input '{}' is given twice", input.name)));
         }
         inputs.push(parse_input(input, inputs_spec)?);
     }
@@ -72,9 +65,7 @@ pub fn parse_infer(
             )));
         }
     }
-    let outputs = req
-        .outputs
-        .map(|o| o.into_iter().map(|o| o.name).collect::<Vec<_>>());
+    let outputs = req.outputs.map(|o| o.into_iter().map(|o| o.name).collect::<Vec<_>>());
     for name in outputs.iter().flatten() {
         if !outputs_spec.iter().any(|s| &s.name == name) {
             return Err(ApiError::bad_request(format!(
@@ -83,56 +74,30 @@ pub fn parse_infer(
             )));
         }
     }
-    Ok(Request {
-        id: req.id,
-        inputs,
-        outputs,
-    })
+    Ok(Request { id: req.id, inputs, outputs })
 }
 
 fn names(specs: &[TensorSpec]) -> String {
-    specs
-        .iter()
-        .map(|s| format!("'{}'", s.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    specs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
 }
 
 fn parse_input(input: &InputTensor, specs: &[TensorSpec]) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let spec = specs.iter().find(|s| &s.name == name).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "unexpected input '{name}' (the model takes {})",
-            names(specs)
-        ))
+        ApiError::bad_request(format!("unexpected input '{name}' (the model takes {})", names(specs)))
     })?;
-    let dtype = DType::from_oip_name(&input.datatype).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "input '{name}': unknown datatype '{}'",
-            input.datatype
-        ))
-    })?;
+    let dtype = DType::from_oip_name(&input.datatype)
+        .ok_or_else(|| ApiError::bad_request(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
     if dtype != spec.dtype {
-        return Err(ApiError::bad_request(format!(
-            "input '{name}': expected datatype {}, got {dtype}",
-            spec.dtype
-        )));
+        return Err(ApiError::bad_request(format!("input '{name}': expected datatype {}, got {dtype}", spec.dtype)));
     }
-    let shape = input
-        .shape
-        .iter()
-        .map(|d| usize::try_from(*d))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "input '{name}': shape {:?} has a negative dimension",
-                input.shape
-            ))
-        })?;
-    let parsed = json::parse(input.data, dtype)
-        .map_err(|e| ApiError::bad_request(format!("input '{name}': data: {e}")))?;
-    let tensor = Tensor::from_values(name.clone(), shape, parsed.values)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let shape = input.shape.iter().map(|d| usize::try_from(*d)).collect::<Result<Vec<_>, _>>().map_err(|_| {
+        ApiError::bad_request(format!("input '{name}': shape {:?} has a negative dimension", input.shape))
+    })?;
+    let parsed =
+        json::parse(input.data, dtype).map_err(|e| ApiError::bad_request(format!("input '{name}': data: {e}")))?;
+    let tensor =
+        Tensor::from_values(name.clone(), shape, parsed.values).map_err(|e| ApiError::bad_request(e.to_string()))?;
     spec.admits(&tensor).map_err(ApiError::bad_request)?;
     Ok(tensor)
 }
@@ -156,12 +121,7 @@ struct OutputTensor<'a> {
 
 /// The infer response body: the requested outputs (all when none were named).
 pub fn infer_response(pool: &Pool, request: &Request, outputs: &[Tensor]) -> String {
-    let wanted = |t: &&Tensor| {
-        request
-            .outputs
-            .as_ref()
-            .is_none_or(|names| names.contains(&t.name))
-    };
+    let wanted = |t: &&Tensor| request.outputs.as_ref().is_none_or(|names| names.contains(&t.name));
     let response = InferResponse {
         model_name: &pool.model,
         model_version: pool.version.to_string(),
@@ -169,12 +129,7 @@ pub fn infer_response(pool: &Pool, request: &Request, outputs: &[Tensor]) -> Str
         outputs: outputs
             .iter()
             .filter(wanted)
-            .map(|t| OutputTensor {
-                name: &t.name,
-                datatype: t.dtype.oip_name(),
-                shape: &t.shape,
-                data: Data(t),
-            })
+            .map(|t| OutputTensor { name: &t.name, datatype: t.dtype.oip_name(), shape: &t.shape, data: Data(t) })
             .collect(),
     };
     serde_json::to_string(&response).expect("response serializes")
@@ -188,23 +143,13 @@ struct TensorMetadata<'a> {
 }
 
 fn tensor_metadata(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
-    specs
-        .iter()
-        .map(|s| TensorMetadata {
-            name: &s.name,
-            datatype: s.dtype.oip_name(),
-            shape: s.oip_shape(),
-        })
-        .collect()
+    specs.iter().map(|s| TensorMetadata { name: &s.name, datatype: s.dtype.oip_name(), shape: s.oip_shape() }).collect()
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]`: the pool's signature, with the versions served.
 pub fn model_metadata(pool: &Pool, versions: &[u64]) -> Result<String, ApiError> {
     let info = pool.info().ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "model '{}' version {} has not loaded yet",
-            pool.model, pool.version
-        ))
+        ApiError::unavailable(format!("model '{}' version {} has not loaded yet", pool.model, pool.version))
     })?;
     let body = serde_json::json!({
         "name": pool.model,

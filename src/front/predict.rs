@@ -32,9 +32,7 @@ pub fn parse_body(body: &[u8], batch: bool) -> Result<Vec<Example<'_>>, ApiError
         true => "a JSON list of {\"features\": [...]} objects",
         false => "{\"features\": [...], \"model\"?: \"name\"}",
     };
-    let malformed = |e: serde_json::Error| {
-        ApiError::bad_request(format!("malformed body: {e}; expected {shape_hint}"))
-    };
+    let malformed = |e: serde_json::Error| ApiError::bad_request(format!("malformed body: {e}; expected {shape_hint}"));
     // `/predict` takes one object, `/batch_predict` a list (or one object, a batch of one).
     let is_list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let examples = match (is_list, batch) {
@@ -47,9 +45,7 @@ pub fn parse_body(body: &[u8], batch: bool) -> Result<Vec<Example<'_>>, ApiError
         }
     };
     match examples.is_empty() {
-        true => Err(ApiError::bad_request(
-            "batch_predict needs at least one example",
-        )),
+        true => Err(ApiError::bad_request("batch_predict needs at least one example")),
         false => Ok(examples),
     }
 }
@@ -59,9 +55,7 @@ pub fn model_name(examples: &[Example], models: &[String]) -> Result<String, Api
     let mut named = examples.iter().filter_map(|e| e.model.as_deref());
     match named.next() {
         Some(first) if named.all(|m| m == first) => Ok(first.to_string()),
-        Some(_) => Err(ApiError::bad_request(
-            "all examples of a batch must name the same model",
-        )),
+        Some(_) => Err(ApiError::bad_request("all examples of a batch must name the same model")),
         None if models.len() == 1 => Ok(models[0].clone()),
         None => Err(ApiError::bad_request(format!(
             "\"model\" is required: {} models are served ({})",
@@ -80,28 +74,17 @@ pub fn batch_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, Ap
         )));
     };
     if input.dtype == DType::Bytes {
-        return Err(ApiError::bad_request(
-            "the model takes strings; /predict serves numeric features",
-        ));
+        return Err(ApiError::bad_request("the model takes strings; /predict serves numeric features"));
     }
     let mut row_shape: Option<Vec<usize>> = None;
     let mut all = Values::with_capacity(input.dtype, 0);
     for (i, example) in examples.iter().enumerate() {
-        let at = |e: String| {
-            ApiError::bad_request(if examples.len() > 1 {
-                format!("example {i}: {e}")
-            } else {
-                e
-            })
-        };
-        let parsed =
-            json::parse(example.features, input.dtype).map_err(|e| at(format!("features: {e}")))?;
+        let at = |e: String| ApiError::bad_request(if examples.len() > 1 { format!("example {i}: {e}") } else { e });
+        let parsed = json::parse(example.features, input.dtype).map_err(|e| at(format!("features: {e}")))?;
         let shape = example_shape(input, &parsed.shape).map_err(at)?;
         match &row_shape {
             Some(first) if *first != shape => {
-                return Err(at(format!(
-                    "features shape {shape:?} differs from the first example's {first:?}"
-                )));
+                return Err(at(format!("features shape {shape:?} differs from the first example's {first:?}")));
             }
             _ => row_shape = Some(shape),
         }
@@ -109,8 +92,8 @@ pub fn batch_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, Ap
     }
     let mut shape = vec![examples.len()];
     shape.extend(row_shape.unwrap_or_default());
-    let tensor = Tensor::from_values(input.name.clone(), shape, all)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let tensor =
+        Tensor::from_values(input.name.clone(), shape, all).map_err(|e| ApiError::bad_request(e.to_string()))?;
     input.admits(&tensor).map_err(ApiError::bad_request)?;
     Ok(tensor)
 }
@@ -119,11 +102,8 @@ pub fn batch_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, Ap
 /// shape of the features when it matches, or a flat list filling the fixed dimensions.
 fn example_shape(input: &TensorSpec, features: &[usize]) -> Result<Vec<usize>, String> {
     let row = &input.shape[1.min(input.shape.len())..];
-    let fits = features.len() == row.len()
-        && row
-            .iter()
-            .zip(features)
-            .all(|(want, got)| want.is_none_or(|w| w == *got));
+    let fits =
+        features.len() == row.len() && row.iter().zip(features).all(|(want, got)| want.is_none_or(|w| w == *got));
     if fits {
         return Ok(features.to_vec());
     }
@@ -178,47 +158,27 @@ pub fn answers(
         )));
     }
     let width = values.len() / examples;
-    let labels = info
-        .labels
-        .as_ref()
-        .filter(|l| l.output == output.name)
-        .map(|l| l.names.as_slice());
-    let rows = values
-        .chunks(width)
-        .map(|row| answer(row, pool.predict.kind, labels, pool.version));
+    let labels = info.labels.as_ref().filter(|l| l.output == output.name).map(|l| l.names.as_slice());
+    let rows = values.chunks(width).map(|row| answer(row, pool.predict.kind, labels, pool.version));
     Ok(rows.collect())
 }
 
 /// The output `/predict` reads: the one model.toml names, else the labelled one, else the
 /// first floating-point output.
-fn chosen_output<'a>(
-    pool: &Pool,
-    info: &ModelInfo,
-    outputs: &'a [Tensor],
-) -> Result<&'a Tensor, ApiError> {
+fn chosen_output<'a>(pool: &Pool, info: &ModelInfo, outputs: &'a [Tensor]) -> Result<&'a Tensor, ApiError> {
     let name = pool
         .predict
         .output
         .clone()
         .or_else(|| info.labels.as_ref().map(|l| l.output.clone()))
-        .or_else(|| {
-            outputs
-                .iter()
-                .find(|t| t.dtype.is_float())
-                .map(|t| t.name.clone())
-        })
+        .or_else(|| outputs.iter().find(|t| t.dtype.is_float()).map(|t| t.name.clone()))
         .or_else(|| outputs.first().map(|t| t.name.clone()));
     name.and_then(|n| outputs.iter().find(|t| t.name == n))
         .filter(|t| t.dtype != DType::Bytes)
         .ok_or_else(|| ApiError::internal("the model has no numeric output /predict can read"))
 }
 
-fn answer(
-    row: &[f64],
-    kind: Option<PredictKind>,
-    labels: Option<&[String]>,
-    version: u64,
-) -> Prediction {
+fn answer(row: &[f64], kind: Option<PredictKind>, labels: Option<&[String]>, version: u64) -> Prediction {
     let kind = kind.unwrap_or_else(|| guess_kind(row));
     let model_version = version.to_string();
     if kind == PredictKind::Regression {
@@ -226,18 +186,14 @@ fn answer(
             [v] => serde_json::json!(v),
             _ => serde_json::json!(row),
         };
-        return Prediction {
-            prediction,
-            probability: None,
-            model_version,
-        };
+        return Prediction { prediction, probability: None, model_version };
     }
-    let (best, score) = row
-        .iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, v)| {
+    let (best, score) = row.iter().enumerate().fold(
+        (0, f64::NEG_INFINITY),
+        |(bi, bv), (i, v)| {
             if *v > bv { (i, *v) } else { (bi, bv) }
-        });
+        },
+    );
     let probability = match kind {
         PredictKind::Logits => 1.0 / row.iter().map(|v| (v - score).exp()).sum::<f64>(),
         _ => score,
@@ -246,18 +202,13 @@ fn answer(
         Some(label) => serde_json::json!(label),
         None => serde_json::json!(best),
     };
-    Prediction {
-        prediction,
-        probability: Some(probability),
-        model_version,
-    }
+    Prediction { prediction, probability: Some(probability), model_version }
 }
 
 /// Without a declared kind: one value is a regression; a row that is already a
 /// distribution is probabilities; anything else is scores, read through softmax.
 fn guess_kind(row: &[f64]) -> PredictKind {
-    let is_distribution =
-        row.iter().all(|v| (0.0..=1.0).contains(v)) && (row.iter().sum::<f64>() - 1.0).abs() < 1e-3;
+    let is_distribution = row.iter().all(|v| (0.0..=1.0).contains(v)) && (row.iter().sum::<f64>() - 1.0).abs() < 1e-3;
     match row.len() {
         1 => PredictKind::Regression,
         _ if is_distribution => PredictKind::Probabilities,
@@ -288,31 +239,16 @@ mod tests {
     #[test]
     fn single_values_are_regressions() {
         let p = answer(&[4.5], None, None, 1);
-        assert_eq!(
-            (p.prediction, p.probability),
-            (serde_json::json!(4.5), None)
-        );
+        assert_eq!((p.prediction, p.probability), (serde_json::json!(4.5), None));
     }
 
     #[test]
     fn example_shapes_match_nested_or_fill_fixed_dims() {
-        let spec = TensorSpec {
-            name: "x".into(),
-            dtype: DType::F32,
-            shape: vec![None, Some(2), Some(2)],
-        };
+        let spec = TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![None, Some(2), Some(2)] };
         assert_eq!(example_shape(&spec, &[2, 2]), Ok(vec![2, 2]));
         assert_eq!(example_shape(&spec, &[4]), Ok(vec![2, 2]));
-        assert!(
-            example_shape(&spec, &[5])
-                .unwrap_err()
-                .contains("expected shape [2, 2]")
-        );
-        let seq = TensorSpec {
-            name: "s".into(),
-            dtype: DType::F32,
-            shape: vec![None, None, Some(3)],
-        };
+        assert!(example_shape(&spec, &[5]).unwrap_err().contains("expected shape [2, 2]"));
+        let seq = TensorSpec { name: "s".into(), dtype: DType::F32, shape: vec![None, None, Some(3)] };
         assert_eq!(example_shape(&seq, &[7, 3]), Ok(vec![7, 3]));
     }
 }

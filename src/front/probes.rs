@@ -11,7 +11,8 @@ impl Front {
     pub(super) fn probe(&self, endpoint: Endpoint) -> Result<Reply, ApiError> {
         match endpoint {
             Endpoint::ServerMetadata => Ok(Reply::ok(
-                serde_json::json!({ "name": "modeld", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }).to_string(),
+                serde_json::json!({ "name": "modeld", "version": env!("CARGO_PKG_VERSION"), "extensions": [] })
+                    .to_string(),
             )),
             Endpoint::Live => {
                 let live = self.heartbeat.is_alive();
@@ -26,7 +27,10 @@ impl Front {
                 let table = route.table();
                 let pool = match version {
                     Some(_) => route.pick(version)?,
-                    None => table.stable.clone().ok_or_else(|| ApiError::unavailable(format!("model '{model}' has no live version")))?,
+                    None => table
+                        .stable
+                        .clone()
+                        .ok_or_else(|| ApiError::unavailable(format!("model '{model}' has no live version")))?,
                 };
                 let versions: Vec<u64> = table.pools().map(|p| p.version).collect();
                 Ok(Reply::ok(oip::model_metadata(&pool, &versions)?))
@@ -49,14 +53,14 @@ impl Front {
             }
             Endpoint::Ready => {
                 let waiting = health::not_ready(&self.router);
-                Ok(status_reply(waiting.is_empty(), serde_json::json!({ "ready": waiting.is_empty(), "not_ready": waiting })))
+                Ok(status_reply(
+                    waiting.is_empty(),
+                    serde_json::json!({ "ready": waiting.is_empty(), "not_ready": waiting }),
+                ))
             }
             Endpoint::Metrics => {
                 self.refresh_gauges();
-                Ok(Reply {
-                    content_type: "text/plain; version=0.0.4",
-                    ..Reply::ok(self.metrics.render())
-                })
+                Ok(Reply { content_type: "text/plain; version=0.0.4", ..Reply::ok(self.metrics.render()) })
             }
             Endpoint::Infer { .. } | Endpoint::Predict { .. } => unreachable!("dispatched before probes"),
         }
@@ -67,16 +71,10 @@ impl Front {
         self.metrics.inflight.reset();
         self.metrics.workers_up.reset();
         for (name, route) in self.router.models().iter() {
-            self.metrics
-                .inflight
-                .with_label_values(&[name])
-                .set(route.in_flight() as i64);
+            self.metrics.inflight.with_label_values(&[name]).set(route.in_flight() as i64);
             for pool in route.table().pools() {
                 let version = pool.version.to_string();
-                self.metrics
-                    .workers_up
-                    .with_label_values(&[name, &version])
-                    .set(pool.ready_workers() as i64);
+                self.metrics.workers_up.with_label_values(&[name, &version]).set(pool.ready_workers() as i64);
             }
         }
     }
@@ -84,10 +82,6 @@ impl Front {
 
 /// 200 when `ok`, else 503 (so load balancers and probes can act on the code alone).
 fn status_reply(ok: bool, body: serde_json::Value) -> Reply {
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Reply::json(status, body.to_string())
 }

@@ -77,19 +77,13 @@ fn model_path(model: &str, rest: &[&str]) -> Result<(Endpoint, &'static str), Ap
         [] => Ok((Endpoint::ModelMetadata { model, version }, "GET")),
         ["ready"] => Ok((Endpoint::ModelReady { model, version }, "GET")),
         ["infer"] => Ok((Endpoint::Infer { model, version }, "POST")),
-        _ => Err(ApiError::not_found(format!(
-            "no endpoint at /v2/models/{model}/{}",
-            rest.join("/")
-        ))),
+        _ => Err(ApiError::not_found(format!("no endpoint at /v2/models/{model}/{}", rest.join("/")))),
     }
 }
 
 fn parse_version(v: &str) -> Result<u64, ApiError> {
-    crate::repo::parse_version(v).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "'{v}' is not a version: versions are positive integers"
-        ))
-    })
+    crate::repo::parse_version(v)
+        .ok_or_else(|| ApiError::bad_request(format!("'{v}' is not a version: versions are positive integers")))
 }
 
 #[cfg(test)]
@@ -98,23 +92,14 @@ mod tests {
 
     #[test]
     fn oip_paths_resolve() {
-        assert_eq!(
-            route(&Method::GET, "/v2").unwrap(),
-            Endpoint::ServerMetadata
-        );
+        assert_eq!(route(&Method::GET, "/v2").unwrap(), Endpoint::ServerMetadata);
         assert_eq!(
             route(&Method::POST, "/v2/models/iris/versions/2/infer").unwrap(),
-            Endpoint::Infer {
-                model: "iris".into(),
-                version: Some(2)
-            }
+            Endpoint::Infer { model: "iris".into(), version: Some(2) }
         );
         assert_eq!(
             route(&Method::GET, "/v2/models/iris/ready").unwrap(),
-            Endpoint::ModelReady {
-                model: "iris".into(),
-                version: None
-            }
+            Endpoint::ModelReady { model: "iris".into(), version: None }
         );
     }
 
@@ -122,20 +107,8 @@ mod tests {
     fn wrong_methods_and_paths_are_refused() {
         let e = route(&Method::GET, "/v2/models/iris/infer").unwrap_err();
         assert_eq!((e.status.as_u16(), e.allow), (405, Some("POST")));
-        assert_eq!(
-            route(&Method::POST, "/health").unwrap_err().status.as_u16(),
-            405
-        );
-        assert_eq!(
-            route(&Method::GET, "/nope").unwrap_err().status.as_u16(),
-            404
-        );
-        assert_eq!(
-            route(&Method::POST, "/v2/models/iris/versions/x/infer")
-                .unwrap_err()
-                .status
-                .as_u16(),
-            400
-        );
+        assert_eq!(route(&Method::POST, "/health").unwrap_err().status.as_u16(), 405);
+        assert_eq!(route(&Method::GET, "/nope").unwrap_err().status.as_u16(), 404);
+        assert_eq!(route(&Method::POST, "/v2/models/iris/versions/x/infer").unwrap_err().status.as_u16(), 400);
     }
 }

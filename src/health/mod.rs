@@ -74,19 +74,13 @@ pub struct Check {
 
 /// The health of every model, read now.
 pub fn report(router: &Router, started: Instant) -> Report {
-    let models: BTreeMap<String, ModelHealth> = router
-        .models()
-        .iter()
-        .map(|(name, route)| (name.clone(), model_health(&route.table())))
-        .collect();
+    let models: BTreeMap<String, ModelHealth> =
+        router.models().iter().map(|(name, route)| (name.clone(), model_health(&route.table()))).collect();
     let worst = models
         .values()
         .flat_map(|m| {
             let unserved = (!m.ready).then_some(Status::Critical);
-            m.versions
-                .values()
-                .flat_map(|v| v.checks.values().map(|c| c.status))
-                .chain(unserved)
+            m.versions.values().flat_map(|v| v.checks.values().map(|c| c.status)).chain(unserved)
         })
         .max()
         .unwrap_or(Status::Ok);
@@ -95,11 +89,7 @@ pub fn report(router: &Router, started: Instant) -> Report {
         Status::Warning => Overall::Degraded,
         Status::Critical => Overall::Unhealthy,
     };
-    Report {
-        status,
-        uptime_seconds: started.elapsed().as_secs_f64(),
-        models,
-    }
+    Report { status, uptime_seconds: started.elapsed().as_secs_f64(), models }
 }
 
 fn model_health(table: &RoutingTable) -> ModelHealth {
@@ -108,27 +98,15 @@ fn model_health(table: &RoutingTable) -> ModelHealth {
         versions.insert(stable.version.to_string(), version_health(stable, "stable"));
     }
     if let Some(candidate) = &table.candidate {
-        versions.insert(
-            candidate.pool.version.to_string(),
-            version_health(&candidate.pool, "candidate"),
-        );
+        versions.insert(candidate.pool.version.to_string(), version_health(&candidate.pool, "candidate"));
     }
     let ready = table.stable.as_ref().is_some_and(|p| p.is_ready());
     let reason = match &table.stable {
-        None => Some(
-            table
-                .problem
-                .clone()
-                .unwrap_or_else(|| "no version is live".into()),
-        ),
+        None => Some(table.problem.clone().unwrap_or_else(|| "no version is live".into())),
         Some(p) if !ready => Some(format!("version {} is {}", p.version, state(p).0)),
         Some(_) => None,
     };
-    ModelHealth {
-        ready,
-        reason,
-        versions,
-    }
+    ModelHealth { ready, reason, versions }
 }
 
 /// The state word for a pool, and how bad it is.
@@ -153,18 +131,9 @@ fn version_health(pool: &Pool, role: &'static str) -> VersionHealth {
             .slots
             .iter()
             .filter(|s| s.conn().is_none())
-            .find_map(|s| {
-                s.last_exit
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-            }),
+            .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone()),
     };
-    let loaded = Check {
-        status,
-        value: serde_json::json!(ready),
-        threshold: serde_json::json!(pool.slots.len()),
-    };
+    let loaded = Check { status, value: serde_json::json!(ready), threshold: serde_json::json!(pool.slots.len()) };
     VersionHealth {
         state,
         role,
@@ -173,11 +142,7 @@ fn version_health(pool: &Pool, role: &'static str) -> VersionHealth {
         workers: Workers {
             configured: pool.slots.len(),
             ready,
-            restarts: pool
-                .slots
-                .iter()
-                .map(|s| s.restarts.load(Ordering::Relaxed))
-                .sum(),
+            restarts: pool.slots.iter().map(|s| s.restarts.load(Ordering::Relaxed)).sum(),
         },
         checks: BTreeMap::from([("model_loaded", loaded)]),
     }
@@ -206,22 +171,16 @@ pub const STALL_AFTER: Duration = Duration::from_secs(5);
 
 impl Heartbeat {
     pub fn new() -> Heartbeat {
-        Heartbeat {
-            origin: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
+        Heartbeat { origin: Instant::now(), last_ms: AtomicU64::new(0) }
     }
 
     pub fn beat(&self) {
-        self.last_ms
-            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Time since the last beat.
     pub fn age(&self) -> Duration {
-        self.origin
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.origin.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 
     pub fn is_alive(&self) -> bool {

@@ -31,10 +31,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("could not read {path}: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreadable { path: PathBuf, source: std::io::Error },
     #[error("invalid {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -125,32 +122,19 @@ impl Manifest {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
             Err(source) => {
-                return Err(ManifestError::Unreadable {
-                    path: path.into(),
-                    source,
-                });
+                return Err(ManifestError::Unreadable { path: path.into(), source });
             }
         };
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| ManifestError::Invalid {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        manifest
-            .validate()
-            .map_err(|message| ManifestError::Invalid {
-                path: path.into(),
-                message,
-            })?;
+        let manifest: Manifest =
+            toml::from_str(&text).map_err(|e| ManifestError::Invalid { path: path.into(), message: e.to_string() })?;
+        manifest.validate().map_err(|message| ManifestError::Invalid { path: path.into(), message })?;
         Ok(manifest)
     }
 
     fn validate(&self) -> Result<(), String> {
         for (name, hint) in &self.inputs {
             if hint.shape.contains(&0) {
-                return Err(format!(
-                    "inputs.{name}.shape {:?} has a zero dimension",
-                    hint.shape
-                ));
+                return Err(format!("inputs.{name}.shape {:?} has a zero dimension", hint.shape));
             }
         }
         for (i, g) in self.golden.iter().enumerate() {
@@ -174,8 +158,7 @@ impl Example {
     pub fn to_tensor(&self, name: &str, dtype: DType) -> Result<Tensor, String> {
         let mut values = Values::with_capacity(dtype, self.data.len());
         for (i, v) in self.data.iter().enumerate() {
-            push_toml(&mut values, v)
-                .ok_or_else(|| format!("{name}: data[{i}] = {v} is not a valid {dtype} value"))?;
+            push_toml(&mut values, v).ok_or_else(|| format!("{name}: data[{i}] = {v} is not a valid {dtype} value"))?;
         }
         Tensor::from_values(name, self.shape.clone(), values).map_err(|e| e.to_string())
     }
@@ -236,32 +219,16 @@ mod tests {
         .unwrap();
         assert!(m.validate().is_ok());
         assert_eq!(m.predict.kind, Some(PredictKind::Logits));
-        let t = m.warmup.unwrap().inputs["x"]
-            .to_tensor("x", DType::F32)
-            .unwrap();
+        let t = m.warmup.unwrap().inputs["x"].to_tensor("x", DType::F32).unwrap();
         assert_eq!(t.values(), Values::F32(vec![1.0, 2.5]));
     }
 
     #[test]
     fn examples_reject_values_outside_the_type() {
-        let e = Example {
-            shape: vec![1],
-            data: vec![toml::Value::Integer(300)],
-        };
-        assert!(
-            e.to_tensor("x", DType::U8)
-                .unwrap_err()
-                .contains("not a valid UINT8")
-        );
-        let e = Example {
-            shape: vec![2],
-            data: vec![toml::Value::Integer(3)],
-        };
-        assert!(
-            e.to_tensor("x", DType::I64)
-                .unwrap_err()
-                .contains("2 elements")
-        );
+        let e = Example { shape: vec![1], data: vec![toml::Value::Integer(300)] };
+        assert!(e.to_tensor("x", DType::U8).unwrap_err().contains("not a valid UINT8"));
+        let e = Example { shape: vec![2], data: vec![toml::Value::Integer(3)] };
+        assert!(e.to_tensor("x", DType::I64).unwrap_err().contains("2 elements"));
     }
 
     #[test]

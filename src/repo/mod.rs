@@ -37,10 +37,7 @@ impl std::fmt::Display for VersionSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     #[error("could not read model directory {path}: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreadable { path: PathBuf, source: std::io::Error },
     #[error("model directory {path} holds no version directory with a {MODEL_FILE}")]
     NoVersions { path: PathBuf },
     #[error("version {version} not found: {path} does not exist")]
@@ -69,10 +66,7 @@ impl ModelDir {
     /// The versions present, ascending: directories named by a positive integer (in
     /// canonical form, so `01` is not version 1) that hold a model file.
     pub fn versions(&self) -> Result<Vec<u64>, RepoError> {
-        let unreadable = |source| RepoError::Unreadable {
-            path: self.root.clone(),
-            source,
-        };
+        let unreadable = |source| RepoError::Unreadable { path: self.root.clone(), source };
         let mut versions = Vec::new();
         for entry in std::fs::read_dir(&self.root).map_err(unreadable)? {
             let entry = entry.map_err(unreadable)?;
@@ -92,20 +86,11 @@ impl ModelDir {
     pub fn resolve(&self, spec: VersionSpec) -> Result<u64, RepoError> {
         match spec {
             VersionSpec::Latest => {
-                self.versions()?
-                    .last()
-                    .copied()
-                    .ok_or_else(|| RepoError::NoVersions {
-                        path: self.root.clone(),
-                    })
+                self.versions()?.last().copied().ok_or_else(|| RepoError::NoVersions { path: self.root.clone() })
             }
             VersionSpec::Exact(version) => {
                 let path = self.model_file(version);
-                if path.is_file() {
-                    Ok(version)
-                } else {
-                    Err(RepoError::MissingVersion { version, path })
-                }
+                if path.is_file() { Ok(version) } else { Err(RepoError::MissingVersion { version, path }) }
             }
         }
     }
@@ -127,11 +112,7 @@ pub fn parse_version(name: &str) -> Option<u64> {
 /// `path` relative to `base` when it is relative (config paths resolve against the
 /// directory of the file that names them).
 pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
 }
 
 #[cfg(test)]
@@ -160,9 +141,6 @@ mod tests {
         assert_eq!(model.versions().unwrap(), vec![1, 3]);
         assert_eq!(model.resolve(VersionSpec::Latest).unwrap(), 3);
         assert_eq!(model.resolve(VersionSpec::Exact(1)).unwrap(), 1);
-        assert!(matches!(
-            model.resolve(VersionSpec::Exact(2)),
-            Err(RepoError::MissingVersion { version: 2, .. })
-        ));
+        assert!(matches!(model.resolve(VersionSpec::Exact(2)), Err(RepoError::MissingVersion { version: 2, .. })));
     }
 }

@@ -43,17 +43,10 @@ impl WorkerConn {
     pub fn start(stream: UnixStream) -> Arc<WorkerConn> {
         let (reader, writer) = stream.into_split();
         let (outbox, queue) = mpsc::unbounded_channel();
-        let pending = Arc::new(Mutex::new(Pending {
-            waiting: Some(HashMap::new()),
-        }));
-        tokio::spawn(write_loop(BufWriter::new(writer), queue));
+        let pending = Arc::new(Mutex::new(Pending { waiting: Some(HashMap::new()) }));
+        tokio::spawn(write_loop(BufWriter::new(writer), queue, pending.clone()));
         tokio::spawn(read_loop(reader, pending.clone()));
-        Arc::new(WorkerConn {
-            outbox,
-            pending,
-            next_id: AtomicU64::new(1),
-            outstanding: AtomicUsize::new(0),
-        })
+        Arc::new(WorkerConn { outbox, pending, next_id: AtomicU64::new(1), outstanding: AtomicUsize::new(0) })
     }
 
     /// Requests sent and not yet answered.
@@ -76,7 +69,7 @@ impl WorkerConn {
         };
         let _count = Outstanding::enter(&self.outstanding);
         if self.outbox.send(wire::encode_infer(id, inputs)).is_err() {
-            lock(&self.pending).waiting.as_mut().map(|w| w.remove(&id));
+            close(&self.pending);
             return Err(CallError::Gone);
         }
         rx.await.unwrap_or(Err(CallError::Gone))
@@ -105,16 +98,26 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     pending.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Ends the connection for callers: every waiting request gets Gone, and no new request
+/// may wait on it (so a retry never picks it again).
+fn close(pending: &Mutex<Pending>) {
+    // Dropping the senders wakes every waiting caller with Gone.
+    lock(pending).waiting = None;
+}
+
 async fn write_loop(
     mut writer: BufWriter<tokio::net::unix::OwnedWriteHalf>,
     mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Arc<Mutex<Pending>>,
 ) {
     while let Some(frame) = queue.recv().await {
-        if writer.write_all(&frame).await.is_err() {
-            return;
-        }
-        if queue.is_empty() && writer.flush().await.is_err() {
-            return;
+        let written = match writer.write_all(&frame).await {
+            Ok(()) if queue.is_empty() => writer.flush().await,
+            other => other,
+        };
+        if let Err(e) = written {
+            tracing::debug!("worker connection write failed: {e}");
+            return close(&pending);
         }
     }
 }
@@ -131,9 +134,7 @@ async fn read_loop(mut reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mut
         };
         let (id, reply) = match frame {
             Ok(Frame::Output { id, outputs }) => (id, Ok(outputs)),
-            Ok(Frame::Failed { id, fault, message }) => {
-                (id, Err(CallError::Failed { fault, message }))
-            }
+            Ok(Frame::Failed { id, fault, message }) => (id, Err(CallError::Failed { fault, message })),
             Ok(other) => {
                 tracing::warn!("unexpected frame from worker: {other:?}");
                 continue;
@@ -147,6 +148,5 @@ async fn read_loop(mut reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mut
             let _ = tx.send(reply);
         }
     }
-    // Dropping the senders wakes every waiting caller with Gone.
-    lock(&pending).waiting = None;
+    close(&pending);
 }

@@ -51,14 +51,12 @@ impl std::fmt::Display for RouteError {
             RouteError::NotReady { model, reason } => {
                 write!(f, "model '{model}' is not ready: {reason}")
             }
-            RouteError::Overloaded { model, limit } => write!(
-                f,
-                "model '{model}' has {limit} requests in flight, its limit; retry later"
-            ),
-            RouteError::Call(CallError::Gone) => write!(
-                f,
-                "the worker stopped while serving the request, and the retry found none"
-            ),
+            RouteError::Overloaded { model, limit } => {
+                write!(f, "model '{model}' has {limit} requests in flight, its limit; retry later")
+            }
+            RouteError::Call(CallError::Gone) => {
+                write!(f, "the worker stopped while serving the request, and the retry found none")
+            }
             RouteError::Call(CallError::Failed { message, .. }) => f.write_str(message),
         }
     }
@@ -107,44 +105,27 @@ impl ModelRoute {
             .clone()
             .try_acquire_owned()
             .map(Admission)
-            .map_err(|_| RouteError::Overloaded {
-                model: self.name.clone(),
-                limit: self.limit,
-            })
+            .map_err(|_| RouteError::Overloaded { model: self.name.clone(), limit: self.limit })
     }
 
     /// The pool for a request: the pinned version, or by the table's split.
     pub fn pick(&self, version: Option<u64>) -> Result<Arc<Pool>, RouteError> {
         let table = self.table.load();
         let pool = match version {
-            Some(v) => table.version(v).ok_or(RouteError::UnknownVersion {
+            Some(v) => table.version(v).ok_or(RouteError::UnknownVersion { model: self.name.clone(), version: v })?,
+            None => table.choose(self.tickets.next()).ok_or_else(|| RouteError::NotReady {
                 model: self.name.clone(),
-                version: v,
+                reason: table.problem.clone().unwrap_or_else(|| "no version is live".into()),
             })?,
-            None => table
-                .choose(self.tickets.next())
-                .ok_or_else(|| RouteError::NotReady {
-                    model: self.name.clone(),
-                    reason: table
-                        .problem
-                        .clone()
-                        .unwrap_or_else(|| "no version is live".into()),
-                })?,
         };
         Ok(pool.clone())
     }
 }
 
 /// Runs a request on `pool`, mapping its failures to route errors.
-pub async fn infer(
-    pool: &Pool,
-    inputs: &[crate::tensor::Tensor],
-) -> Result<Vec<crate::tensor::Tensor>, RouteError> {
+pub async fn infer(pool: &Pool, inputs: &[crate::tensor::Tensor]) -> Result<Vec<crate::tensor::Tensor>, RouteError> {
     pool.infer(inputs).await.map_err(|e| match e {
-        PoolError::Unavailable(reason) => RouteError::NotReady {
-            model: pool.model.clone(),
-            reason,
-        },
+        PoolError::Unavailable(reason) => RouteError::NotReady { model: pool.model.clone(), reason },
         PoolError::Call(call) => RouteError::Call(call),
     })
 }
@@ -157,11 +138,7 @@ pub struct Router {
 
 impl Router {
     pub fn model(&self, name: &str) -> Result<Arc<ModelRoute>, RouteError> {
-        self.models
-            .load()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| RouteError::UnknownModel(name.to_string()))
+        self.models.load().get(name).cloned().ok_or_else(|| RouteError::UnknownModel(name.to_string()))
     }
 
     pub fn models(&self) -> Arc<BTreeMap<String, Arc<ModelRoute>>> {

@@ -100,11 +100,7 @@ impl Pool {
 
     /// Requests sent to the workers and not yet answered.
     pub fn outstanding(&self) -> usize {
-        self.slots
-            .iter()
-            .filter_map(|s| s.conn.load_full())
-            .map(|c| c.outstanding())
-            .sum()
+        self.slots.iter().filter_map(|s| s.conn.load_full()).map(|c| c.outstanding()).sum()
     }
 
     pub fn set_phase(&self, phase: Phase) {
@@ -131,23 +127,20 @@ impl Pool {
 
     /// Runs a request, retrying once on another worker if its worker dies.
     pub async fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, PoolError> {
-        let (first, conn) = self.pick_or_wait(None).await?;
-        match conn.infer(inputs).await {
+        let first = self.pick_or_wait(None).await?;
+        match first.infer(inputs).await {
             Err(CallError::Gone) => {
                 tracing::warn!(model = %self.model, version = self.version, "worker died mid-request; retrying on another");
-                let (_, conn) = self.pick_or_wait(Some(first)).await?;
-                conn.infer(inputs).await.map_err(PoolError::Call)
+                let second = self.pick_or_wait(Some(&first)).await?;
+                second.infer(inputs).await.map_err(PoolError::Call)
             }
             other => other.map_err(PoolError::Call),
         }
     }
 
-    /// The least-busy open worker, skipping `avoid` while another is up; waits for one
-    /// to come up while the version is running.
-    async fn pick_or_wait(
-        &self,
-        avoid: Option<usize>,
-    ) -> Result<(usize, Arc<WorkerConn>), PoolError> {
+    /// The least-busy open worker, never the connection `avoid`; waits for one to come up
+    /// while the version is starting or running.
+    async fn pick_or_wait(&self, avoid: Option<&Arc<WorkerConn>>) -> Result<Arc<WorkerConn>, PoolError> {
         loop {
             let changed = self.changed.notified();
             match &*self.phase() {
@@ -166,28 +159,20 @@ impl Pool {
         }
     }
 
-    fn pick(&self, avoid: Option<usize>) -> Option<(usize, Arc<WorkerConn>)> {
+    fn pick(&self, avoid: Option<&Arc<WorkerConn>>) -> Option<Arc<WorkerConn>> {
         // Start the scan at a rotating index so ties spread across workers.
         let n = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best: Option<(usize, Arc<WorkerConn>)> = None;
-        let mut fallback = None;
+        let mut best: Option<Arc<WorkerConn>> = None;
         for k in 0..n {
-            let i = (start + k) % n;
-            let Some(conn) = self.slots[i].conn() else {
-                continue;
-            };
-            if Some(i) == avoid {
-                fallback = Some((i, conn));
+            let Some(conn) = self.slots[(start + k) % n].conn() else { continue };
+            if avoid.is_some_and(|a| Arc::ptr_eq(a, &conn)) {
                 continue;
             }
-            if best
-                .as_ref()
-                .is_none_or(|(_, b)| conn.outstanding() < b.outstanding())
-            {
-                best = Some((i, conn));
+            if best.as_ref().is_none_or(|b| conn.outstanding() < b.outstanding()) {
+                best = Some(conn);
             }
         }
-        best.or(fallback)
+        best
     }
 }

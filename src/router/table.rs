@@ -26,27 +26,17 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     pub fn stable(pool: Arc<Pool>) -> RoutingTable {
-        RoutingTable {
-            stable: Some(pool),
-            candidate: None,
-            problem: None,
-        }
+        RoutingTable { stable: Some(pool), candidate: None, problem: None }
     }
 
     /// A table with nothing to route to, and why.
     pub fn unavailable(problem: String) -> RoutingTable {
-        RoutingTable {
-            stable: None,
-            candidate: None,
-            problem: Some(problem),
-        }
+        RoutingTable { stable: None, candidate: None, problem: Some(problem) }
     }
 
     /// Every pool in the table.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.stable
-            .iter()
-            .chain(self.candidate.iter().map(|c| &c.pool))
+        self.stable.iter().chain(self.candidate.iter().map(|c| &c.pool))
     }
 
     /// The pool serving `version`, if the table holds it.
@@ -59,10 +49,7 @@ impl RoutingTable {
     pub fn choose(&self, ticket: u64) -> Option<&Arc<Pool>> {
         match &self.candidate {
             Some(c) if to_candidate(ticket, c.weight) => Some(&c.pool),
-            _ => self
-                .stable
-                .as_ref()
-                .or(self.candidate.as_ref().map(|c| &c.pool)),
+            _ => self.stable.as_ref().or(self.candidate.as_ref().map(|c| &c.pool)),
         }
     }
 }
@@ -100,15 +87,10 @@ mod tests {
         for weight in [0u8, 1, 10, 25, 50, 100] {
             let table = RoutingTable {
                 stable: Some(pool(1)),
-                candidate: Some(Candidate {
-                    pool: pool(2),
-                    weight,
-                }),
+                candidate: Some(Candidate { pool: pool(2), weight }),
                 problem: None,
             };
-            let to_candidate = (0..1000)
-                .filter(|t| table.choose(*t).unwrap().version == 2)
-                .count();
+            let to_candidate = (0..1000).filter(|t| table.choose(*t).unwrap().version == 2).count();
             assert_eq!(to_candidate, usize::from(weight) * 10, "weight {weight}");
         }
     }
@@ -117,15 +99,10 @@ mod tests {
     fn a_small_weight_is_interleaved() {
         let table = RoutingTable {
             stable: Some(pool(1)),
-            candidate: Some(Candidate {
-                pool: pool(2),
-                weight: 10,
-            }),
+            candidate: Some(Candidate { pool: pool(2), weight: 10 }),
             problem: None,
         };
-        let first_twenty = (0..20)
-            .filter(|t| table.choose(*t).unwrap().version == 2)
-            .count();
+        let first_twenty = (0..20).filter(|t| table.choose(*t).unwrap().version == 2).count();
         assert_eq!(first_twenty, 2);
     }
 
@@ -133,10 +110,7 @@ mod tests {
     fn pinned_versions_are_found() {
         let table = RoutingTable {
             stable: Some(pool(1)),
-            candidate: Some(Candidate {
-                pool: pool(2),
-                weight: 0,
-            }),
+            candidate: Some(Candidate { pool: pool(2), weight: 0 }),
             problem: None,
         };
         assert_eq!(table.version(2).unwrap().version, 2);

@@ -41,11 +41,7 @@ impl Exits {
     fn record(&mut self) -> bool {
         let now = Instant::now();
         self.0.push_back(now);
-        while self
-            .0
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
+        while self.0.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
             self.0.pop_front();
         }
         self.0.len() >= CRASH_LIMIT
@@ -66,25 +62,17 @@ impl Keeper {
             let mut child = match self.launcher.spawn(&spec, &socket) {
                 Ok(child) => child,
                 Err(e) => {
-                    return self.fail(format!(
-                        "could not start worker {}: {e}",
-                        self.launcher.exe.display()
-                    ));
+                    return self.fail(format!("could not start worker {}: {e}", self.launcher.exe.display()));
                 }
             };
-            self.pool.slots[spec.slot]
-                .pid
-                .store(child.id().unwrap_or(0), Ordering::Relaxed);
+            self.pool.slots[spec.slot].pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
             let exit = match self.start(&mut child, &socket).await {
                 None => return self.stop_worker(&spec, &mut child).await,
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),
                 Some(Started::Lost(reason)) => reason,
                 Some(Started::Ready { conn, info }) => {
                     let label = [spec.model.as_str(), &spec.version.to_string()];
-                    self.metrics
-                        .model_load_duration
-                        .with_label_values(&label)
-                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.model_load_duration.with_label_values(&label).observe(started.elapsed().as_secs_f64());
                     tracing::info!(model = %spec.model, version = spec.version, slot = spec.slot, pid = child.id(), "worker ready");
                     self.pool.fill(spec.slot, conn, info);
                     tokio::select! {
@@ -126,10 +114,7 @@ impl Keeper {
         let slot = &self.pool.slots[spec.slot];
         slot.restarts.fetch_add(1, Ordering::Relaxed);
         *slot.last_exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit.clone());
-        self.metrics
-            .worker_restarts
-            .with_label_values(&[spec.model.as_str(), &spec.version.to_string()])
-            .inc();
+        self.metrics.worker_restarts.with_label_values(&[spec.model.as_str(), &spec.version.to_string()]).inc();
         tracing::warn!(model = %spec.model, version = spec.version, slot = spec.slot, "{exit}; restarting");
         exits
             .record()

@@ -37,12 +37,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(launcher: Launcher, metrics: Arc<Metrics>, grace: Duration) -> Supervisor {
-        Supervisor {
-            launcher: Arc::new(launcher),
-            metrics,
-            grace,
-            running: Mutex::new(Vec::new()),
-        }
+        Supervisor { launcher: Arc::new(launcher), metrics, grace, running: Mutex::new(Vec::new()) }
     }
 
     /// Starts `model.workers` workers for `version`. The pool is returned at once, in phase
@@ -50,17 +45,12 @@ impl Supervisor {
     pub fn start(&self, model: &ModelConfig, version: u64) -> Arc<Pool> {
         let dir = ModelDir::new(&model.dir);
         let manifest = dir.manifest(version);
-        let predict = manifest
-            .as_ref()
-            .map(|m| m.predict.clone())
-            .unwrap_or_default();
+        let predict = manifest.as_ref().map(|m| m.predict.clone()).unwrap_or_default();
         let pool = Arc::new(Pool::new(&model.name, version, model.workers, predict));
         let stop = CancellationToken::new();
         let mut keepers = JoinSet::new();
         match manifest {
-            Err(e) => pool.set_phase(Phase::Failed {
-                reason: e.to_string(),
-            }),
+            Err(e) => pool.set_phase(Phase::Failed { reason: e.to_string() }),
             Ok(_) => {
                 let keeper = Keeper {
                     pool: pool.clone(),
@@ -82,11 +72,7 @@ impl Supervisor {
             }
         }
         tracing::info!(model = %model.name, version, workers = model.workers, "starting version");
-        self.lock().push(Running {
-            pool: pool.clone(),
-            stop,
-            keepers,
-        });
+        self.lock().push(Running { pool: pool.clone(), stop, keepers });
         pool
     }
 
@@ -140,9 +126,7 @@ impl Supervisor {
 }
 
 /// Awaits all futures concurrently.
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) {
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futures: impl Iterator<Item = F>) {
     let mut set = JoinSet::new();
     for f in futures {
         set.spawn(f);

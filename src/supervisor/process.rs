@@ -50,10 +50,7 @@ pub enum Started {
 
 impl Launcher {
     pub fn socket_path(&self, spec: &WorkerSpec) -> Result<PathBuf, String> {
-        let path = self.sockets_dir.join(format!(
-            "{}-{}-{}.sock",
-            spec.model, spec.version, spec.slot
-        ));
+        let path = self.sockets_dir.join(format!("{}-{}-{}.sock", spec.model, spec.version, spec.slot));
         match path.as_os_str().len() <= MAX_SOCKET_PATH {
             true => Ok(path),
             false => Err(format!(
@@ -85,31 +82,41 @@ impl Launcher {
     pub async fn handshake(&self, child: &mut Child, socket: &Path) -> Started {
         let attempt = async {
             let mut stream = connect(socket).await?;
-            wire::send(
-                &mut stream,
-                &Frame::Hello {
-                    protocol: PROTOCOL_VERSION,
-                },
-            )
-            .await?;
+            wire::send(&mut stream, &Frame::Hello { protocol: PROTOCOL_VERSION }).await?;
             let reply = wire::recv(&mut stream).await?;
             std::io::Result::Ok((stream, reply))
         };
+        tokio::pin!(attempt);
         tokio::select! {
-            status = child.wait() => Started::Lost(match status {
-                Ok(status) => format!("worker {} before reporting ready", describe_exit(status)),
-                Err(e) => format!("could not wait for worker: {e}"),
-            }),
+            // A reply already on the socket wins over the exit that followed it.
+            biased;
+            result = &mut attempt => answered(result),
+            status = child.wait() => {
+                // A worker that could not load says why, then exits: read its last words.
+                match tokio::time::timeout(LAST_WORDS, &mut attempt).await {
+                    Ok(result @ Ok((_, Frame::LoadFailed { .. }))) => answered(result),
+                    _ => Started::Lost(match status {
+                        Ok(status) => format!("worker {} before reporting ready", describe_exit(status)),
+                        Err(e) => format!("could not wait for worker: {e}"),
+                    }),
+                }
+            }
             _ = tokio::time::sleep(self.start_timeout) => Started::Lost(format!(
                 "worker did not report ready within {:?} (server.worker_start_timeout)", self.start_timeout
             )),
-            result = attempt => match result {
-                Ok((stream, Frame::Ready(info))) => Started::Ready { conn: WorkerConn::start(stream), info },
-                Ok((_, Frame::LoadFailed { reason })) => Started::LoadFailed(reason),
-                Ok((_, other)) => Started::Lost(format!("worker answered Hello with {other:?}")),
-                Err(e) => Started::Lost(format!("worker handshake failed: {e}")),
-            },
         }
+    }
+}
+
+/// How long to read a worker's socket after it exited, for a LoadFailed it sent first.
+const LAST_WORDS: Duration = Duration::from_millis(200);
+
+fn answered(result: std::io::Result<(UnixStream, Frame)>) -> Started {
+    match result {
+        Ok((stream, Frame::Ready(info))) => Started::Ready { conn: WorkerConn::start(stream), info },
+        Ok((_, Frame::LoadFailed { reason })) => Started::LoadFailed(reason),
+        Ok((_, other)) => Started::Lost(format!("worker answered Hello with {other:?}")),
+        Err(e) => Started::Lost(format!("worker handshake failed: {e}")),
     }
 }
 
@@ -118,12 +125,7 @@ async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
     loop {
         match UnixStream::connect(socket).await {
             Ok(stream) => return Ok(stream),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
             Err(e) => return Err(e),

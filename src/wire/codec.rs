@@ -77,9 +77,7 @@ impl<'a> Reader<'a> {
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.rest.len() < n {
-            return Err(DecodeError::Truncated {
-                needed: n - self.rest.len(),
-            });
+            return Err(DecodeError::Truncated { needed: n - self.rest.len() });
         }
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;

@@ -66,26 +66,12 @@ pub enum Fault {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    Hello {
-        protocol: u16,
-    },
+    Hello { protocol: u16 },
     Ready(ModelInfo),
-    LoadFailed {
-        reason: String,
-    },
-    Infer {
-        id: u64,
-        inputs: Vec<Tensor>,
-    },
-    Output {
-        id: u64,
-        outputs: Vec<Tensor>,
-    },
-    Failed {
-        id: u64,
-        fault: Fault,
-        message: String,
-    },
+    LoadFailed { reason: String },
+    Infer { id: u64, inputs: Vec<Tensor> },
+    Output { id: u64, outputs: Vec<Tensor> },
+    Failed { id: u64, fault: Fault, message: String },
 }
 
 impl Frame {
@@ -128,25 +114,15 @@ impl Frame {
             1 => Frame::Hello { protocol: r.u16()? },
             2 => Frame::Ready(read_info(&mut r)?),
             3 => Frame::LoadFailed { reason: r.str()? },
-            4 => Frame::Infer {
-                id,
-                inputs: read_tensors(&mut r)?,
-            },
-            5 => Frame::Output {
-                id,
-                outputs: read_tensors(&mut r)?,
-            },
+            4 => Frame::Infer { id, inputs: read_tensors(&mut r)? },
+            5 => Frame::Output { id, outputs: read_tensors(&mut r)? },
             6 => {
                 let fault = match r.u8()? {
                     1 => Fault::BadInput,
                     2 => Fault::Internal,
                     other => return Err(DecodeError::BadValue("fault", u64::from(other))),
                 };
-                Frame::Failed {
-                    id,
-                    fault,
-                    message: r.str()?,
-                }
+                Frame::Failed { id, fault, message: r.str()? }
             }
             other => return Err(DecodeError::BadValue("frame kind", u64::from(other))),
         };
@@ -162,10 +138,7 @@ pub fn encode_infer(id: u64, inputs: &[Tensor]) -> Vec<u8> {
 }
 
 fn encode_tensors(kind: u8, id: u64, tensors: &[Tensor]) -> Vec<u8> {
-    let size = tensors
-        .iter()
-        .map(|t| t.data.len() + t.name.len() + 8 * t.shape.len() + 16)
-        .sum::<usize>();
+    let size = tensors.iter().map(|t| t.data.len() + t.name.len() + 8 * t.shape.len() + 16).sum::<usize>();
     let mut w = Writer::with_capacity(size + 16);
     w.head(kind, id);
     write_tensors(&mut w, tensors);
@@ -194,9 +167,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result
 
 /// Reads and decodes one frame; end of stream and undecodable frames are errors here.
 pub async fn recv<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Frame> {
-    let body = read_frame(reader).await?.ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed")
-    })?;
+    let body = read_frame(reader)
+        .await?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"))?;
     Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
@@ -227,17 +200,10 @@ fn read_tensors(r: &mut Reader) -> Result<Vec<Tensor>, DecodeError> {
         let name = r.str()?;
         let dtype = read_dtype(r)?;
         let rank = r.u8()? as usize;
-        let shape = (0..rank)
-            .map(|_| r.u64().map(|d| d as usize))
-            .collect::<Result<_, _>>()?;
+        let shape = (0..rank).map(|_| r.u64().map(|d| d as usize)).collect::<Result<_, _>>()?;
         let len = r.u64()? as usize;
         let data = r.take(len)?.to_vec();
-        out.push(Tensor {
-            name,
-            dtype,
-            shape,
-            data,
-        });
+        out.push(Tensor { name, dtype, shape, data });
     }
     Ok(out)
 }
@@ -266,9 +232,7 @@ fn read_specs(r: &mut Reader) -> Result<Vec<TensorSpec>, DecodeError> {
         let name = r.str()?;
         let dtype = read_dtype(r)?;
         let rank = r.u8()? as usize;
-        let shape = (0..rank)
-            .map(|_| r.i64().map(|d| usize::try_from(d).ok()))
-            .collect::<Result<_, _>>()?;
+        let shape = (0..rank).map(|_| r.i64().map(|d| usize::try_from(d).ok())).collect::<Result<_, _>>()?;
         out.push(TensorSpec { name, dtype, shape });
     }
     Ok(out)
@@ -304,12 +268,7 @@ fn read_info(r: &mut Reader) -> Result<ModelInfo, DecodeError> {
             Some(Labels { output, names })
         }
     };
-    Ok(ModelInfo {
-        load_mode,
-        inputs,
-        outputs,
-        labels,
-    })
+    Ok(ModelInfo { load_mode, inputs, outputs, labels })
 }
 
 #[cfg(test)]
@@ -328,46 +287,22 @@ mod tests {
     fn every_frame_kind_round_trips() {
         let t = Tensor::from_values("x", vec![2, 2], Values::F32(vec![1., 2., 3., 4.])).unwrap();
         let s = Tensor::from_values("l", vec![1], Values::Bytes(vec![b"a".to_vec()])).unwrap();
-        round_trip(Frame::Hello {
-            protocol: PROTOCOL_VERSION,
-        });
+        round_trip(Frame::Hello { protocol: PROTOCOL_VERSION });
         round_trip(Frame::Ready(ModelInfo {
             load_mode: "strict".into(),
-            inputs: vec![TensorSpec {
-                name: "x".into(),
-                dtype: DType::F32,
-                shape: vec![None, Some(4)],
-            }],
+            inputs: vec![TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![None, Some(4)] }],
             outputs: vec![],
-            labels: Some(Labels {
-                output: "p".into(),
-                names: vec!["a".into(), "b".into()],
-            }),
+            labels: Some(Labels { output: "p".into(), names: vec!["a".into(), "b".into()] }),
         }));
-        round_trip(Frame::LoadFailed {
-            reason: "bad".into(),
-        });
-        round_trip(Frame::Infer {
-            id: 7,
-            inputs: vec![t.clone(), s],
-        });
-        round_trip(Frame::Output {
-            id: u64::MAX,
-            outputs: vec![t],
-        });
-        round_trip(Frame::Failed {
-            id: 3,
-            fault: Fault::BadInput,
-            message: "no".into(),
-        });
+        round_trip(Frame::LoadFailed { reason: "bad".into() });
+        round_trip(Frame::Infer { id: 7, inputs: vec![t.clone(), s] });
+        round_trip(Frame::Output { id: u64::MAX, outputs: vec![t] });
+        round_trip(Frame::Failed { id: 3, fault: Fault::BadInput, message: "no".into() });
     }
 
     #[test]
     fn truncated_and_unknown_frames_are_errors() {
-        let encoded = Frame::LoadFailed {
-            reason: "oops".into(),
-        }
-        .encode();
+        let encoded = Frame::LoadFailed { reason: "oops".into() }.encode();
         assert!(Frame::decode(&encoded[4..encoded.len() - 1]).is_err());
         assert!(Frame::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         let mut trailing = encoded[4..].to_vec();
@@ -378,10 +313,7 @@ mod tests {
     #[tokio::test]
     async fn frames_cross_a_stream() {
         let (mut a, mut b) = tokio::io::duplex(64);
-        let frame = Frame::Infer {
-            id: 1,
-            inputs: vec![],
-        };
+        let frame = Frame::Infer { id: 1, inputs: vec![] };
         let sent = frame.clone();
         tokio::spawn(async move { send(&mut a, &sent).await.unwrap() });
         assert_eq!(recv(&mut b).await.unwrap(), frame);

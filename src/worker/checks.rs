@@ -24,22 +24,11 @@ pub fn run_all(engine: &Engine, manifest: &Manifest) -> Result<(), String> {
 fn warm_up(engine: &Engine, manifest: &Manifest) -> Result<(), String> {
     if let Some(warmup) = &manifest.warmup {
         let inputs = examples_to_tensors(&engine.info.inputs, &warmup.inputs)?;
-        return engine
-            .infer(inputs)
-            .map(drop)
-            .map_err(|f| format!("warm-up failed: {}", f.message));
+        return engine.infer(inputs).map(drop).map_err(|f| format!("warm-up failed: {}", f.message));
     }
-    let inputs = engine
-        .info
-        .inputs
-        .iter()
-        .map(|spec| zeros(spec, manifest))
-        .collect::<Vec<_>>();
+    let inputs = engine.info.inputs.iter().map(|spec| zeros(spec, manifest)).collect::<Vec<_>>();
     if let Err(f) = engine.infer(inputs) {
-        tracing::warn!(
-            "default warm-up (zeros) was refused, going on without: {}",
-            f.message
-        );
+        tracing::warn!("default warm-up (zeros) was refused, going on without: {}", f.message);
     }
     Ok(())
 }
@@ -54,24 +43,17 @@ fn zeros(spec: &TensorSpec, manifest: &Manifest) -> Tensor {
         Some(size) => vec![0u8; count * size],
         None => Values::Bytes(vec![Vec::new(); count]).into_bytes(),
     };
-    Tensor {
-        name: spec.name.clone(),
-        dtype: spec.dtype,
-        shape,
-        data,
-    }
+    Tensor { name: spec.name.clone(), dtype: spec.dtype, shape, data }
 }
 
-fn examples_to_tensors(
-    specs: &[TensorSpec],
-    examples: &BTreeMap<String, Example>,
-) -> Result<Vec<Tensor>, String> {
+fn examples_to_tensors(specs: &[TensorSpec], examples: &BTreeMap<String, Example>) -> Result<Vec<Tensor>, String> {
     examples
         .iter()
         .map(|(name, example)| {
-            let spec = specs.iter().find(|s| &s.name == name).ok_or_else(|| {
-                format!("model.toml names input '{name}', which the model does not have")
-            })?;
+            let spec = specs
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| format!("model.toml names input '{name}', which the model does not have"))?;
             example.to_tensor(name, spec.dtype)
         })
         .collect()
@@ -81,9 +63,10 @@ fn check_golden(engine: &Engine, golden: &Golden) -> Result<(), String> {
     let inputs = examples_to_tensors(&engine.info.inputs, &golden.inputs)?;
     let outputs = engine.infer(inputs).map_err(|f| f.message)?;
     for (name, want) in &golden.outputs {
-        let got = outputs.iter().find(|t| &t.name == name).ok_or_else(|| {
-            format!("model.toml names output '{name}', which the model does not have")
-        })?;
+        let got = outputs
+            .iter()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| format!("model.toml names output '{name}', which the model does not have"))?;
         let want = want.to_tensor(name, got.dtype)?;
         compare(got, &want, golden.atol, golden.rtol)?;
     }
@@ -95,10 +78,7 @@ fn check_golden(engine: &Engine, golden: &Golden) -> Result<(), String> {
 pub fn compare(got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> Result<(), String> {
     let name = &got.name;
     if got.shape != want.shape {
-        return Err(format!(
-            "output '{name}': shape {:?}, expected {:?}",
-            got.shape, want.shape
-        ));
+        return Err(format!("output '{name}': shape {:?}, expected {:?}", got.shape, want.shape));
     }
     if got.dtype == DType::Bytes {
         return match got.values() == want.values() {
@@ -111,9 +91,7 @@ pub fn compare(got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> Result<(), 
         // Written so that NaN on either side fails the check.
         let within = (g - w).abs() <= atol + rtol * w.abs();
         if !within {
-            return Err(format!(
-                "output '{name}' element {i}: got {g}, expected {w} (atol {atol}, rtol {rtol})"
-            ));
+            return Err(format!("output '{name}' element {i}: got {g}, expected {w} (atol {atol}, rtol {rtol})"));
         }
     }
     Ok(())

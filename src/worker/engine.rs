@@ -30,16 +30,10 @@ pub struct Failure {
 
 impl Failure {
     fn bad_input(message: impl Into<String>) -> Failure {
-        Failure {
-            fault: Fault::BadInput,
-            message: message.into(),
-        }
+        Failure { fault: Fault::BadInput, message: message.into() }
     }
     fn internal(message: impl Into<String>) -> Failure {
-        Failure {
-            fault: Fault::Internal,
-            message: message.into(),
-        }
+        Failure { fault: Fault::Internal, message: message.into() }
     }
 }
 
@@ -61,25 +55,15 @@ impl Engine {
     pub fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
         let ordered = order_inputs(&self.info.inputs, inputs)?;
         let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
-        let values = ordered
-            .into_iter()
-            .map(to_tract)
-            .collect::<Result<TVec<TValue>, _>>()?;
+        let values = ordered.into_iter().map(to_tract).collect::<Result<TVec<TValue>, _>>()?;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let plan = self
-                .plans
-                .get(&shapes)
-                .map_err(|e| build_failure(&shapes, e))?;
-            plan.run(values)
-                .map_err(|e| Failure::internal(format!("inference failed: {e:#}")))
+            let plan = self.plans.get(&shapes).map_err(|e| build_failure(&shapes, e))?;
+            plan.run(values).map_err(|e| Failure::internal(format!("inference failed: {e:#}")))
         }));
         let outputs = match outcome {
             Ok(result) => result?,
             Err(panic) => {
-                return Err(Failure::internal(format!(
-                    "inference panicked: {}",
-                    panic_text(&panic)
-                )));
+                return Err(Failure::internal(format!("inference panicked: {}", panic_text(&panic))));
             }
         };
         self.info
@@ -104,23 +88,15 @@ fn index_to_strings(tensor: Tensor, names: &[String]) -> Result<Tensor, Failure>
         .iter()
         .map(|i| names.get(*i as usize).map(|s| s.as_bytes().to_vec()))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| {
-            Failure::internal(format!(
-                "output '{}' gave a class index out of range",
-                tensor.name
-            ))
-        })?;
-    Tensor::from_values(tensor.name, tensor.shape, Values::Bytes(strings))
-        .map_err(|e| Failure::internal(e.to_string()))
+        .ok_or_else(|| Failure::internal(format!("output '{}' gave a class index out of range", tensor.name)))?;
+    Tensor::from_values(tensor.name, tensor.shape, Values::Bytes(strings)).map_err(|e| Failure::internal(e.to_string()))
 }
 
 fn build_failure(shapes: &[Vec<usize>], e: TractError) -> Failure {
     // A plan that cannot be built for these shapes is the request's fault: the model
     // declared it could take them only up to what its graph allows (e.g. a sequence too
     // short for a convolution).
-    Failure::bad_input(format!(
-        "the model cannot run on input shapes {shapes:?}: {e:#}"
-    ))
+    Failure::bad_input(format!("the model cannot run on input shapes {shapes:?}: {e:#}"))
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -145,10 +121,7 @@ pub fn order_inputs(specs: &[TensorSpec], mut inputs: Vec<Tensor>) -> Result<Vec
         ordered.push(tensor);
     }
     if let Some(extra) = inputs.first() {
-        return Err(Failure::bad_input(format!(
-            "unexpected input '{}'",
-            extra.name
-        )));
+        return Err(Failure::bad_input(format!("unexpected input '{}'", extra.name)));
     }
     Ok(ordered)
 }
@@ -157,13 +130,8 @@ fn to_tract(t: Tensor) -> Result<TValue, Failure> {
     let fail = |e: TractError| Failure::bad_input(format!("input '{}': {e:#}", t.name));
     let tensor = match t.dtype {
         DType::Bytes => {
-            let Values::Bytes(items) = t.values() else {
-                unreachable!("BYTES tensor")
-            };
-            let strings = items
-                .into_iter()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .collect();
+            let Values::Bytes(items) = t.values() else { unreachable!("BYTES tensor") };
+            let strings = items.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
             ArrayD::from_shape_vec(t.shape.clone(), strings)
                 .map_err(|e| Failure::bad_input(format!("input '{}': {e}", t.name)))?
                 .into()
@@ -178,8 +146,7 @@ fn to_tract(t: Tensor) -> Result<TValue, Failure> {
         dtype => {
             // SAFETY: `TensorSpec::admits` verified the byte length is element count × element
             // size for this plain numeric type, and every bit pattern is a valid value.
-            unsafe { TractTensor::from_raw_dt(datum_type(dtype), &t.shape, &t.data) }
-                .map_err(fail)?
+            unsafe { TractTensor::from_raw_dt(datum_type(dtype), &t.shape, &t.data) }.map_err(fail)?
         }
     };
     Ok(tensor.into_tvalue())
@@ -189,17 +156,11 @@ fn to_tract(t: Tensor) -> Result<TValue, Failure> {
 pub fn from_tract(name: &str, value: &TValue) -> Result<Tensor, Failure> {
     let shape = value.shape().to_vec();
     let dt = value.datum_type();
-    let unsupported = || {
-        Failure::internal(format!(
-            "output '{name}' has element type {dt:?}, which is not served"
-        ))
-    };
+    let unsupported = || Failure::internal(format!("output '{name}' has element type {dt:?}, which is not served"));
     let dtype = dtype_of(dt).ok_or_else(unsupported)?;
     let data = match dt {
         DatumType::String => {
-            let view = value
-                .to_plain_array_view::<String>()
-                .map_err(|_| unsupported())?;
+            let view = value.to_plain_array_view::<String>().map_err(|_| unsupported())?;
             Values::Bytes(view.iter().map(|s| s.as_bytes().to_vec()).collect()).into_bytes()
         }
         DatumType::TDim => {
@@ -208,10 +169,5 @@ pub fn from_tract(name: &str, value: &TValue) -> Result<Tensor, Failure> {
         }
         _ => value.as_bytes().to_vec(),
     };
-    Ok(Tensor {
-        name: name.to_string(),
-        dtype,
-        shape,
-        data,
-    })
+    Ok(Tensor { name: name.to_string(), dtype, shape, data })
 }

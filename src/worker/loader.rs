@@ -38,12 +38,8 @@ pub enum LoadMode {
 }
 
 impl LoadMode {
-    pub const LADDER: [LoadMode; 4] = [
-        LoadMode::Strict,
-        LoadMode::IgnoreOutputShapes,
-        LoadMode::IgnoreValueInfo,
-        LoadMode::ConcreteShapes,
-    ];
+    pub const LADDER: [LoadMode; 4] =
+        [LoadMode::Strict, LoadMode::IgnoreOutputShapes, LoadMode::IgnoreValueInfo, LoadMode::ConcreteShapes];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,10 +53,7 @@ impl LoadMode {
     fn framework(self) -> tract_onnx::Onnx {
         tract_onnx::onnx()
             .with_ignore_output_shapes(self != LoadMode::Strict)
-            .with_ignore_value_info(matches!(
-                self,
-                LoadMode::IgnoreValueInfo | LoadMode::ConcreteShapes
-            ))
+            .with_ignore_value_info(matches!(self, LoadMode::IgnoreValueInfo | LoadMode::ConcreteShapes))
     }
 }
 
@@ -94,13 +87,9 @@ pub enum LoadError {
 /// Loads `path`, trying each [`LoadMode`] in turn.
 pub fn load(path: &Path, manifest: &Manifest) -> Result<LoadedModel, LoadError> {
     let shown = path.display().to_string();
-    let mut proto =
-        tract_onnx::onnx()
-            .proto_model_for_path(path)
-            .map_err(|e| LoadError::Unreadable {
-                path: shown.clone(),
-                reason: format!("{e:#}"),
-            })?;
+    let mut proto = tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| LoadError::Unreadable { path: shown.clone(), reason: format!("{e:#}") })?;
     let rewrites = super::rewrite::apply(&mut proto);
     let dir = path.parent().and_then(|d| d.to_str());
 
@@ -111,18 +100,9 @@ pub fn load(path: &Path, manifest: &Manifest) -> Result<LoadedModel, LoadError> 
                 if !failures.is_empty() {
                     tracing::info!(model = %shown, mode = mode.name(), "loaded after fallback");
                 }
-                let info = describe(mode, &source, manifest, &rewrites).map_err(|reason| {
-                    LoadError::Unsupported {
-                        path: shown.clone(),
-                        reason,
-                    }
-                })?;
-                return Ok(LoadedModel {
-                    mode,
-                    info,
-                    source,
-                    string_outputs: rewrites.string_outputs,
-                });
+                let info = describe(mode, &source, manifest, &rewrites)
+                    .map_err(|reason| LoadError::Unsupported { path: shown.clone(), reason })?;
+                return Ok(LoadedModel { mode, info, source, string_outputs: rewrites.string_outputs });
             }
             Err(e) => {
                 tracing::debug!(model = %shown, mode = mode.name(), "load attempt failed: {e:#}");
@@ -131,27 +111,17 @@ pub fn load(path: &Path, manifest: &Manifest) -> Result<LoadedModel, LoadError> 
         }
     }
     // The strict failure says most about the model; the last says why nothing worked.
-    Err(LoadError::Unloadable {
-        path: shown,
-        reason: failures.join("; "),
-    })
+    Err(LoadError::Unloadable { path: shown, reason: failures.join("; ") })
 }
 
-fn try_mode(
-    mode: LoadMode,
-    proto: &pb::ModelProto,
-    dir: Option<&str>,
-    manifest: &Manifest,
-) -> TractResult<PlanSource> {
+fn try_mode(mode: LoadMode, proto: &pb::ModelProto, dir: Option<&str>, manifest: &Manifest) -> TractResult<PlanSource> {
     let parsed = mode.framework().parse(proto, dir)?;
     if !parsed.unresolved_inputs.is_empty() {
         bail!("unresolved graph inputs {:?}", parsed.unresolved_inputs);
     }
     let model = parsed.model;
     if mode != LoadMode::ConcreteShapes {
-        return Ok(PlanSource::Symbolic(
-            model.into_typed()?.into_decluttered()?,
-        ));
+        return Ok(PlanSource::Symbolic(model.into_typed()?.into_decluttered()?));
     }
     // Prove the graph types once its inputs are concrete, with the shapes model.toml gives
     // (or the declared ones with open dims set to 1), so a broken model fails at load.
@@ -182,16 +152,10 @@ fn describe(
         PlanSource::Symbolic(model) => (typed_specs(model, true)?, typed_specs(model, false)?),
         PlanSource::Concrete(model) => {
             let text = |e: TractError| format!("{e:#}");
-            (
-                input_specs_untyped(model).map_err(text)?,
-                output_specs_untyped(model).map_err(text)?,
-            )
+            (input_specs_untyped(model).map_err(text)?, output_specs_untyped(model).map_err(text)?)
         }
     };
-    for spec in outputs
-        .iter_mut()
-        .filter(|o| rewrites.string_outputs.iter().any(|l| l.output == o.name))
-    {
+    for spec in outputs.iter_mut().filter(|o| rewrites.string_outputs.iter().any(|l| l.output == o.name)) {
         spec.dtype = DType::Bytes;
     }
     let labels = match &manifest.labels {
@@ -210,47 +174,37 @@ fn describe(
     if let Some(l) = &labels
         && !outputs.iter().any(|o| o.name == l.output)
     {
-        return Err(format!(
-            "labels name output '{}', which the model does not have",
-            l.output
-        ));
+        return Err(format!("labels name output '{}', which the model does not have", l.output));
     }
-    Ok(ModelInfo {
-        load_mode: mode.name().into(),
-        inputs,
-        outputs,
-        labels,
-    })
+    Ok(ModelInfo { load_mode: mode.name().into(), inputs, outputs, labels })
 }
 
 fn typed_specs(model: &TypedModel, inputs: bool) -> Result<Vec<TensorSpec>, String> {
-    let outlets = if inputs {
-        &model.inputs
-    } else {
-        &model.outputs
-    };
+    let outlets = if inputs { &model.inputs } else { &model.outputs };
     outlets
         .iter()
         .map(|outlet| {
             let fact = model.outlet_fact(*outlet).map_err(|e| format!("{e:#}"))?;
-            let name = outlet_name(model, *outlet);
-            let dtype = dtype_of(fact.datum_type).ok_or_else(|| {
-                format!("{name}: element type {:?} is not served", fact.datum_type)
-            })?;
+            let name = outlet_name(model, *outlet, inputs);
+            let dtype = dtype_of(fact.datum_type)
+                .ok_or_else(|| format!("{name}: element type {:?} is not served", fact.datum_type))?;
             let shape = fact.shape.iter().map(|d| d.to_usize().ok()).collect();
             Ok(TensorSpec { name, dtype, shape })
         })
         .collect()
 }
 
-fn outlet_name<F: Fact + Clone + 'static, O>(model: &Graph<F, O>, outlet: OutletId) -> String
+/// An input is named by its source node (a graph output passing an input straight through
+/// relabels the outlet, not the node); an output by its outlet label.
+fn outlet_name<F: Fact + Clone + 'static, O>(model: &Graph<F, O>, outlet: OutletId, input: bool) -> String
 where
     O: std::fmt::Debug + std::fmt::Display + AsRef<dyn Op> + AsMut<dyn Op> + Clone + 'static,
 {
-    model
-        .outlet_label(outlet)
-        .map(str::to_string)
-        .unwrap_or_else(|| model.node(outlet.node).name.clone())
+    let node = || model.node(outlet.node).name.clone();
+    match input {
+        true => node(),
+        false => model.outlet_label(outlet).map(str::to_string).unwrap_or_else(node),
+    }
 }
 
 fn input_specs_untyped(model: &InferenceModel) -> TractResult<Vec<TensorSpec>> {
@@ -261,29 +215,21 @@ fn output_specs_untyped(model: &InferenceModel) -> TractResult<Vec<TensorSpec>> 
     untyped_specs(model, &model.outputs, false)
 }
 
-fn untyped_specs(
-    model: &InferenceModel,
-    outlets: &[OutletId],
-    require_dtype: bool,
-) -> TractResult<Vec<TensorSpec>> {
+fn untyped_specs(model: &InferenceModel, outlets: &[OutletId], inputs: bool) -> TractResult<Vec<TensorSpec>> {
     outlets
         .iter()
         .map(|outlet| {
             let fact = model.outlet_fact(*outlet)?;
-            let name = outlet_name(model, *outlet);
+            let name = outlet_name(model, *outlet, inputs);
             let dtype = match fact.datum_type.concretize().and_then(dtype_of) {
                 Some(d) => d,
-                None if require_dtype => bail!("input {name} declares no servable element type"),
+                None if inputs => bail!("input {name} declares no servable element type"),
                 // Outputs of a graph typed only per shape may not declare a type up front.
                 None => DType::F32,
             };
             let shape = match fact.shape.concretize() {
                 Some(dims) => dims.iter().map(|d| d.to_usize().ok()).collect(),
-                None => fact
-                    .shape
-                    .dims()
-                    .map(|d| d.concretize().and_then(|d| d.to_usize().ok()))
-                    .collect(),
+                None => fact.shape.dims().map(|d| d.concretize().and_then(|d| d.to_usize().ok())).collect(),
             };
             Ok(TensorSpec { name, dtype, shape })
         })

@@ -119,10 +119,7 @@ enum Stop {
 
 /// Resolves once loading failed and the supervisor has been told why (or has not asked
 /// within a few seconds: it may be gone).
-async fn failed_and_told(
-    load: watch::Receiver<LoadState>,
-    told: Arc<tokio::sync::Notify>,
-) -> String {
+async fn failed_and_told(load: watch::Receiver<LoadState>, told: Arc<tokio::sync::Notify>) -> String {
     let reason = wait_failed(load).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), told.notified()).await;
     reason
@@ -141,10 +138,8 @@ async fn wait_failed(mut load: watch::Receiver<LoadState>) -> String {
 
 fn load_and_check(dir: &Path) -> Result<engine::Engine, String> {
     let started = std::time::Instant::now();
-    let manifest =
-        Manifest::read(&dir.join(crate::repo::MANIFEST_FILE)).map_err(|e| e.to_string())?;
-    let model =
-        loader::load(&dir.join(crate::repo::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
+    let manifest = Manifest::read(&dir.join(crate::repo::MANIFEST_FILE)).map_err(|e| e.to_string())?;
+    let model = loader::load(&dir.join(crate::repo::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
     let mode = model.mode;
     let engine = engine::Engine::new(model);
     checks::run_all(&engine, &manifest)?;
@@ -163,8 +158,7 @@ fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("could not remove stale socket {}: {e}", socket.display()),
     }
-    UnixListener::bind(socket)
-        .map_err(|e| anyhow::anyhow!("could not bind worker socket {}: {e}", socket.display()))
+    UnixListener::bind(socket).map_err(|e| anyhow::anyhow!("could not bind worker socket {}: {e}", socket.display()))
 }
 
 fn cleanup(socket: &Path) {

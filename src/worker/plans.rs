@@ -58,10 +58,7 @@ impl PlanCache {
         self.builds.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
         if entries.len() >= self.capacity
-            && let Some(oldest) = entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
+            && let Some(oldest) = entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
         {
             entries.remove(&oldest);
         }
@@ -80,27 +77,17 @@ impl PlanCache {
         let plan = match &self.source {
             PlanSource::Symbolic(model) => {
                 let bindings = bind_symbols(model, shapes)?;
-                model
-                    .set_symbols(&bindings)?
-                    .into_optimized()?
-                    .into_runnable()?
+                model.set_symbols(&bindings)?.into_optimized()?.into_runnable()?
             }
             PlanSource::Concrete(model) => {
                 let mut model = model.clone();
                 for (ix, (shape, dtype)) in shapes.iter().zip(&self.input_dtypes).enumerate() {
-                    model.set_input_fact(
-                        ix,
-                        InferenceFact::dt_shape(datum_type(*dtype), shape.clone()),
-                    )?;
+                    model.set_input_fact(ix, InferenceFact::dt_shape(datum_type(*dtype), shape.clone()))?;
                 }
                 model.into_optimized()?.into_runnable()?
             }
         };
-        tracing::debug!(
-            ?shapes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "built plan"
-        );
+        tracing::debug!(?shapes, elapsed_ms = started.elapsed().as_millis() as u64, "built plan");
         Ok(plan)
     }
 }
@@ -111,25 +98,14 @@ fn bind_symbols(model: &TypedModel, shapes: &[Vec<usize>]) -> TractResult<HashMa
     let mut bindings: HashMap<Symbol, TDim> = HashMap::new();
     for (ix, shape) in shapes.iter().enumerate() {
         let fact = model.input_fact(ix)?;
-        ensure!(
-            fact.rank() == shape.len(),
-            "input {ix} has rank {} but {} dims were given",
-            fact.rank(),
-            shape.len()
-        );
+        ensure!(fact.rank() == shape.len(), "input {ix} has rank {} but {} dims were given", fact.rank(), shape.len());
         for (axis, (dim, given)) in fact.shape.iter().zip(shape).enumerate() {
             let given = TDim::Val(*given as i64);
             match dim {
-                TDim::Val(_) => ensure!(
-                    *dim == given,
-                    "input {ix} axis {axis} must be {dim}, got {given}"
-                ),
+                TDim::Val(_) => ensure!(*dim == given, "input {ix} axis {axis} must be {dim}, got {given}"),
                 TDim::Sym(sym) => {
                     if let Some(bound) = bindings.insert(sym.clone(), given.clone()) {
-                        ensure!(
-                            bound == given,
-                            "dimension {sym} is {bound} in one input and {given} in another"
-                        );
+                        ensure!(bound == given, "dimension {sym} is {bound} in one input and {given} in another");
                     }
                 }
                 expr => {

@@ -33,10 +33,7 @@ pub fn apply(proto: &mut pb::ModelProto) -> Rewrites {
         return Rewrites::default();
     };
     name_anonymous_dims(graph);
-    Rewrites {
-        zipmap_labels: replace_trailing_zipmap(graph),
-        string_outputs: index_string_labels(graph),
-    }
+    Rewrites { zipmap_labels: replace_trailing_zipmap(graph), string_outputs: index_string_labels(graph) }
 }
 
 fn name_anonymous_dims(graph: &mut pb::GraphProto) {
@@ -82,36 +79,23 @@ fn replace_trailing_zipmap(graph: &mut pb::GraphProto) -> Option<Labels> {
 fn class_names(node: &pb::NodeProto, strings: &str, ints: &str) -> Vec<String> {
     let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
     if let Some(a) = attr(strings) {
-        return a
-            .strings
-            .iter()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
+        return a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
     }
-    attr(ints)
-        .map(|a| a.ints.iter().map(|i| i.to_string()).collect())
-        .unwrap_or_default()
+    attr(ints).map(|a| a.ints.iter().map(|i| i.to_string()).collect()).unwrap_or_default()
 }
 
 fn index_string_labels(graph: &mut pb::GraphProto) -> Vec<Labels> {
     let mut mapped = Vec::new();
     for i in 0..graph.node.len() {
         let node = &graph.node[i];
-        if node.op_type != "LinearClassifier"
-            || !node
-                .attribute
-                .iter()
-                .any(|a| a.name == "classlabels_strings")
-        {
+        if node.op_type != "LinearClassifier" || !node.attribute.iter().any(|a| a.name == "classlabels_strings") {
             continue;
         }
         let Some(label) = node.output.first().cloned() else {
             continue;
         };
         let Some(outputs) = identity_reach(graph, &label) else {
-            tracing::warn!(
-                "LinearClassifier string labels feed other nodes; leaving them to tract"
-            );
+            tracing::warn!("LinearClassifier string labels feed other nodes; leaving them to tract");
             continue;
         };
         let names = class_names(&graph.node[i], "classlabels_strings", "");
@@ -126,10 +110,7 @@ fn index_string_labels(graph: &mut pb::GraphProto) -> Vec<Labels> {
         for output in outputs {
             set_elem_type(graph, &output, ONNX_STRING, ONNX_INT64);
             tracing::info!(output = %output, "string class labels served through indices");
-            mapped.push(Labels {
-                output,
-                names: names.clone(),
-            });
+            mapped.push(Labels { output, names: names.clone() });
         }
     }
     mapped
@@ -142,11 +123,7 @@ fn identity_reach(graph: &pb::GraphProto, tensor: &str) -> Option<Vec<String>> {
     if graph.output.iter().any(|o| o.name == tensor) {
         reached.push(tensor.to_string());
     }
-    for consumer in graph
-        .node
-        .iter()
-        .filter(|n| n.input.iter().any(|i| i == tensor))
-    {
+    for consumer in graph.node.iter().filter(|n| n.input.iter().any(|i| i == tensor)) {
         if consumer.op_type != "Identity" {
             return None;
         }
@@ -157,12 +134,7 @@ fn identity_reach(graph: &pb::GraphProto, tensor: &str) -> Option<Vec<String>> {
 
 fn set_elem_type(graph: &mut pb::GraphProto, name: &str, from: i32, to: i32) {
     use pb::type_proto::Value as Type;
-    for info in graph
-        .output
-        .iter_mut()
-        .chain(graph.value_info.iter_mut())
-        .filter(|o| o.name == name)
-    {
+    for info in graph.output.iter_mut().chain(graph.value_info.iter_mut()).filter(|o| o.name == name) {
         if let Some(Type::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut())
             && t.elem_type == from
         {

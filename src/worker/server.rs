@@ -97,15 +97,8 @@ impl Server {
         match wire::recv(&mut reader).await? {
             Frame::Hello { protocol } if protocol == PROTOCOL_VERSION => {}
             other => {
-                let reason =
-                    format!("expected Hello for protocol {PROTOCOL_VERSION}, got {other:?}");
-                wire::send(
-                    &mut writer,
-                    &Frame::LoadFailed {
-                        reason: reason.clone(),
-                    },
-                )
-                .await?;
+                let reason = format!("expected Hello for protocol {PROTOCOL_VERSION}, got {other:?}");
+                wire::send(&mut writer, &Frame::LoadFailed { reason: reason.clone() }).await?;
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
             }
         }
@@ -132,8 +125,7 @@ impl Server {
             std::io::Result::Ok(())
         });
         while let Some(body) = wire::read_frame(&mut reader).await? {
-            let frame = Frame::decode(&body)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let frame = Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let Frame::Infer { id, inputs } = frame else {
                 tracing::warn!("ignoring unexpected frame from supervisor");
                 continue;
@@ -160,26 +152,13 @@ impl Server {
     }
 }
 
-async fn run_one(
-    engine: Arc<Engine>,
-    slots: Arc<Semaphore>,
-    id: u64,
-    inputs: Vec<crate::tensor::Tensor>,
-) -> Frame {
+async fn run_one(engine: Arc<Engine>, slots: Arc<Semaphore>, id: u64, inputs: Vec<crate::tensor::Tensor>) -> Frame {
     let Ok(_permit) = slots.acquire_owned().await else {
-        return Frame::Failed {
-            id,
-            fault: wire::Fault::Internal,
-            message: "worker is stopping".into(),
-        };
+        return Frame::Failed { id, fault: wire::Fault::Internal, message: "worker is stopping".into() };
     };
     match tokio::task::spawn_blocking(move || engine.infer(inputs)).await {
         Ok(Ok(outputs)) => Frame::Output { id, outputs },
         Ok(Err(Failure { fault, message })) => Frame::Failed { id, fault, message },
-        Err(e) => Frame::Failed {
-            id,
-            fault: wire::Fault::Internal,
-            message: format!("inference task failed: {e}"),
-        },
+        Err(e) => Frame::Failed { id, fault: wire::Fault::Internal, message: format!("inference task failed: {e}") },
     }
 }

@@ -1,0 +1,10 @@
+//! Integration tests: each runs the real `modeld` binary (see `util::TestDaemon`) and
+//! talks to it over HTTP and signals, as an operator or client would.
+
+mod bad_input;
+mod config_check;
+mod onnx;
+mod serving;
+mod shutdown;
+mod util;
+mod workers;

@@ -1,0 +1,188 @@
+//! Purpose-built ONNX models for the tests, generated with tract-onnx's protobuf types:
+//! small graphs whose behaviour (slow, typed, ...) is what a test needs.
+
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
+
+/// ONNX element type codes (TensorProto.DataType).
+pub const FLOAT: i32 = 1;
+pub const UINT8: i32 = 2;
+pub const INT8: i32 = 3;
+pub const INT32: i32 = 6;
+pub const INT64: i32 = 7;
+pub const BOOL: i32 = 9;
+pub const DOUBLE: i32 = 11;
+
+/// A graph under construction.
+#[derive(Default)]
+pub struct Graph {
+    graph: pb::GraphProto,
+}
+
+impl Graph {
+    /// Declares an input; `None` dims are symbolic (named `N0`, `N1`, ...).
+    pub fn input(mut self, name: &str, elem_type: i32, shape: &[Option<i64>]) -> Self {
+        self.graph.input.push(value_info(name, elem_type, Some(shape)));
+        self
+    }
+
+    pub fn output(mut self, name: &str, elem_type: i32) -> Self {
+        self.graph.output.push(value_info(name, elem_type, None));
+        self
+    }
+
+    pub fn node(mut self, op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<pb::AttributeProto>) -> Self {
+        self.graph.node.push(pb::NodeProto {
+            op_type: op.into(),
+            name: format!("{op}_{}", self.graph.node.len()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: attributes,
+            ..Default::default()
+        });
+        self
+    }
+
+    pub fn float_initializer(mut self, name: &str, dims: &[i64], data: Vec<f32>) -> Self {
+        self.graph.initializer.push(pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: FLOAT,
+            float_data: data,
+            ..Default::default()
+        });
+        self
+    }
+
+    /// The serialized model (opset 17).
+    pub fn encode(self) -> Vec<u8> {
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            producer_name: "modeld-tests".into(),
+            graph: Some(pb::GraphProto { name: "test".into(), ..self.graph }),
+            ..Default::default()
+        };
+        model.encode_to_vec()
+    }
+}
+
+fn value_info(name: &str, elem_type: i32, shape: Option<&[Option<i64>]>) -> pb::ValueInfoProto {
+    let shape = shape.map(|dims| pb::TensorShapeProto {
+        dim: dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| pb::tensor_shape_proto::Dimension {
+                value: Some(match d {
+                    Some(v) => Dim::DimValue(*v),
+                    None => Dim::DimParam(format!("N{i}")),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor { elem_type, shape })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn ints_attr(name: &str, ints: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+/// `x [N, width] → (MatMul W → Tanh) × depth → mean over axis 1 → y [N, 1]`: its cost
+/// grows with `width² × depth`, so a test can make requests take as long as it needs.
+pub fn slow(width: i64, depth: usize) -> Vec<u8> {
+    let weights: Vec<f32> =
+        (0..width * width).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) / width as f32).collect();
+    let mut g = Graph::default().input("x", FLOAT, &[None, Some(width)]).output("y", FLOAT).float_initializer(
+        "w",
+        &[width, width],
+        weights,
+    );
+    let mut last = "x".to_string();
+    for i in 0..depth {
+        let (mm, th) = (format!("mm{i}"), format!("th{i}"));
+        g = g.node("MatMul", &[&last, "w"], &[&mm], vec![]).node("Tanh", &[&mm], &[&th], vec![]);
+        last = th;
+    }
+    g.node("ReduceMean", &[&last], &["y"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 1)]).encode()
+}
+
+/// One `x_<type>` input per element type, each passed through to `y_<type>`.
+pub fn passthrough_types() -> Vec<u8> {
+    let mut g = Graph::default();
+    for (name, t) in
+        [("f32", FLOAT), ("f64", DOUBLE), ("i64", INT64), ("i32", INT32), ("i8", INT8), ("u8", UINT8), ("bool", BOOL)]
+    {
+        let (x, y) = (format!("x_{name}"), format!("y_{name}"));
+        g = g.input(&x, t, &[None, Some(2)]).output(&y, t).node("Identity", &[&x], &[&y], vec![]);
+    }
+    g.encode()
+}
+
+/// `y = a + b` where both inputs are declared `[N0, N1]`: the same symbols, so inputs of
+/// different widths do not fit the model.
+pub fn add_same_shape() -> Vec<u8> {
+    Graph::default()
+        .input("a", FLOAT, &[None, None])
+        .input("b", FLOAT, &[None, None])
+        .output("y", FLOAT)
+        .node("Add", &["a", "b"], &["y"], vec![])
+        .encode()
+}
+
+/// `y = table[i]` for a table of 4 floats: an index past 3 makes tract fail at run time,
+/// so this model fails on some inputs and serves the others.
+pub fn lookup() -> Vec<u8> {
+    Graph::default()
+        .input("i", INT64, &[None])
+        .output("y", FLOAT)
+        .float_initializer("table", &[4], vec![10.0, 11.0, 12.0, 13.0])
+        .node("Gather", &["table", "i"], &["y"], vec![int_attr("axis", 0)])
+        .encode()
+}
+
+/// `y = x` where the graph declares `y` as `[N0, 4]` but `x` is `[N0, 3]`: loading with the
+/// declared output shapes fails ("impossible to unify"), ignoring them works.
+pub fn wrong_output_shape() -> Vec<u8> {
+    let mut model = Graph::default().input("x", FLOAT, &[None, Some(3)]).output("y", FLOAT).node(
+        "Identity",
+        &["x"],
+        &["y"],
+        vec![],
+    );
+    model.graph.output[0] = value_info("y", FLOAT, Some(&[None, Some(4)]));
+    model.encode()
+}
+
+/// `y = Flatten(x)` for `x [N0, N1, 2]`: tract refuses to flatten two symbolic dimensions
+/// ("Can not compute a shape with square of symbols"), as with real exported models, and
+/// runs it once the shape is concrete.
+pub fn flatten_two_open_dims() -> Vec<u8> {
+    Graph::default()
+        .input("x", FLOAT, &[None, None, Some(2)])
+        .output("y", FLOAT)
+        .node("Flatten", &["x"], &["y"], vec![int_attr("axis", 0)])
+        .encode()
+}

@@ -1,0 +1,339 @@
+//! `TestDaemon`: the real `modeld` binary started on a temporary directory and a free
+//! loopback port, with helpers to talk HTTP to it, signal it and read its logs. It is
+//! killed on drop (its workers die with it).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_modeld");
+
+/// The repository's fixtures directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The bundled model repository.
+pub fn bundled_models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// A model version to place in the test's repository.
+pub struct ModelFiles {
+    pub name: String,
+    pub version: u64,
+    pub onnx: Vec<u8>,
+    pub manifest: Option<String>,
+}
+
+impl ModelFiles {
+    pub fn new(name: &str, version: u64, onnx: Vec<u8>) -> ModelFiles {
+        ModelFiles { name: name.into(), version, onnx, manifest: None }
+    }
+
+    /// A reference model from tests/fixtures/reference.
+    pub fn reference(name: &str) -> ModelFiles {
+        let onnx = std::fs::read(fixtures().join("reference").join(format!("{name}.onnx"))).expect("reference model");
+        ModelFiles::new(name, 1, onnx)
+    }
+
+    /// A version of a bundled model, with its model.toml.
+    pub fn bundled(name: &str, version: u64) -> ModelFiles {
+        let dir = bundled_models().join(name).join(version.to_string());
+        ModelFiles {
+            name: name.into(),
+            version,
+            onnx: std::fs::read(dir.join("model.onnx")).expect("bundled model"),
+            manifest: std::fs::read_to_string(dir.join("model.toml")).ok(),
+        }
+    }
+
+    pub fn with_manifest(mut self, manifest: &str) -> ModelFiles {
+        self.manifest = Some(manifest.into());
+        self
+    }
+
+    pub fn write_to(&self, repository: &Path) {
+        let dir = repository.join(&self.name).join(self.version.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.onnx"), &self.onnx).unwrap();
+        if let Some(m) = &self.manifest {
+            std::fs::write(dir.join("model.toml"), m).unwrap();
+        }
+    }
+}
+
+/// What to start a daemon with.
+pub struct Setup {
+    files: Vec<ModelFiles>,
+    /// `[[model]]` tables: (name, extra lines).
+    models: Vec<(String, String)>,
+    server: Vec<String>,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        Setup { files: Vec::new(), models: Vec::new(), server: Vec::new() }
+    }
+
+    /// Adds the model's files and a `[[model]]` table serving it with `workers` workers.
+    pub fn model(mut self, files: ModelFiles, workers: usize) -> Setup {
+        if !self.models.iter().any(|(n, _)| *n == files.name) {
+            self.models.push((files.name.clone(), format!("workers = {workers}\n")));
+        }
+        self.files.push(files);
+        self
+    }
+
+    /// Adds a `[[model]]` table without files, with extra lines.
+    pub fn configure(mut self, name: &str, extra: &str) -> Setup {
+        self.models.push((name.into(), extra.into()));
+        self
+    }
+
+    /// Adds a line to `[server]`, e.g. `request_timeout = "1s"`.
+    pub fn server(mut self, line: &str) -> Setup {
+        self.server.push(line.into());
+        self
+    }
+
+    fn config(&self) -> String {
+        let mut text = String::from("[server]\nrepository = \"models\"\nlog_level = \"debug\"\n");
+        for line in &self.server {
+            text.push_str(line);
+            text.push('\n');
+        }
+        for (name, extra) in &self.models {
+            text.push_str(&format!("\n[[model]]\nname = \"{name}\"\n{extra}"));
+        }
+        text
+    }
+}
+
+pub struct TestDaemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    logs: Arc<Mutex<Vec<String>>>,
+    agent: ureq::Agent,
+}
+
+/// An HTTP answer: status, body and the headers tests look at.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub retry_after: Option<String>,
+    pub allow: Option<String>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl TestDaemon {
+    /// Starts a daemon and waits until it listens (not until models are ready).
+    pub fn start(setup: Setup) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        for files in &setup.files {
+            files.write_to(&dir.path().join("models"));
+        }
+        let config = dir.path().join("modeld.toml");
+        std::fs::write(&config, setup.config()).unwrap();
+        Self::spawn(dir, &config)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: &Path) -> TestDaemon {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--run-dir"])
+            .arg(dir.path().join("run"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("modeld starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("modeld did not start listening:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        TestDaemon { child, addr, dir, logs, agent }
+    }
+
+    /// Starts a daemon and waits for `/ready`.
+    pub fn ready(setup: Setup) -> TestDaemon {
+        let daemon = TestDaemon::start(setup);
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// The test's directory (config, models/, run/, state/).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn wait_ready(&self) {
+        self.wait_until("/ready to answer 200", Duration::from_secs(60), || self.get("/ready").status == 200);
+    }
+
+    /// Polls `check` every 20 ms until it holds, panicking with the logs after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check() {
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        answer(self.agent.get(&self.url(path)).call())
+    }
+
+    /// A GET on a new connection (the shared pool's idle connections may have been closed
+    /// by the server's header timeout).
+    pub fn get_fresh(&self, path: &str) -> Answer {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        answer(agent.get(&self.url(path)).call())
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Answer {
+        answer(self.agent.post(&self.url(path)).header("content-type", "application/json").send(body))
+    }
+
+    /// A new agent (own connection pool), for clients on other threads.
+    pub fn client(&self) -> Client {
+        Client { base: self.url(""), agent: self.agent.clone() }
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        self.get("/health").json()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The daemon's worker processes (its direct children).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        children_of(self.pid())
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the daemon to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("modeld did not exit within {timeout:?}; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client usable from another thread.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn post(&self, path: &str, body: &str) -> Answer {
+        answer(self.agent.post(&format!("{}{path}", self.base)).header("content-type", "application/json").send(body))
+    }
+}
+
+fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+    match result {
+        Ok(mut response) => {
+            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+            let (retry_after, allow) = (header("retry-after"), header("allow"));
+            Answer {
+                status: response.status().as_u16(),
+                body: response.body_mut().read_to_string().unwrap_or_default(),
+                retry_after,
+                allow,
+            }
+        }
+        // Transport failures (connection reset, refused) read as status 0.
+        Err(e) => Answer { status: 0, body: e.to_string(), retry_after: None, allow: None },
+    }
+}
+
+/// Direct children of `pid`, from /proc.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // Fields after the parenthesised command: state, ppid, ...
+        let Some(rest) = stat.rsplit(')').next() else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(pid) && fields.first() != Some(&"Z") {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Whether a process is still running (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+}
+
+/// An OIP infer body with one FP32 input.
+pub fn infer_body(name: &str, shape: &[usize], data: &[f32]) -> String {
+    serde_json::json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] }).to_string()
+}
