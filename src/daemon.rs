@@ -1,11 +1,13 @@
 //! `modeld serve`: wires the pieces together and runs the supervisor's event loop.
 //!
 //! Startup: install signal handlers first (so an early SIGTERM is a clean stop, not a
-//! kill), create the run and state directories, start a pool per configured model, then
-//! listen for HTTP. The event loop beats the heartbeat that `/v2/health/live` reads and
+//! kill), create the run and state directories, take the admin socket (refusing to start
+//! beside a running daemon), start a pool per configured model, then listen for HTTP and
+//! admin requests. The event loop beats the heartbeat that `/v2/health/live` reads and
 //! turns signals into intents. Shutdown: stop accepting, let in-flight requests finish
 //! within `shutdown_grace`, drain and stop the workers, exit 0.
 
+use crate::admin::{self, Admin};
 use crate::config::{Config, ModelConfig};
 use crate::front::{Front, Limits};
 use crate::health::Heartbeat;
@@ -32,6 +34,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for dir in [&server.run_dir, &sockets_dir, &server.state_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("could not create directory {}", dir.display()))?;
     }
+    // Bound first: if another daemon answers on it, nothing else may start.
+    let admin_listener = admin::bind(&server.admin_socket).await?;
     let metrics = Arc::new(Metrics::new());
     let router = Arc::new(Router::default());
     let heartbeat = Arc::new(Heartbeat::new());
@@ -64,6 +68,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(front.serve(listener, stop_http.clone(), server.shutdown_grace));
+    let admin = Arc::new(Admin { router: router.clone(), started: Instant::now() });
+    let stop_admin = CancellationToken::new();
+    let admin_task = tokio::spawn(admin.serve(admin_listener, server.admin_socket.clone(), stop_admin.clone()));
 
     let intent = event_loop(&mut signals, &heartbeat, &config).await;
     stop_http.cancel();
@@ -78,6 +85,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             supervisor.stop_all().await;
         }
     }
+    stop_admin.cancel();
+    let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
 }

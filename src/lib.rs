@@ -4,6 +4,7 @@
 //! it spawns, one model version per pool of workers.
 //!
 //! Modules, from the edges in:
+//! - [`admin`]: the admin socket and the CLI's client for it (`modeld status`).
 //! - [`config`]: `modeld.toml`, raw then validated.
 //! - [`daemon`]: `modeld serve`, wiring everything and running the event loop.
 //! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
@@ -28,6 +29,7 @@
 //! keeps each worker running, fills the pool's slots as workers report ready, restarts
 //! crashed workers with backoff and fails a version that cannot load or crash-loops.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod front;

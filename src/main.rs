@@ -35,9 +35,46 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Show models, versions, roles, weights, states and health of the running daemon.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Internal: one model version's worker process, started by `serve`.
     #[command(hide = true)]
     Worker(modeld::worker::WorkerArgs),
+}
+
+/// Which daemon the operator commands talk to.
+#[derive(clap::Args)]
+struct Target {
+    /// The daemon's config, to find its admin socket (server.admin_socket).
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// The admin socket itself (wins over --config).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf, String> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        match config::load(&self.config, &Overrides::default()) {
+            Ok((config, _)) => Ok(config.server.admin_socket),
+            Err(e) => Err(format!("cannot find the admin socket from {}: {e}; pass --socket", self.config.display())),
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +92,7 @@ fn main() -> ExitCode {
             serve(config, Overrides { listen, run_dir, state_dir })
         }
         Command::Config { command: ConfigCommand::Check { config } } => check(&config),
+        Command::Status { target, output } => status(&target, output),
         Command::Worker(args) => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "info".into()));
             match modeld::worker::run(args) {
@@ -91,6 +129,29 @@ fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn status(target: &Target, output: Output) -> ExitCode {
+    use modeld::admin::{Request, client, status};
+    let answer = target.socket().and_then(|socket| client::call(&socket, &Request::Status).map_err(|e| e.to_string()));
+    let data = match answer {
+        Ok(data) => data,
+        Err(e) => {
+            eprintln!("modeld: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&data).expect("JSON value prints")),
+        Output::Text => match serde_json::from_value::<status::Status>(data) {
+            Ok(s) => print!("{}", status::render(&s)),
+            Err(e) => {
+                eprintln!("modeld: unreadable status from the daemon: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

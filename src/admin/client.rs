@@ -1,0 +1,37 @@
+//! The CLI's side of the admin socket: finds the socket (from `--socket`, or the config's
+//! `server.admin_socket`), sends one request and reads the answer.
+
+use super::{Request, Response};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach modeld at {path}: {source} (is the daemon running, and may you use its admin socket?)")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("admin socket {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("admin socket {path}: unreadable answer: {reason}")]
+    Answer { path: PathBuf, reason: String },
+    #[error("modeld refused: {0}")]
+    Refused(String),
+}
+
+/// Sends `request` to the daemon listening on `socket`; returns its data.
+pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value, ClientError> {
+    let io = |source| ClientError::Io { path: socket.to_path_buf(), source };
+    let stream =
+        UnixStream::connect(socket).map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+    let mut line = serde_json::to_vec(request).expect("request serializes");
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    let response: Response = serde_json::from_str(&answer)
+        .map_err(|e| ClientError::Answer { path: socket.to_path_buf(), reason: e.to_string() })?;
+    match response {
+        Response { ok: true, data, .. } => Ok(data.unwrap_or(serde_json::Value::Null)),
+        Response { error, .. } => Err(ClientError::Refused(error.unwrap_or_else(|| "no reason given".into()))),
+    }
+}

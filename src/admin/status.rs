@@ -1,0 +1,111 @@
+//! `modeld status`: per model, the live versions with their role, traffic weight, state,
+//! workers and health, as JSON for scripts and as a table for people.
+
+use crate::health::{self, Overall};
+use crate::router::Router;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::time::Instant;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub health: Overall,
+    pub uptime_seconds: f64,
+    pub models: Vec<ModelStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub name: String,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub versions: Vec<VersionStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionStatus {
+    pub version: u64,
+    pub role: String,
+    /// Percent of unpinned traffic this version receives.
+    pub weight: u8,
+    pub state: String,
+    pub workers_ready: usize,
+    pub workers: usize,
+    pub restarts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reads the status now.
+pub fn collect(router: &Router, started: Instant) -> Status {
+    let report = health::report(router, started);
+    let models = router
+        .models()
+        .iter()
+        .map(|(name, route)| {
+            let table = route.table();
+            let candidate_weight = table.candidate.as_ref().map_or(0, |c| c.weight);
+            let model_health = &report.models[name];
+            let versions = table
+                .pools()
+                .map(|pool| {
+                    let is_candidate = table.candidate.as_ref().is_some_and(|c| std::sync::Arc::ptr_eq(&c.pool, pool));
+                    let v = &model_health.versions[&pool.version.to_string()];
+                    VersionStatus {
+                        version: pool.version,
+                        role: v.role.to_string(),
+                        weight: if is_candidate { candidate_weight } else { 100 - candidate_weight },
+                        state: v.state.to_string(),
+                        workers_ready: v.workers.ready,
+                        workers: v.workers.configured,
+                        restarts: v.workers.restarts,
+                        load_mode: v.load_mode.clone(),
+                        reason: v.reason.clone(),
+                    }
+                })
+                .collect();
+            ModelStatus { name: name.clone(), ready: model_health.ready, reason: model_health.reason.clone(), versions }
+        })
+        .collect();
+    Status { health: report.status, uptime_seconds: report.uptime_seconds, models }
+}
+
+/// The status as a table.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let health =
+        serde_json::to_value(status.health).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let _ = writeln!(out, "modeld: {health}, up {:.0}s", status.uptime_seconds);
+    let _ = writeln!(
+        out,
+        "{:<20} {:>7}  {:<9} {:>6}  {:<11} {:>7}  {:>8}  {}",
+        "MODEL", "VERSION", "ROLE", "WEIGHT", "STATE", "WORKERS", "RESTARTS", "LOADED AS"
+    );
+    for model in &status.models {
+        if model.versions.is_empty() {
+            let reason = model.reason.as_deref().unwrap_or("no version is live");
+            let _ = writeln!(out, "{:<20} {:>7}  {reason}", model.name, "-");
+        }
+        for v in &model.versions {
+            let _ = writeln!(
+                out,
+                "{:<20} {:>7}  {:<9} {:>5}%  {:<11} {:>7}  {:>8}  {}",
+                model.name,
+                v.version,
+                v.role,
+                v.weight,
+                v.state,
+                format!("{}/{}", v.workers_ready, v.workers),
+                v.restarts,
+                v.load_mode.as_deref().unwrap_or("-"),
+            );
+            if let Some(reason) = &v.reason {
+                let _ = writeln!(out, "{:<20} {:>7}  reason: {reason}", "", "");
+            }
+        }
+    }
+    out
+}
