@@ -81,8 +81,8 @@ pub fn render(status: &Status) -> String {
     let _ = writeln!(out, "modeld: {health}, up {:.0}s", status.uptime_seconds);
     let _ = writeln!(
         out,
-        "{:<20} {:>7}  {:<9} {:>6}  {:<11} {:>7}  {:>8}  {}",
-        "MODEL", "VERSION", "ROLE", "WEIGHT", "STATE", "WORKERS", "RESTARTS", "LOADED AS"
+        "{:<20} {:>7}  {:<9} {:>6}  {:<11} {:>7}  {:>8}  LOADED AS",
+        "MODEL", "VERSION", "ROLE", "WEIGHT", "STATE", "WORKERS", "RESTARTS"
     );
     for model in &status.models {
         if model.versions.is_empty() {
