@@ -10,14 +10,14 @@
 use crate::admin::{self, Admin};
 use crate::config::{Config, ModelConfig};
 use crate::front::{Front, Limits};
-use crate::health::Heartbeat;
+use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::repo::ModelDir;
 use crate::router::table::RoutingTable;
 use crate::router::{ModelRoute, Router};
-use crate::supervisor::Supervisor;
 use crate::supervisor::process::Launcher;
 use crate::supervisor::signals::{Intent, Signals};
+use crate::supervisor::{Supervisor, sampler};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +47,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         log_level: server.log_level.clone(),
     };
     let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone(), server.shutdown_grace));
+    let host = Arc::new(Host::new());
+    let stop_sampler = CancellationToken::new();
+    tokio::spawn(sampler::run(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
     for model in &config.models {
         start_model(&supervisor, &router, model, server.max_inflight_per_model);
     }
@@ -59,6 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         router: router.clone(),
         metrics,
         heartbeat: heartbeat.clone(),
+        host: host.clone(),
         limits: Limits {
             max_body_bytes: server.max_body_bytes,
             request_timeout: server.request_timeout,
@@ -68,7 +72,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(front.serve(listener, stop_http.clone(), server.shutdown_grace));
-    let admin = Arc::new(Admin { router: router.clone(), started: Instant::now() });
+    let admin = Arc::new(Admin { router: router.clone(), host, started: Instant::now() });
     let stop_admin = CancellationToken::new();
     let admin_task = tokio::spawn(admin.serve(admin_listener, server.admin_socket.clone(), stop_admin.clone()));
 
@@ -86,6 +90,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     stop_admin.cancel();
+    stop_sampler.cancel();
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())

@@ -13,6 +13,7 @@
 //! - [`router`]: per-model routing tables swapped atomically, pools of workers,
 //!   multiplexed connections to them.
 //! - [`supervisor`]: spawning, restarting and stopping workers; signals.
+//! - [`window`]: measured windows of request outcomes and latencies per version.
 //! - [`wire`]: the binary frames between supervisor and workers.
 //! - [`worker`]: `modeld worker`, one model version with tract behind a Unix socket.
 //! - [`repo`]: the model repository on disk and `model.toml`.
@@ -40,5 +41,6 @@ pub mod repo;
 pub mod router;
 pub mod supervisor;
 pub mod tensor;
+pub mod window;
 pub mod wire;
 pub mod worker;

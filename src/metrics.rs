@@ -2,9 +2,9 @@
 //! `modeld_` prefix and the unit in the name), help text, labels and buckets.
 //!
 //! Counters and histograms are updated where the event happens (the front records each
-//! request, the supervisor each restart and load); gauges that describe current state
-//! (in-flight requests, workers up) are set from that state when `/metrics` is scraped,
-//! so they can never drift from it.
+//! request, the supervisor each restart, OOM kill, load and CPU sample); gauges that
+//! describe current state (in-flight requests, workers up, memory, health checks) are set
+//! from that state when `/metrics` is scraped, so they can never drift from it.
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -13,68 +13,117 @@ use prometheus::{
 /// Latency buckets in seconds: 0.5 ms to 10 s, dense where model serving lives.
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0];
+/// Queue buckets in seconds: waiting is usually short, so finer at the bottom.
+const QUEUE_BUCKETS: &[f64] = &[0.00001, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
 /// Model load buckets in seconds.
 const LOAD_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// Batch size buckets (rows per inference run).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+const MODEL_VERSION: &[&str] = &["model", "version"];
+const WORKER: &[&str] = &["model", "version", "slot"];
 
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    pub queue_duration: HistogramVec,
+    pub inference_duration: HistogramVec,
+    pub batch_size: HistogramVec,
     pub inflight: IntGaugeVec,
     pub workers_up: IntGaugeVec,
     pub worker_restarts: IntCounterVec,
+    pub worker_oom_kills: IntCounterVec,
+    pub worker_rss_bytes: IntGaugeVec,
+    pub worker_cpu_seconds: prometheus::CounterVec,
     pub model_load_duration: HistogramVec,
+    pub health_check_status: IntGaugeVec,
     pub build_info: GaugeVec,
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric")
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
         let m = Metrics {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "modeld_requests_total",
-                    "Requests answered, by model, version, protocol and HTTP status code.",
-                ),
+            requests: counter(
+                "modeld_requests_total",
+                "Inference requests answered, by model, version, protocol and HTTP status code.",
                 &["model", "version", "protocol", "code"],
-            )
-            .expect("valid metric"),
-            request_duration: HistogramVec::new(
-                HistogramOpts::new("modeld_request_duration_seconds", "Time from request received to response ready.")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+            ),
+            request_duration: histogram(
+                "modeld_request_duration_seconds",
+                "Time from an inference request received to its response ready.",
+                LATENCY_BUCKETS,
                 &["model", "version", "protocol"],
-            )
-            .expect("valid metric"),
-            inflight: IntGaugeVec::new(
-                Opts::new("modeld_inflight_requests", "Requests admitted and not yet answered, by model."),
+            ),
+            queue_duration: histogram(
+                "modeld_queue_duration_seconds",
+                "Time a request waited in its worker for an inference thread.",
+                QUEUE_BUCKETS,
+                MODEL_VERSION,
+            ),
+            inference_duration: histogram(
+                "modeld_inference_duration_seconds",
+                "Time a worker spent running the model for a request.",
+                LATENCY_BUCKETS,
+                MODEL_VERSION,
+            ),
+            batch_size: histogram(
+                "modeld_batch_size",
+                "Rows per inference run (the batch dimension of its first input).",
+                BATCH_BUCKETS,
+                MODEL_VERSION,
+            ),
+            inflight: gauge(
+                "modeld_inflight_requests",
+                "Requests admitted and not yet answered, by model.",
                 &["model"],
+            ),
+            workers_up: gauge("modeld_workers_up", "Workers ready to serve, by model and version.", MODEL_VERSION),
+            worker_restarts: counter(
+                "modeld_worker_restarts_total",
+                "Workers restarted after they exited, by model and version.",
+                MODEL_VERSION,
+            ),
+            worker_oom_kills: counter(
+                "modeld_worker_oom_kills_total",
+                "Workers killed for exceeding their memory limit, by model and version.",
+                MODEL_VERSION,
+            ),
+            worker_rss_bytes: gauge("modeld_worker_rss_bytes", "Resident memory of each worker process.", WORKER),
+            worker_cpu_seconds: prometheus::CounterVec::new(
+                Opts::new("modeld_worker_cpu_seconds_total", "CPU time used by worker processes (user + system)."),
+                WORKER,
             )
             .expect("valid metric"),
-            workers_up: IntGaugeVec::new(
-                Opts::new("modeld_workers_up", "Workers ready to serve, by model and version."),
-                &["model", "version"],
-            )
-            .expect("valid metric"),
-            worker_restarts: IntCounterVec::new(
-                Opts::new("modeld_worker_restarts_total", "Workers restarted after they exited, by model and version."),
-                &["model", "version"],
-            )
-            .expect("valid metric"),
-            model_load_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "modeld_model_load_duration_seconds",
-                    "Time from worker spawn to ready (load, warm-up, golden checks).",
-                )
-                .buckets(LOAD_BUCKETS.to_vec()),
-                &["model", "version"],
-            )
-            .expect("valid metric"),
+            model_load_duration: histogram(
+                "modeld_model_load_duration_seconds",
+                "Time from worker spawn to ready (load, warm-up, golden checks).",
+                LOAD_BUCKETS,
+                MODEL_VERSION,
+            ),
+            health_check_status: gauge(
+                "modeld_health_check_status",
+                "Each health check of each live version: 0 ok, 1 warning, 2 critical, -1 insufficient data.",
+                &["model", "version", "check"],
+            ),
             build_info: GaugeVec::new(
                 Opts::new("modeld_build_info", "Always 1; labels give the modeld version."),
                 &["version"],
             )
             .expect("valid metric"),
-            registry,
+            registry: Registry::new(),
         };
         m.register_all();
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
@@ -85,10 +134,17 @@ impl Metrics {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
+            Box::new(self.queue_duration.clone()),
+            Box::new(self.inference_duration.clone()),
+            Box::new(self.batch_size.clone()),
             Box::new(self.inflight.clone()),
             Box::new(self.workers_up.clone()),
             Box::new(self.worker_restarts.clone()),
+            Box::new(self.worker_oom_kills.clone()),
+            Box::new(self.worker_rss_bytes.clone()),
+            Box::new(self.worker_cpu_seconds.clone()),
             Box::new(self.model_load_duration.clone()),
+            Box::new(self.health_check_status.clone()),
             Box::new(self.build_info.clone()),
         ];
         for c in collectors {

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod status;
 
+use crate::health::Host;
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
@@ -49,6 +50,7 @@ pub enum AdminError {
 /// Serves admin requests on its socket.
 pub struct Admin {
     pub router: Arc<Router>,
+    pub host: Arc<Host>,
     pub started: Instant,
 }
 
@@ -108,8 +110,8 @@ impl Admin {
     fn handle(&self, request: Request) -> Response {
         match request {
             Request::Status => {
-                let data =
-                    serde_json::to_value(status::collect(&self.router, self.started)).expect("status serializes");
+                let data = serde_json::to_value(status::collect(&self.router, &self.host, self.started))
+                    .expect("status serializes");
                 Response { ok: true, data: Some(data), error: None }
             }
         }

@@ -1,7 +1,7 @@
 //! `modeld status`: per model, the live versions with their role, traffic weight, state,
 //! workers and health, as JSON for scripts and as a table for people.
 
-use crate::health::{self, Overall};
+use crate::health::{self, Host, Overall};
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -40,8 +40,8 @@ pub struct VersionStatus {
 }
 
 /// Reads the status now.
-pub fn collect(router: &Router, started: Instant) -> Status {
-    let report = health::report(router, started);
+pub fn collect(router: &Router, host: &Host, started: Instant) -> Status {
+    let report = health::report(router, host, started);
     let models = router
         .models()
         .iter()

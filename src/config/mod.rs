@@ -11,11 +11,13 @@
 //! Prometheus does, so the same config works from any working directory.
 //! This module depends on nothing else of ours.
 
+pub mod health;
 pub mod raw;
 pub mod report;
 pub mod validate;
 
-use raw::{RawModel, RawServer};
+pub use health::{HealthConfig, Levels};
+use raw::{RawHealth, RawModel, RawServer};
 use report::{KeyPath, Locator, Problem, Report, Severity};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -29,6 +31,8 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     pub server: ServerConfig,
+    /// `[health]`: the thresholds every model starts from.
+    pub health: HealthConfig,
     pub models: Vec<ModelConfig>,
 }
 
@@ -56,6 +60,10 @@ pub struct ModelConfig {
     pub version: crate::repo::VersionSpec,
     pub workers: usize,
     pub threads: usize,
+    /// Most memory one worker may use, in bytes; past it the worker is killed (an OOM kill).
+    pub memory_limit: Option<u64>,
+    /// `[health]` with this model's `[model.health]` applied.
+    pub health: HealthConfig,
 }
 
 impl Config {
@@ -110,22 +118,24 @@ fn parse(path: &Path, text: &str, overrides: &Overrides, problems: &mut Vec<Prob
     let root = root.into_inner();
     let locator = Locator::new(text, &root);
     let mut server = RawServer::default();
+    let mut health = RawHealth::default();
     let mut models = Vec::new();
     for (key, value) in root.iter() {
         match key.get_ref().as_ref() {
             "server" => server = section::<RawServer>(value, &locator, problems).unwrap_or_default(),
+            "health" => health = section::<RawHealth>(value, &locator, problems).unwrap_or_default(),
             "model" => models = model_sections(value, &locator, problems),
             other => problems.push(Problem {
                 key: other.to_string(),
                 line: Some(locator.line_at(key.span().start)),
-                message: "unknown section (expected [server] or [[model]])".into(),
+                message: "unknown section (expected [server], [health] or [[model]])".into(),
                 severity: Severity::Error,
             }),
         }
     }
     apply_overrides(&mut server, overrides);
     let base = path.parent().unwrap_or(Path::new("."));
-    Some(validate::config(path, base, &server, &models, &locator, problems))
+    Some(validate::config(path, base, &server, &health, &models, &locator, problems))
 }
 
 fn apply_overrides(server: &mut RawServer, overrides: &Overrides) {

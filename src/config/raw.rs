@@ -31,6 +31,8 @@ pub struct RawModel {
     pub version: Option<RawVersion>,
     pub workers: Option<i64>,
     pub threads: Option<i64>,
+    pub memory_limit: Option<RawSize>,
+    pub health: Option<RawHealth>,
 }
 
 /// `version = 3` or `version = "latest"`.
@@ -47,4 +49,34 @@ pub enum RawVersion {
 pub enum RawSize {
     Bytes(i64),
     Text(String),
+}
+
+/// `[health]`, and `[model.health]` overriding it key by key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub window: Option<String>,
+    pub min_samples: Option<i64>,
+    pub error_rate: Option<RawLevels>,
+    pub p95_latency: Option<RawLatencyLevels>,
+    pub p99_latency: Option<RawLatencyLevels>,
+    pub availability: Option<RawLevels>,
+    pub memory: Option<RawLevels>,
+    pub cpu: Option<RawLevels>,
+}
+
+/// `{ warning = 1.0, critical = 5.0 }`, in percent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLevels {
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+}
+
+/// `{ warning = "500ms", critical = "1s" }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatencyLevels {
+    pub warning: Option<String>,
+    pub critical: Option<String>,
 }

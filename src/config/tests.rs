@@ -1,6 +1,7 @@
 //! Config parsing and validation, end to end from TOML text.
 
 use super::*;
+use std::time::Duration;
 
 fn check(text: &str) -> Result<Config, Report> {
     let mut problems = Vec::new();
@@ -109,4 +110,63 @@ fn missing_model_files_are_warnings() {
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].severity, Severity::Warning);
     assert_eq!(problems[0].key, "model[0].version");
+}
+
+#[test]
+fn health_defaults_are_the_protocol_numbers_and_models_override_them() {
+    let c = check(
+        r#"
+[health]
+window = "30s"
+error_rate = { critical = 10.0 }
+
+[[model]]
+name = "a"
+memory_limit = "512MiB"
+
+[[model]]
+name = "b"
+health = { p95_latency = { warning = "100ms" }, min_samples = 5 }
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.health.window, Duration::from_secs(30));
+    assert_eq!(c.health.error_rate, Levels { warning: Some(0.01), critical: Some(0.10) });
+    assert_eq!(c.health.p99_latency.critical, Some(Duration::from_secs(1)));
+    assert_eq!(c.health.availability.critical, Some(0.95));
+    assert_eq!(c.models[0].health, c.health);
+    assert_eq!(c.models[0].memory_limit, Some(512 << 20));
+    assert_eq!(c.models[1].health.p95_latency.warning, Some(Duration::from_millis(100)));
+    assert_eq!(c.models[1].health.p95_latency.critical, Some(Duration::from_secs(1)));
+    assert_eq!(c.models[1].health.min_samples, 5);
+    assert_eq!(c.models[1].health.window, Duration::from_secs(30));
+}
+
+#[test]
+fn health_thresholds_are_checked() {
+    let found = errors(
+        r#"
+[health]
+error_rate = { warning = 10.0, critical = 5.0 }
+availability = { critical = 120.0 }
+p95_latency = { warning = "2s", critical = "1s" }
+
+[[model]]
+name = "a"
+memory_limit = "1KiB"
+health = { window = "0s" }
+"#,
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "health.error_rate",
+            "health.availability",
+            "health.p95_latency",
+            "model[0].memory_limit",
+            "model[0].health.window"
+        ],
+        "{found:?}"
+    );
 }

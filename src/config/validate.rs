@@ -3,7 +3,8 @@
 //! Each check records a [`Problem`] naming the key and goes on, so one run reports them
 //! all. Defaults live here, next to the checks that would refuse them.
 
-use super::raw::{RawModel, RawServer, RawSize, RawVersion};
+use super::health::{self, HealthConfig};
+use super::raw::{RawHealth, RawModel, RawServer, RawSize, RawVersion};
 use super::report::{KeyPath, Locator, Problem};
 use super::{Config, ModelConfig, ServerConfig};
 use crate::repo::{ModelDir, VersionSpec, resolve_path};
@@ -23,13 +24,15 @@ pub fn config(
     path: &Path,
     base: &Path,
     server: &RawServer,
+    health: &RawHealth,
     models: &[(KeyPath, RawModel)],
     at: &Locator,
     problems: &mut Vec<Problem>,
 ) -> Config {
     let server = server_config(base, server, at, problems);
-    let models = model_configs(&server, models, base, at, problems);
-    Config { path: path.to_path_buf(), server, models }
+    let health = health::apply(&HealthConfig::default(), health, &KeyPath::default().key("health"), at, problems);
+    let models = model_configs(&server, &health, models, base, at, problems);
+    Config { path: path.to_path_buf(), server, health, models }
 }
 
 fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<Problem>) -> ServerConfig {
@@ -93,6 +96,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
 
 fn model_configs(
     server: &ServerConfig,
+    health: &HealthConfig,
     raw: &[(KeyPath, RawModel)],
     base: &Path,
     at: &Locator,
@@ -122,6 +126,14 @@ fn model_configs(
                 version,
                 workers: m.workers.map_or(1, |n| at_least(n, 1, MAX_WORKERS, &path.key("workers"), at, problems)),
                 threads: m.threads.map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("threads"), at, problems)),
+                memory_limit: m
+                    .memory_limit
+                    .as_ref()
+                    .and_then(|size| memory_limit(size, &path.key("memory_limit"), at, problems)),
+                health: match &m.health {
+                    Some(raw) => health::apply(health, raw, &path.key("health"), at, problems),
+                    None => health.clone(),
+                },
             };
             check_repository(&model, path, at, problems);
             model
@@ -135,6 +147,23 @@ fn check_repository(model: &ModelConfig, path: &KeyPath, at: &Locator, problems:
     if let Err(e) = ModelDir::new(&model.dir).resolve(model.version) {
         let key = if model.version == VersionSpec::Latest { path.key("name") } else { path.key("version") };
         problems.push(at.warning(&key, e.to_string()));
+    }
+}
+
+/// A worker needs room for the runtime and the model: less than 16 MiB cannot work.
+const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+
+fn memory_limit(size: &RawSize, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> Option<u64> {
+    match parse_size(size) {
+        Ok(bytes) if (bytes as u64) < MIN_MEMORY_LIMIT => {
+            problems.push(at.error(key, format!("{bytes} bytes is too little for a worker (at least 16MiB)")));
+            None
+        }
+        Ok(bytes) => Some(bytes as u64),
+        Err(m) => {
+            problems.push(at.error(key, m));
+            None
+        }
     }
 }
 

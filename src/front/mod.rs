@@ -15,10 +15,12 @@ pub mod predict;
 mod probes;
 pub mod routes;
 
-use crate::health::Heartbeat;
+use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
-use crate::router::pool::Phase;
+use crate::router::pool::{Phase, Pool};
 use crate::router::{self, ModelRoute, Router};
+use crate::window::Outcome;
+use crate::wire::Timing;
 use bytes::Bytes;
 use error::ApiError;
 use http_body_util::{BodyExt, Full, Limited};
@@ -45,6 +47,7 @@ pub struct Front {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Arc<Heartbeat>,
+    pub host: Arc<Host>,
     pub limits: Limits,
     pub started: Instant,
 }
@@ -74,12 +77,21 @@ impl From<ApiError> for Reply {
     }
 }
 
-/// What an inference request touched, for its metrics.
+/// What an inference request touched, for its metrics and its version's window.
 #[derive(Default)]
 struct Served {
     protocol: &'static str,
     model: Option<String>,
-    version: Option<u64>,
+    /// The version that took the request, once picked.
+    pool: Option<Arc<Pool>>,
+    timing: Option<Timing>,
+}
+
+impl Served {
+    /// Notes the pool a request went to.
+    fn on(&mut self, pool: &Arc<Pool>) {
+        self.pool = Some(pool.clone());
+    }
 }
 
 impl Front {
@@ -167,12 +179,13 @@ impl Front {
         // The body is read before any other answer: answering while a client is still
         // sending makes many clients fail with a broken pipe instead of reading the answer.
         let body = self.read_body(req).await?;
-        let _admission = route.admit()?;
         let pool = route.pick(version)?;
-        served.version = Some(pool.version);
+        served.on(&pool);
+        let _admission = route.admit()?;
         let info = ready_info(&pool)?;
         let request = oip::parse_infer(&body, &info.inputs, &info.outputs)?;
-        let outputs = router::infer(&pool, &request.inputs).await?;
+        let (outputs, timing) = router::infer(&pool, &request.inputs).await?;
+        served.timing = Some(timing);
         Ok(Reply::ok(oip::infer_response(&pool, &request, &outputs)))
     }
 
@@ -183,12 +196,13 @@ impl Front {
         let model = predict::model_name(&examples, &names)?;
         served.model = Some(model.clone());
         let route: Arc<ModelRoute> = self.router.model(&model)?;
-        let _admission = route.admit()?;
         let pool = route.pick(None)?;
-        served.version = Some(pool.version);
+        served.on(&pool);
+        let _admission = route.admit()?;
         let info = ready_info(&pool)?;
         let input = predict::batch_tensor(&examples, &info)?;
-        let outputs = router::infer(&pool, std::slice::from_ref(&input)).await?;
+        let (outputs, timing) = router::infer(&pool, std::slice::from_ref(&input)).await?;
+        served.timing = Some(timing);
         let answers = predict::answers(&pool, &info, &outputs, examples.len())?;
         let body = match batch {
             true => serde_json::to_string(&answers),
@@ -213,18 +227,25 @@ impl Front {
         }
     }
 
+    /// Counts an inference request in the metrics and, once it reached a version, in that
+    /// version's measured window.
     fn record(&self, served: &Served, reply: &Reply, elapsed: Duration) {
         if served.protocol.is_empty() {
             return;
         }
+        if let Some(pool) = &served.pool {
+            pool.window.record(Outcome::of_status(reply.status.as_u16()), elapsed);
+        }
         let model = served.model.as_deref().unwrap_or("");
-        let version = served.version.map(|v| v.to_string()).unwrap_or_default();
-        let code = reply.status.as_str();
-        self.metrics.requests.with_label_values(&[model, &version, served.protocol, code]).inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[model, &version, served.protocol])
-            .observe(elapsed.as_secs_f64());
+        let version = served.pool.as_ref().map(|p| p.version.to_string()).unwrap_or_default();
+        let m = &self.metrics;
+        m.requests.with_label_values(&[model, &version, served.protocol, reply.status.as_str()]).inc();
+        m.request_duration.with_label_values(&[model, &version, served.protocol]).observe(elapsed.as_secs_f64());
+        if let Some(t) = served.timing {
+            m.queue_duration.with_label_values(&[model, &version]).observe(t.queued.as_secs_f64());
+            m.inference_duration.with_label_values(&[model, &version]).observe(t.computed.as_secs_f64());
+            m.batch_size.with_label_values(&[model, &version]).observe(f64::from(t.batch));
+        }
     }
 }
 

@@ -44,7 +44,7 @@ impl Front {
                 Ok(status_reply(ready, serde_json::json!({ "name": model, "ready": ready })))
             }
             Endpoint::Health => {
-                let report = health::report(&self.router, self.started);
+                let report = health::report(&self.router, &self.host, self.started);
                 let status = match report.status {
                     health::Overall::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::OK,
@@ -68,13 +68,22 @@ impl Front {
 
     /// Sets the gauges that describe current state from that state, just before a scrape.
     fn refresh_gauges(&self) {
-        self.metrics.inflight.reset();
-        self.metrics.workers_up.reset();
+        let m = &self.metrics;
+        for gauge in [&m.inflight, &m.workers_up, &m.worker_rss_bytes, &m.health_check_status] {
+            gauge.reset();
+        }
         for (name, route) in self.router.models().iter() {
-            self.metrics.inflight.with_label_values(&[name]).set(route.in_flight() as i64);
+            m.inflight.with_label_values(&[name]).set(route.in_flight() as i64);
             for pool in route.table().pools() {
                 let version = pool.version.to_string();
-                self.metrics.workers_up.with_label_values(&[name, &version]).set(pool.ready_workers() as i64);
+                m.workers_up.with_label_values(&[name, &version]).set(pool.ready_workers() as i64);
+                for (slot, s) in pool.slots.iter().enumerate() {
+                    let rss = s.rss_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64;
+                    m.worker_rss_bytes.with_label_values(&[name, &version, &slot.to_string()]).set(rss);
+                }
+                for (check, verdict) in health::evaluate(pool, &self.host) {
+                    m.health_check_status.with_label_values(&[name, &version, check]).set(verdict.status.gauge());
+                }
             }
         }
     }

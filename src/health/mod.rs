@@ -1,9 +1,14 @@
-//! Health as the routing state shows it: for each model and live version, its state, role,
-//! workers and the reason it is not serving, rolled up into healthy / degraded / unhealthy.
+//! Health: for each model and live version, its state, role and checks — model_loaded,
+//! memory, cpu, error_rate, latency, availability, oom ([`check`]) — rolled up into
+//! healthy (all ok) / unhealthy (any critical) / degraded (anything else).
 //!
-//! Everything here is read from the live pools at the moment of the request — there is no
-//! cached or assumed status — and the supervisor's event loop proves it is alive by
-//! beating a [`Heartbeat`], which `/v2/health/live` checks.
+//! Everything is read from live state at the moment of asking: the pools' workers, their
+//! measured request windows ([`crate::window`]), the sampled resources ([`Host`] and each
+//! worker's slot). Nothing is cached or assumed. The same [`evaluate`] feeds `/health`,
+//! the health-check metrics and the rollout gate. The supervisor's event loop proves it is
+//! alive by beating a [`Heartbeat`], which `/v2/health/live` checks.
+
+pub mod check;
 
 use crate::router::Router;
 use crate::router::pool::{Phase, Pool};
@@ -13,14 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Overall and per-check status, worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    Warning,
-    Critical,
-}
+pub use check::{Check, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,17 +63,10 @@ pub struct Workers {
 }
 
 /// One check's verdict, with what was measured and the threshold it was held to.
-#[derive(Debug, Serialize)]
-pub struct Check {
-    pub status: Status,
-    pub value: serde_json::Value,
-    pub threshold: serde_json::Value,
-}
-
 /// The health of every model, read now.
-pub fn report(router: &Router, started: Instant) -> Report {
+pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
     let models: BTreeMap<String, ModelHealth> =
-        router.models().iter().map(|(name, route)| (name.clone(), model_health(&route.table()))).collect();
+        router.models().iter().map(|(name, route)| (name.clone(), model_health(&route.table(), host))).collect();
     let worst = models
         .values()
         .flat_map(|m| {
@@ -86,44 +77,61 @@ pub fn report(router: &Router, started: Instant) -> Report {
         .unwrap_or(Status::Ok);
     let status = match worst {
         Status::Ok => Overall::Healthy,
-        Status::Warning => Overall::Degraded,
         Status::Critical => Overall::Unhealthy,
+        Status::InsufficientData | Status::Warning => Overall::Degraded,
     };
     Report { status, uptime_seconds: started.elapsed().as_secs_f64(), models }
 }
 
-fn model_health(table: &RoutingTable) -> ModelHealth {
+fn model_health(table: &RoutingTable, host: &Host) -> ModelHealth {
     let mut versions = BTreeMap::new();
     if let Some(stable) = &table.stable {
-        versions.insert(stable.version.to_string(), version_health(stable, "stable"));
+        versions.insert(stable.version.to_string(), version_health(stable, "stable", host));
     }
     if let Some(candidate) = &table.candidate {
-        versions.insert(candidate.pool.version.to_string(), version_health(&candidate.pool, "candidate"));
+        versions.insert(candidate.pool.version.to_string(), version_health(&candidate.pool, "candidate", host));
     }
     let ready = table.stable.as_ref().is_some_and(|p| p.is_ready());
     let reason = match &table.stable {
         None => Some(table.problem.clone().unwrap_or_else(|| "no version is live".into())),
-        Some(p) if !ready => Some(format!("version {} is {}", p.version, state(p).0)),
+        Some(p) if !ready => Some(format!("version {} is {}", p.version, state(p))),
         Some(_) => None,
     };
     ModelHealth { ready, reason, versions }
 }
 
-/// The state word for a pool, and how bad it is.
-fn state(pool: &Pool) -> (&'static str, Status) {
+/// The state word for a pool.
+fn state(pool: &Pool) -> &'static str {
     let (ready, configured) = (pool.ready_workers(), pool.slots.len());
     match &*pool.phase() {
-        Phase::Starting => ("loading", Status::Warning),
-        Phase::Running if ready == configured => ("ready", Status::Ok),
-        Phase::Running if ready > 0 => ("degraded", Status::Warning),
-        Phase::Running => ("unavailable", Status::Critical),
-        Phase::Failed { .. } => ("failed", Status::Critical),
-        Phase::Stopping => ("stopping", Status::Warning),
+        Phase::Starting => "loading",
+        Phase::Running if ready == configured => "ready",
+        Phase::Running if ready > 0 => "degraded",
+        Phase::Running => "unavailable",
+        Phase::Failed { .. } => "failed",
+        Phase::Stopping => "stopping",
     }
 }
 
-fn version_health(pool: &Pool, role: &'static str) -> VersionHealth {
-    let (state, status) = state(pool);
+/// Every check of one version, now.
+pub fn evaluate(pool: &Pool, host: &Host) -> BTreeMap<&'static str, Check> {
+    let h = &pool.health;
+    let window = pool.window.snapshot();
+    let failed = matches!(*pool.phase(), Phase::Failed { .. });
+    let max_rss = pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0);
+    BTreeMap::from([
+        ("model_loaded", check::model_loaded(pool.ready_workers(), pool.slots.len(), failed)),
+        ("memory", check::memory(max_rss, pool.memory_limit, host.total_memory(), h)),
+        ("cpu", check::cpu(host.cpu_busy(), h)),
+        ("error_rate", check::error_rate(&window, h)),
+        ("latency", check::latency(&window, h)),
+        ("availability", check::availability(&window, h)),
+        ("oom", check::oom(pool.ooms_within(h.window), h.window)),
+    ])
+}
+
+fn version_health(pool: &Pool, role: &'static str, host: &Host) -> VersionHealth {
+    let state = state(pool);
     let ready = pool.ready_workers();
     let reason = match &*pool.phase() {
         Phase::Failed { reason } => Some(reason.clone()),
@@ -133,7 +141,6 @@ fn version_health(pool: &Pool, role: &'static str) -> VersionHealth {
             .filter(|s| s.conn().is_none())
             .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone()),
     };
-    let loaded = Check { status, value: serde_json::json!(ready), threshold: serde_json::json!(pool.slots.len()) };
     VersionHealth {
         state,
         role,
@@ -144,7 +151,7 @@ fn version_health(pool: &Pool, role: &'static str) -> VersionHealth {
             ready,
             restarts: pool.slots.iter().map(|s| s.restarts.load(Ordering::Relaxed)).sum(),
         },
-        checks: BTreeMap::from([("model_loaded", loaded)]),
+        checks: evaluate(pool, host),
     }
 }
 
@@ -154,10 +161,42 @@ pub fn not_ready(router: &Router) -> Vec<String> {
         .models()
         .iter()
         .filter_map(|(name, route)| {
-            let health = model_health(&route.table());
-            (!health.ready).then(|| format!("{name}: {}", health.reason.unwrap_or_default()))
+            let table = route.table();
+            let reason = match &table.stable {
+                Some(p) if p.is_ready() => return None,
+                Some(p) => format!("version {} is {}", p.version, state(p)),
+                None => table.problem.clone().unwrap_or_else(|| "no version is live".into()),
+            };
+            Some(format!("{name}: {reason}"))
         })
         .collect()
+}
+
+/// Host-wide measurements, sampled by the supervisor.
+#[derive(Default)]
+pub struct Host {
+    /// CPU busy share as f64 bits; NaN bits until two samples exist.
+    cpu_busy: AtomicU64,
+    total_memory: AtomicU64,
+}
+
+impl Host {
+    pub fn new() -> Host {
+        Host { cpu_busy: AtomicU64::new(f64::NAN.to_bits()), total_memory: AtomicU64::new(0) }
+    }
+
+    pub fn set(&self, cpu_busy: f64, total_memory: u64) {
+        self.cpu_busy.store(cpu_busy.to_bits(), Ordering::Relaxed);
+        self.total_memory.store(total_memory, Ordering::Relaxed);
+    }
+
+    pub fn cpu_busy(&self) -> Option<f64> {
+        Some(f64::from_bits(self.cpu_busy.load(Ordering::Relaxed))).filter(|v| !v.is_nan())
+    }
+
+    pub fn total_memory(&self) -> u64 {
+        self.total_memory.load(Ordering::Relaxed)
+    }
 }
 
 /// Proof of life from the supervisor's event loop.

@@ -7,7 +7,7 @@
 //! [`CallError::Gone`], which the pool retries on another worker.
 
 use crate::tensor::Tensor;
-use crate::wire::{self, Fault, Frame};
+use crate::wire::{self, Fault, Frame, Timing};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,8 @@ pub enum CallError {
     Failed { fault: Fault, message: String },
 }
 
-type Reply = Result<Vec<Tensor>, CallError>;
+/// A worker's answer: the outputs, and where the time went.
+pub type Reply = Result<(Vec<Tensor>, Timing), CallError>;
 
 struct Pending {
     /// `None` once the connection has ended: no new call may wait on it.
@@ -133,7 +134,7 @@ async fn read_loop(mut reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mut
             }
         };
         let (id, reply) = match frame {
-            Ok(Frame::Output { id, outputs }) => (id, Ok(outputs)),
+            Ok(Frame::Output { id, timing, outputs }) => (id, Ok((outputs, timing))),
             Ok(Frame::Failed { id, fault, message }) => (id, Err(CallError::Failed { fault, message })),
             Ok(other) => {
                 tracing::warn!("unexpected frame from worker: {other:?}");

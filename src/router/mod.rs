@@ -123,7 +123,10 @@ impl ModelRoute {
 }
 
 /// Runs a request on `pool`, mapping its failures to route errors.
-pub async fn infer(pool: &Pool, inputs: &[crate::tensor::Tensor]) -> Result<Vec<crate::tensor::Tensor>, RouteError> {
+pub async fn infer(
+    pool: &Pool,
+    inputs: &[crate::tensor::Tensor],
+) -> Result<(Vec<crate::tensor::Tensor>, crate::wire::Timing), RouteError> {
     pool.infer(inputs).await.map_err(|e| match e {
         PoolError::Unavailable(reason) => RouteError::NotReady { model: pool.model.clone(), reason },
         PoolError::Call(call) => RouteError::Call(call),

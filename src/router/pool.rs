@@ -4,16 +4,21 @@
 //! A request goes to the open connection with the fewest outstanding requests; if that
 //! worker dies mid-request, the request is retried once on another worker of the same
 //! version (inference is idempotent), waiting for one to come back if none is up. The
-//! supervisor fills and empties the slots and sets the pool's [`Phase`]; the router and
-//! health only read them.
+//! supervisor fills and empties the slots, samples their workers' resources and sets the
+//! pool's [`Phase`]; the front records each request's outcome in the pool's measured
+//! [`Window`]; health and the rollout gate read all of it.
 
 use super::conn::{CallError, WorkerConn};
+use crate::config::HealthConfig;
 use crate::repo::manifest::PredictSpec;
 use crate::tensor::Tensor;
+use crate::window::Window;
 use crate::wire::ModelInfo;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Where a version's pool is in its life. The supervisor moves it along.
@@ -29,13 +34,18 @@ pub enum Phase {
     Stopping,
 }
 
-/// One worker's place in the pool.
+/// One worker's place in the pool, and what is measured of its worker.
 #[derive(Default)]
 pub struct Slot {
     conn: ArcSwapOption<WorkerConn>,
     pub pid: AtomicU32,
     pub restarts: AtomicU64,
+    pub oom_kills: AtomicU64,
     pub last_exit: Mutex<Option<String>>,
+    /// Resident memory of the current worker process, sampled (0 when none runs).
+    pub rss_bytes: AtomicU64,
+    /// CPU time of the current worker process, in milliseconds, sampled.
+    pub cpu_ms: AtomicU64,
 }
 
 impl Slot {
@@ -53,12 +63,30 @@ pub enum PoolError {
     Call(CallError),
 }
 
+/// What a pool is made for: one model version, its workers and its thresholds.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub model: String,
+    pub version: u64,
+    pub workers: usize,
+    /// How `/predict` reads this version's outputs (from its model.toml).
+    pub predict: PredictSpec,
+    pub health: HealthConfig,
+    /// Most memory one worker may use, in bytes.
+    pub memory_limit: Option<u64>,
+}
+
 pub struct Pool {
     pub model: String,
     pub version: u64,
-    /// How `/predict` reads this version's outputs (from its model.toml).
     pub predict: PredictSpec,
+    pub health: HealthConfig,
+    pub memory_limit: Option<u64>,
     pub slots: Vec<Slot>,
+    /// Outcomes and latencies of this version's requests over `health.window`.
+    pub window: Window,
+    /// When this version's workers were OOM-killed, within the last window or so.
+    ooms: Mutex<VecDeque<Instant>>,
     info: ArcSwapOption<ModelInfo>,
     phase: ArcSwap<Phase>,
     /// Woken whenever a slot fills or the phase changes.
@@ -67,12 +95,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(model: &str, version: u64, workers: usize, predict: PredictSpec) -> Pool {
+    pub fn new(spec: PoolSpec) -> Pool {
         Pool {
-            model: model.to_string(),
-            version,
-            predict,
-            slots: (0..workers).map(|_| Slot::default()).collect(),
+            window: Window::new(spec.health.window),
+            model: spec.model,
+            version: spec.version,
+            predict: spec.predict,
+            health: spec.health,
+            memory_limit: spec.memory_limit,
+            ooms: Mutex::new(VecDeque::new()),
+            slots: (0..spec.workers).map(|_| Slot::default()).collect(),
             info: ArcSwapOption::empty(),
             phase: ArcSwap::from_pointee(Phase::Starting),
             changed: Notify::new(),
@@ -125,8 +157,23 @@ impl Pool {
         self.slots[slot].conn.swap(None)
     }
 
+    /// Counts an OOM kill of one of this version's workers, now.
+    pub fn record_oom(&self, slot: usize) {
+        self.slots[slot].oom_kills.fetch_add(1, Ordering::Relaxed);
+        self.ooms.lock().unwrap_or_else(|e| e.into_inner()).push_back(Instant::now());
+    }
+
+    /// OOM kills within the last `span`.
+    pub fn ooms_within(&self, span: Duration) -> usize {
+        let mut ooms = self.ooms.lock().unwrap_or_else(|e| e.into_inner());
+        while ooms.front().is_some_and(|t| t.elapsed() > span.max(self.health.window)) {
+            ooms.pop_front();
+        }
+        ooms.iter().filter(|t| t.elapsed() <= span).count()
+    }
+
     /// Runs a request, retrying once on another worker if its worker dies.
-    pub async fn infer(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, PoolError> {
+    pub async fn infer(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, crate::wire::Timing), PoolError> {
         let first = self.pick_or_wait(None).await?;
         match first.infer(inputs).await {
             Err(CallError::Gone) => {

@@ -77,9 +77,17 @@ impl Tickets {
 mod tests {
     use super::*;
     use crate::repo::manifest::PredictSpec;
+    use crate::router::pool::PoolSpec;
 
     fn pool(version: u64) -> Arc<Pool> {
-        Arc::new(Pool::new("m", version, 1, PredictSpec::default()))
+        Arc::new(Pool::new(PoolSpec {
+            model: "m".into(),
+            version,
+            workers: 1,
+            predict: PredictSpec::default(),
+            health: Default::default(),
+            memory_limit: None,
+        }))
     }
 
     #[test]

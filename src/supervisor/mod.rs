@@ -8,12 +8,13 @@
 
 pub mod keeper;
 pub mod process;
+pub mod sampler;
 pub mod signals;
 
 use crate::config::ModelConfig;
 use crate::metrics::Metrics;
 use crate::repo::ModelDir;
-use crate::router::pool::{Phase, Pool};
+use crate::router::pool::{Phase, Pool, PoolSpec};
 use keeper::Keeper;
 use process::{Launcher, WorkerSpec};
 use std::sync::{Arc, Mutex};
@@ -45,8 +46,14 @@ impl Supervisor {
     pub fn start(&self, model: &ModelConfig, version: u64) -> Arc<Pool> {
         let dir = ModelDir::new(&model.dir);
         let manifest = dir.manifest(version);
-        let predict = manifest.as_ref().map(|m| m.predict.clone()).unwrap_or_default();
-        let pool = Arc::new(Pool::new(&model.name, version, model.workers, predict));
+        let pool = Arc::new(Pool::new(PoolSpec {
+            model: model.name.clone(),
+            version,
+            workers: model.workers,
+            predict: manifest.as_ref().map(|m| m.predict.clone()).unwrap_or_default(),
+            health: model.health.clone(),
+            memory_limit: model.memory_limit,
+        }));
         let stop = CancellationToken::new();
         let mut keepers = JoinSet::new();
         match manifest {
@@ -74,6 +81,11 @@ impl Supervisor {
         tracing::info!(model = %model.name, version, workers = model.workers, "starting version");
         self.lock().push(Running { pool: pool.clone(), stop, keepers });
         pool
+    }
+
+    /// Every pool the supervisor runs now.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.lock().iter().map(|r| r.pool.clone()).collect()
     }
 
     /// Drains and stops one pool's workers; returns when they have exited.

@@ -12,8 +12,9 @@
 //!            2 Ready       payload = info                    worker → supervisor, model loaded
 //!            3 LoadFailed  payload = reason:str              worker → supervisor, then exits
 //!            4 Infer       payload = tensors                 supervisor → worker
-//!            5 Output      payload = tensors                 worker → supervisor, same id
+//!            5 Output      payload = timing tensors          worker → supervisor, same id
 //!            6 Failed      payload = fault:u8 message:str    worker → supervisor, same id
+//! timing   := queued_us:u64le computed_us:u64le batch:u32le
 //! tensors  := count:u16le tensor*
 //! tensor   := name:str dtype:u8 rank:u8 dim:u64le*rank nbytes:u64le bytes
 //! info     := load_mode:str inputs:specs outputs:specs labels
@@ -28,12 +29,13 @@ mod codec;
 
 use crate::tensor::{DType, Tensor, TensorSpec};
 use codec::{Reader, Writer};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use codec::DecodeError;
 
 /// Bumped when the frame layout changes; a worker refuses a Hello of another version.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame either side accepts (1 GiB): a corrupt length never allocates more.
 pub const MAX_FRAME: usize = 1 << 30;
@@ -55,6 +57,17 @@ pub struct Labels {
     pub names: Vec<String>,
 }
 
+/// Where a request's time went inside the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// Waiting for an inference thread.
+    pub queued: Duration,
+    /// Running the model (plan lookup or build included).
+    pub computed: Duration,
+    /// Rows in the inference run (the batch dimension of its first input).
+    pub batch: u32,
+}
+
 /// Why a worker could not answer one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -70,7 +83,7 @@ pub enum Frame {
     Ready(ModelInfo),
     LoadFailed { reason: String },
     Infer { id: u64, inputs: Vec<Tensor> },
-    Output { id: u64, outputs: Vec<Tensor> },
+    Output { id: u64, timing: Timing, outputs: Vec<Tensor> },
     Failed { id: u64, fault: Fault, message: String },
 }
 
@@ -92,7 +105,15 @@ impl Frame {
                 w.str(reason);
             }
             Frame::Infer { id, inputs } => return encode_tensors(4, *id, inputs),
-            Frame::Output { id, outputs } => return encode_tensors(5, *id, outputs),
+            Frame::Output { id, timing, outputs } => {
+                let mut w = Writer::with_capacity(tensors_size(outputs) + 36);
+                w.head(5, *id);
+                w.u64(timing.queued.as_micros() as u64);
+                w.u64(timing.computed.as_micros() as u64);
+                w.u32(timing.batch);
+                write_tensors(&mut w, outputs);
+                return w.finish();
+            }
             Frame::Failed { id, fault, message } => {
                 w.head(6, *id);
                 w.u8(match fault {
@@ -115,7 +136,12 @@ impl Frame {
             2 => Frame::Ready(read_info(&mut r)?),
             3 => Frame::LoadFailed { reason: r.str()? },
             4 => Frame::Infer { id, inputs: read_tensors(&mut r)? },
-            5 => Frame::Output { id, outputs: read_tensors(&mut r)? },
+            5 => {
+                let queued = Duration::from_micros(r.u64()?);
+                let computed = Duration::from_micros(r.u64()?);
+                let timing = Timing { queued, computed, batch: r.u32()? };
+                Frame::Output { id, timing, outputs: read_tensors(&mut r)? }
+            }
             6 => {
                 let fault = match r.u8()? {
                     1 => Fault::BadInput,
@@ -137,9 +163,12 @@ pub fn encode_infer(id: u64, inputs: &[Tensor]) -> Vec<u8> {
     encode_tensors(4, id, inputs)
 }
 
+fn tensors_size(tensors: &[Tensor]) -> usize {
+    tensors.iter().map(|t| t.data.len() + t.name.len() + 8 * t.shape.len() + 16).sum::<usize>()
+}
+
 fn encode_tensors(kind: u8, id: u64, tensors: &[Tensor]) -> Vec<u8> {
-    let size = tensors.iter().map(|t| t.data.len() + t.name.len() + 8 * t.shape.len() + 16).sum::<usize>();
-    let mut w = Writer::with_capacity(size + 16);
+    let mut w = Writer::with_capacity(tensors_size(tensors) + 16);
     w.head(kind, id);
     write_tensors(&mut w, tensors);
     w.finish()
@@ -296,7 +325,8 @@ mod tests {
         }));
         round_trip(Frame::LoadFailed { reason: "bad".into() });
         round_trip(Frame::Infer { id: 7, inputs: vec![t.clone(), s] });
-        round_trip(Frame::Output { id: u64::MAX, outputs: vec![t] });
+        let timing = Timing { queued: Duration::from_micros(12), computed: Duration::from_micros(3400), batch: 2 };
+        round_trip(Frame::Output { id: u64::MAX, timing, outputs: vec![t] });
         round_trip(Frame::Failed { id: 3, fault: Fault::BadInput, message: "no".into() });
     }
 

@@ -7,9 +7,10 @@
 //! the requests it holds are answered.
 
 use super::engine::{Engine, Failure};
-use crate::wire::{self, Frame, PROTOCOL_VERSION};
+use crate::wire::{self, Frame, PROTOCOL_VERSION, Timing};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
@@ -153,11 +154,18 @@ impl Server {
 }
 
 async fn run_one(engine: Arc<Engine>, slots: Arc<Semaphore>, id: u64, inputs: Vec<crate::tensor::Tensor>) -> Frame {
+    let arrived = Instant::now();
     let Ok(_permit) = slots.acquire_owned().await else {
         return Frame::Failed { id, fault: wire::Fault::Internal, message: "worker is stopping".into() };
     };
-    match tokio::task::spawn_blocking(move || engine.infer(inputs)).await {
-        Ok(Ok(outputs)) => Frame::Output { id, outputs },
+    let queued = arrived.elapsed();
+    let batch = inputs.first().and_then(|t| t.shape.first()).map_or(1, |b| *b as u32);
+    let run = move || {
+        let started = Instant::now();
+        engine.infer(inputs).map(|outputs| (outputs, started.elapsed()))
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok((outputs, computed))) => Frame::Output { id, timing: Timing { queued, computed, batch }, outputs },
         Ok(Err(Failure { fault, message })) => Frame::Failed { id, fault, message },
         Err(e) => Frame::Failed { id, fault: wire::Fault::Internal, message: format!("inference task failed: {e}") },
     }

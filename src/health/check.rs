@@ -1,0 +1,191 @@
+//! The checks: each turns one measurement and its thresholds into a verdict, with the
+//! measured value and the threshold it was held to, so a reader can see why.
+//!
+//! A rate or latency check on fewer requests than `min_samples` says
+//! `insufficient_data` — never `ok`: no traffic proves nothing.
+
+use crate::config::{HealthConfig, Levels};
+use crate::window::Snapshot;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A check's verdict, from best to worst (insufficient data sorts between ok and warning:
+/// it is not a problem, but not proof of health either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    InsufficientData,
+    Warning,
+    Critical,
+}
+
+impl Status {
+    /// The value `modeld_health_check_status` exports.
+    pub fn gauge(self) -> i64 {
+        match self {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+            Status::InsufficientData => -1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub status: Status,
+    pub value: Value,
+    pub threshold: Value,
+}
+
+/// The check names, in the order reports list them.
+pub const NAMES: [&str; 7] = ["model_loaded", "memory", "cpu", "error_rate", "latency", "availability", "oom"];
+
+fn above<T: PartialOrd>(value: T, levels: &Levels<T>) -> Status {
+    match (levels.critical.as_ref(), levels.warning.as_ref()) {
+        (Some(c), _) if value > *c => Status::Critical,
+        (_, Some(w)) if value > *w => Status::Warning,
+        _ => Status::Ok,
+    }
+}
+
+fn below<T: PartialOrd>(value: T, levels: &Levels<T>) -> Status {
+    match (levels.critical.as_ref(), levels.warning.as_ref()) {
+        (Some(c), _) if value < *c => Status::Critical,
+        (_, Some(w)) if value < *w => Status::Warning,
+        _ => Status::Ok,
+    }
+}
+
+fn levels_json(levels: &Levels<f64>) -> Value {
+    json!({ "warning": levels.warning, "critical": levels.critical })
+}
+
+fn secs(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64())
+}
+
+/// Workers ready out of those configured; a failed or unserved version is critical.
+pub fn model_loaded(ready: usize, configured: usize, failed: bool) -> Check {
+    let status = match (failed, ready) {
+        (true, _) | (false, 0) => Status::Critical,
+        _ if ready < configured => Status::Warning,
+        _ => Status::Ok,
+    };
+    Check { status, value: json!(ready), threshold: json!(configured) }
+}
+
+/// The share of requests the version failed.
+pub fn error_rate(w: &Snapshot, h: &HealthConfig) -> Check {
+    let value = w.error_rate();
+    let status = if w.requests < h.min_samples { Status::InsufficientData } else { above(value, &h.error_rate) };
+    Check { status, value: json!(value), threshold: with_samples(levels_json(&h.error_rate), w, h) }
+}
+
+/// The share of requests answered without being unavailable (503/504).
+pub fn availability(w: &Snapshot, h: &HealthConfig) -> Check {
+    let value = w.availability();
+    let status = if w.requests < h.min_samples { Status::InsufficientData } else { below(value, &h.availability) };
+    Check { status, value: json!(value), threshold: with_samples(levels_json(&h.availability), w, h) }
+}
+
+/// P95 against its warning and critical thresholds, P99 against its own.
+pub fn latency(w: &Snapshot, h: &HealthConfig) -> Check {
+    let served = w.p95.is_some();
+    let status = match (w.requests < h.min_samples || !served, w.p95, w.p99) {
+        (true, ..) => Status::InsufficientData,
+        (false, Some(p95), Some(p99)) => above(p95, &h.p95_latency).max(above(p99, &h.p99_latency)),
+        _ => Status::InsufficientData,
+    };
+    let value = json!({ "p50_seconds": secs(w.p50), "p95_seconds": secs(w.p95), "p99_seconds": secs(w.p99) });
+    let threshold = json!({
+        "p95_warning_seconds": secs(h.p95_latency.warning),
+        "p95_critical_seconds": secs(h.p95_latency.critical),
+        "p99_warning_seconds": secs(h.p99_latency.warning),
+        "p99_critical_seconds": secs(h.p99_latency.critical),
+        "min_samples": h.min_samples,
+        "samples": w.requests,
+    });
+    Check { status, value, threshold }
+}
+
+fn with_samples(mut threshold: Value, w: &Snapshot, h: &HealthConfig) -> Value {
+    threshold["min_samples"] = json!(h.min_samples);
+    threshold["samples"] = json!(w.requests);
+    threshold
+}
+
+/// The largest worker's resident memory as a share of the limit (or of host memory).
+pub fn memory(max_rss: u64, limit: Option<u64>, host_total: u64, h: &HealthConfig) -> Check {
+    let of = limit.unwrap_or(host_total).max(1);
+    let share = max_rss as f64 / of as f64;
+    let status = if max_rss == 0 { Status::InsufficientData } else { above(share, &h.memory) };
+    let mut threshold = levels_json(&h.memory);
+    threshold["of_bytes"] = json!(of);
+    threshold["of"] = json!(if limit.is_some() { "memory_limit" } else { "host_memory" });
+    Check { status, value: json!({ "rss_bytes": max_rss, "share": share }), threshold }
+}
+
+/// The host's CPU busy share (`None` before the first two samples).
+pub fn cpu(busy: Option<f64>, h: &HealthConfig) -> Check {
+    let status = busy.map_or(Status::InsufficientData, |b| above(b, &h.cpu));
+    Check { status, value: json!(busy), threshold: levels_json(&h.cpu) }
+}
+
+/// OOM kills within the window: any one is critical.
+pub fn oom(kills: usize, window: Duration) -> Check {
+    let status = if kills > 0 { Status::Critical } else { Status::Ok };
+    Check { status, value: json!(kills), threshold: json!({ "critical": 1, "window_seconds": window.as_secs_f64() }) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(requests: u64, failed: u64, unavailable: u64, p95_ms: u64) -> Snapshot {
+        let p = Some(Duration::from_millis(p95_ms));
+        Snapshot { covered: Duration::from_secs(60), requests, failed, unavailable, p50: p, p95: p, p99: p }
+    }
+
+    #[test]
+    fn rates_follow_the_protocol_thresholds() {
+        let h = HealthConfig::default();
+        assert_eq!(error_rate(&snapshot(1000, 5, 0, 1), &h).status, Status::Ok);
+        assert_eq!(error_rate(&snapshot(1000, 20, 0, 1), &h).status, Status::Warning);
+        assert_eq!(error_rate(&snapshot(1000, 60, 0, 1), &h).status, Status::Critical);
+        assert_eq!(availability(&snapshot(1000, 0, 0, 1), &h).status, Status::Ok);
+        assert_eq!(availability(&snapshot(1000, 0, 10, 1), &h).status, Status::Warning);
+        assert_eq!(availability(&snapshot(1000, 0, 60, 1), &h).status, Status::Critical);
+    }
+
+    #[test]
+    fn latency_uses_p95_and_p99() {
+        let h = HealthConfig::default();
+        assert_eq!(latency(&snapshot(100, 0, 0, 100), &h).status, Status::Ok);
+        assert_eq!(latency(&snapshot(100, 0, 0, 700), &h).status, Status::Warning);
+        assert_eq!(latency(&snapshot(100, 0, 0, 1500), &h).status, Status::Critical);
+    }
+
+    #[test]
+    fn too_few_samples_are_never_ok() {
+        let h = HealthConfig::default();
+        let few = snapshot(h.min_samples - 1, 0, 0, 1);
+        for check in [error_rate(&few, &h), availability(&few, &h), latency(&few, &h)] {
+            assert_eq!(check.status, Status::InsufficientData);
+        }
+        assert_eq!(cpu(None, &h).status, Status::InsufficientData);
+    }
+
+    #[test]
+    fn memory_is_a_share_of_the_limit_or_the_host() {
+        let h = HealthConfig::default();
+        assert_eq!(memory(90, Some(100), 1000, &h).status, Status::Warning);
+        assert_eq!(memory(96, Some(100), 1000, &h).status, Status::Critical);
+        assert_eq!(memory(96, None, 1000, &h).status, Status::Ok);
+        assert_eq!(oom(1, Duration::from_secs(60)).status, Status::Critical);
+        assert_eq!(model_loaded(1, 2, false).status, Status::Warning);
+        assert_eq!(model_loaded(0, 2, false).status, Status::Critical);
+    }
+}
