@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::repo::ModelDir;
 use crate::router::table::RoutingTable;
 use crate::router::{ModelRoute, Router};
+use crate::supervisor::cgroup::Cgroups;
 use crate::supervisor::process::Launcher;
 use crate::supervisor::signals::{Intent, Signals};
 use crate::supervisor::{Supervisor, sampler};
@@ -45,6 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sockets_dir,
         start_timeout: server.worker_start_timeout,
         log_level: server.log_level.clone(),
+        cgroups: config.models.iter().any(|m| m.memory_limit.is_some()).then(Cgroups::detect).flatten(),
     };
     let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone(), server.shutdown_grace));
     let host = Arc::new(Host::new());

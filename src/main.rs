@@ -7,6 +7,11 @@ use std::process::ExitCode;
 
 const DEFAULT_CONFIG: &str = "/etc/modeld/modeld.toml";
 
+/// The system allocator, made to exit with a recognisable status when a memory-limited
+/// worker's allocation fails (see `modeld::worker::memory`).
+#[global_allocator]
+static ALLOCATOR: modeld::worker::memory::OomExit = modeld::worker::memory::OomExit;
+
 #[derive(Parser)]
 #[command(name = "modeld", version, about = "Serve ONNX models from supervised workers, with safe rollouts")]
 struct Cli {

@@ -2,9 +2,11 @@
 //! ready, restarts it with exponential backoff when it exits, and fails the version when
 //! it crash-loops or cannot load.
 
-use super::process::{self, Launcher, Started, WorkerSpec};
+use super::cgroup;
+use super::process::{self, Launcher, Spawned, Started, WorkerSpec};
 use crate::metrics::Metrics;
 use crate::router::pool::{Phase, Pool};
+use crate::worker::memory::OOM_EXIT_CODE;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,6 +35,12 @@ pub struct Keeper {
     pub grace: Duration,
 }
 
+/// How a worker process ended.
+struct Exit {
+    reason: String,
+    status: Option<std::process::ExitStatus>,
+}
+
 /// Recent exits, to tell a crash loop from an occasional crash.
 struct Exits(VecDeque<Instant>);
 
@@ -59,17 +67,18 @@ impl Keeper {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
-            let mut child = match self.launcher.spawn(&spec, &socket) {
-                Ok(child) => child,
+            let Spawned { mut child, cgroup } = match self.launcher.spawn(&spec, &socket) {
+                Ok(spawned) => spawned,
                 Err(e) => {
                     return self.fail(format!("could not start worker {}: {e}", self.launcher.exe.display()));
                 }
             };
+            let ooms_before = cgroup.as_deref().map_or(0, cgroup::oom_kills);
             self.pool.slots[spec.slot].pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
             let exit = match self.start(&mut child, &socket).await {
                 None => return self.stop_worker(&spec, &mut child).await,
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),
-                Some(Started::Lost(reason)) => reason,
+                Some(Started::Lost { reason, status }) => Exit { reason, status },
                 Some(Started::Ready { conn, info }) => {
                     let label = [spec.model.as_str(), &spec.version.to_string()];
                     self.metrics.model_load_duration.with_label_values(&label).observe(started.elapsed().as_secs_f64());
@@ -79,18 +88,21 @@ impl Keeper {
                         status = child.wait() => {
                             self.pool.empty(spec.slot);
                             match status {
-                                Ok(status) => format!("worker {}", process::describe_exit(status)),
-                                Err(e) => format!("could not wait for worker: {e}"),
+                                Ok(status) => Exit { reason: format!("worker {}", process::describe_exit(status)), status: Some(status) },
+                                Err(e) => Exit { reason: format!("could not wait for worker: {e}"), status: None },
                             }
                         }
                         _ = self.stop.cancelled() => return self.stop_worker(&spec, &mut child).await,
                     }
                 }
             };
+            self.pool.slots[spec.slot].pid.store(0, Ordering::Relaxed);
             if started.elapsed() >= STABLE_RUN {
                 backoff = FIRST_BACKOFF;
             }
-            if let Some(reason) = self.record_exit(&spec, exit, &mut exits) {
+            let oom = exit.status.and_then(|s| s.code()) == Some(OOM_EXIT_CODE)
+                || cgroup.as_deref().is_some_and(|dir| cgroup::oom_kills(dir) > ooms_before);
+            if let Some(reason) = self.record_exit(&spec, exit, oom, &mut exits) {
                 return self.fail(reason);
             }
             tokio::select! {
@@ -109,12 +121,23 @@ impl Keeper {
         }
     }
 
-    /// Logs and counts an exit; returns the failure reason when the worker crash-loops.
-    fn record_exit(&self, spec: &WorkerSpec, exit: String, exits: &mut Exits) -> Option<String> {
+    /// Logs and counts an exit (an OOM kill too); returns the failure reason when the
+    /// worker crash-loops.
+    fn record_exit(&self, spec: &WorkerSpec, exit: Exit, oom: bool, exits: &mut Exits) -> Option<String> {
         let slot = &self.pool.slots[spec.slot];
+        let version = spec.version.to_string();
+        let exit = match oom {
+            false => exit.reason,
+            true => {
+                self.pool.record_oom(spec.slot);
+                self.metrics.worker_oom_kills.with_label_values(&[spec.model.as_str(), &version]).inc();
+                let limit = spec.memory_limit.map_or("its".into(), |l| format!("{} MiB", l >> 20));
+                format!("worker exceeded {limit} memory limit and was killed (OOM kill; {})", exit.reason)
+            }
+        };
         slot.restarts.fetch_add(1, Ordering::Relaxed);
         *slot.last_exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit.clone());
-        self.metrics.worker_restarts.with_label_values(&[spec.model.as_str(), &spec.version.to_string()]).inc();
+        self.metrics.worker_restarts.with_label_values(&[spec.model.as_str(), &version]).inc();
         tracing::warn!(model = %spec.model, version = spec.version, slot = spec.slot, "{exit}; restarting");
         exits
             .record()

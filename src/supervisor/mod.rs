@@ -6,6 +6,7 @@
 //! and neither stops the daemon nor touches other models. Signals are mapped to intents in
 //! [`signals`].
 
+pub mod cgroup;
 pub mod keeper;
 pub mod process;
 pub mod sampler;
@@ -73,6 +74,7 @@ impl Supervisor {
                         slot,
                         dir: dir.version_dir(version),
                         threads: model.threads,
+                        memory_limit: model.memory_limit,
                     };
                     keepers.spawn(keeper.clone().run(spec));
                 }

@@ -1,6 +1,7 @@
 //! One worker process: spawning `modeld worker …`, the Hello/Ready handshake over its
 //! socket, and stopping it gracefully (SIGTERM, then SIGKILL after a grace period).
 
+use super::cgroup::Cgroups;
 use crate::router::conn::WorkerConn;
 use crate::wire::{self, Frame, ModelInfo, PROTOCOL_VERSION};
 use nix::sys::signal::{Signal, kill};
@@ -24,6 +25,8 @@ pub struct Launcher {
     pub sockets_dir: PathBuf,
     pub start_timeout: Duration,
     pub log_level: String,
+    /// Delegated cgroups for memory limits, when the system gives them.
+    pub cgroups: Option<Cgroups>,
 }
 
 /// What one worker process is asked to serve.
@@ -34,6 +37,13 @@ pub struct WorkerSpec {
     pub slot: usize,
     pub dir: PathBuf,
     pub threads: usize,
+    pub memory_limit: Option<u64>,
+}
+
+/// A started worker process, and the cgroup it was placed in, if any.
+pub struct Spawned {
+    pub child: Child,
+    pub cgroup: Option<PathBuf>,
 }
 
 /// How a start attempt ended.
@@ -45,7 +55,10 @@ pub enum Started {
     /// The worker loaded nothing and said why: a property of the model, not worth retrying.
     LoadFailed(String),
     /// The worker exited or could not be reached before reporting; may be transient.
-    Lost(String),
+    Lost {
+        reason: String,
+        status: Option<ExitStatus>,
+    },
 }
 
 impl Launcher {
@@ -60,9 +73,10 @@ impl Launcher {
         }
     }
 
-    pub fn spawn(&self, spec: &WorkerSpec, socket: &Path) -> std::io::Result<Child> {
+    pub fn spawn(&self, spec: &WorkerSpec, socket: &Path) -> std::io::Result<Spawned> {
         let _ = std::fs::remove_file(socket);
-        Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .arg("worker")
             .args(["--model", &spec.model])
             .args(["--version", &spec.version.to_string()])
@@ -74,8 +88,17 @@ impl Launcher {
             .args(["--parent-pid", &std::process::id().to_string()])
             .env("MODELD_LOG", &self.log_level)
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        let mut cgroup = None;
+        if let Some(limit) = spec.memory_limit {
+            command.args(["--memory-limit", &limit.to_string()]);
+            if let Some(cgroups) = &self.cgroups {
+                let dir = cgroups.worker(&format!("{}-{}-{}", spec.model, spec.version, spec.slot), limit)?;
+                command.arg("--cgroup").arg(&dir);
+                cgroup = Some(dir);
+            }
+        }
+        Ok(Spawned { child: command.spawn()?, cgroup })
     }
 
     /// Connects to the worker's socket and waits for Ready, while watching the process.
@@ -95,15 +118,19 @@ impl Launcher {
                 // A worker that could not load says why, then exits: read its last words.
                 match tokio::time::timeout(LAST_WORDS, &mut attempt).await {
                     Ok(result @ Ok((_, Frame::LoadFailed { .. }))) => answered(result),
-                    _ => Started::Lost(match status {
-                        Ok(status) => format!("worker {} before reporting ready", describe_exit(status)),
-                        Err(e) => format!("could not wait for worker: {e}"),
-                    }),
+                    _ => match status {
+                        Ok(status) => Started::Lost {
+                            reason: format!("worker {} before reporting ready", describe_exit(status)),
+                            status: Some(status),
+                        },
+                        Err(e) => Started::Lost { reason: format!("could not wait for worker: {e}"), status: None },
+                    },
                 }
             }
-            _ = tokio::time::sleep(self.start_timeout) => Started::Lost(format!(
-                "worker did not report ready within {:?} (server.worker_start_timeout)", self.start_timeout
-            )),
+            _ = tokio::time::sleep(self.start_timeout) => Started::Lost {
+                reason: format!("worker did not report ready within {:?} (server.worker_start_timeout)", self.start_timeout),
+                status: None,
+            },
         }
     }
 }
@@ -115,8 +142,8 @@ fn answered(result: std::io::Result<(UnixStream, Frame)>) -> Started {
     match result {
         Ok((stream, Frame::Ready(info))) => Started::Ready { conn: WorkerConn::start(stream), info },
         Ok((_, Frame::LoadFailed { reason })) => Started::LoadFailed(reason),
-        Ok((_, other)) => Started::Lost(format!("worker answered Hello with {other:?}")),
-        Err(e) => Started::Lost(format!("worker handshake failed: {e}")),
+        Ok((_, other)) => Started::Lost { reason: format!("worker answered Hello with {other:?}"), status: None },
+        Err(e) => Started::Lost { reason: format!("worker handshake failed: {e}"), status: None },
     }
 }
 

@@ -59,9 +59,14 @@ pub async fn run(supervisor: Arc<Supervisor>, host: Arc<Host>, metrics: Arc<Metr
                 slot.rss_bytes.store(process.memory(), Ordering::Relaxed);
                 slot.cpu_ms.store(cpu_ms, Ordering::Relaxed);
                 let before = counted_cpu_ms.get(&pid).copied().unwrap_or(0);
+                // Looked up even without new CPU time, so the series exists from the start.
+                let counter = metrics.worker_cpu_seconds.with_label_values(&[
+                    pool.model.as_str(),
+                    &version,
+                    &slot_ix.to_string(),
+                ]);
                 if cpu_ms > before {
-                    let labels = [pool.model.as_str(), &version, &slot_ix.to_string()];
-                    metrics.worker_cpu_seconds.with_label_values(&labels).inc_by((cpu_ms - before) as f64 / 1000.0);
+                    counter.inc_by((cpu_ms - before) as f64 / 1000.0);
                 }
                 seen.insert(pid, cpu_ms.max(before));
             }

@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod engine;
 pub mod loader;
+pub mod memory;
 pub mod plans;
 pub mod rewrite;
 pub mod server;
@@ -45,11 +46,21 @@ pub struct WorkerArgs {
     /// The supervisor's pid: the worker exits if it is not its parent any more.
     #[arg(long)]
     pub parent_pid: i32,
+    /// Most memory this worker may use, in bytes (see [`memory`]).
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
+    /// The cgroup to join, whose memory.max the supervisor set.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Runs the worker until SIGTERM, its parent's death, or a failed load.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     die_with_parent(args.parent_pid)?;
+    if let Some(limit) = args.memory_limit {
+        let how = memory::enforce(limit, args.cgroup.as_deref())?;
+        tracing::debug!(limit, ?how, "memory limit applied");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(args.threads + 2)

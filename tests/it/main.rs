@@ -4,6 +4,7 @@
 mod admin;
 mod bad_input;
 mod config_check;
+mod health;
 mod onnx;
 mod serving;
 mod shutdown;

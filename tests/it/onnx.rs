@@ -186,3 +186,15 @@ pub fn flatten_two_open_dims() -> Vec<u8> {
         .node("Flatten", &["x"], &["y"], vec![int_attr("axis", 0)])
         .encode()
 }
+
+/// `x [N, 1] × w [1, width] → [N, width] → mean → y [N, 1]`: the intermediate takes
+/// `N × width × 4` bytes, so a large enough batch exceeds any memory limit.
+pub fn memory_hog(width: i64) -> Vec<u8> {
+    Graph::default()
+        .input("x", FLOAT, &[None, Some(1)])
+        .output("y", FLOAT)
+        .float_initializer("w", &[1, width], vec![0.5; width as usize])
+        .node("MatMul", &["x", "w"], &["wide"], vec![])
+        .node("ReduceMean", &["wide"], &["y"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 1)])
+        .encode()
+}

@@ -72,11 +72,26 @@ pub struct Setup {
     /// `[[model]]` tables: (name, extra lines).
     models: Vec<(String, String)>,
     server: Vec<String>,
+    /// Other top-level sections, verbatim.
+    sections: Vec<String>,
 }
 
 impl Setup {
     pub fn new() -> Setup {
-        Setup { files: Vec::new(), models: Vec::new(), server: Vec::new() }
+        Setup { files: Vec::new(), models: Vec::new(), server: Vec::new(), sections: Vec::new() }
+    }
+
+    /// Adds the model's files and a `[[model]]` table with these lines.
+    pub fn model_with(mut self, files: ModelFiles, lines: &str) -> Setup {
+        self.models.push((files.name.clone(), lines.into()));
+        self.files.push(files);
+        self
+    }
+
+    /// Adds a top-level section such as `[health]` with its lines.
+    pub fn server_section(mut self, text: &str) -> Setup {
+        self.sections.push(text.into());
+        self
     }
 
     /// Adds the model's files and a `[[model]]` table serving it with `workers` workers.
@@ -105,6 +120,9 @@ impl Setup {
         for line in &self.server {
             text.push_str(line);
             text.push('\n');
+        }
+        for section in &self.sections {
+            text.push_str(&format!("\n{section}\n"));
         }
         for (name, extra) in &self.models {
             text.push_str(&format!("\n[[model]]\nname = \"{name}\"\n{extra}"));

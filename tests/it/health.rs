@@ -1,0 +1,165 @@
+//! Health that tells the truth: each check driven to critical by a purpose-built model
+//! within one window, and back to ok after; too little traffic is insufficient data; a
+//! killed worker shows at once.
+
+use crate::onnx;
+use crate::util::{ModelFiles, Setup, TestDaemon, infer_body};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A short window so a test sees a breach and its recovery within seconds.
+fn fast_health(setup: Setup) -> Setup {
+    setup.server_section("[health]\nwindow = \"2s\"\nmin_samples = 5\np95_latency = { warning = \"40ms\", critical = \"80ms\" }\np99_latency = { critical = \"80ms\" }")
+}
+
+fn check(daemon: &TestDaemon, model: &str, check: &str) -> Value {
+    daemon.health()["models"][model]["versions"]["1"]["checks"][check].clone()
+}
+
+fn wait_check(daemon: &TestDaemon, model: &str, name: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    daemon.wait_until(&format!("{model} {name} to be {status} (last: {last})"), Duration::from_secs(20), || {
+        last = check(daemon, model, name);
+        last["status"] == status
+    });
+    last
+}
+
+#[test]
+fn a_slow_version_breaches_latency_and_recovers() {
+    let daemon =
+        TestDaemon::ready(fast_health(Setup::new().model(ModelFiles::new("slow", 1, onnx::slow(256, 200)), 1)));
+    let heavy = infer_body("x", &[64, 256], &vec![0.5; 64 * 256]);
+    let light = infer_body("x", &[1, 256], &vec![0.5; 256]);
+    let started = std::time::Instant::now();
+    assert_eq!(daemon.post("/v2/models/slow/infer", &heavy).status, 200);
+    let one = started.elapsed();
+    assert!(one > Duration::from_millis(80), "the heavy request took only {one:?}; the fixture is not slow enough");
+    for _ in 0..5 {
+        assert_eq!(daemon.post("/v2/models/slow/infer", &heavy).status, 200);
+    }
+    let breached = wait_check(&daemon, "slow", "latency", "critical");
+    assert!(breached["value"]["p95_seconds"].as_f64().unwrap() > 0.08, "{breached}");
+    assert_eq!(daemon.health()["status"], "unhealthy");
+    assert_eq!(daemon.get("/health").status, 503);
+    // Fast traffic only: once the slow requests leave the window, latency is ok again.
+    let mut recovered = Value::Null;
+    daemon.wait_until("latency to recover", Duration::from_secs(20), || {
+        for _ in 0..5 {
+            daemon.post("/v2/models/slow/infer", &light);
+        }
+        recovered = check(&daemon, "slow", "latency");
+        recovered["status"] == "ok"
+    });
+    assert!(recovered["value"]["p95_seconds"].as_f64().unwrap() < 0.04, "{recovered}");
+}
+
+#[test]
+fn a_failing_version_breaches_the_error_rate_and_recovers() {
+    let daemon = TestDaemon::ready(fast_health(Setup::new().model(ModelFiles::new("lookup", 1, onnx::lookup()), 1)));
+    let body = |i: i64| json!({"inputs": [{"name": "i", "shape": [1], "datatype": "INT64", "data": [i]}]}).to_string();
+    for i in 0..10 {
+        daemon.post("/v2/models/lookup/infer", &body(if i % 2 == 0 { 9 } else { 1 }));
+    }
+    let breached = wait_check(&daemon, "lookup", "error_rate", "critical");
+    assert!((breached["value"].as_f64().unwrap() - 0.5).abs() < 0.11, "{breached}");
+    assert_eq!(breached["threshold"]["critical"], 0.05);
+    // Availability is not touched by errors the version answered.
+    assert_eq!(check(&daemon, "lookup", "availability")["status"], "ok");
+    let mut last = Value::Null;
+    daemon.wait_until("the error rate to recover", Duration::from_secs(20), || {
+        for _ in 0..5 {
+            assert_eq!(daemon.post("/v2/models/lookup/infer", &body(2)).status, 200);
+        }
+        last = check(&daemon, "lookup", "error_rate");
+        last["status"] == "ok"
+    });
+    assert_eq!(last["value"], 0.0);
+}
+
+#[test]
+fn a_version_past_its_memory_limit_is_oom_killed_and_counted() {
+    let daemon =
+        TestDaemon::ready(fast_health(Setup::new().model_with(
+            ModelFiles::new("hog", 1, onnx::memory_hog(1 << 20)),
+            "workers = 1\nmemory_limit = \"256MiB\"\n",
+        )));
+    // 128 rows × 1M floats = 512 MiB for the intermediate: past the limit.
+    let answer = daemon.post("/v2/models/hog/infer", &infer_body("x", &[128, 1], &[1.0; 128]));
+    assert_ne!(answer.status, 200, "{}", answer.body);
+    let oom = wait_check(&daemon, "hog", "oom", "critical");
+    // The request killed its worker, and its one retry killed the restarted worker too.
+    assert_eq!(oom["value"], 2);
+    let version = &daemon.health()["models"]["hog"]["versions"]["1"];
+    assert!(version["reason"].as_str().unwrap_or("").contains("exceeded 256 MiB memory limit"), "{version}");
+    assert!(daemon.get("/metrics").body.contains(r#"modeld_worker_oom_kills_total{model="hog",version="1"} 2"#));
+    // The worker comes back, small requests work, and the kill leaves the window.
+    daemon.wait_until("the worker to come back", Duration::from_secs(20), || {
+        daemon.health()["models"]["hog"]["versions"]["1"]["workers"]["ready"] == 1
+    });
+    assert_eq!(daemon.post("/v2/models/hog/infer", &infer_body("x", &[2, 1], &[1.0, 2.0])).status, 200);
+    wait_check(&daemon, "hog", "oom", "ok");
+    let memory = check(&daemon, "hog", "memory");
+    assert_eq!(memory["threshold"]["of"], "memory_limit");
+    assert_eq!(memory["threshold"]["of_bytes"], 256u64 << 20);
+}
+
+#[test]
+fn too_little_traffic_is_insufficient_data_never_ok() {
+    let daemon = TestDaemon::ready(fast_health(Setup::new().model(ModelFiles::reference("tabular_mlp"), 1)));
+    for _ in 0..3 {
+        daemon.post("/v2/models/tabular_mlp/infer", &infer_body("features", &[1, 30], &[0.1; 30]));
+    }
+    for name in ["error_rate", "latency", "availability"] {
+        let c = check(&daemon, "tabular_mlp", name);
+        assert_eq!(c["status"], "insufficient_data", "{name}: {c}");
+        assert_eq!(c["threshold"]["samples"], 3, "{name}: {c}");
+    }
+    // Not all ok, nothing critical: degraded.
+    assert_eq!(daemon.health()["status"], "degraded");
+    assert_eq!(check(&daemon, "tabular_mlp", "model_loaded")["status"], "ok");
+}
+
+#[test]
+fn a_killed_worker_shows_at_once() {
+    let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::reference("tabular_mlp"), 2));
+    let victim = daemon.worker_pids()[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    // Within the time it takes the supervisor to reap it, well before any restart.
+    daemon.wait_until("the dead worker to show", Duration::from_secs(2), || {
+        let c = check(&daemon, "tabular_mlp", "model_loaded");
+        c["status"] == "warning" && c["value"] == 1
+    });
+    assert_eq!(daemon.health()["models"]["tabular_mlp"]["versions"]["1"]["state"], "degraded");
+    wait_check(&daemon, "tabular_mlp", "model_loaded", "ok");
+}
+
+#[test]
+fn metrics_export_every_check_and_the_worker_resources() {
+    let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::reference("tabular_mlp"), 1));
+    daemon.post("/v2/models/tabular_mlp/infer", &infer_body("features", &[3, 30], &[0.1; 90]));
+    daemon.wait_until("a resource sample", Duration::from_secs(5), || {
+        daemon.get("/metrics").body.contains("modeld_worker_cpu_seconds_total{model=\"tabular_mlp\"")
+    });
+    let text = daemon.get("/metrics").body;
+    for check in ["model_loaded", "memory", "cpu", "error_rate", "latency", "availability", "oom"] {
+        let line = format!(r#"modeld_health_check_status{{check="{check}",model="tabular_mlp",version="1"}}"#);
+        assert!(text.contains(&line), "missing {line}");
+    }
+    assert!(text.contains(r#"modeld_health_check_status{check="error_rate",model="tabular_mlp",version="1"} -1"#));
+    assert!(text.contains(r#"modeld_batch_size_count{model="tabular_mlp",version="1"} 1"#), "{text}");
+    assert!(text.contains(r#"modeld_batch_size_sum{model="tabular_mlp",version="1"} 3"#), "{text}");
+    assert!(text.contains(r#"modeld_inference_duration_seconds_count{model="tabular_mlp",version="1"} 1"#));
+    assert!(text.contains(r#"modeld_queue_duration_seconds_count{model="tabular_mlp",version="1"} 1"#));
+    // A loaded worker holds the runtime and the model: several MB, sampled each second.
+    let rss = || {
+        let text = daemon.get("/metrics").body;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(r#"modeld_worker_rss_bytes{model="tabular_mlp",slot="0",version="1"}"#));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    daemon.wait_until("the worker's RSS sampled after loading", Duration::from_secs(5), || rss() > 4e6);
+}
