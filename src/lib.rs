@@ -5,6 +5,7 @@
 //!
 //! Modules, from the edges in:
 //! - [`admin`]: the admin socket and the CLI's client for it (`modeld status`).
+//! - [`alerts`]: Prometheus alerting rules rendered from the health thresholds.
 //! - [`config`]: `modeld.toml`, raw then validated.
 //! - [`daemon`]: `modeld serve`, wiring everything and running the event loop.
 //! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
@@ -31,6 +32,7 @@
 //! crashed workers with backoff and fails a version that cannot load or crash-loops.
 
 pub mod admin;
+pub mod alerts;
 pub mod config;
 pub mod daemon;
 pub mod front;

@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Prometheus alerting rules from the config's health thresholds.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// Internal: one model version's worker process, started by `serve`.
     #[command(hide = true)]
     Worker(modeld::worker::WorkerArgs),
@@ -83,6 +88,21 @@ enum Output {
 }
 
 #[derive(Subcommand)]
+enum AlertsCommand {
+    /// Write the rules (YAML) to stdout or a file.
+    Render {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The Prometheus job that scrapes modeld (for the daemon-down rule).
+        #[arg(long, default_value = "modeld")]
+        job: String,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Check a config file and print every problem with its key and line.
     Check {
@@ -98,6 +118,7 @@ fn main() -> ExitCode {
         }
         Command::Config { command: ConfigCommand::Check { config } } => check(&config),
         Command::Status { target, output } => status(&target, output),
+        Command::Alerts { command: AlertsCommand::Render { config, job, output } } => alerts(&config, &job, output),
         Command::Worker(args) => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "info".into()));
             match modeld::worker::run(args) {
@@ -155,6 +176,24 @@ fn status(target: &Target, output: Output) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+    }
+    ExitCode::SUCCESS
+}
+
+fn alerts(path: &std::path::Path, job: &str, output: Option<PathBuf>) -> ExitCode {
+    let config = match config::load(path, &Overrides::default()) {
+        Ok((config, _)) => config,
+        Err(e) => return config_failed(e),
+    };
+    let rules = modeld::alerts::render(&config, job);
+    match output {
+        None => print!("{rules}"),
+        Some(file) => {
+            if let Err(e) = std::fs::write(&file, rules) {
+                eprintln!("modeld: could not write {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        }
     }
     ExitCode::SUCCESS
 }
