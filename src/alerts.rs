@@ -168,6 +168,7 @@ mod tests {
             threads: 1,
             memory_limit: None,
             health: HealthConfig::default(),
+            deploy: Default::default(),
         };
         model.health.error_rate.critical = Some(0.1);
         let rules = model_rules(&model);

@@ -47,17 +47,15 @@ pub fn collect(router: &Router, host: &Host, started: Instant) -> Status {
         .iter()
         .map(|(name, route)| {
             let table = route.table();
-            let candidate_weight = table.candidate.as_ref().map_or(0, |c| c.weight);
             let model_health = &report.models[name];
             let versions = table
-                .pools()
+                .all_pools()
                 .map(|pool| {
-                    let is_candidate = table.candidate.as_ref().is_some_and(|c| std::sync::Arc::ptr_eq(&c.pool, pool));
                     let v = &model_health.versions[&pool.version.to_string()];
                     VersionStatus {
                         version: pool.version,
                         role: v.role.to_string(),
-                        weight: if is_candidate { candidate_weight } else { 100 - candidate_weight },
+                        weight: table.weight(pool),
                         state: v.state.to_string(),
                         workers_ready: v.workers.ready,
                         workers: v.workers.configured,

@@ -11,11 +11,13 @@
 //! Prometheus does, so the same config works from any working directory.
 //! This module depends on nothing else of ours.
 
+pub mod deploy;
 pub mod health;
 pub mod raw;
 pub mod report;
 pub mod validate;
 
+pub use deploy::{DeployConfig, OnInconclusive, Strategy};
 pub use health::{HealthConfig, Levels};
 use raw::{RawHealth, RawModel, RawServer};
 use report::{KeyPath, Locator, Problem, Report, Severity};
@@ -64,6 +66,8 @@ pub struct ModelConfig {
     pub memory_limit: Option<u64>,
     /// `[health]` with this model's `[model.health]` applied.
     pub health: HealthConfig,
+    /// `[model.deploy]`: how new versions roll out.
+    pub deploy: DeployConfig,
 }
 
 impl Config {

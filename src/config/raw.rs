@@ -33,6 +33,28 @@ pub struct RawModel {
     pub threads: Option<i64>,
     pub memory_limit: Option<RawSize>,
     pub health: Option<RawHealth>,
+    pub deploy: Option<RawDeploy>,
+}
+
+/// `[model.deploy]`: how new versions of the model roll out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploy {
+    pub strategy: Option<String>,
+    pub steps: Option<Vec<i64>>,
+    pub bake: Option<String>,
+    pub keep_previous: Option<String>,
+    pub max_surge: Option<i64>,
+    pub max_unavailable: Option<i64>,
+    pub split: Option<i64>,
+    pub duration: Option<String>,
+    pub sticky_header: Option<String>,
+    pub check_every: Option<String>,
+    pub consecutive_breaches: Option<i64>,
+    pub on_inconclusive: Option<String>,
+    pub inconclusive_timeout: Option<String>,
+    pub max_error_rate_increase: Option<f64>,
+    pub max_latency_ratio: Option<f64>,
 }
 
 /// `version = 3` or `version = "latest"`.

@@ -170,3 +170,72 @@ health = { window = "0s" }
         "{found:?}"
     );
 }
+
+#[test]
+fn deploy_settings_default_per_strategy_and_are_checked() {
+    let c = check(
+        r#"
+[[model]]
+name = "a"
+
+[[model]]
+name = "b"
+workers = 3
+deploy = { strategy = "blue_green", bake = "10s" }
+
+[[model]]
+name = "c"
+workers = 4
+deploy = { strategy = "rolling", max_surge = 2, max_unavailable = 1 }
+
+[[model]]
+name = "d"
+deploy = { strategy = "ab_test", split = 20, sticky_header = "X-User-Id", duration = "2h" }
+"#,
+    )
+    .unwrap();
+    let (a, b, c4, d) = (&c.models[0].deploy, &c.models[1].deploy, &c.models[2].deploy, &c.models[3].deploy);
+    assert_eq!(a.strategy, Strategy::Canary);
+    assert_eq!(a.steps, vec![10, 25, 50, 100]);
+    assert_eq!(b.strategy, Strategy::BlueGreen);
+    assert_eq!(b.bake, Duration::from_secs(10));
+    assert_eq!(b.keep_previous, Duration::from_secs(600));
+    assert_eq!((c4.max_surge, c4.max_unavailable), (2, 1));
+    assert_eq!((d.split, d.sticky_header.as_deref()), (20, Some("x-user-id")));
+    assert_eq!(d.duration, Duration::from_secs(7200));
+
+    let found = errors(
+        r#"
+[[model]]
+name = "a"
+deploy = { strategy = "yolo" }
+
+[[model]]
+name = "b"
+deploy = { steps = [50, 25] }
+
+[[model]]
+name = "c"
+deploy = { steps = [10, 50] }
+
+[[model]]
+name = "d"
+workers = 2
+deploy = { max_surge = 0, max_unavailable = 0, split = 100, on_inconclusive = "shrug" }
+"#,
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "model[0].deploy.strategy",
+            "model[1].deploy.steps",
+            "model[2].deploy.steps",
+            "model[3].deploy.max_surge",
+            "model[3].deploy.split",
+            "model[3].deploy.on_inconclusive"
+        ],
+        "{found:?}"
+    );
+    assert!(found[2].message.contains("must end at 100"));
+}

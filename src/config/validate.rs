@@ -6,7 +6,7 @@
 use super::health::{self, HealthConfig};
 use super::raw::{RawHealth, RawModel, RawServer, RawSize, RawVersion};
 use super::report::{KeyPath, Locator, Problem};
-use super::{Config, ModelConfig, ServerConfig};
+use super::{Config, DeployConfig, ModelConfig, ServerConfig};
 use crate::repo::{ModelDir, VersionSpec, resolve_path};
 use std::collections::HashSet;
 use std::path::Path;
@@ -134,6 +134,17 @@ fn model_configs(
                     Some(raw) => health::apply(health, raw, &path.key("health"), at, problems),
                     None => health.clone(),
                 },
+                deploy: DeployConfig::default(),
+            };
+            let model = ModelConfig {
+                deploy: super::deploy::build(
+                    &m.deploy.clone().unwrap_or_default(),
+                    model.workers,
+                    &path.key("deploy"),
+                    at,
+                    problems,
+                ),
+                ..model
             };
             check_repository(&model, path, at, problems);
             model

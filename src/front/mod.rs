@@ -18,6 +18,7 @@ pub mod routes;
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::router::pool::{Phase, Pool};
+use crate::router::table::Hint;
 use crate::router::{self, ModelRoute, Router};
 use crate::window::Outcome;
 use crate::wire::Timing;
@@ -176,10 +177,11 @@ impl Front {
         served: &mut Served,
     ) -> Result<Reply, ApiError> {
         let route = self.router.model(model)?;
+        let wants = Wants::of(req.headers(), version, &route)?;
         // The body is read before any other answer: answering while a client is still
         // sending makes many clients fail with a broken pipe instead of reading the answer.
         let body = self.read_body(req).await?;
-        let pool = route.pick(version)?;
+        let pool = route.pick(&wants.hint())?;
         served.on(&pool);
         let _admission = route.admit()?;
         let info = ready_info(&pool)?;
@@ -190,13 +192,14 @@ impl Front {
     }
 
     async fn predict(&self, req: Request<Incoming>, batch: bool, served: &mut Served) -> Result<Reply, ApiError> {
+        let headers = req.headers().clone();
         let body = self.read_body(req).await?;
         let examples = predict::parse_body(&body, batch)?;
         let names: Vec<String> = self.router.models().keys().cloned().collect();
         let model = predict::model_name(&examples, &names)?;
         served.model = Some(model.clone());
         let route: Arc<ModelRoute> = self.router.model(&model)?;
-        let pool = route.pick(None)?;
+        let pool = route.pick(&Wants::of(&headers, None, &route)?.hint())?;
         served.on(&pool);
         let _admission = route.admit()?;
         let info = ready_info(&pool)?;
@@ -246,6 +249,45 @@ impl Front {
             m.inference_duration.with_label_values(&[model, &version]).observe(t.computed.as_secs_f64());
             m.batch_size.with_label_values(&[model, &version]).observe(f64::from(t.batch));
         }
+    }
+}
+
+/// Header asking for one version, as a path's `/versions/{v}` does.
+pub const VERSION_HEADER: &str = "x-modeld-version";
+/// Header asking for the candidate (`canary: true`), as the protocol's Istio rule does.
+pub const CANARY_HEADER: &str = "canary";
+
+/// What a request's headers (and URL) ask of the routing.
+struct Wants {
+    version: Option<u64>,
+    canary: bool,
+    sticky_key: Option<String>,
+}
+
+impl Wants {
+    fn of(headers: &hyper::HeaderMap, path_version: Option<u64>, route: &ModelRoute) -> Result<Wants, ApiError> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let header_version = match text(VERSION_HEADER) {
+            None => None,
+            Some(v) => Some(crate::repo::parse_version(v).ok_or_else(|| {
+                ApiError::bad_request(format!("{VERSION_HEADER}: '{v}' is not a version (a positive integer)"))
+            })?),
+        };
+        let version = match (path_version, header_version) {
+            (Some(p), Some(h)) if p != h => {
+                return Err(ApiError::bad_request(format!(
+                    "the URL asks for version {p} but {VERSION_HEADER} for {h}"
+                )));
+            }
+            (p, h) => p.or(h),
+        };
+        let canary = text(CANARY_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let sticky_key = route.sticky_header().and_then(|h| text(&h).map(String::from));
+        Ok(Wants { version, canary, sticky_key })
+    }
+
+    fn hint(&self) -> Hint<'_> {
+        Hint { version: self.version, canary: self.canary, sticky_key: self.sticky_key.as_deref() }
     }
 }
 

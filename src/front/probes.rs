@@ -5,6 +5,7 @@ use super::error::ApiError;
 use super::routes::Endpoint;
 use super::{Front, Reply, oip};
 use crate::health;
+use crate::router::table::Hint;
 use hyper::StatusCode;
 
 impl Front {
@@ -26,7 +27,7 @@ impl Front {
                 let route = self.router.model(&model)?;
                 let table = route.table();
                 let pool = match version {
-                    Some(_) => route.pick(version)?,
+                    Some(_) => route.pick(&Hint { version, ..Hint::default() })?,
                     None => table
                         .stable
                         .clone()
@@ -38,7 +39,7 @@ impl Front {
             Endpoint::ModelReady { model, version } => {
                 let route = self.router.model(&model)?;
                 let ready = match version {
-                    Some(_) => route.pick(version)?.is_ready(),
+                    Some(_) => route.pick(&Hint { version, ..Hint::default() })?.is_ready(),
                     None => route.table().stable.as_ref().is_some_and(|p| p.is_ready()),
                 };
                 Ok(status_reply(ready, serde_json::json!({ "name": model, "ready": ready })))

@@ -67,11 +67,13 @@ pub struct Workers {
 pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
     let models: BTreeMap<String, ModelHealth> =
         router.models().iter().map(|(name, route)| (name.clone(), model_health(&route.table(), host))).collect();
+    // A warm previous version takes no traffic: shown, but not part of the verdict.
     let worst = models
         .values()
         .flat_map(|m| {
             let unserved = (!m.ready).then_some(Status::Critical);
-            m.versions.values().flat_map(|v| v.checks.values().map(|c| c.status)).chain(unserved)
+            let serving = m.versions.values().filter(|v| v.role != "previous");
+            serving.flat_map(|v| v.checks.values().map(|c| c.status)).chain(unserved)
         })
         .max()
         .unwrap_or(Status::Ok);
@@ -84,13 +86,7 @@ pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
 }
 
 fn model_health(table: &RoutingTable, host: &Host) -> ModelHealth {
-    let mut versions = BTreeMap::new();
-    if let Some(stable) = &table.stable {
-        versions.insert(stable.version.to_string(), version_health(stable, "stable", host));
-    }
-    if let Some(candidate) = &table.candidate {
-        versions.insert(candidate.pool.version.to_string(), version_health(&candidate.pool, "candidate", host));
-    }
+    let versions = table.all_pools().map(|p| (p.version.to_string(), version_health(p, table.role(p), host))).collect();
     let ready = table.stable.as_ref().is_some_and(|p| p.is_ready());
     let reason = match &table.stable {
         None => Some(table.problem.clone().unwrap_or_else(|| "no version is live".into())),

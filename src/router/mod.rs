@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use pool::{Pool, PoolError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use table::{RoutingTable, Tickets};
+use table::{Hint, RoutingTable, Tickets};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use conn::CallError;
@@ -108,17 +108,22 @@ impl ModelRoute {
             .map_err(|_| RouteError::Overloaded { model: self.name.clone(), limit: self.limit })
     }
 
-    /// The pool for a request: the pinned version, or by the table's split.
-    pub fn pick(&self, version: Option<u64>) -> Result<Arc<Pool>, RouteError> {
+    /// The pool for a request: the pinned version, or by the table's rules and split.
+    pub fn pick(&self, hint: &Hint) -> Result<Arc<Pool>, RouteError> {
         let table = self.table.load();
-        let pool = match version {
+        let pool = match hint.version {
             Some(v) => table.version(v).ok_or(RouteError::UnknownVersion { model: self.name.clone(), version: v })?,
-            None => table.choose(self.tickets.next()).ok_or_else(|| RouteError::NotReady {
+            None => table.choose(hint, self.tickets.next()).ok_or_else(|| RouteError::NotReady {
                 model: self.name.clone(),
                 reason: table.problem.clone().unwrap_or_else(|| "no version is live".into()),
             })?,
         };
         Ok(pool.clone())
+    }
+
+    /// The header whose value keeps a request on one arm of an A/B test, if one runs.
+    pub fn sticky_header(&self) -> Option<String> {
+        self.table.load().candidate.as_ref().and_then(|c| c.sticky_header.clone())
     }
 }
 

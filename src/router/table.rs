@@ -14,44 +14,98 @@ pub struct Candidate {
     pub pool: Arc<Pool>,
     /// Share of unpinned requests sent to the candidate, in percent (0..=100).
     pub weight: u8,
+    /// When set, requests carrying this header are split by a hash of its value, so a
+    /// given value always reaches the same version (A/B tests).
+    pub sticky_header: Option<String>,
 }
 
 #[derive(Clone, Default)]
 pub struct RoutingTable {
     pub stable: Option<Arc<Pool>>,
     pub candidate: Option<Candidate>,
+    /// The version promoted away from, kept warm (without traffic) for instant rollback.
+    pub previous: Option<Arc<Pool>>,
     /// Why there is no stable pool (e.g. no version found in the repository).
     pub problem: Option<String>,
 }
 
+/// What a request says about where it wants to go.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hint<'a> {
+    /// A version pinned by the URL or the `x-modeld-version` header.
+    pub version: Option<u64>,
+    /// `canary: true`: to the candidate, when there is one.
+    pub canary: bool,
+    /// The value of the candidate's sticky header, when the request has it.
+    pub sticky_key: Option<&'a str>,
+}
+
 impl RoutingTable {
     pub fn stable(pool: Arc<Pool>) -> RoutingTable {
-        RoutingTable { stable: Some(pool), candidate: None, problem: None }
+        RoutingTable { stable: Some(pool), ..RoutingTable::default() }
     }
 
     /// A table with nothing to route to, and why.
     pub fn unavailable(problem: String) -> RoutingTable {
-        RoutingTable { stable: None, candidate: None, problem: Some(problem) }
+        RoutingTable { problem: Some(problem), ..RoutingTable::default() }
     }
 
-    /// Every pool in the table.
+    /// The pools that take traffic: stable and candidate.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.stable.iter().chain(self.candidate.iter().map(|c| &c.pool))
     }
 
-    /// The pool serving `version`, if the table holds it.
-    pub fn version(&self, version: u64) -> Option<&Arc<Pool>> {
-        self.pools().find(|p| p.version == version)
+    /// Every pool, the warm previous one included.
+    pub fn all_pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools().chain(self.previous.iter())
     }
 
-    /// The pool for an unpinned request. `ticket` spreads requests by weight without
-    /// randomness: of every 100 consecutive tickets, `weight` go to the candidate.
-    pub fn choose(&self, ticket: u64) -> Option<&Arc<Pool>> {
-        match &self.candidate {
-            Some(c) if to_candidate(ticket, c.weight) => Some(&c.pool),
-            _ => self.stable.as_ref().or(self.candidate.as_ref().map(|c| &c.pool)),
+    /// The pool serving `version`, if the table holds it (a warm previous one too).
+    pub fn version(&self, version: u64) -> Option<&Arc<Pool>> {
+        self.all_pools().find(|p| p.version == version)
+    }
+
+    /// The role of `pool` in this table.
+    pub fn role(&self, pool: &Arc<Pool>) -> &'static str {
+        let is = |p: Option<&Arc<Pool>>| p.is_some_and(|p| Arc::ptr_eq(p, pool));
+        match () {
+            _ if is(self.stable.as_ref()) => "stable",
+            _ if is(self.candidate.as_ref().map(|c| &c.pool)) => "candidate",
+            _ => "previous",
         }
     }
+
+    /// Percent of unpinned traffic `pool` receives.
+    pub fn weight(&self, pool: &Arc<Pool>) -> u8 {
+        let candidate = self.candidate.as_ref().map_or(0, |c| c.weight);
+        match self.role(pool) {
+            "stable" => 100 - candidate,
+            "candidate" => candidate,
+            _ => 0,
+        }
+    }
+
+    /// The pool for a request without a pinned version: the candidate for `canary: true`,
+    /// by the sticky key's hash when there is one, else by weight. `ticket` spreads
+    /// requests without randomness: of every 100 consecutive tickets, `weight` go to the
+    /// candidate.
+    pub fn choose(&self, hint: &Hint, ticket: u64) -> Option<&Arc<Pool>> {
+        let fallback = || self.stable.as_ref().or(self.candidate.as_ref().map(|c| &c.pool));
+        let Some(c) = &self.candidate else { return fallback() };
+        let to_candidate = match (hint.canary, hint.sticky_key, &c.sticky_header) {
+            (true, ..) => true,
+            (false, Some(key), Some(_)) => (fnv1a(key.as_bytes()) % 100) < u64::from(c.weight),
+            _ => to_candidate(ticket, c.weight),
+        };
+        if to_candidate { Some(&c.pool) } else { fallback() }
+    }
+}
+
+/// FNV-1a, 64 bit: a fixed, well-known hash, so a sticky key lands in the same bucket
+/// across restarts, reloads and builds (the standard library's hasher promises no such
+/// stability).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Whether ticket `t` goes to a candidate of `weight` percent: exactly `weight` of every
@@ -90,38 +144,58 @@ mod tests {
         }))
     }
 
+    fn with_candidate(weight: u8, sticky: Option<&str>) -> RoutingTable {
+        RoutingTable {
+            candidate: Some(Candidate { pool: pool(2), weight, sticky_header: sticky.map(String::from) }),
+            ..RoutingTable::stable(pool(1))
+        }
+    }
+
+    fn to_v2(table: &RoutingTable, tickets: std::ops::Range<u64>) -> usize {
+        tickets.filter(|t| table.choose(&Hint::default(), *t).unwrap().version == 2).count()
+    }
+
     #[test]
     fn weight_splits_every_hundred_requests_exactly() {
         for weight in [0u8, 1, 10, 25, 50, 100] {
-            let table = RoutingTable {
-                stable: Some(pool(1)),
-                candidate: Some(Candidate { pool: pool(2), weight }),
-                problem: None,
-            };
-            let to_candidate = (0..1000).filter(|t| table.choose(*t).unwrap().version == 2).count();
-            assert_eq!(to_candidate, usize::from(weight) * 10, "weight {weight}");
+            assert_eq!(to_v2(&with_candidate(weight, None), 0..1000), usize::from(weight) * 10, "weight {weight}");
         }
     }
 
     #[test]
     fn a_small_weight_is_interleaved() {
-        let table = RoutingTable {
-            stable: Some(pool(1)),
-            candidate: Some(Candidate { pool: pool(2), weight: 10 }),
-            problem: None,
-        };
-        let first_twenty = (0..20).filter(|t| table.choose(*t).unwrap().version == 2).count();
-        assert_eq!(first_twenty, 2);
+        assert_eq!(to_v2(&with_candidate(10, None), 0..20), 2);
     }
 
     #[test]
     fn pinned_versions_are_found() {
-        let table = RoutingTable {
-            stable: Some(pool(1)),
-            candidate: Some(Candidate { pool: pool(2), weight: 0 }),
-            problem: None,
-        };
+        let table = RoutingTable { previous: Some(pool(0)), ..with_candidate(0, None) };
         assert_eq!(table.version(2).unwrap().version, 2);
+        assert_eq!(table.version(0).unwrap().version, 0);
         assert!(table.version(3).is_none());
+        assert_eq!(table.role(table.version(0).unwrap()), "previous");
+        assert_eq!(table.weight(table.version(1).unwrap()), 100);
+    }
+
+    #[test]
+    fn canary_header_and_sticky_keys_route_consistently() {
+        let table = with_candidate(30, Some("x-user"));
+        let canary = Hint { canary: true, ..Hint::default() };
+        assert_eq!(table.choose(&canary, 0).unwrap().version, 2);
+        // The same key always lands on the same arm, whatever the ticket.
+        for key in ["alice", "bob", "carol", "dave"] {
+            let hint = Hint { sticky_key: Some(key), ..Hint::default() };
+            let first = table.choose(&hint, 0).unwrap().version;
+            assert!((1..50).all(|t| table.choose(&hint, t).unwrap().version == first), "{key}");
+        }
+        // And keys split by the weight: about 30 % of many keys reach the candidate.
+        let keys: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+        let hits = keys
+            .iter()
+            .filter(|k| table.choose(&Hint { sticky_key: Some(k), ..Hint::default() }, 0).unwrap().version == 2)
+            .count();
+        assert!((500..700).contains(&hits), "{hits} of 2000");
+        // A stable hash: this value is fixed forever.
+        assert_eq!(fnv1a(b"alice"), 0x508b_2abb_65a0_3907);
     }
 }

@@ -1,0 +1,224 @@
+//! `[model.deploy]`: the rollout strategy for a model's new versions and its settings,
+//! with defaults per strategy, checked like the rest of the config.
+
+use super::raw::RawDeploy;
+use super::report::{KeyPath, Locator, Problem};
+use super::validate::parse_duration;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    BlueGreen,
+    Canary,
+    Rolling,
+    Recreate,
+    AbTest,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] =
+        [Strategy::BlueGreen, Strategy::Canary, Strategy::Rolling, Strategy::Recreate, Strategy::AbTest];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::BlueGreen => "blue_green",
+            Strategy::Canary => "canary",
+            Strategy::Rolling => "rolling",
+            Strategy::Recreate => "recreate",
+            Strategy::AbTest => "ab_test",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the gate does when a step ends without enough traffic to judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInconclusive {
+    /// Fail the rollout (and revert) after `inconclusive_timeout`.
+    Fail,
+    /// Hold the step until traffic comes or an operator decides.
+    Pause,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployConfig {
+    pub strategy: Strategy,
+    /// Canary traffic percentages, increasing, ending at 100.
+    pub steps: Vec<u8>,
+    /// Time at each canary or rolling step, or the blue-green bake.
+    pub bake: Duration,
+    /// How long the previous version stays warm after promotion, for instant rollback.
+    pub keep_previous: Duration,
+    pub max_surge: usize,
+    pub max_unavailable: usize,
+    /// A/B: percent of traffic to the new version.
+    pub split: u8,
+    /// A/B: how long the test runs before it waits for `modeld promote`.
+    pub duration: Duration,
+    /// A/B: requests with the same value of this header always reach the same arm.
+    pub sticky_header: Option<String>,
+    /// How often the gate evaluates the candidate.
+    pub check_every: Duration,
+    /// Failed evaluations in a row that revert the candidate.
+    pub consecutive_breaches: u32,
+    pub on_inconclusive: OnInconclusive,
+    pub inconclusive_timeout: Duration,
+    /// A candidate whose error rate exceeds stable's by more than this (a fraction) fails.
+    pub max_error_rate_increase: f64,
+    /// A candidate whose P95 exceeds stable's by more than this factor fails.
+    pub max_latency_ratio: f64,
+}
+
+impl DeployConfig {
+    /// The defaults for a strategy.
+    pub fn defaults(strategy: Strategy) -> DeployConfig {
+        let bake = match strategy {
+            Strategy::BlueGreen => Duration::from_secs(300),
+            Strategy::Canary => Duration::from_secs(60),
+            Strategy::Rolling | Strategy::Recreate | Strategy::AbTest => Duration::from_secs(30),
+        };
+        DeployConfig {
+            strategy,
+            steps: vec![10, 25, 50, 100],
+            bake,
+            keep_previous: match strategy {
+                Strategy::BlueGreen => Duration::from_secs(600),
+                _ => Duration::ZERO,
+            },
+            max_surge: 1,
+            max_unavailable: 0,
+            split: 50,
+            duration: Duration::from_secs(3600),
+            sticky_header: None,
+            check_every: Duration::from_millis(500),
+            consecutive_breaches: 2,
+            on_inconclusive: OnInconclusive::Fail,
+            inconclusive_timeout: Duration::from_secs(600),
+            max_error_rate_increase: 0.02,
+            max_latency_ratio: 2.0,
+        }
+    }
+}
+
+impl Default for DeployConfig {
+    fn default() -> DeployConfig {
+        DeployConfig::defaults(Strategy::Canary)
+    }
+}
+
+/// Builds the model's deploy settings, recording problems under `path`.
+pub fn build(
+    raw: &RawDeploy,
+    workers: usize,
+    path: &KeyPath,
+    at: &Locator,
+    problems: &mut Vec<Problem>,
+) -> DeployConfig {
+    let mut err = |key: &str, message: String| problems.push(at.error(&path.key(key), message));
+    let strategy = match raw.strategy.as_deref() {
+        None => Strategy::Canary,
+        Some(name) => Strategy::parse(name).unwrap_or_else(|| {
+            let known: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+            err("strategy", format!("'{name}' is not a strategy (one of {})", known.join(", ")));
+            Strategy::Canary
+        }),
+    };
+    let mut d = DeployConfig::defaults(strategy);
+    let mut duration = |key: &str, value: &Option<String>, target: &mut Duration, zero_ok: bool| {
+        if value.as_deref().is_some_and(|v| zero_ok && humantime::parse_duration(v).is_ok_and(|d| d.is_zero())) {
+            *target = Duration::ZERO;
+            return;
+        }
+        match parse_duration(value, *target) {
+            Ok(v) => *target = v,
+            Err(m) => err(key, m),
+        }
+    };
+    duration("bake", &raw.bake, &mut d.bake, false);
+    duration("keep_previous", &raw.keep_previous, &mut d.keep_previous, true);
+    duration("duration", &raw.duration, &mut d.duration, false);
+    duration("check_every", &raw.check_every, &mut d.check_every, false);
+    duration("inconclusive_timeout", &raw.inconclusive_timeout, &mut d.inconclusive_timeout, false);
+    if let Some(steps) = &raw.steps {
+        match check_steps(steps) {
+            Ok(steps) => d.steps = steps,
+            Err(m) => err("steps", m),
+        }
+    }
+    let mut count = |key: &str, value: Option<i64>, target: &mut usize| {
+        if let Some(v) = value {
+            match usize::try_from(v) {
+                Ok(v) if v <= workers => *target = v,
+                _ => err(key, format!("must be between 0 and the model's {workers} workers, got {v}")),
+            }
+        }
+    };
+    count("max_surge", raw.max_surge, &mut d.max_surge);
+    count("max_unavailable", raw.max_unavailable, &mut d.max_unavailable);
+    if d.max_surge == 0 && d.max_unavailable == 0 {
+        err("max_surge", "max_surge and max_unavailable cannot both be 0: nothing could be replaced".into());
+    }
+    if let Some(split) = raw.split {
+        match u8::try_from(split) {
+            Ok(s) if (1..=99).contains(&s) => d.split = s,
+            _ => err("split", format!("must be a percent between 1 and 99, got {split}")),
+        }
+    }
+    if let Some(header) = &raw.sticky_header {
+        match header.parse::<hyper::header::HeaderName>() {
+            Ok(name) => d.sticky_header = Some(name.as_str().to_string()),
+            Err(_) => err("sticky_header", format!("'{header}' is not a valid HTTP header name")),
+        }
+    }
+    if let Some(n) = raw.consecutive_breaches {
+        match u32::try_from(n) {
+            Ok(n) if (1..=100).contains(&n) => d.consecutive_breaches = n,
+            _ => err("consecutive_breaches", format!("must be between 1 and 100, got {n}")),
+        }
+    }
+    match raw.on_inconclusive.as_deref() {
+        None => {}
+        Some("fail") => d.on_inconclusive = OnInconclusive::Fail,
+        Some("pause") => d.on_inconclusive = OnInconclusive::Pause,
+        Some(other) => err("on_inconclusive", format!("'{other}' is not one of fail, pause")),
+    }
+    if let Some(p) = raw.max_error_rate_increase {
+        match p {
+            p if (0.0..=100.0).contains(&p) => d.max_error_rate_increase = p / 100.0,
+            p => err("max_error_rate_increase", format!("must be percentage points between 0 and 100, got {p}")),
+        }
+    }
+    if let Some(r) = raw.max_latency_ratio {
+        match r {
+            r if r >= 1.0 && r.is_finite() => d.max_latency_ratio = r,
+            r => err("max_latency_ratio", format!("must be at least 1.0, got {r}")),
+        }
+    }
+    d
+}
+
+fn check_steps(steps: &[i64]) -> Result<Vec<u8>, String> {
+    if steps.is_empty() {
+        return Err("a canary needs at least one step".into());
+    }
+    let mut out = Vec::with_capacity(steps.len());
+    for s in steps {
+        match u8::try_from(*s) {
+            Ok(p) if (1..=100).contains(&p) && out.last().is_none_or(|l| p > *l) => out.push(p),
+            _ => return Err(format!("steps {steps:?} must be increasing percents between 1 and 100")),
+        }
+    }
+    if out.last() != Some(&100) {
+        return Err(format!("steps {steps:?} must end at 100"));
+    }
+    Ok(out)
+}
