@@ -98,7 +98,7 @@ fn model_health(table: &RoutingTable, host: &Host) -> ModelHealth {
 
 /// The state word for a pool.
 fn state(pool: &Pool) -> &'static str {
-    let (ready, configured) = (pool.ready_workers(), pool.slots.len());
+    let (ready, configured) = (pool.ready_workers(), pool.active());
     match &*pool.phase() {
         Phase::Starting => "loading",
         Phase::Running if ready == configured => "ready",
@@ -116,7 +116,7 @@ pub fn evaluate(pool: &Pool, host: &Host) -> BTreeMap<&'static str, Check> {
     let failed = matches!(*pool.phase(), Phase::Failed { .. });
     let max_rss = pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0);
     BTreeMap::from([
-        ("model_loaded", check::model_loaded(pool.ready_workers(), pool.slots.len(), failed)),
+        ("model_loaded", check::model_loaded(pool.ready_workers(), pool.active(), failed)),
         ("memory", check::memory(max_rss, pool.memory_limit, host.total_memory(), h)),
         ("cpu", check::cpu(host.cpu_busy(), h)),
         ("error_rate", check::error_rate(&window, h)),
@@ -143,7 +143,7 @@ fn version_health(pool: &Pool, role: &'static str, host: &Host) -> VersionHealth
         reason,
         load_mode: pool.info().map(|i| i.load_mode.clone()),
         workers: Workers {
-            configured: pool.slots.len(),
+            configured: pool.active(),
             ready,
             restarts: pool.slots.iter().map(|s| s.restarts.load(Ordering::Relaxed)).sum(),
         },

@@ -83,6 +83,8 @@ pub struct Pool {
     pub health: HealthConfig,
     pub memory_limit: Option<u64>,
     pub slots: Vec<Slot>,
+    /// How many of the slots are meant to run (fewer than all during a rolling update).
+    active: AtomicUsize,
     /// Outcomes and latencies of this version's requests over `health.window`.
     pub window: Window,
     /// When this version's workers were OOM-killed, within the last window or so.
@@ -104,6 +106,7 @@ impl Pool {
             health: spec.health,
             memory_limit: spec.memory_limit,
             ooms: Mutex::new(VecDeque::new()),
+            active: AtomicUsize::new(spec.workers),
             slots: (0..spec.workers).map(|_| Slot::default()).collect(),
             info: ArcSwapOption::empty(),
             phase: ArcSwap::from_pointee(Phase::Starting),
@@ -119,6 +122,15 @@ impl Pool {
 
     pub fn phase(&self) -> Arc<Phase> {
         self.phase.load_full()
+    }
+
+    /// Workers meant to run now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn set_active(&self, active: usize) {
+        self.active.store(active.min(self.slots.len()), Ordering::Relaxed);
     }
 
     pub fn ready_workers(&self) -> usize {

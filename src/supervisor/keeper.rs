@@ -29,8 +29,10 @@ pub struct Keeper {
     pub pool: Arc<Pool>,
     pub launcher: Arc<Launcher>,
     pub metrics: Arc<Metrics>,
-    /// Cancelled to stop the pool (drain and stop every worker).
+    /// Cancelled to stop this slot's worker (drain and stop it).
     pub stop: CancellationToken,
+    /// Cancelled to stop the whole pool: a failed version stops every slot.
+    pub pool_stop: CancellationToken,
     /// How long a stopping worker may take to answer its in-flight requests.
     pub grace: Duration,
 }
@@ -150,7 +152,7 @@ impl Keeper {
             self.pool.set_phase(Phase::Failed { reason });
         }
         // The other slots of a failed version stop too.
-        self.stop.cancel();
+        self.pool_stop.cancel();
     }
 
     /// Takes the worker out of rotation, lets it answer what it holds, then stops it.

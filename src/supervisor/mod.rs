@@ -20,14 +20,45 @@ use keeper::Keeper;
 use process::{Launcher, WorkerSpec};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// A started pool and the means to stop it.
 struct Running {
     pool: Arc<Pool>,
+    /// Cancels every slot (stop, or failure of the version).
     stop: CancellationToken,
-    keepers: JoinSet<()>,
+    /// What each slot's keeper is made from.
+    keeper: Keeper,
+    spec: WorkerSpec,
+    /// Per slot: its own stop token and its keeper's task, while it runs.
+    slots: Vec<Option<(CancellationToken, JoinHandle<()>)>>,
+}
+
+impl Running {
+    /// Starts keepers for the slots below `active` that have none.
+    fn start_slots(&mut self, active: usize) {
+        for slot in 0..active.min(self.slots.len()) {
+            if self.slots[slot].is_none() {
+                let stop = self.stop.child_token();
+                let keeper = Keeper { stop: stop.clone(), ..self.keeper.clone() };
+                let task = tokio::spawn(keeper.run(WorkerSpec { slot, ..self.spec.clone() }));
+                self.slots[slot] = Some((stop, task));
+            }
+        }
+    }
+
+    /// Stops the slots at and above `active`; returns their tasks to await.
+    fn stop_slots(&mut self, active: usize) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for slot in (active..self.slots.len()).rev() {
+            if let Some((stop, task)) = self.slots[slot].take() {
+                stop.cancel();
+                tasks.push(task);
+            }
+        }
+        tasks
+    }
 }
 
 pub struct Supervisor {
@@ -45,6 +76,12 @@ impl Supervisor {
     /// Starts `model.workers` workers for `version`. The pool is returned at once, in phase
     /// Starting; it moves to Running when a worker is ready, or Failed with the reason.
     pub fn start(&self, model: &ModelConfig, version: u64) -> Arc<Pool> {
+        self.start_with(model, version, model.workers)
+    }
+
+    /// As [`Supervisor::start`], with only the first `active` of the model's workers
+    /// running (a rolling update grows the pool with [`Supervisor::scale`]).
+    pub fn start_with(&self, model: &ModelConfig, version: u64, active: usize) -> Arc<Pool> {
         let dir = ModelDir::new(&model.dir);
         let manifest = dir.manifest(version);
         let pool = Arc::new(Pool::new(PoolSpec {
@@ -56,33 +93,51 @@ impl Supervisor {
             memory_limit: model.memory_limit,
         }));
         let stop = CancellationToken::new();
-        let mut keepers = JoinSet::new();
+        let mut running = Running {
+            keeper: Keeper {
+                pool: pool.clone(),
+                launcher: self.launcher.clone(),
+                metrics: self.metrics.clone(),
+                stop: stop.clone(),
+                pool_stop: stop.clone(),
+                grace: self.grace,
+            },
+            spec: WorkerSpec {
+                model: model.name.clone(),
+                version,
+                slot: 0,
+                dir: dir.version_dir(version),
+                threads: model.threads,
+                memory_limit: model.memory_limit,
+            },
+            slots: (0..model.workers).map(|_| None).collect(),
+            pool: pool.clone(),
+            stop,
+        };
+        pool.set_active(active);
         match manifest {
             Err(e) => pool.set_phase(Phase::Failed { reason: e.to_string() }),
-            Ok(_) => {
-                let keeper = Keeper {
-                    pool: pool.clone(),
-                    launcher: self.launcher.clone(),
-                    metrics: self.metrics.clone(),
-                    stop: stop.clone(),
-                    grace: self.grace,
-                };
-                for slot in 0..model.workers {
-                    let spec = WorkerSpec {
-                        model: model.name.clone(),
-                        version,
-                        slot,
-                        dir: dir.version_dir(version),
-                        threads: model.threads,
-                        memory_limit: model.memory_limit,
-                    };
-                    keepers.spawn(keeper.clone().run(spec));
-                }
-            }
+            Ok(_) => running.start_slots(active),
         }
-        tracing::info!(model = %model.name, version, workers = model.workers, "starting version");
-        self.lock().push(Running { pool: pool.clone(), stop, keepers });
+        tracing::info!(model = %model.name, version, workers = active, "starting version");
+        self.lock().push(running);
         pool
+    }
+
+    /// Runs `active` of the pool's workers: starts the missing ones, or drains and stops
+    /// the extra ones (returning once they have exited).
+    pub async fn scale(&self, pool: &Arc<Pool>, active: usize) {
+        let stopping = {
+            let mut all = self.lock();
+            let Some(running) = all.iter_mut().find(|r| Arc::ptr_eq(&r.pool, pool)) else { return };
+            let active = active.min(running.slots.len());
+            pool.set_active(active);
+            running.start_slots(active);
+            running.stop_slots(active)
+        };
+        for task in stopping {
+            let _ = task.await;
+        }
     }
 
     /// Every pool the supervisor runs now.
@@ -131,7 +186,9 @@ impl Supervisor {
             running.pool.set_phase(Phase::Stopping);
         }
         running.stop.cancel();
-        while running.keepers.join_next().await.is_some() {}
+        for task in running.stop_slots(0) {
+            let _ = task.await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {

@@ -31,7 +31,7 @@ fn wait_check(daemon: &TestDaemon, model: &str, name: &str, status: &str) -> Val
 fn a_slow_version_breaches_latency_and_recovers() {
     let daemon =
         TestDaemon::ready(fast_health(Setup::new().model(ModelFiles::new("slow", 1, onnx::slow(256, 200)), 1)));
-    let heavy = infer_body("x", &[64, 256], &vec![0.5; 64 * 256]);
+    let heavy = infer_body("x", &[128, 256], &vec![0.5; 128 * 256]);
     let light = infer_body("x", &[1, 256], &vec![0.5; 256]);
     let started = std::time::Instant::now();
     assert_eq!(daemon.post("/v2/models/slow/infer", &heavy).status, 200);
