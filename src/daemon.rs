@@ -8,13 +8,12 @@
 //! within `shutdown_grace`, drain and stop the workers, exit 0.
 
 use crate::admin::{self, Admin};
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, Overrides};
 use crate::front::{Front, Limits};
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
-use crate::repo::ModelDir;
-use crate::router::table::RoutingTable;
-use crate::router::{ModelRoute, Router};
+use crate::rollout::Engine;
+use crate::router::Router;
 use crate::supervisor::cgroup::Cgroups;
 use crate::supervisor::process::Launcher;
 use crate::supervisor::signals::{Intent, Signals};
@@ -28,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// How often the event loop proves it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("could not install signal handlers")?;
     let server = &config.server;
     let sockets_dir = server.run_dir.join("workers");
@@ -52,9 +51,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let host = Arc::new(Host::new());
     let stop_sampler = CancellationToken::new();
     tokio::spawn(sampler::run(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
-    for model in &config.models {
-        start_model(&supervisor, &router, model, server.max_inflight_per_model);
-    }
+    let engine = Engine::start(config.clone(), overrides, router.clone(), supervisor.clone(), host.clone())?;
+    engine.watch_repository();
 
     let listener = TcpListener::bind(server.listen)
         .await
@@ -74,11 +72,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(front.serve(listener, stop_http.clone(), server.shutdown_grace));
-    let admin = Arc::new(Admin { router: router.clone(), host, started: Instant::now() });
+    let admin = Arc::new(Admin { router: router.clone(), engine: engine.clone(), host, started: Instant::now() });
     let stop_admin = CancellationToken::new();
     let admin_task = tokio::spawn(admin.serve(admin_listener, server.admin_socket.clone(), stop_admin.clone()));
 
-    let intent = event_loop(&mut signals, &heartbeat, &config).await;
+    let intent = event_loop(&mut signals, &heartbeat, &engine).await;
     stop_http.cancel();
     match intent {
         Intent::FastStop => {
@@ -98,41 +96,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Beats the heartbeat and waits for a signal that stops the daemon.
-async fn event_loop(signals: &mut Signals, heartbeat: &Heartbeat, config: &Config) -> Intent {
+/// Beats the heartbeat, reloads on SIGHUP, and waits for a signal that stops the daemon.
+async fn event_loop(signals: &mut Signals, heartbeat: &Heartbeat, engine: &Arc<Engine>) -> Intent {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => heartbeat.beat(),
             intent = signals.next() => match intent {
-                Intent::Reload => check_reload(config),
+                // On its own task: the loop keeps beating while rollouts start.
+                Intent::Reload => drop(tokio::spawn(reload(engine.clone()))),
                 stop => return stop,
             },
         }
     }
 }
 
-/// SIGHUP: re-reads the config and reports whether it is valid. Applying a changed config
-/// (rolling out new versions) belongs to the rollout engine, which is not built yet; until
-/// then the running config stays in force and the log says so.
-fn check_reload(config: &Config) {
-    match crate::config::load(&config.path, &Default::default()) {
-        Ok(_) => tracing::warn!(
-            "SIGHUP: {} is valid, but applying a changed config needs the rollout engine, not built yet; \
-             the running config stays in force (restart to apply)",
-            config.path.display()
-        ),
-        Err(e) => tracing::error!("SIGHUP: refusing the new config; the running config stays in force:\n{e}"),
+/// SIGHUP: re-reads the config and applies it, or refuses it whole and keeps the live one.
+async fn reload(engine: Arc<Engine>) {
+    match engine.reload_file().await {
+        Ok(lines) => tracing::info!("SIGHUP: config applied:\n{}", lines.join("\n")),
+        Err(report) => tracing::error!("SIGHUP: refusing the new config; the running config stays in force:\n{report}"),
     }
-}
-
-fn start_model(supervisor: &Supervisor, router: &Router, model: &ModelConfig, limit: usize) {
-    let table = match ModelDir::new(&model.dir).resolve(model.version) {
-        Ok(version) => RoutingTable::stable(supervisor.start(model, version)),
-        Err(e) => {
-            tracing::error!(model = %model.name, "cannot serve: {e}");
-            RoutingTable::unavailable(e.to_string())
-        }
-    };
-    router.insert(Arc::new(ModelRoute::new(&model.name, limit, table)));
 }

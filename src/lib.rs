@@ -11,6 +11,7 @@
 //! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
 //! - [`health`]: what `/health` and `/ready` say, read from live state.
 //! - [`metrics`]: every Prometheus metric, in one place.
+//! - [`rollout`]: the rollout engine: strategies, health gate, persisted state, repository watch.
 //! - [`router`]: per-model routing tables swapped atomically, pools of workers,
 //!   multiplexed connections to them.
 //! - [`supervisor`]: spawning, restarting and stopping workers; signals.
@@ -40,6 +41,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod repo;
+pub mod rollout;
 pub mod router;
 pub mod supervisor;
 pub mod tensor;

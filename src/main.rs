@@ -1,6 +1,7 @@
 //! The `modeld` binary: the daemon, its internal worker, and the operator commands.
 
 use clap::{Parser, Subcommand};
+use modeld::admin::{Request, cli};
 use modeld::config::{self, ConfigError, Overrides};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,13 +41,81 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Show models, versions, roles, weights, states and health of the running daemon.
+    /// Show models, versions, roles, weights, states, health and rollouts in progress.
     Status {
         #[command(flatten)]
         target: Target,
-        /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Roll a model out to a version, following it live. Exit status: 0 promoted (or an
+    /// A/B test awaiting its decision), 3 reverted, 4 failed, 1 not started.
+    Deploy {
+        model: String,
+        #[arg(long)]
+        version: u64,
+        /// Overrides the model's [model.deploy] strategy for this rollout.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Return once the rollout started instead of following it.
+        #[arg(long)]
+        no_follow: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Back to the old version at once: a running rollout reverts; after a promotion the
+    /// previous version returns (from its warm pool while kept, else started anew).
+    Rollback {
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make the rollout's candidate stable now, skipping remaining steps (A/B: --version
+    /// names the winner).
+    Promote {
+        model: String,
+        #[arg(long)]
+        version: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Hold the rollout at its current step (the health gate keeps watching).
+    Pause {
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Continue a paused rollout.
+    Resume {
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the phases a rollout would take, with their durations, doing nothing.
+    Plan {
+        model: String,
+        #[arg(long)]
+        version: u64,
+        #[arg(long)]
+        strategy: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show past and running rollouts: phases, verdicts, reasons, timestamps.
+    History {
+        model: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Re-read the config and apply it; answers once applied or refused, naming the
+    /// rollouts it started (they go on; `status` follows them).
+    Reload {
+        #[command(flatten)]
+        target: Target,
     },
     /// Prometheus alerting rules from the config's health thresholds.
     Alerts {
@@ -87,6 +156,12 @@ enum Output {
     Json,
 }
 
+impl Output {
+    fn json(self) -> bool {
+        matches!(self, Output::Json)
+    }
+}
+
 #[derive(Subcommand)]
 enum AlertsCommand {
     /// Write the rules (YAML) to stdout or a file.
@@ -117,7 +192,21 @@ fn main() -> ExitCode {
             serve(config, Overrides { listen, run_dir, state_dir })
         }
         Command::Config { command: ConfigCommand::Check { config } } => check(&config),
-        Command::Status { target, output } => status(&target, output),
+        Command::Status { target, output } => with_socket(&target, |s| cli::status(s, output.json())),
+        Command::Deploy { model, version, strategy, no_follow, target } => {
+            with_socket(&target, |s| cli::deploy(s, Request::Deploy { model, version, strategy }, !no_follow))
+        }
+        Command::Rollback { model, target } => with_socket(&target, |s| cli::simple(s, &Request::Rollback { model })),
+        Command::Promote { model, version, target } => {
+            with_socket(&target, |s| cli::simple(s, &Request::Promote { model, version }))
+        }
+        Command::Pause { model, target } => with_socket(&target, |s| cli::simple(s, &Request::Pause { model })),
+        Command::Resume { model, target } => with_socket(&target, |s| cli::simple(s, &Request::Resume { model })),
+        Command::Plan { model, version, strategy, target, output } => {
+            with_socket(&target, |s| cli::plan(s, Request::Plan { model, version, strategy }, output.json()))
+        }
+        Command::History { model, target, output } => with_socket(&target, |s| cli::history(s, model, output.json())),
+        Command::Reload { target } => with_socket(&target, |s| cli::simple(s, &Request::Reload)),
         Command::Alerts { command: AlertsCommand::Render { config, job, output } } => alerts(&config, &job, output),
         Command::Worker(args) => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "info".into()));
@@ -148,7 +237,7 @@ fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(modeld::daemon::serve(config)) {
+    match runtime.block_on(modeld::daemon::serve(config, overrides)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -157,27 +246,15 @@ fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
     }
 }
 
-fn status(target: &Target, output: Output) -> ExitCode {
-    use modeld::admin::{Request, client, status};
-    let answer = target.socket().and_then(|socket| client::call(&socket, &Request::Status).map_err(|e| e.to_string()));
-    let data = match answer {
-        Ok(data) => data,
+/// Runs an operator command against the daemon the target names.
+fn with_socket(target: &Target, run: impl FnOnce(&std::path::Path) -> ExitCode) -> ExitCode {
+    match target.socket() {
+        Ok(socket) => run(&socket),
         Err(e) => {
             eprintln!("modeld: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&data).expect("JSON value prints")),
-        Output::Text => match serde_json::from_value::<status::Status>(data) {
-            Ok(s) => print!("{}", status::render(&s)),
-            Err(e) => {
-                eprintln!("modeld: unreadable status from the daemon: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
     }
-    ExitCode::SUCCESS
 }
 
 fn alerts(path: &std::path::Path, job: &str, output: Option<PathBuf>) -> ExitCode {

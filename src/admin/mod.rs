@@ -2,15 +2,21 @@
 //! daemon about its state; HTTP stays read-only for clients and probes.
 //!
 //! The protocol is one JSON request per line, `{"command": "status"}`, answered by one
-//! JSON line, `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`. It is the
-//! control path, not the request path, so JSON costs nothing that matters here. The
-//! client side is [`client`]. At startup the socket also guards against a second daemon
-//! on the same run directory: a socket that answers means one is already running.
+//! JSON line, `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`; `follow`
+//! answers with one line per phase of the model's rollout until it ends. It is the
+//! control path, not the request path, so JSON costs nothing that matters here. This
+//! socket is the only way to change anything (HTTP stays read-only). The client side is
+//! [`client`]. At startup the socket also guards against a second daemon on the same run
+//! directory: a socket that answers means one is already running.
 
+pub mod cli;
 pub mod client;
 pub mod status;
 
+use crate::config::Strategy;
 use crate::health::Host;
+use crate::rollout::Engine;
+use crate::rollout::runner::Command;
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
@@ -25,8 +31,45 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
-    /// Models, versions, roles, weights, states and health.
+    /// Models, versions, roles, weights, states, health and rollouts in progress.
     Status,
+    /// Start rolling `model` out to `version`.
+    Deploy {
+        model: String,
+        version: u64,
+        strategy: Option<String>,
+    },
+    /// Back to the old version: the running rollout reverts, or the previous version returns.
+    Rollback {
+        model: String,
+    },
+    /// Make the candidate stable now (A/B: `version` names the winner).
+    Promote {
+        model: String,
+        version: Option<u64>,
+    },
+    Pause {
+        model: String,
+    },
+    Resume {
+        model: String,
+    },
+    /// The phases a rollout would take, doing nothing.
+    Plan {
+        model: String,
+        version: u64,
+        strategy: Option<String>,
+    },
+    /// Rollouts, oldest first.
+    History {
+        model: Option<String>,
+    },
+    /// Re-read the config and apply it.
+    Reload,
+    /// One line per phase of the model's latest rollout, until it ends.
+    Follow {
+        model: String,
+    },
 }
 
 /// The daemon's answer to one request.
@@ -50,6 +93,7 @@ pub enum AdminError {
 /// Serves admin requests on its socket.
 pub struct Admin {
     pub router: Arc<Router>,
+    pub engine: Arc<Engine>,
     pub host: Arc<Host>,
     pub started: Instant,
 }
@@ -96,24 +140,82 @@ impl Admin {
         let (reader, mut writer) = stream.into_split();
         let mut lines = BufReader::new(reader).lines();
         while let Some(line) = lines.next_line().await? {
-            let response = match serde_json::from_str::<Request>(&line) {
-                Ok(request) => self.handle(request),
-                Err(e) => Response { ok: false, data: None, error: Some(format!("malformed admin request: {e}")) },
-            };
-            let mut out = serde_json::to_vec(&response).expect("response serializes");
-            out.push(b'\n');
-            writer.write_all(&out).await?;
+            match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Follow { model }) => self.follow(&model, &mut writer).await?,
+                Ok(request) => send(&mut writer, &answer(self.handle(request).await)).await?,
+                Err(e) => send(&mut writer, &answer(Err(format!("malformed admin request: {e}")))).await?,
+            }
         }
         Ok(())
     }
 
-    fn handle(&self, request: Request) -> Response {
+    async fn handle(&self, request: Request) -> Result<serde_json::Value, String> {
+        let engine = &self.engine;
         match request {
             Request::Status => {
-                let data = serde_json::to_value(status::collect(&self.router, &self.host, self.started))
-                    .expect("status serializes");
-                Response { ok: true, data: Some(data), error: None }
+                let mut status = status::collect(&self.router, &self.host, self.started);
+                status.rollouts = engine.in_progress();
+                Ok(json(status))
+            }
+            Request::Deploy { model, version, strategy } => {
+                done(engine.deploy(&model, version, parse_strategy(strategy.as_deref())?))
+            }
+            Request::Rollback { model } => done(engine.rollback(&model).await),
+            Request::Promote { model, version } => done(engine.command(&model, Command::Promote(version))),
+            Request::Pause { model } => done(engine.command(&model, Command::Pause)),
+            Request::Resume { model } => done(engine.command(&model, Command::Resume)),
+            Request::Plan { model, version, strategy } => {
+                done(engine.plan(&model, version, parse_strategy(strategy.as_deref())?))
+            }
+            Request::History { model } => Ok(json(engine.history(model.as_deref()))),
+            Request::Reload => engine.reload_file().await.map(json),
+            Request::Follow { .. } => unreachable!("streamed by the connection"),
+        }
+    }
+
+    /// Streams the model's rollout progress, one line per change, until it ends.
+    async fn follow(&self, model: &str, writer: &mut tokio::net::unix::OwnedWriteHalf) -> std::io::Result<()> {
+        let Some(mut progress) = self.engine.follow(model) else {
+            return send(writer, &answer(Err(format!("model '{model}' has had no rollout")))).await;
+        };
+        loop {
+            let now = progress.borrow_and_update().clone();
+            let done = now.phase.is_done();
+            send(writer, &answer(Ok(serde_json::to_value(&now).expect("progress serializes")))).await?;
+            if done || progress.changed().await.is_err() {
+                return Ok(());
             }
         }
     }
+}
+
+fn json<T: Serialize>(value: T) -> serde_json::Value {
+    serde_json::to_value(value).expect("answers serialize")
+}
+
+fn done<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<serde_json::Value, String> {
+    result.map(json).map_err(|e| e.to_string())
+}
+
+fn parse_strategy(name: Option<&str>) -> Result<Option<Strategy>, String> {
+    name.map(|n| {
+        Strategy::parse(n).ok_or_else(|| {
+            let known: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+            format!("'{n}' is not a strategy (one of {})", known.join(", "))
+        })
+    })
+    .transpose()
+}
+
+fn answer(result: Result<serde_json::Value, String>) -> Response {
+    match result {
+        Ok(data) => Response { ok: true, data: Some(data), error: None },
+        Err(error) => Response { ok: false, data: None, error: Some(error) },
+    }
+}
+
+async fn send(writer: &mut tokio::net::unix::OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(response).expect("response serializes");
+    out.push(b'\n');
+    writer.write_all(&out).await
 }

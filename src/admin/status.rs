@@ -2,6 +2,7 @@
 //! workers and health, as JSON for scripts and as a table for people.
 
 use crate::health::{self, Host, Overall};
+use crate::rollout::phase::Progress;
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -12,6 +13,9 @@ pub struct Status {
     pub health: Overall,
     pub uptime_seconds: f64,
     pub models: Vec<ModelStatus>,
+    /// Rollouts in progress.
+    #[serde(default)]
+    pub rollouts: Vec<Progress>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,7 +72,7 @@ pub fn collect(router: &Router, host: &Host, started: Instant) -> Status {
             ModelStatus { name: name.clone(), ready: model_health.ready, reason: model_health.reason.clone(), versions }
         })
         .collect();
-    Status { health: report.status, uptime_seconds: report.uptime_seconds, models }
+    Status { health: report.status, uptime_seconds: report.uptime_seconds, models, rollouts: Vec::new() }
 }
 
 /// The status as a table.
@@ -104,6 +108,18 @@ pub fn render(status: &Status) -> String {
                 let _ = writeln!(out, "{:<20} {:>7}  reason: {reason}", "", "");
             }
         }
+    }
+    for r in &status.rollouts {
+        let from = r.from.map_or("-".into(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "rollout {} of {}: v{from} -> v{} by {}: {}",
+            r.id,
+            r.model,
+            r.to,
+            r.strategy,
+            r.phase.describe()
+        );
     }
     out
 }

@@ -153,6 +153,15 @@ impl Router {
         self.models.load_full()
     }
 
+    /// Removes a model's route (requests for it get 404 from now on).
+    pub fn remove(&self, name: &str) {
+        self.models.rcu(|models| {
+            let mut models = BTreeMap::clone(models);
+            models.remove(name);
+            models
+        });
+    }
+
     /// Adds (or replaces) a model's route.
     pub fn insert(&self, route: Arc<ModelRoute>) {
         self.models.rcu(|models| {

@@ -1,0 +1,561 @@
+//! The rollout engine: brings the served versions to what the config and operators ask,
+//! one rollout per model at a time, each by its strategy ([`runner`]) under the health
+//! gate ([`gate`]), with every step persisted ([`state`]).
+//!
+//! Triggers: startup (serve the last promoted versions, then roll out what the config asks
+//! for if it changed), `reload` (SIGHUP or `modeld reload`), `modeld deploy`, and a new
+//! version directory for a model on `version = "latest"` ([`watch`]). A version the config
+//! asked for and that was reverted is not redeployed until the config names another
+//! version or an operator asks for it.
+//!
+//! A rollout cut by a restart is rolled back, not resumed: its candidate's measured
+//! windows died with the old process, so a resumed gate would judge from nothing, and the
+//! restart may have been the candidate's doing. The daemon comes back on the last promoted
+//! version and records the rollout as aborted.
+
+pub mod gate;
+pub mod phase;
+pub mod plan;
+pub mod runner;
+pub mod state;
+pub mod watch;
+
+use crate::config::{Config, ModelConfig, Overrides, Strategy};
+use crate::health::Host;
+use crate::repo::{ModelDir, VersionSpec};
+use crate::router::pool::Pool;
+use crate::router::table::RoutingTable;
+use crate::router::{ModelRoute, Router};
+use crate::supervisor::Supervisor;
+use arc_swap::ArcSwap;
+use phase::{Phase, Progress};
+use runner::{Command, Runner};
+use state::{Record, State, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch as channel};
+use watch::RepoWatch;
+
+/// What the runners share with the engine.
+pub struct Shared {
+    pub supervisor: Arc<Supervisor>,
+    pub host: Arc<Host>,
+    /// `server.worker_start_timeout`: how long a candidate may take to get ready.
+    pub start_timeout: Duration,
+    store: Store,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// Applies `change` to the state and saves it; a failed save is logged (the daemon
+    /// keeps serving; the state on disk is then the previous one).
+    pub fn update(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut state);
+        if let Err(e) = self.store.save(&state) {
+            tracing::error!("{e}");
+        }
+    }
+
+    pub fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
+        read(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Saves a running rollout's record as the model's rollout in progress.
+    pub fn save_rollout(&self, model: &str, record: &Record) {
+        self.update(|s| s.model(model).rollout = Some(record.clone()));
+    }
+
+    /// Stops `old` after `keep`, unless a rollback took it back into service first.
+    pub fn retire_later(self: &Arc<Self>, route: Arc<ModelRoute>, old: Arc<Pool>, keep: Duration) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            shared.retire_previous(&route, &old).await;
+        });
+    }
+
+    /// Takes `old` out of the table's warm previous slot, if it is still there, and stops it.
+    async fn retire_previous(&self, route: &ModelRoute, old: &Arc<Pool>) {
+        let table = route.table();
+        if table.previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, old)) {
+            route.swap(RoutingTable { previous: None, ..RoutingTable::clone(&table) });
+            self.supervisor.stop(old).await;
+        }
+    }
+}
+
+/// Why the engine refused a request.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("model '{model}': {reason}")]
+    NoVersion { model: String, reason: String },
+    #[error("model '{model}' is already serving version {version}")]
+    AlreadyLive { model: String, version: u64 },
+    #[error("model '{model}' has a rollout in progress (to version {to}); promote or roll it back first")]
+    Busy { model: String, to: u64 },
+    #[error("model '{0}' has no rollout in progress")]
+    Idle(String),
+    #[error("model '{model}': {reason}")]
+    CannotRollBack { model: String, reason: String },
+}
+
+/// A rollout being run.
+struct Running {
+    commands: mpsc::UnboundedSender<Command>,
+    progress: channel::Receiver<Progress>,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+    config: ArcSwap<Config>,
+    /// Command-line values that win over the file's, re-applied on each reload.
+    overrides: Overrides,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    watch: OnceLock<Arc<RepoWatch>>,
+    running: Mutex<HashMap<String, Running>>,
+    /// The last progress of each model's latest rollout, running or ended.
+    latest: Mutex<HashMap<String, channel::Receiver<Progress>>>,
+}
+
+/// Who asked for a rollout (kept in its record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Config,
+    Reload,
+    Operator,
+    Watch,
+}
+
+impl Origin {
+    fn name(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Reload => "reload",
+            Origin::Operator => "operator",
+            Origin::Watch => "watch",
+        }
+    }
+}
+
+impl Engine {
+    /// Loads the persisted state and starts serving: each model's last promoted version
+    /// (or the config's on first start), then rollouts for what the config asks anew.
+    pub fn start(
+        config: Config,
+        overrides: Overrides,
+        router: Arc<Router>,
+        supervisor: Arc<Supervisor>,
+        host: Arc<Host>,
+    ) -> Result<Arc<Engine>, state::StateError> {
+        let store = Store::new(&config.server.state_dir);
+        let mut saved = store.load()?;
+        abort_interrupted(&mut saved);
+        let shared = Arc::new(Shared {
+            supervisor,
+            host,
+            start_timeout: config.server.worker_start_timeout,
+            store,
+            state: Mutex::new(saved),
+        });
+        shared.update(|_| {});
+        let engine = Arc::new(Engine {
+            shared,
+            router,
+            config: ArcSwap::from_pointee(config.clone()),
+            overrides,
+            reloading: tokio::sync::Mutex::new(()),
+            watch: OnceLock::new(),
+            running: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
+        });
+        for model in &config.models {
+            engine.bring_up(model, &config);
+        }
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Starts watching the repository for models on `version = "latest"`.
+    pub fn watch_repository(self: &Arc<Self>) {
+        match RepoWatch::start(self.clone()) {
+            Ok(watch) => {
+                let _ = self.watch.set(watch);
+            }
+            Err(e) => tracing::error!("cannot watch the model repository: {e}; new versions need a reload"),
+        }
+    }
+
+    /// Re-reads the config file and applies it (SIGHUP, `modeld reload`). An invalid file
+    /// is refused whole, with the report, and the running config stays.
+    pub async fn reload_file(self: &Arc<Self>) -> Result<Vec<String>, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.config().path.clone();
+        let (config, warnings) = crate::config::load(&path, &self.overrides).map_err(|e| e.to_string())?;
+        let mut lines: Vec<String> =
+            warnings.problems.iter().map(|p| format!("warning: {}: {}", p.key, p.message)).collect();
+        lines.extend(self.reload(config.clone()).await);
+        if let Some(watch) = self.watch.get() {
+            watch.refresh(&config);
+        }
+        Ok(lines)
+    }
+
+    /// Starts serving a model that has no route yet: its last promoted version when it
+    /// still exists, else what the config asks; then a rollout if the config asks anew.
+    fn bring_up(self: &Arc<Self>, model: &ModelConfig, config: &Config) {
+        let dir = ModelDir::new(&model.dir);
+        let desired = dir.resolve(model.version);
+        let saved = self.shared.read(|s| s.models.get(&model.name).cloned().unwrap_or_default());
+        let live = saved.live.filter(|v| dir.resolve(VersionSpec::Exact(*v)).is_ok());
+        let (serve, pending) = match (live, &desired) {
+            (Some(live), Ok(want)) if *want != live && saved.config_asked != Some(*want) => (Some(live), Some(*want)),
+            (Some(live), _) => (Some(live), None),
+            (None, Ok(want)) => (Some(*want), None),
+            (None, Err(_)) => (None, None),
+        };
+        let table = match serve {
+            Some(version) => {
+                self.shared.update(|s| {
+                    let m = s.model(&model.name);
+                    m.live = Some(version);
+                    if m.config_asked.is_none() {
+                        m.config_asked = desired.as_ref().ok().copied();
+                    }
+                });
+                RoutingTable::stable(self.shared.supervisor.start(model, version))
+            }
+            None => {
+                let reason = desired.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::error!(model = %model.name, "cannot serve: {reason}");
+                RoutingTable::unavailable(reason)
+            }
+        };
+        let limit = config.server.max_inflight_per_model;
+        self.router.insert(Arc::new(ModelRoute::new(&model.name, limit, table)));
+        if let Some(want) = pending {
+            tracing::info!(model = %model.name, version = want, "the config asks for a version not yet rolled out");
+            if let Err(e) = self.start_rollout(&model.name, want, None, Origin::Config) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    /// Starts a rollout of `model` to `version` (`strategy` overriding the config's).
+    pub fn deploy(
+        self: &Arc<Self>,
+        model: &str,
+        version: u64,
+        strategy: Option<Strategy>,
+    ) -> Result<Progress, EngineError> {
+        let route = self.router.model(model).map_err(|_| EngineError::UnknownModel(model.into()))?;
+        if route.table().stable.as_ref().is_some_and(|p| p.version == version) {
+            return Err(EngineError::AlreadyLive { model: model.into(), version });
+        }
+        self.start_rollout(model, version, strategy, Origin::Operator)
+    }
+
+    fn start_rollout(
+        self: &Arc<Self>,
+        name: &str,
+        version: u64,
+        strategy: Option<Strategy>,
+        origin: Origin,
+    ) -> Result<Progress, EngineError> {
+        let config = self.config();
+        let model = config.model(name).ok_or_else(|| EngineError::UnknownModel(name.into()))?.clone();
+        ModelDir::new(&model.dir)
+            .resolve(VersionSpec::Exact(version))
+            .map_err(|e| EngineError::NoVersion { model: name.into(), reason: e.to_string() })?;
+        let route = self.router.model(name).map_err(|_| EngineError::UnknownModel(name.into()))?;
+        let mut running = self.lock_running();
+        if let Some(r) = running.get(name) {
+            return Err(EngineError::Busy { model: name.into(), to: r.progress.borrow().to });
+        }
+        let mut deploy = model.deploy.clone();
+        if let Some(strategy) = strategy.filter(|s| *s != deploy.strategy) {
+            deploy = crate::config::DeployConfig { strategy, ..crate::config::DeployConfig::defaults(strategy) };
+        }
+        let table = route.table();
+        let record = Record {
+            id: self.shared.read(State::next_id),
+            model: name.into(),
+            from: table.stable.as_ref().map(|p| p.version),
+            to: version,
+            strategy: deploy.strategy.to_string(),
+            origin: origin.name().into(),
+            started_at: state::now(),
+            ended_at: None,
+            outcome: None,
+            reason: None,
+            phases: Vec::new(),
+        };
+        let first = Progress {
+            id: record.id,
+            model: name.into(),
+            from: record.from,
+            to: version,
+            strategy: record.strategy.clone(),
+            phase: Phase::Spawning,
+        };
+        let (progress_tx, progress_rx) = channel::channel(first.clone());
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        if matches!(origin, Origin::Config | Origin::Reload | Origin::Watch) {
+            self.shared.update(|s| s.model(name).config_asked = Some(version));
+        }
+        self.shared.save_rollout(name, &record);
+        running.insert(name.into(), Running { commands: commands_tx, progress: progress_rx.clone() });
+        self.lock_latest().insert(name.into(), progress_rx);
+        drop(running);
+        let runner = Runner {
+            shared: self.shared.clone(),
+            route: route.clone(),
+            model,
+            deploy,
+            record,
+            stable: table.stable.clone(),
+            progress: progress_tx,
+            commands: commands_rx,
+            paused: false,
+        };
+        let engine = self.clone();
+        let previous = table.previous.clone();
+        tokio::spawn(async move {
+            // A version kept warm from an earlier promotion is no longer the one to go back to.
+            if let Some(previous) = previous {
+                engine.shared.retire_previous(&route, &previous).await;
+            }
+            let record = runner.run().await;
+            engine.finish(record);
+        });
+        Ok(first)
+    }
+
+    /// Records a rollout's end: the live version when promoted, the history, and frees the
+    /// model for the next rollout.
+    fn finish(&self, record: Record) {
+        let name = record.model.clone();
+        self.shared.update(|s| {
+            let m = s.model(&name);
+            m.rollout = None;
+            if record.outcome.as_deref() == Some("promoted") {
+                m.previous = record.from;
+                m.live = Some(record.to);
+            }
+            s.remember(record);
+        });
+        self.lock_running().remove(&name);
+    }
+
+    /// Sends a command to the model's running rollout.
+    pub fn command(&self, model: &str, command: Command) -> Result<Progress, EngineError> {
+        let running = self.lock_running();
+        let r = running.get(model).ok_or_else(|| self.idle_or_unknown(model))?;
+        let _ = r.commands.send(command);
+        Ok(r.progress.borrow().clone())
+    }
+
+    fn idle_or_unknown(&self, model: &str) -> EngineError {
+        match self.router.model(model) {
+            Ok(_) => EngineError::Idle(model.into()),
+            Err(_) => EngineError::UnknownModel(model.into()),
+        }
+    }
+
+    /// Follows the model's latest rollout.
+    pub fn follow(&self, model: &str) -> Option<channel::Receiver<Progress>> {
+        self.lock_latest().get(model).cloned()
+    }
+
+    /// Progress of every rollout in progress.
+    pub fn in_progress(&self) -> Vec<Progress> {
+        self.lock_running().values().map(|r| r.progress.borrow().clone()).collect()
+    }
+
+    /// Rolls back: a running rollout reverts at once; otherwise the previous version comes
+    /// back — from its warm pool in one store while it is kept, else started anew first.
+    pub async fn rollback(self: &Arc<Self>, model: &str) -> Result<String, EngineError> {
+        if let Ok(progress) = self.command(model, Command::Rollback) {
+            return Ok(format!("reverting the rollout to version {}", progress.to));
+        }
+        let route = self.router.model(model).map_err(|_| EngineError::UnknownModel(model.into()))?;
+        let table = route.table();
+        let cannot = |reason: &str| EngineError::CannotRollBack { model: model.into(), reason: reason.into() };
+        let current = table.stable.clone().ok_or_else(|| cannot("no version is live"))?;
+        let (previous, how) = match table.previous.clone() {
+            Some(warm) => (warm, "from its warm pool"),
+            None => {
+                let version = self.shared.read(|s| s.models.get(model).and_then(|m| m.previous));
+                let version = version.ok_or_else(|| cannot("there is no previous version to go back to"))?;
+                let config = self.config();
+                let model_config = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
+                let pool = self.shared.supervisor.start(model_config, version);
+                if let Err(reason) = wait_ready(&pool, self.shared.start_timeout * 2).await {
+                    self.shared.supervisor.stop(&pool).await;
+                    return Err(cannot(&reason));
+                }
+                (pool, "started anew")
+            }
+        };
+        route.swap(RoutingTable::stable(previous.clone()));
+        let (from, to) = (current.version, previous.version);
+        self.shared.update(|s| {
+            let m = s.model(model);
+            m.live = Some(to);
+            m.previous = Some(from);
+            let at = state::now();
+            let id = s.next_id();
+            s.remember(Record {
+                id,
+                model: model.into(),
+                from: Some(from),
+                to,
+                strategy: "rollback".into(),
+                origin: Origin::Operator.name().into(),
+                started_at: at,
+                ended_at: Some(at),
+                outcome: Some("rolled_back".into()),
+                reason: Some(format!("operator rollback from version {from}")),
+                phases: Vec::new(),
+            });
+        });
+        self.shared.supervisor.stop(&current).await;
+        Ok(format!("version {to} is live again ({how}); version {from} stopped"))
+    }
+
+    /// The plan for rolling `model` to `version`, doing nothing.
+    pub fn plan(&self, model: &str, version: u64, strategy: Option<Strategy>) -> Result<plan::Plan, EngineError> {
+        let config = self.config();
+        let m = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
+        let deploy = match strategy {
+            Some(s) if s != m.deploy.strategy => crate::config::DeployConfig::defaults(s),
+            _ => m.deploy.clone(),
+        };
+        let from = self.router.model(model).ok().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
+        Ok(plan::plan(m, &deploy, from, version, config.server.request_timeout))
+    }
+
+    /// Ended and running rollouts, oldest first, of one model or all.
+    pub fn history(&self, model: Option<&str>) -> Vec<Record> {
+        self.shared.read(|s| {
+            let running = s.models.values().filter_map(|m| m.rollout.clone());
+            s.history.iter().cloned().chain(running).filter(|r| model.is_none_or(|m| r.model == m)).collect()
+        })
+    }
+
+    /// Applies a new config: models added start, removed ones stop, changed ones roll out.
+    /// Returns what it did, one line per model that changed.
+    pub async fn reload(self: &Arc<Self>, new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut report = Vec::new();
+        if old.server.listen != new.server.listen || old.server.run_dir != new.server.run_dir {
+            report.push("server.listen and server.run_dir take effect on restart only".into());
+        }
+        self.config.store(Arc::new(new.clone()));
+        for model in &new.models {
+            let line = match old.model(&model.name) {
+                None => {
+                    self.bring_up(model, &new);
+                    format!("{}: added", model.name)
+                }
+                Some(before) => self.reload_model(before, model),
+            };
+            report.push(line);
+        }
+        for gone in old.models.iter().filter(|m| new.model(&m.name).is_none()) {
+            report.push(format!("{}: removed", gone.name));
+            if let Ok(route) = self.router.model(&gone.name) {
+                self.router.remove(&gone.name);
+                for pool in route.table().all_pools() {
+                    self.shared.supervisor.stop(pool).await;
+                }
+            }
+        }
+        report
+    }
+
+    fn reload_model(self: &Arc<Self>, before: &ModelConfig, model: &ModelConfig) -> String {
+        let name = &model.name;
+        let desired = match ModelDir::new(&model.dir).resolve(model.version) {
+            Ok(v) => v,
+            Err(e) => return format!("{name}: unchanged ({e})"),
+        };
+        let live = self.router.model(name).ok().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
+        let settings_changed = before.workers != model.workers
+            || before.threads != model.threads
+            || before.memory_limit != model.memory_limit
+            || before.health != model.health
+            || before.dir != model.dir;
+        let asked = self.shared.read(|s| s.models.get(name).and_then(|m| m.config_asked));
+        let new_ask = Some(desired) != live && Some(desired) != asked;
+        if !new_ask && !settings_changed {
+            return match Some(desired) != live {
+                true => format!(
+                    "{name}: version {desired} was already tried (see history); not redeployed until asked again"
+                ),
+                false => format!("{name}: unchanged"),
+            };
+        }
+        match self.start_rollout(name, desired, None, Origin::Reload) {
+            Ok(p) => format!("{name}: rollout {} started to version {desired} by {}", p.id, p.strategy),
+            Err(e) => format!("{name}: not rolled out: {e}"),
+        }
+    }
+
+    /// A new version appeared for a model on `version = "latest"`.
+    pub fn new_latest(self: &Arc<Self>, model: &str, version: u64) {
+        let asked = self.shared.read(|s| s.models.get(model).and_then(|m| m.config_asked));
+        let live = self.router.model(model).ok().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
+        if Some(version) == asked || Some(version) == live {
+            return;
+        }
+        match self.start_rollout(model, version, None, Origin::Watch) {
+            Ok(p) => tracing::info!(model, version, id = p.id, "new version in the repository: rolling out"),
+            Err(e) => tracing::warn!("new version {version} of {model} not rolled out: {e}"),
+        }
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_latest(&self) -> std::sync::MutexGuard<'_, HashMap<String, channel::Receiver<Progress>>> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Records rollouts the last process did not finish as aborted (rolled back by restart).
+fn abort_interrupted(state: &mut State) {
+    let interrupted: Vec<Record> = state.models.values_mut().filter_map(|m| m.rollout.take()).collect();
+    for mut record in interrupted {
+        tracing::warn!(model = %record.model, to = record.to, "a rollout was cut by a restart; serving the last promoted version");
+        record.outcome = Some("aborted".into());
+        record.reason = Some("the daemon restarted mid-rollout; the last promoted version serves".into());
+        record.ended_at = Some(state::now());
+        state.remember(record);
+    }
+}
+
+async fn wait_ready(pool: &Pool, timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let crate::router::pool::Phase::Failed { reason } = &*pool.phase() {
+            return Err(format!("version {} failed to start: {reason}", pool.version));
+        }
+        if pool.is_ready() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("version {} did not get ready in time", pool.version));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,97 @@
+//! A rollout's lifecycle, as one enum: each variant says what moves it on. Changes are
+//! broadcast on a `watch` channel ([`Progress`]) that `modeld deploy`, `modeld status`,
+//! the metrics and the tests follow.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// The candidate's workers start: load, warm-up, golden examples. Moves on when one is
+    /// ready (traffic may start), or fails the rollout — live traffic untouched.
+    Spawning,
+    /// The candidate takes `weight` % of traffic while the gate watches, for the step's
+    /// bake time. Moves on when the bake ends with a passing verdict; a failing one
+    /// reverts.
+    Gating { step: usize, steps: usize, weight: u8 },
+    /// Held at `weight`: by `modeld pause`, or a step that ended without enough traffic to
+    /// judge (with `on_inconclusive = "pause"`). The gate still reverts on a breach.
+    /// Moves on with `modeld resume` (or `promote` / `rollback`).
+    Paused { step: usize, steps: usize, weight: u8, reason: String },
+    /// A/B test: the test ran its duration; both arms keep serving until `modeld promote`
+    /// names the winner (or `rollback` keeps the old version).
+    AwaitingDecision { weight: u8 },
+    /// Taking the old version's workers out (recreate) or the candidate's (revert).
+    Draining,
+    /// Ended: the candidate is the stable version.
+    Promoted,
+    /// Ended: traffic is back on the old version.
+    Reverted { reason: String },
+    /// Ended before any traffic reached the candidate (it never got ready).
+    Failed { reason: String },
+}
+
+impl Phase {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Phase::Promoted | Phase::Reverted { .. } | Phase::Failed { .. })
+    }
+
+    /// The name metrics and history use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Spawning => "spawning",
+            Phase::Gating { .. } => "gating",
+            Phase::Paused { .. } => "paused",
+            Phase::AwaitingDecision { .. } => "awaiting_decision",
+            Phase::Draining => "draining",
+            Phase::Promoted => "promoted",
+            Phase::Reverted { .. } => "reverted",
+            Phase::Failed { .. } => "failed",
+        }
+    }
+
+    pub const NAMES: [&'static str; 8] =
+        ["spawning", "gating", "paused", "awaiting_decision", "draining", "promoted", "reverted", "failed"];
+
+    /// The candidate's traffic share in this phase, when it has one.
+    pub fn weight(&self) -> Option<u8> {
+        match self {
+            Phase::Gating { weight, .. } | Phase::Paused { weight, .. } | Phase::AwaitingDecision { weight } => {
+                Some(*weight)
+            }
+            _ => None,
+        }
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Phase::Spawning => "starting the new version's workers (load, warm-up, golden examples)".into(),
+            Phase::Gating { step, steps, weight } => {
+                format!("step {step}/{steps}: {weight}% of traffic, gate watching")
+            }
+            Phase::Paused { step, steps, weight, reason } => {
+                format!("paused at step {step}/{steps} ({weight}% of traffic): {reason}")
+            }
+            Phase::AwaitingDecision { weight } => {
+                format!("A/B test done ({weight}% on the new version): `modeld promote` picks the winner")
+            }
+            Phase::Draining => "draining the old workers".into(),
+            Phase::Promoted => "promoted".into(),
+            Phase::Reverted { reason } => format!("reverted: {reason}"),
+            Phase::Failed { reason } => format!("failed: {reason}"),
+        }
+    }
+}
+
+/// What followers of a rollout see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub id: u64,
+    pub model: String,
+    pub from: Option<u64>,
+    pub to: u64,
+    pub strategy: String,
+    #[serde(flatten)]
+    pub phase: Phase,
+}

@@ -1,0 +1,139 @@
+//! `modeld plan`: the phases a rollout would go through, with their durations from the
+//! config, without doing anything. Recreate says it has downtime.
+
+use crate::config::{DeployConfig, ModelConfig, Strategy};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub model: String,
+    pub from: Option<u64>,
+    pub to: u64,
+    pub strategy: String,
+    /// Whether requests may find no version serving for a while.
+    pub downtime: bool,
+    pub phases: Vec<PlannedPhase>,
+    /// The shortest the rollout can take if every gate passes at once.
+    pub minimum_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlannedPhase {
+    pub name: String,
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    pub detail: String,
+}
+
+fn phase(name: impl Into<String>, duration: Option<Duration>, detail: impl Into<String>) -> PlannedPhase {
+    PlannedPhase { name: name.into(), seconds: duration.map(|d| d.as_secs_f64()), detail: detail.into() }
+}
+
+/// The plan for rolling `model` from `from` to `to` with `deploy`.
+pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u64, request_timeout: Duration) -> Plan {
+    let n = model.workers;
+    let d = deploy;
+    let gate =
+        format!("health gate every {:?}; {} failed checks in a row revert", d.check_every, d.consecutive_breaches);
+    let spawn = phase(
+        "spawn",
+        None,
+        format!("start {n} worker(s) of v{to}: load, warm-up, golden examples; no traffic until ready"),
+    );
+    let promote = |extra: &str| phase("promote", None, format!("v{to} becomes stable in one routing store{extra}"));
+    let keep = match d.keep_previous.is_zero() {
+        true => "; the old version is drained and stopped".to_string(),
+        false => format!("; the old version stays warm for {:?} for instant rollback", d.keep_previous),
+    };
+    let mut phases = vec![];
+    let mut downtime = false;
+    match d.strategy {
+        Strategy::Canary => {
+            phases.push(spawn);
+            for (i, w) in d.steps.iter().enumerate() {
+                phases.push(phase(
+                    format!("step {}/{}", i + 1, d.steps.len()),
+                    Some(d.bake),
+                    format!("{w}% of traffic to v{to}; {gate}"),
+                ));
+            }
+            phases.push(promote(&keep));
+        }
+        Strategy::BlueGreen => {
+            phases.push(spawn);
+            phases.push(phase(
+                "switch",
+                None,
+                format!("100% of traffic to v{to} in one store; the old version stays warm"),
+            ));
+            phases.push(phase("bake", Some(d.bake), format!("{gate}; a breach switches back at once")));
+            phases.push(promote(&keep));
+        }
+        Strategy::Rolling => {
+            let batch = (d.max_surge + d.max_unavailable).max(1);
+            let steps = n.div_ceil(batch);
+            for i in 0..steps {
+                phases.push(phase(
+                    format!("step {}/{steps}", i + 1),
+                    Some(d.bake),
+                    format!(
+                        "stop {} old worker(s), start {} of v{to} (at most {} running, at least {} serving); traffic follows ready workers; {gate}",
+                        d.max_unavailable,
+                        batch,
+                        n + d.max_surge,
+                        n.saturating_sub(d.max_unavailable)
+                    ),
+                ));
+            }
+            phases.push(promote(""));
+        }
+        Strategy::Recreate => {
+            downtime = true;
+            phases.push(phase(
+                "stop old",
+                None,
+                format!("DOWNTIME: drain and stop every worker of v{}; requests in the gap wait up to {request_timeout:?} (server.request_timeout) for v{to}", from.map_or("-".into(), |v| v.to_string())),
+            ));
+            phases.push(spawn);
+            phases.push(phase(
+                "bake",
+                Some(d.bake),
+                format!("{gate}; a breach starts the old version again (more downtime)"),
+            ));
+            phases.push(promote(""));
+        }
+        Strategy::AbTest => {
+            phases.push(spawn);
+            let sticky =
+                d.sticky_header.as_ref().map_or("split per request".into(), |h| format!("sticky by the {h} header"));
+            phases.push(phase("test", Some(d.duration), format!("{}% of traffic to v{to}, {sticky}; {gate}", d.split)));
+            phases.push(phase(
+                "decide",
+                None,
+                "both versions keep serving until `modeld promote MODEL --version V` names the winner",
+            ));
+        }
+    }
+    let minimum_seconds = phases.iter().filter_map(|p| p.seconds).sum();
+    Plan { model: model.name.clone(), from, to, strategy: d.strategy.to_string(), downtime, phases, minimum_seconds }
+}
+
+/// The plan as text.
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    let from = plan.from.map_or("(none)".into(), |v| format!("v{v}"));
+    let _ = writeln!(out, "{}: {from} -> v{} by {}", plan.model, plan.to, plan.strategy);
+    if plan.downtime {
+        let _ = writeln!(out, "WARNING: this strategy has downtime");
+    }
+    for (i, p) in plan.phases.iter().enumerate() {
+        let time = p
+            .seconds
+            .map_or(String::new(), |s| format!(" ({})", humantime::format_duration(Duration::from_secs_f64(s))));
+        let _ = writeln!(out, "{:>2}. {}{time}: {}", i + 1, p.name, p.detail);
+    }
+    let _ = writeln!(out, "at least {}", humantime::format_duration(Duration::from_secs_f64(plan.minimum_seconds)));
+    out
+}

@@ -1,0 +1,191 @@
+//! What survives a restart: per model the live version, the last version the config asked
+//! for, the rollout in progress, and the history of rollouts — in one JSON file in the
+//! state directory, replaced atomically (write a temp file, fsync it, rename it over the
+//! old one, fsync the directory), so a `kill -9` at any instant leaves either the old
+//! state or the new, never a torn one.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const FILE: &str = "state.json";
+/// History kept, oldest dropped first.
+const HISTORY_LIMIT: usize = 500;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelState>,
+    #[serde(default)]
+    pub history: Vec<Record>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ModelState {
+    /// The version last promoted (what a restart serves).
+    pub live: Option<u64>,
+    /// The version promoted away from, for a rollback after promotion.
+    #[serde(default)]
+    pub previous: Option<u64>,
+    /// The last version the config (or the repository watch) asked for and was acted on:
+    /// the config asks again only when it names another.
+    #[serde(default)]
+    pub config_asked: Option<u64>,
+    /// The rollout in progress when this was written.
+    #[serde(default)]
+    pub rollout: Option<Record>,
+}
+
+/// One rollout, from start to outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub id: u64,
+    pub model: String,
+    pub from: Option<u64>,
+    pub to: u64,
+    pub strategy: String,
+    /// Who asked: "config", "reload", "operator", "watch", "rollback".
+    pub origin: String,
+    pub started_at: f64,
+    #[serde(default)]
+    pub ended_at: Option<f64>,
+    /// "promoted", "reverted", "failed", "aborted" once ended.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub phases: Vec<PhaseEntry>,
+}
+
+/// A phase the rollout entered, with the verdict or note that came with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PhaseEntry {
+    pub at: f64,
+    pub phase: String,
+    #[serde(default)]
+    pub weight: Option<u8>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Seconds since the Unix epoch, for timestamps in the state.
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("could not read state {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("state {path} is not valid: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("could not write state {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// The state file in one directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store { dir: dir.to_path_buf() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// The saved state, or an empty one when none was saved yet.
+    pub fn load(&self) -> Result<State, StateError> {
+        let path = self.path();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt { path, reason: e.to_string() })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
+    /// Replaces the saved state atomically and durably.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let path = self.path();
+        let write_error = |source| StateError::Write { path: path.clone(), source };
+        let tmp = self.dir.join(format!(".{FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        let mut file = std::fs::File::create(&tmp).map_err(write_error)?;
+        file.write_all(&bytes).map_err(write_error)?;
+        file.sync_all().map_err(write_error)?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(write_error)?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(write_error)?;
+        Ok(())
+    }
+}
+
+impl State {
+    pub fn model(&mut self, name: &str) -> &mut ModelState {
+        self.models.entry(name.to_string()).or_default()
+    }
+
+    /// Appends an ended rollout to the history, dropping the oldest past the limit.
+    pub fn remember(&mut self, record: Record) {
+        self.history.push(record);
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+    }
+
+    /// The next rollout id.
+    pub fn next_id(&self) -> u64 {
+        let in_progress = self.models.values().filter_map(|m| m.rollout.as_ref().map(|r| r.id));
+        self.history.iter().map(|r| r.id).chain(in_progress).max().unwrap_or(0) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_starts_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        assert_eq!(store.load().unwrap(), State::default());
+        let mut state = State::default();
+        state.model("iris").live = Some(2);
+        state.remember(Record {
+            id: 1,
+            model: "iris".into(),
+            from: Some(1),
+            to: 2,
+            strategy: "canary".into(),
+            origin: "operator".into(),
+            started_at: 1.0,
+            ended_at: Some(2.0),
+            outcome: Some("promoted".into()),
+            reason: None,
+            phases: vec![PhaseEntry { at: 1.5, phase: "step 1/4".into(), weight: Some(10), note: None }],
+        });
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), state);
+        assert_eq!(state.next_id(), 2);
+        assert!(!tmp.path().join(".state.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_corrupt_state_is_an_error_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(FILE), b"{ not json").unwrap();
+        let e = Store::new(tmp.path()).load().unwrap_err().to_string();
+        assert!(e.contains("state.json is not valid"), "{e}");
+    }
+}
