@@ -38,6 +38,8 @@ pub struct Metrics {
     pub worker_cpu_seconds: prometheus::CounterVec,
     pub model_load_duration: HistogramVec,
     pub health_check_status: IntGaugeVec,
+    pub rollout_phase: IntGaugeVec,
+    pub traffic_weight: IntGaugeVec,
     pub build_info: GaugeVec,
 }
 
@@ -118,6 +120,16 @@ impl Metrics {
                 "Each health check of each live version: 0 ok, 1 warning, 2 critical, -1 insufficient data.",
                 &["model", "version", "check"],
             ),
+            rollout_phase: gauge(
+                "modeld_rollout_phase",
+                "1 for the phase each model's latest rollout is in (or ended in), 0 for the others.",
+                &["model", "phase"],
+            ),
+            traffic_weight: gauge(
+                "modeld_traffic_weight_percent",
+                "Percent of a model's unpinned traffic each live version receives.",
+                MODEL_VERSION,
+            ),
             build_info: GaugeVec::new(
                 Opts::new("modeld_build_info", "Always 1; labels give the modeld version."),
                 &["version"],
@@ -145,10 +157,19 @@ impl Metrics {
             Box::new(self.worker_cpu_seconds.clone()),
             Box::new(self.model_load_duration.clone()),
             Box::new(self.health_check_status.clone()),
+            Box::new(self.rollout_phase.clone()),
+            Box::new(self.traffic_weight.clone()),
             Box::new(self.build_info.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");
+        }
+    }
+
+    /// Marks `phase` as the phase of `model`'s latest rollout.
+    pub fn set_rollout_phase(&self, model: &str, phase: &str, all: &[&str]) {
+        for p in all {
+            self.rollout_phase.with_label_values(&[model, p]).set(i64::from(*p == phase));
         }
     }
 

@@ -74,9 +74,10 @@ impl From<RouteError> for ApiError {
         let message = e.to_string();
         match e {
             RouteError::UnknownModel(_) | RouteError::UnknownVersion { .. } => ApiError::not_found(message),
-            RouteError::NotReady { .. } | RouteError::Overloaded { .. } | RouteError::Call(CallError::Gone) => {
-                ApiError::unavailable(message)
-            }
+            RouteError::NotReady { .. }
+            | RouteError::Overloaded { .. }
+            | RouteError::Retired { .. }
+            | RouteError::Call(CallError::Gone) => ApiError::unavailable(message),
             RouteError::Call(CallError::Failed { fault: Fault::BadInput, .. }) => ApiError::bad_request(message),
             RouteError::Call(CallError::Failed { fault: Fault::Internal, .. }) => ApiError::internal(message),
         }

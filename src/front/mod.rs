@@ -17,9 +17,9 @@ pub mod routes;
 
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
-use crate::router::pool::{Phase, Pool};
+use crate::router::pool::Pool;
 use crate::router::table::Hint;
-use crate::router::{self, ModelRoute, Router};
+use crate::router::{self, ModelRoute, RouteError, Router};
 use crate::window::Outcome;
 use crate::wire::Timing;
 use bytes::Bytes;
@@ -60,11 +60,13 @@ pub struct Reply {
     content_type: &'static str,
     retry_after: Option<Duration>,
     allow: Option<&'static str>,
+    /// The version that took an inference request, sent back as `x-modeld-version`.
+    version: Option<u64>,
 }
 
 impl Reply {
     fn json(status: StatusCode, body: String) -> Reply {
-        Reply { status, body, content_type: "application/json", retry_after: None, allow: None }
+        Reply { status, body, content_type: "application/json", retry_after: None, allow: None, version: None }
     }
 
     fn ok(body: String) -> Reply {
@@ -150,7 +152,8 @@ impl Front {
             Err(_) => ApiError::timeout(timeout).into(),
         };
         self.record(&served, &reply, started.elapsed());
-        respond(reply, head_only)
+        let version = served.pool.as_ref().map(|p| p.version);
+        respond(Reply { version, ..reply }, head_only)
     }
 
     async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
@@ -181,14 +184,17 @@ impl Front {
         // The body is read before any other answer: answering while a client is still
         // sending makes many clients fail with a broken pipe instead of reading the answer.
         let body = self.read_body(req).await?;
-        let pool = route.pick(&wants.hint())?;
-        served.on(&pool);
-        let _admission = route.admit()?;
-        let info = ready_info(&pool)?;
-        let request = oip::parse_infer(&body, &info.inputs, &info.outputs)?;
-        let (outputs, timing) = router::infer(&pool, &request.inputs).await?;
-        served.timing = Some(timing);
-        Ok(Reply::ok(oip::infer_response(&pool, &request, &outputs)))
+        let _admission = admit(&route, &wants, served)?;
+        let mut request = None;
+        let ran = run(&route, &wants, served, |info| {
+            let parsed = oip::parse_infer(&body, &info.inputs, &info.outputs)?;
+            let inputs = parsed.inputs.clone();
+            request = Some(parsed);
+            Ok(inputs)
+        })
+        .await?;
+        let request = request.expect("parsed before running");
+        Ok(Reply::ok(oip::infer_response(&ran.pool, &request, &ran.outputs)))
     }
 
     async fn predict(&self, req: Request<Incoming>, batch: bool, served: &mut Served) -> Result<Reply, ApiError> {
@@ -199,14 +205,10 @@ impl Front {
         let model = predict::model_name(&examples, &names)?;
         served.model = Some(model.clone());
         let route: Arc<ModelRoute> = self.router.model(&model)?;
-        let pool = route.pick(&Wants::of(&headers, None, &route)?.hint())?;
-        served.on(&pool);
-        let _admission = route.admit()?;
-        let info = ready_info(&pool)?;
-        let input = predict::batch_tensor(&examples, &info)?;
-        let (outputs, timing) = router::infer(&pool, std::slice::from_ref(&input)).await?;
-        served.timing = Some(timing);
-        let answers = predict::answers(&pool, &info, &outputs, examples.len())?;
+        let wants = Wants::of(&headers, None, &route)?;
+        let _admission = admit(&route, &wants, served)?;
+        let ran = run(&route, &wants, served, |info| Ok(vec![predict::batch_tensor(&examples, info)?])).await?;
+        let answers = predict::answers(&ran.pool, &ran.info, &ran.outputs, examples.len())?;
         let body = match batch {
             true => serde_json::to_string(&answers),
             false => serde_json::to_string(&answers[0]),
@@ -291,14 +293,53 @@ impl Wants {
     }
 }
 
-/// The pool's signature, or 503 while no worker has reported it (saying why).
-fn ready_info(pool: &router::pool::Pool) -> Result<Arc<crate::wire::ModelInfo>, ApiError> {
-    let not_ready =
-        |state: String| ApiError::unavailable(format!("model '{}' version {} {state}", pool.model, pool.version));
-    match &*pool.phase() {
-        Phase::Failed { reason } => Err(not_ready(format!("failed: {reason}"))),
-        Phase::Stopping => Err(not_ready("is stopping".into())),
-        Phase::Starting | Phase::Running => pool.info().ok_or_else(|| not_ready("is still loading".into())),
+/// Admits a request against the model's in-flight bound; a refusal is counted against
+/// the version it would have gone to.
+fn admit(route: &ModelRoute, wants: &Wants, served: &mut Served) -> Result<router::Admission, ApiError> {
+    route.admit().map_err(|e| {
+        if let Ok(pool) = route.pick(&wants.hint()) {
+            served.on(&pool);
+        }
+        e.into()
+    })
+}
+
+/// A request that ran: where, with which signature, and what came out.
+struct Ran {
+    pool: Arc<Pool>,
+    info: Arc<crate::wire::ModelInfo>,
+    outputs: Vec<crate::tensor::Tensor>,
+}
+
+/// Picks the pool, waits for its signature (while it starts), builds the inputs against
+/// it and runs them. A pool retired by a routing swap between the pick and the run is
+/// not the request's problem: it is picked again from the new table, once.
+async fn run(
+    route: &ModelRoute,
+    wants: &Wants,
+    served: &mut Served,
+    mut inputs_for: impl FnMut(&crate::wire::ModelInfo) -> Result<Vec<crate::tensor::Tensor>, ApiError>,
+) -> Result<Ran, ApiError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let pool = route.pick(&wants.hint())?;
+        served.on(&pool);
+        let outcome = match pool.wait_info().await {
+            Ok(info) => {
+                let inputs = inputs_for(&info)?;
+                router::infer(&pool, &inputs).await.map(|(outputs, timing)| (info, outputs, timing))
+            }
+            Err(e) => Err(router::pool_error(&pool, e)),
+        };
+        match outcome {
+            Ok((info, outputs, timing)) => {
+                served.timing = Some(timing);
+                return Ok(Ran { pool, info, outputs });
+            }
+            Err(RouteError::Retired { .. }) if attempts < 2 => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -313,6 +354,9 @@ fn respond(reply: Reply, head_only: bool) -> Response<Full<Bytes>> {
     }
     if let Some(allow) = reply.allow {
         headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(version) = reply.version {
+        headers.insert(VERSION_HEADER, HeaderValue::from(version));
     }
     response
 }

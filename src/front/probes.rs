@@ -70,13 +70,15 @@ impl Front {
     /// Sets the gauges that describe current state from that state, just before a scrape.
     fn refresh_gauges(&self) {
         let m = &self.metrics;
-        for gauge in [&m.inflight, &m.workers_up, &m.worker_rss_bytes, &m.health_check_status] {
+        for gauge in [&m.inflight, &m.workers_up, &m.worker_rss_bytes, &m.health_check_status, &m.traffic_weight] {
             gauge.reset();
         }
         for (name, route) in self.router.models().iter() {
             m.inflight.with_label_values(&[name]).set(route.in_flight() as i64);
-            for pool in route.table().pools() {
+            let table = route.table();
+            for pool in table.all_pools() {
                 let version = pool.version.to_string();
+                m.traffic_weight.with_label_values(&[name, &version]).set(i64::from(table.weight(pool)));
                 m.workers_up.with_label_values(&[name, &version]).set(pool.ready_workers() as i64);
                 for (slot, s) in pool.slots.iter().enumerate() {
                     let rss = s.rss_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64;

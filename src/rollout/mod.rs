@@ -22,6 +22,7 @@ pub mod watch;
 
 use crate::config::{Config, ModelConfig, Overrides, Strategy};
 use crate::health::Host;
+use crate::metrics::Metrics;
 use crate::repo::{ModelDir, VersionSpec};
 use crate::router::pool::Pool;
 use crate::router::table::RoutingTable;
@@ -41,6 +42,7 @@ use watch::RepoWatch;
 pub struct Shared {
     pub supervisor: Arc<Supervisor>,
     pub host: Arc<Host>,
+    pub metrics: Arc<Metrics>,
     /// `server.worker_start_timeout`: how long a candidate may take to get ready.
     pub start_timeout: Duration,
     store: Store,
@@ -152,6 +154,7 @@ impl Engine {
         router: Arc<Router>,
         supervisor: Arc<Supervisor>,
         host: Arc<Host>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Engine>, state::StateError> {
         let store = Store::new(&config.server.state_dir);
         let mut saved = store.load()?;
@@ -159,6 +162,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             supervisor,
             host,
+            metrics,
             start_timeout: config.server.worker_start_timeout,
             store,
             state: Mutex::new(saved),

@@ -81,6 +81,7 @@ impl Runner {
 
     /// Reports a new phase to followers, the metrics and the persisted record.
     fn enter(&mut self, phase: Phase) {
+        self.shared.metrics.set_rollout_phase(&self.model.name, phase.name(), &Phase::NAMES);
         self.record.phases.push(PhaseEntry {
             at: state::now(),
             phase: phase.name().into(),
@@ -96,6 +97,18 @@ impl Runner {
             strategy: self.record.strategy.clone(),
             phase,
         });
+    }
+
+    /// Adds a verdict or remark to the record without changing phase.
+    fn note(&mut self, note: String) {
+        let phase = self.progress.borrow().phase.clone();
+        self.record.phases.push(PhaseEntry {
+            at: state::now(),
+            phase: phase.name().into(),
+            weight: phase.weight(),
+            note: Some(note),
+        });
+        self.shared.save_rollout(&self.model.name, &self.record);
     }
 
     fn start_candidate(&self, active: usize) -> Arc<Pool> {
@@ -142,6 +155,7 @@ impl Runner {
     /// All traffic back to the old version; the candidate is drained and stopped.
     async fn revert(&mut self, candidate: &Arc<Pool>, reason: String) -> Phase {
         tracing::warn!(model = %self.model.name, version = candidate.version, "reverting: {reason}");
+        self.note(format!("reverting after {}", summary(candidate)));
         match &self.stable {
             Some(stable) => self.route.swap(RoutingTable::stable(stable.clone())),
             None => self
@@ -215,7 +229,10 @@ impl Runner {
                 continue;
             }
             match verdict {
-                Verdict::Pass => return Ok(()),
+                Verdict::Pass => {
+                    self.note(format!("gate passed: {}", summary(candidate)));
+                    return Ok(());
+                }
                 Verdict::Inconclusive(why) => {
                     let since = *inconclusive_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.deploy.inconclusive_timeout {
@@ -437,4 +454,16 @@ impl Runner {
         self.stable = Some(old);
         Phase::Reverted { reason }
     }
+}
+
+/// What the gate saw of a candidate, for the history: requests, error rate, P95.
+fn summary(pool: &Pool) -> String {
+    let w = pool.window.snapshot();
+    let p95 = w.p95.map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
+    format!(
+        "{} requests in the window, error rate {:.2}%, availability {:.2}%, P95 {p95}",
+        w.requests,
+        w.error_rate() * 100.0,
+        w.availability() * 100.0
+    )
 }

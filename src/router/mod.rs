@@ -39,6 +39,12 @@ pub enum RouteError {
     },
     /// The worker refused or failed the request.
     Call(CallError),
+    /// The picked version was taken out of service by a routing swap before the request
+    /// reached it; picking again finds the version that replaced it.
+    Retired {
+        model: String,
+        version: u64,
+    },
 }
 
 impl std::fmt::Display for RouteError {
@@ -58,6 +64,9 @@ impl std::fmt::Display for RouteError {
                 write!(f, "the worker stopped while serving the request, and the retry found none")
             }
             RouteError::Call(CallError::Failed { message, .. }) => f.write_str(message),
+            RouteError::Retired { model, version } => {
+                write!(f, "model '{model}' version {version} was taken out of service")
+            }
         }
     }
 }
@@ -132,10 +141,16 @@ pub async fn infer(
     pool: &Pool,
     inputs: &[crate::tensor::Tensor],
 ) -> Result<(Vec<crate::tensor::Tensor>, crate::wire::Timing), RouteError> {
-    pool.infer(inputs).await.map_err(|e| match e {
+    pool.infer(inputs).await.map_err(|e| pool_error(pool, e))
+}
+
+/// A pool's failure as the route reports it.
+pub fn pool_error(pool: &Pool, e: PoolError) -> RouteError {
+    match e {
         PoolError::Unavailable(reason) => RouteError::NotReady { model: pool.model.clone(), reason },
+        PoolError::Stopping => RouteError::Retired { model: pool.model.clone(), version: pool.version },
         PoolError::Call(call) => RouteError::Call(call),
-    })
+    }
 }
 
 /// All models' routes, by name.

@@ -57,8 +57,10 @@ impl Slot {
 /// Why the pool could not answer a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PoolError {
-    /// The version cannot serve (failed, stopping, or never became ready).
+    /// The version cannot serve (failed, or never became ready).
     Unavailable(String),
+    /// The version is being stopped (replaced or reverted).
+    Stopping,
     /// The worker answered with a failure.
     Call(CallError),
 }
@@ -167,6 +169,23 @@ impl Pool {
     /// Takes a worker out of rotation; returns its connection so it can be drained.
     pub fn empty(&self, slot: usize) -> Option<Arc<WorkerConn>> {
         self.slots[slot].conn.swap(None)
+    }
+
+    /// The signature, once a worker has reported it; waits while the version starts (a
+    /// recreate's new version, a daemon still loading), bounded by the caller's timeout.
+    pub async fn wait_info(&self) -> Result<Arc<ModelInfo>, PoolError> {
+        loop {
+            let changed = self.changed.notified();
+            match &*self.phase() {
+                Phase::Failed { reason } => return Err(PoolError::Unavailable(format!("version failed: {reason}"))),
+                Phase::Stopping => return Err(PoolError::Stopping),
+                Phase::Starting | Phase::Running => {}
+            }
+            if let Some(info) = self.info() {
+                return Ok(info);
+            }
+            changed.await;
+        }
     }
 
     /// Counts an OOM kill of one of this version's workers, now.
