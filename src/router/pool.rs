@@ -225,9 +225,7 @@ impl Pool {
                 Phase::Failed { reason } => {
                     return Err(PoolError::Unavailable(format!("version failed: {reason}")));
                 }
-                Phase::Stopping => {
-                    return Err(PoolError::Unavailable("version is stopping".into()));
-                }
+                Phase::Stopping => return Err(PoolError::Stopping),
                 Phase::Starting | Phase::Running => {}
             }
             if let Some(found) = self.pick(avoid) {

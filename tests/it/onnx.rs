@@ -198,3 +198,63 @@ pub fn memory_hog(width: i64) -> Vec<u8> {
         .node("ReduceMean", &["wide"], &["y"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 1)])
         .encode()
 }
+
+/// The rollout tests' model family: each takes `x [N, 4]` and answers `y`, so any version
+/// can replace any other.
+pub mod family {
+    use super::*;
+
+    /// `y [N, 1] = sum(x) × factor`: a good version; `factor` tells versions apart.
+    pub fn good(factor: f32) -> Vec<u8> {
+        Graph::default()
+            .input("x", FLOAT, &[None, Some(4)])
+            .output("y", FLOAT)
+            .float_initializer("w", &[4, 1], vec![factor; 4])
+            .node("MatMul", &["x", "w"], &["y"], vec![])
+            .encode()
+    }
+
+    /// Fails whenever the row's largest value is 4 or more (an out-of-range lookup), so
+    /// about half of the tests' traffic fails on it.
+    pub fn erroring() -> Vec<u8> {
+        Graph::default()
+            .input("x", FLOAT, &[None, Some(4)])
+            .output("y", FLOAT)
+            .float_initializer("table", &[4], vec![0.0, 1.0, 2.0, 3.0])
+            .node("ReduceMax", &["x"], &["m"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)])
+            .node("Cast", &["m"], &["i"], vec![int_attr("to", INT64 as i64)])
+            .node("Gather", &["table", "i"], &["y"], vec![int_attr("axis", 0)])
+            .encode()
+    }
+
+    /// Correct but slow: `depth` layers of a 512-wide matrix product per row.
+    pub fn slow(depth: usize) -> Vec<u8> {
+        let width = 512i64;
+        let w: Vec<f32> =
+            (0..width * width).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) / width as f32).collect();
+        let mut g = Graph::default()
+            .input("x", FLOAT, &[None, Some(4)])
+            .output("y", FLOAT)
+            .float_initializer("w0", &[4, width], vec![0.1; (4 * width) as usize])
+            .float_initializer("w", &[width, width], w)
+            .node("MatMul", &["x", "w0"], &["h0"], vec![]);
+        for i in 0..depth {
+            let (mm, th) = (format!("mm{i}"), format!("h{}", i + 1));
+            g = g.node("MatMul", &[&format!("h{i}"), "w"], &[&mm], vec![]).node("Tanh", &[&mm], &[&th], vec![]);
+        }
+        g.node("ReduceMean", &[&format!("h{depth}")], &["y"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 1)])
+            .encode()
+    }
+
+    /// A `[N, 2^20]` intermediate: 4 MiB per row, so a batch of 64 rows needs 256 MiB.
+    pub fn hog() -> Vec<u8> {
+        let width = 1i64 << 20;
+        Graph::default()
+            .input("x", FLOAT, &[None, Some(4)])
+            .output("y", FLOAT)
+            .float_initializer("w", &[4, width], vec![0.25; (4 * width) as usize])
+            .node("MatMul", &["x", "w"], &["wide"], vec![])
+            .node("ReduceMean", &["wide"], &["y"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 1)])
+            .encode()
+    }
+}

@@ -88,6 +88,12 @@ impl Setup {
         self
     }
 
+    /// Adds a model version's files only (another version of a configured model).
+    pub fn files(mut self, files: ModelFiles) -> Setup {
+        self.files.push(files);
+        self
+    }
+
     /// Adds a top-level section such as `[health]` with its lines.
     pub fn server_section(mut self, text: &str) -> Setup {
         self.sections.push(text.into());
@@ -115,7 +121,7 @@ impl Setup {
         self
     }
 
-    fn config(&self) -> String {
+    pub fn config(&self) -> String {
         let mut text = String::from("[server]\nrepository = \"models\"\nlog_level = \"debug\"\n");
         for line in &self.server {
             text.push_str(line);
@@ -146,6 +152,8 @@ pub struct Answer {
     pub body: String,
     pub retry_after: Option<String>,
     pub allow: Option<String>,
+    /// The version that took the request (the `x-modeld-version` response header).
+    pub version: Option<u64>,
 }
 
 impl Answer {
@@ -164,6 +172,32 @@ impl TestDaemon {
         let config = dir.path().join("modeld.toml");
         std::fs::write(&config, setup.config()).unwrap();
         Self::spawn(dir, &config)
+    }
+
+    /// Kills this daemon (as `kill -9` would) and starts a new one on the same directory.
+    pub fn restart(mut self) -> TestDaemon {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config = self.dir.path().join("modeld.toml");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        TestDaemon::spawn(dir, &config)
+    }
+
+    /// Runs a `modeld` operator command against this daemon's admin socket.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.dir.path().join("run/admin.sock"))
+            .output()
+            .expect("modeld runs");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// Rewrites the config file (for reload tests).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.dir.path().join("modeld.toml"), text).unwrap();
     }
 
     fn spawn(dir: tempfile::TempDir, config: &Path) -> TestDaemon {
@@ -310,6 +344,12 @@ impl Client {
     pub fn post(&self, path: &str, body: &str) -> Answer {
         answer(self.agent.post(&format!("{}{path}", self.base)).header("content-type", "application/json").send(body))
     }
+
+    /// A POST with one extra header.
+    pub fn post_with(&self, path: &str, body: &str, header: (&str, &str)) -> Answer {
+        let request = self.agent.post(&format!("{}{path}", self.base)).header("content-type", "application/json");
+        answer(request.header(header.0, header.1).send(body))
+    }
 }
 
 fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
@@ -317,15 +357,17 @@ fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answ
         Ok(mut response) => {
             let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
             let (retry_after, allow) = (header("retry-after"), header("allow"));
+            let version = header("x-modeld-version").and_then(|v| v.parse().ok());
             Answer {
                 status: response.status().as_u16(),
                 body: response.body_mut().read_to_string().unwrap_or_default(),
                 retry_after,
                 allow,
+                version,
             }
         }
         // Transport failures (connection reset, refused) read as status 0.
-        Err(e) => Answer { status: 0, body: e.to_string(), retry_after: None, allow: None },
+        Err(e) => Answer { status: 0, body: e.to_string(), retry_after: None, allow: None, version: None },
     }
 }
 

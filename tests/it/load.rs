@@ -1,0 +1,135 @@
+//! A bounded load from loopback clients, kept running while a rollout happens, with every
+//! answer recorded: status, the version that took it, when, and how long it took.
+
+use crate::util::TestDaemon;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// No load runs longer than this, whatever the test does.
+const MAX_RUN: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct Shot {
+    /// Seconds since the load started, at the answer.
+    pub at: f64,
+    pub status: u16,
+    pub version: Option<u64>,
+    pub latency: Duration,
+    pub body: String,
+}
+
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Vec<Shot>>>,
+}
+
+/// What a load sends: one row `[k % 8, 1, 0.5, 0.25]` per request, and every
+/// `big_every`-th request a batch of 64 such rows.
+#[derive(Clone, Copy)]
+pub struct Pattern {
+    pub clients: usize,
+    pub big_every: Option<u64>,
+    /// Sent with an `x-user` header of `user-{k % users}` when set (sticky A/B routing).
+    pub users: Option<u64>,
+}
+
+impl Default for Pattern {
+    fn default() -> Pattern {
+        Pattern { clients: 4, big_every: None, users: None }
+    }
+}
+
+fn body(k: u64, rows: usize) -> String {
+    let row = [(k % 8) as f32, 1.0, 0.5, 0.25];
+    let data: Vec<f32> = (0..rows).flat_map(|_| row).collect();
+    serde_json::json!({"inputs": [{"name": "x", "shape": [rows, 4], "datatype": "FP32", "data": data}]}).to_string()
+}
+
+impl Load {
+    pub fn start(daemon: &TestDaemon, model: &str, pattern: Pattern) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counter = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let path = format!("/v2/models/{model}/infer");
+        let threads = (0..pattern.clients)
+            .map(|_| {
+                let (client, stop, counter, path) = (daemon.client(), stop.clone(), counter.clone(), path.clone());
+                std::thread::spawn(move || {
+                    let mut shots = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_RUN {
+                        let k = counter.fetch_add(1, Ordering::Relaxed);
+                        let rows = match pattern.big_every {
+                            Some(n) if k % n == n - 1 => 64,
+                            _ => 1,
+                        };
+                        let sent = Instant::now();
+                        let answer = match pattern.users {
+                            Some(users) => {
+                                client.post_with(&path, &body(k, rows), ("x-user", &format!("user-{}", k % users)))
+                            }
+                            None => client.post(&path, &body(k, rows)),
+                        };
+                        shots.push(Shot {
+                            at: started.elapsed().as_secs_f64(),
+                            status: answer.status,
+                            version: answer.version,
+                            latency: sent.elapsed(),
+                            body: if answer.status == 200 { String::new() } else { answer.body },
+                        });
+                    }
+                    shots
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients and returns every answer, in time order.
+    pub fn stop(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut shots: Vec<Shot> = self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        shots.sort_by(|a, b| a.at.total_cmp(&b.at));
+        Report { shots }
+    }
+}
+
+pub struct Report {
+    pub shots: Vec<Shot>,
+}
+
+impl Report {
+    pub fn failed(&self) -> Vec<&Shot> {
+        self.shots.iter().filter(|s| s.status != 200).collect()
+    }
+
+    /// Panics unless every failure was answered by `allowed` (a candidate's own errors).
+    pub fn assert_failures_only_from(&self, allowed: Option<u64>) {
+        let foreign: Vec<&Shot> =
+            self.shots.iter().filter(|s| s.status != 200 && (allowed.is_none() || s.version != allowed)).collect();
+        if let Some(first) = foreign.first() {
+            panic!(
+                "{} of {} requests failed outside version {allowed:?}; the first, at {:.3} s on version {:?}: {} {}",
+                foreign.len(),
+                self.shots.len(),
+                first.at,
+                first.version,
+                first.status,
+                first.body
+            );
+        }
+    }
+
+    pub fn answered_by(&self, version: u64) -> Vec<&Shot> {
+        self.shots.iter().filter(|s| s.version == Some(version)).collect()
+    }
+
+    /// Requests per second over the run.
+    pub fn rate(&self) -> f64 {
+        match self.shots.last() {
+            Some(last) if last.at > 0.0 => self.shots.len() as f64 / last.at,
+            _ => 0.0,
+        }
+    }
+}
