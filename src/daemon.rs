@@ -35,7 +35,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("could not create directory {}", dir.display()))?;
     }
     // Bound first: if another daemon answers on it, nothing else may start.
-    let admin_listener = admin::bind(&server.admin_socket).await?;
+    let admin_listener = admin::bind(&server.admin_socket, server.admin_group.as_ref().map(|g| g.gid)).await?;
     let metrics = Arc::new(Metrics::new());
     let router = Arc::new(Router::default());
     let heartbeat = Arc::new(Heartbeat::new());

@@ -98,8 +98,9 @@ pub struct Admin {
     pub started: Instant,
 }
 
-/// Binds the admin socket (0660), refusing if another daemon answers on it.
-pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+/// Binds the admin socket (0660, owned by `group` when given), refusing if another daemon
+/// answers on it.
+pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, AdminError> {
     let bind_error = |source| AdminError::Bind { path: path.to_path_buf(), source };
     if UnixStream::connect(path).await.is_ok() {
         return Err(AdminError::AlreadyRunning(path.to_path_buf()));
@@ -111,6 +112,10 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AdminError> {
     }
     let listener = UnixListener::bind(path).map_err(bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| bind_error(std::io::Error::from(e)))?;
+    }
     Ok(listener)
 }
 

@@ -42,6 +42,8 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_socket: PathBuf,
+    /// The group given the admin socket (its members may run operator commands).
+    pub admin_group: Option<AdminGroup>,
     pub run_dir: PathBuf,
     pub state_dir: PathBuf,
     pub repository: PathBuf,
@@ -52,6 +54,13 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub worker_start_timeout: Duration,
     pub log_level: String,
+}
+
+/// A group by name, with the id it had when the config was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminGroup {
+    pub name: String,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub struct RawServer {
     pub listen: Option<String>,
     pub admin_socket: Option<String>,
+    pub admin_group: Option<String>,
     pub run_dir: Option<String>,
     pub state_dir: Option<String>,
     pub repository: Option<String>,

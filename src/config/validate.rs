@@ -6,7 +6,7 @@
 use super::health::{self, HealthConfig};
 use super::raw::{RawHealth, RawModel, RawServer, RawSize, RawVersion};
 use super::report::{KeyPath, Locator, Problem};
-use super::{Config, DeployConfig, ModelConfig, ServerConfig};
+use super::{AdminGroup, Config, DeployConfig, ModelConfig, ServerConfig};
 use crate::repo::{ModelDir, VersionSpec, resolve_path};
 use std::collections::HashSet;
 use std::path::Path;
@@ -47,6 +47,17 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         |value: &Option<String>, default: &str| resolve_path(base, Path::new(value.as_deref().unwrap_or(default)));
     let run_dir = path_or(&raw.run_dir, "/run/modeld");
     let state_dir = path_or(&raw.state_dir, "/var/lib/modeld");
+    let admin_group = raw.admin_group.as_ref().and_then(|name| match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Some(AdminGroup { name: name.clone(), gid: group.gid.as_raw() }),
+        Ok(None) => {
+            problems.push(at.error(&key("admin_group"), format!("group '{name}' does not exist")));
+            None
+        }
+        Err(e) => {
+            problems.push(at.error(&key("admin_group"), format!("could not look up group '{name}': {e}")));
+            None
+        }
+    });
     let admin_socket = match &raw.admin_socket {
         Some(p) => resolve_path(base, Path::new(p)),
         None => run_dir.join("admin.sock"),
@@ -81,6 +92,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
     ServerConfig {
         listen,
         admin_socket,
+        admin_group,
         run_dir,
         state_dir,
         repository: path_or(&raw.repository, "/var/lib/modeld/models"),

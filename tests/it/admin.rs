@@ -39,6 +39,39 @@ fn status_shows_versions_roles_weights_and_workers() {
 }
 
 #[test]
+fn the_admin_socket_takes_the_configured_group() {
+    use std::os::unix::fs::MetadataExt;
+    // The test runs as some user: its primary group is one that surely exists.
+    let gid = nix::unistd::getgid();
+    let group = nix::unistd::Group::from_gid(gid).unwrap().unwrap();
+    let daemon = TestDaemon::ready(
+        Setup::new()
+            .model(ModelFiles::reference("tabular_mlp"), 1)
+            .server(&format!("admin_group = \"{}\"", group.name)),
+    );
+    let meta = std::fs::metadata(daemon.path().join("run/admin.sock")).unwrap();
+    assert_eq!(meta.gid(), gid.as_raw());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(daemon.path().join("modeld.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(
+        daemon.path().join("bad.toml"),
+        "[server]\nadmin_group = \"no-such-group-xyz\"\n[[model]]\nname = \"m\"\n",
+    )
+    .unwrap();
+    let out =
+        Command::new(BIN).args(["config", "check", "--config"]).arg(daemon.path().join("bad.toml")).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.admin_group: group 'no-such-group-xyz' does not exist")
+    );
+}
+
+#[test]
 fn status_without_a_daemon_says_so() {
     let out = Command::new(BIN).args(["status", "--socket", "/nonexistent/admin.sock"]).output().unwrap();
     assert!(!out.status.success());

@@ -33,11 +33,13 @@ pub struct Pattern {
     pub big_every: Option<u64>,
     /// Sent with an `x-user` header of `user-{k % users}` when set (sticky A/B routing).
     pub users: Option<u64>,
+    /// Each client waits this long between requests (none: as fast as answers come).
+    pub pace: Option<Duration>,
 }
 
 impl Default for Pattern {
     fn default() -> Pattern {
-        Pattern { clients: 4, big_every: None, users: None }
+        Pattern { clients: 4, big_every: None, users: None, pace: None }
     }
 }
 
@@ -71,6 +73,9 @@ impl Load {
                             }
                             None => client.post(&path, &body(k, rows)),
                         };
+                        if let Some(pace) = pattern.pace {
+                            std::thread::sleep(pace.saturating_sub(sent.elapsed()));
+                        }
                         shots.push(Shot {
                             at: started.elapsed().as_secs_f64(),
                             status: answer.status,

@@ -205,7 +205,9 @@ const CANARY: &str = "strategy = \"canary\", steps = [10, 50, 100], bake = \"2s\
 
 #[test]
 fn an_erroring_version_is_reverted_by_itself() {
-    let (daemon, report) = bad_rollout("erroring", family::erroring(), &deploy_line(CANARY), Pattern::default());
+    // About 500 requests/s: 4 clients, one request each 8 ms.
+    let pattern = Pattern { pace: Some(Duration::from_millis(8)), ..Pattern::default() };
+    let (daemon, report) = bad_rollout("erroring", family::erroring(), &deploy_line(CANARY), pattern);
     assert!(!report.failed().is_empty(), "the erroring version failed nothing");
     let record = history(&daemon).pop().unwrap();
     assert_eq!(record["outcome"], "reverted");
@@ -384,4 +386,60 @@ fn plan_shows_phases_and_durations_and_deploy_refuses_what_it_cannot_do() {
     assert!(err.contains("'yolo' is not a strategy"), "{err}");
     let (_, _, err) = daemon.cli(&["promote", "m"]);
     assert!(err.contains("no rollout in progress"), "{err}");
+}
+
+#[test]
+fn a_version_that_cannot_start_fails_before_any_traffic() {
+    let daemon = daemon(b"not an onnx model".to_vec(), &deploy_line(CANARY));
+    let load = Load::start(&daemon, "m", Pattern::default());
+    let (code, out, _) = deploy(&daemon, &[]);
+    let report = load.stop();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("failed: version 2 failed to start: could not read ONNX model"), "{out}");
+    report.assert_failures_only_from(None);
+    assert!(report.answered_by(2).is_empty(), "the broken version took traffic");
+    assert_eq!(stable_version(&daemon), 1);
+}
+
+#[test]
+fn pause_holds_a_step_and_resume_moves_on() {
+    let daemon = daemon(family::good(2.0), &deploy_line("strategy = \"canary\", steps = [25, 100], bake = \"1s\""));
+    let load = Load::start(&daemon, "m", Pattern { clients: 2, ..Pattern::default() });
+    assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
+    daemon.wait_until("step 1", Duration::from_secs(10), || daemon.cli(&["status"]).1.contains("step 1/2"));
+    let (code, out, _) = daemon.cli(&["pause", "m"]);
+    assert_eq!(code, 0, "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    let status = daemon.cli(&["status"]).1;
+    assert!(status.contains("paused at step 1/2 (25% of traffic): paused by the operator"), "{status}");
+    // Headers reach a version directly while the canary holds at 25 %.
+    let client = daemon.client();
+    let body = r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}"#;
+    for _ in 0..10 {
+        assert_eq!(client.post_with("/v2/models/m/infer", body, ("canary", "true")).version, Some(2));
+        assert_eq!(client.post_with("/v2/models/m/infer", body, ("x-modeld-version", "1")).version, Some(1));
+    }
+    assert_eq!(client.post_with("/v2/models/m/infer", body, ("x-modeld-version", "5")).status, 404);
+    assert_eq!(daemon.cli(&["resume", "m"]).0, 0);
+    daemon.wait_until("the promotion", Duration::from_secs(20), || stable_version(&daemon) == 2);
+    load.stop().assert_failures_only_from(None);
+}
+
+#[test]
+fn too_little_traffic_to_judge_fails_or_pauses_as_configured() {
+    // No load at all: the gate never has min_samples, so each step is inconclusive.
+    let settings = "strategy = \"canary\", steps = [50, 100], bake = \"300ms\", inconclusive_timeout = \"1s\"";
+    let daemon = daemon(family::good(2.0), &deploy_line(settings));
+    let (code, out, _) = deploy(&daemon, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("no conclusive verdict within 1s"), "{out}");
+
+    let paused = format!("{settings}, on_inconclusive = \"pause\"");
+    let daemon = self::daemon(family::good(2.0), &deploy_line(&paused));
+    assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
+    daemon.wait_until("the inconclusive pause", Duration::from_secs(10), || {
+        daemon.cli(&["status"]).1.contains("not enough traffic to judge")
+    });
+    assert_eq!(daemon.cli(&["promote", "m"]).0, 0);
+    daemon.wait_until("the promotion", Duration::from_secs(10), || stable_version(&daemon) == 2);
 }
