@@ -67,6 +67,19 @@ fn config_check_accepts_the_bundled_config() {
 }
 
 #[test]
+fn every_example_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new(BIN).args(["config", "check", "--config"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        checked += 1;
+    }
+    assert_eq!(checked, 5, "one example per strategy");
+}
+
+#[test]
 fn config_check_reports_syntax_errors_and_unknown_keys() {
     let (_dir, path) = write("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n[[model]]\nname = \"m\"\n");
     let out = Command::new(BIN).args(["config", "check", "--config"]).arg(&path).output().unwrap();

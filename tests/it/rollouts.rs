@@ -205,8 +205,8 @@ const CANARY: &str = "strategy = \"canary\", steps = [10, 50, 100], bake = \"2s\
 
 #[test]
 fn an_erroring_version_is_reverted_by_itself() {
-    // About 500 requests/s: 4 clients, one request each 8 ms.
-    let pattern = Pattern { pace: Some(Duration::from_millis(8)), ..Pattern::default() };
+    // About 500 requests/s: 4 clients, one request each 6 ms (less the answer time).
+    let pattern = Pattern { pace: Some(Duration::from_millis(6)), ..Pattern::default() };
     let (daemon, report) = bad_rollout("erroring", family::erroring(), &deploy_line(CANARY), pattern);
     assert!(!report.failed().is_empty(), "the erroring version failed nothing");
     let record = history(&daemon).pop().unwrap();
