@@ -17,7 +17,7 @@ use crate::router::Router;
 use crate::supervisor::cgroup::Cgroups;
 use crate::supervisor::process::Launcher;
 use crate::supervisor::signals::{Intent, Signals};
-use crate::supervisor::{Supervisor, sampler};
+use crate::supervisor::{Supervisor, notify, sampler};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,16 +97,37 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Beats the heartbeat, reloads on SIGHUP, and waits for a signal that stops the daemon.
+/// The supervisor's event loop: beats the heartbeat and systemd's watchdog, tells systemd
+/// when start-up is over and what the daemon is doing, reloads on SIGHUP, and returns the
+/// signal that stops the daemon.
 async fn event_loop(signals: &mut Signals, heartbeat: &Heartbeat, engine: &Arc<Engine>) -> Intent {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let notifier = engine.notifier();
+    let every = notifier.watchdog_every().map_or(HEARTBEAT_EVERY, |w| w.min(HEARTBEAT_EVERY));
+    let mut tick = tokio::time::interval(every);
+    let mut ready = false;
+    let mut last_status = String::new();
     loop {
         tokio::select! {
-            _ = tick.tick() => heartbeat.beat(),
+            _ = tick.tick() => {
+                heartbeat.beat();
+                notifier.watchdog();
+                let status = engine.status_line();
+                if !ready && notify::settled(engine.router()) {
+                    ready = true;
+                    tracing::info!("start-up done: {status}");
+                    notifier.ready(&status);
+                } else if status != last_status {
+                    notifier.status(&status);
+                }
+                last_status = status;
+            }
             intent = signals.next() => match intent {
                 // On its own task: the loop keeps beating while rollouts start.
                 Intent::Reload => drop(tokio::spawn(reload(engine.clone()))),
-                stop => return stop,
+                stop => {
+                    notifier.stopping();
+                    return stop;
+                }
             },
         }
     }

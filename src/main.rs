@@ -222,14 +222,14 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
-    let config = match config::load(&path, &overrides) {
-        Ok((config, report)) => {
-            eprint!("{report}");
-            config
-        }
+    let (config, report) = match config::load(&path, &overrides) {
+        Ok(loaded) => loaded,
         Err(e) => return config_failed(e),
     };
     modeld::logging::init(&config.server.log_level);
+    for line in report.to_string().lines() {
+        tracing::warn!("{line}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

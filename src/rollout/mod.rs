@@ -28,6 +28,7 @@ use crate::router::pool::Pool;
 use crate::router::table::RoutingTable;
 use crate::router::{ModelRoute, Router};
 use crate::supervisor::Supervisor;
+use crate::supervisor::notify::Notifier;
 use arc_swap::ArcSwap;
 use phase::{Phase, Progress};
 use runner::{Command, Runner};
@@ -120,6 +121,7 @@ pub struct Engine {
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     watch: OnceLock<Arc<RepoWatch>>,
+    notifier: Arc<Notifier>,
     running: Mutex<HashMap<String, Running>>,
     /// The last progress of each model's latest rollout, running or ended.
     latest: Mutex<HashMap<String, channel::Receiver<Progress>>>,
@@ -175,6 +177,7 @@ impl Engine {
             overrides,
             reloading: tokio::sync::Mutex::new(()),
             watch: OnceLock::new(),
+            notifier: Arc::new(Notifier::from_env()),
             running: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
         });
@@ -198,9 +201,35 @@ impl Engine {
         }
     }
 
-    /// Re-reads the config file and applies it (SIGHUP, `modeld reload`). An invalid file
-    /// is refused whole, with the report, and the running config stays.
+    pub fn notifier(&self) -> Arc<Notifier> {
+        self.notifier.clone()
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// One line on what is served and rolling out (systemd's STATUS=).
+    pub fn status_line(&self) -> String {
+        let rollouts: Vec<String> = self
+            .in_progress()
+            .iter()
+            .map(|r| format!("rollout {} v{} by {}: {}", r.model, r.to, r.strategy, r.phase.describe()))
+            .collect();
+        crate::supervisor::notify::summary(&self.router, &rollouts)
+    }
+
+    /// Re-reads the config file and applies it (SIGHUP, `modeld reload`), telling systemd
+    /// it is reloading meanwhile. An invalid file is refused whole, with the report, and
+    /// the running config stays.
     pub async fn reload_file(self: &Arc<Self>) -> Result<Vec<String>, String> {
+        self.notifier.reloading();
+        let result = self.apply_file().await;
+        self.notifier.ready(&self.status_line());
+        result
+    }
+
+    async fn apply_file(self: &Arc<Self>) -> Result<Vec<String>, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.config().path.clone();
         let (config, warnings) = crate::config::load(&path, &self.overrides).map_err(|e| e.to_string())?;

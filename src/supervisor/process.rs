@@ -87,6 +87,10 @@ impl Launcher {
             .args(["--threads", &spec.threads.to_string()])
             .args(["--parent-pid", &std::process::id().to_string()])
             .env("MODELD_LOG", &self.log_level)
+            // Only the supervisor speaks to systemd.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let mut cgroup = None;

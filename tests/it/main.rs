@@ -6,6 +6,7 @@ mod bad_input;
 mod config_check;
 mod health;
 mod load;
+mod logs;
 mod onnx;
 mod rollouts;
 mod serving;

@@ -1,0 +1,103 @@
+//! Telling systemd how the daemon is (sd_notify(3), through the pure-Rust `sd-notify`
+//! crate: one datagram to `$NOTIFY_SOCKET`, no libsystemd).
+//!
+//! - `READY=1` once every model's stable version is ready or has definitively failed;
+//! - `STATUS=` a one-line summary (models, versions, rollouts), whenever it changes;
+//! - `RELOADING=1` + `MONOTONIC_USEC=` while a reload is applied, then `READY=1` again;
+//! - `WATCHDOG=1` from the supervisor's event loop at half of `WatchdogSec`, so a stalled
+//!   loop stops the pings and systemd restarts the daemon;
+//! - `STOPPING=1` when a stop begins.
+//!
+//! Outside systemd (no `$NOTIFY_SOCKET`) every call does nothing.
+
+use crate::router::Router;
+use crate::router::pool::Phase;
+use sd_notify::NotifyState;
+use std::time::Duration;
+
+pub struct Notifier {
+    enabled: bool,
+    watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    pub fn from_env() -> Notifier {
+        let mut usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
+        Notifier { enabled: std::env::var_os("NOTIFY_SOCKET").is_some(), watchdog }
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        if self.enabled
+            && let Err(e) = sd_notify::notify(false, states)
+        {
+            tracing::warn!("sd_notify failed: {e}");
+        }
+    }
+
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(e) => tracing::warn!("cannot read the monotonic clock for RELOADING=1: {e}"),
+        }
+    }
+
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+
+    pub fn watchdog(&self) {
+        if self.watchdog.is_some() {
+            self.send(&[NotifyState::Watchdog]);
+        }
+    }
+
+    /// How often the event loop must ping: half of `WatchdogSec`, as sd_watchdog_enabled(3)
+    /// advises.
+    pub fn watchdog_every(&self) -> Option<Duration> {
+        self.watchdog.map(|w| w / 2)
+    }
+}
+
+/// Whether every model's stable version is ready or has definitively failed (start-up is
+/// over, whatever its outcome).
+pub fn settled(router: &Router) -> bool {
+    router.models().values().all(|route| match &route.table().stable {
+        None => true,
+        Some(pool) => pool.is_ready() || matches!(*pool.phase(), Phase::Failed { .. }),
+    })
+}
+
+/// The one-line summary for `STATUS=`: each model's stable version and state, and the
+/// rollouts in progress (described by the caller).
+pub fn summary(router: &Router, rollouts: &[String]) -> String {
+    let models: Vec<String> = router
+        .models()
+        .iter()
+        .map(|(name, route)| match &route.table().stable {
+            None => format!("{name} unavailable"),
+            Some(p) => {
+                let state = match &*p.phase() {
+                    Phase::Failed { .. } => "failed",
+                    _ if p.is_ready() => "ready",
+                    _ => "starting",
+                };
+                format!("{name} v{} {state}", p.version)
+            }
+        })
+        .collect();
+    let mut line = format!("{} models: {}", models.len(), models.join(", "));
+    for r in rollouts {
+        line.push_str("; ");
+        line.push_str(r);
+    }
+    line
+}
