@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("could not reach modeld at {path}: {source} (is the daemon running, and may you use its admin socket?)")]
-    Connect { path: PathBuf, source: std::io::Error },
-    #[error("admin socket {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("could not reach modeld at {path}: {error} (is the daemon running, and may you use its admin socket?)")]
+    Connect { path: PathBuf, error: std::io::Error },
+    #[error("admin socket {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("admin socket {path}: unreadable answer: {reason}")]
     Answer { path: PathBuf, reason: String },
     #[error("modeld refused: {0}")]
@@ -35,9 +35,9 @@ pub fn stream(
     request: &Request,
     mut each: impl FnMut(serde_json::Value) -> bool,
 ) -> Result<Option<serde_json::Value>, ClientError> {
-    let io = |source| ClientError::Io { path: socket.to_path_buf(), source };
-    let stream =
-        UnixStream::connect(socket).map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+    let io = |source| ClientError::Io { path: socket.to_path_buf(), error: source };
+    let stream = UnixStream::connect(socket)
+        .map_err(|source| ClientError::Connect { path: socket.to_path_buf(), error: source })?;
     let mut line = serde_json::to_vec(request).expect("request serializes");
     line.push(b'\n');
     (&stream).write_all(&line).map_err(io)?;

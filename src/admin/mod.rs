@@ -19,7 +19,7 @@ use crate::rollout::Engine;
 use crate::rollout::runner::Command;
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,8 +86,8 @@ pub struct Response {
 pub enum AdminError {
     #[error("another modeld is already running: its admin socket {0} answers")]
     AlreadyRunning(PathBuf),
-    #[error("could not create admin socket {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
+    #[error("could not create admin socket {path}: {error}")]
+    Bind { path: PathBuf, error: std::io::Error },
 }
 
 /// Serves admin requests on its socket.
@@ -101,7 +101,7 @@ pub struct Admin {
 /// Binds the admin socket (0660, owned by `group` when given), refusing if another daemon
 /// answers on it.
 pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, AdminError> {
-    let bind_error = |source| AdminError::Bind { path: path.to_path_buf(), source };
+    let bind_error = |source| AdminError::Bind { path: path.to_path_buf(), error: source };
     if UnixStream::connect(path).await.is_ok() {
         return Err(AdminError::AlreadyRunning(path.to_path_buf()));
     }
@@ -112,7 +112,10 @@ pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, Admin
     }
     let listener = UnixListener::bind(path).map_err(bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
-    if let Some(gid) = group {
+    // Only when it differs: under systemd the socket already has the service's group, and
+    // chown is among the system calls the unit forbids.
+    let current = std::fs::metadata(path).map_err(bind_error)?.gid();
+    if let Some(gid) = group.filter(|g| *g != current) {
         nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
             .map_err(|e| bind_error(std::io::Error::from(e)))?;
     }

@@ -96,16 +96,16 @@ pub struct Overrides {
 /// A config that could not be used: unreadable, or with errors (the report lists them).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("could not read config {path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("could not read config {path}: {error}")]
+    Unreadable { path: PathBuf, error: std::io::Error },
     #[error("{0}")]
     Invalid(Report),
 }
 
 /// Reads and validates `path`. On success the report holds the warnings, if any.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<(Config, Report), ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), error: source })?;
     let mut report = Report { file: path.display().to_string(), problems: Vec::new() };
     let config = parse(path, &text, overrides, &mut report.problems);
     match config {

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("could not read {path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("could not read {path}: {error}")]
+    Unreadable { path: PathBuf, error: std::io::Error },
     #[error("invalid {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -122,7 +122,7 @@ impl Manifest {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
             Err(source) => {
-                return Err(ManifestError::Unreadable { path: path.into(), source });
+                return Err(ManifestError::Unreadable { path: path.into(), error: source });
             }
         };
         let manifest: Manifest =

@@ -36,8 +36,8 @@ impl std::fmt::Display for VersionSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("could not read model directory {path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("could not read model directory {path}: {error}")]
+    Unreadable { path: PathBuf, error: std::io::Error },
     #[error("model directory {path} holds no version directory with a {MODEL_FILE}")]
     NoVersions { path: PathBuf },
     #[error("version {version} not found: {path} does not exist")]
@@ -66,7 +66,7 @@ impl ModelDir {
     /// The versions present, ascending: directories named by a positive integer (in
     /// canonical form, so `01` is not version 1) that hold a model file.
     pub fn versions(&self) -> Result<Vec<u64>, RepoError> {
-        let unreadable = |source| RepoError::Unreadable { path: self.root.clone(), source };
+        let unreadable = |source| RepoError::Unreadable { path: self.root.clone(), error: source };
         let mut versions = Vec::new();
         for entry in std::fs::read_dir(&self.root).map_err(unreadable)? {
             let entry = entry.map_err(unreadable)?;

@@ -78,12 +78,12 @@ pub fn now() -> f64 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("could not read state {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("could not read state {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("state {path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("could not write state {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("could not write state {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
 }
 
 /// The state file in one directory.
@@ -109,14 +109,14 @@ impl Store {
                 serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt { path, reason: e.to_string() })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(source) => Err(StateError::Read { path, source }),
+            Err(error) => Err(StateError::Read { path, error }),
         }
     }
 
     /// Replaces the saved state atomically and durably.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let path = self.path();
-        let write_error = |source| StateError::Write { path: path.clone(), source };
+        let write_error = |source| StateError::Write { path: path.clone(), error: source };
         let tmp = self.dir.join(format!(".{FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
         let mut file = std::fs::File::create(&tmp).map_err(write_error)?;
