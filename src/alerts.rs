@@ -169,6 +169,8 @@ mod tests {
             memory_limit: None,
             health: HealthConfig::default(),
             deploy: Default::default(),
+            batching: Default::default(),
+            intra_op_threads: 1,
         };
         model.health.error_rate.critical = Some(0.1);
         let rules = model_rules(&model);

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub worker_rss_bytes: IntGaugeVec,
     pub worker_cpu_seconds: prometheus::CounterVec,
     pub model_load_duration: HistogramVec,
+    pub plan_builds: IntCounterVec,
     pub health_check_status: IntGaugeVec,
     pub rollout_phase: IntGaugeVec,
     pub traffic_weight: IntGaugeVec,
@@ -83,7 +84,7 @@ impl Metrics {
             ),
             batch_size: histogram(
                 "modeld_batch_size",
-                "Rows per inference run (the batch dimension of its first input).",
+                "Rows per inference run (a request's, or a merged batch's), one observation per run.",
                 BATCH_BUCKETS,
                 MODEL_VERSION,
             ),
@@ -113,6 +114,11 @@ impl Metrics {
                 "modeld_model_load_duration_seconds",
                 "Time from worker spawn to ready (load, warm-up, golden checks).",
                 LOAD_BUCKETS,
+                MODEL_VERSION,
+            ),
+            plan_builds: counter(
+                "modeld_plan_builds_total",
+                "Optimized plans built for new input shapes (at load, and on first use of a shape).",
                 MODEL_VERSION,
             ),
             health_check_status: gauge(
@@ -156,6 +162,7 @@ impl Metrics {
             Box::new(self.worker_rss_bytes.clone()),
             Box::new(self.worker_cpu_seconds.clone()),
             Box::new(self.model_load_duration.clone()),
+            Box::new(self.plan_builds.clone()),
             Box::new(self.health_check_status.clone()),
             Box::new(self.rollout_phase.clone()),
             Box::new(self.traffic_weight.clone()),

@@ -203,6 +203,60 @@ impl Tensor {
         Ok(())
     }
 
+    /// Rows along the first dimension (1 for a scalar).
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// Stacks tensors of the same name, type and trailing shape along the first dimension.
+    /// Row-major data makes this a concatenation of their bytes (BYTES records included).
+    pub fn concat_rows(parts: &[Tensor]) -> Tensor {
+        let first = &parts[0];
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|t| t.rows()).sum();
+        let mut data = Vec::with_capacity(parts.iter().map(|t| t.data.len()).sum());
+        for t in parts {
+            data.extend_from_slice(&t.data);
+        }
+        Tensor { name: first.name.clone(), dtype: first.dtype, shape, data }
+    }
+
+    /// Rows `start..end` of the first dimension.
+    pub fn slice_rows(&self, start: usize, end: usize) -> Tensor {
+        let rows = self.rows().max(1);
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = end - start;
+        }
+        let data = match self.dtype.size() {
+            Some(_) => {
+                let row_bytes = self.data.len() / rows;
+                self.data[start * row_bytes..end * row_bytes].to_vec()
+            }
+            None => {
+                let Values::Bytes(items) = self.values() else { unreachable!("BYTES tensor") };
+                let per_row = items.len() / rows;
+                Values::Bytes(items[start * per_row..end * per_row].to_vec()).into_bytes()
+            }
+        };
+        Tensor { name: self.name.clone(), dtype: self.dtype, shape, data }
+    }
+
+    /// Grows the first dimension to `rows` by repeating the first row (padding a batch up
+    /// to a plan's size; real rows rather than zeros keep every value in the model's
+    /// domain).
+    pub fn pad_rows(&mut self, rows: usize) {
+        let have = self.rows();
+        if rows <= have || have == 0 {
+            return;
+        }
+        let first = self.slice_rows(0, 1).data;
+        for _ in have..rows {
+            self.data.extend_from_slice(&first);
+        }
+        self.shape[0] = rows;
+    }
+
     /// The elements, decoded into a typed vector.
     pub fn values(&self) -> Values {
         Values::from_bytes(self.dtype, &self.data)
@@ -400,6 +454,21 @@ mod tests {
             t.check(),
             Err(TensorError::LengthMismatch { name: "x".into(), shape: vec![2, 2], expected: 4, got: 3 })
         );
+    }
+
+    #[test]
+    fn rows_concatenate_slice_and_pad() {
+        let a = Tensor::from_values("x", vec![1, 2], Values::F32(vec![1., 2.])).unwrap();
+        let b = Tensor::from_values("x", vec![2, 2], Values::F32(vec![3., 4., 5., 6.])).unwrap();
+        let ab = Tensor::concat_rows(&[a.clone(), b.clone()]);
+        assert_eq!(ab.shape, vec![3, 2]);
+        assert_eq!(ab.slice_rows(1, 3), b);
+        let mut padded = a.clone();
+        padded.pad_rows(4);
+        assert_eq!(padded.values(), Values::F32(vec![1., 2., 1., 2., 1., 2., 1., 2.]));
+        let s = Tensor::from_values("l", vec![3], Values::Bytes(vec![b"a".to_vec(), b"bb".to_vec(), b"c".to_vec()]))
+            .unwrap();
+        assert_eq!(s.slice_rows(1, 3).values(), Values::Bytes(vec![b"bb".to_vec(), b"c".to_vec()]));
     }
 
     #[test]

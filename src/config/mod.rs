@@ -11,12 +11,14 @@
 //! Prometheus does, so the same config works from any working directory.
 //! This module depends on nothing else of ours.
 
+pub mod batching;
 pub mod deploy;
 pub mod health;
 pub mod raw;
 pub mod report;
 pub mod validate;
 
+pub use batching::{BatchingConfig, Buckets};
 pub use deploy::{DeployConfig, OnInconclusive, Strategy};
 pub use health::{HealthConfig, Levels};
 use raw::{RawHealth, RawModel, RawServer};
@@ -77,6 +79,10 @@ pub struct ModelConfig {
     pub health: HealthConfig,
     /// `[model.deploy]`: how new versions roll out.
     pub deploy: DeployConfig,
+    /// `[model.batching]`: request merging and plan buckets in the workers.
+    pub batching: BatchingConfig,
+    /// Threads one inference may use inside tract (matrix products), per worker.
+    pub intra_op_threads: usize,
 }
 
 impl Config {

@@ -35,6 +35,20 @@ pub struct RawModel {
     pub memory_limit: Option<RawSize>,
     pub health: Option<RawHealth>,
     pub deploy: Option<RawDeploy>,
+    pub batching: Option<RawBatching>,
+    pub intra_op_threads: Option<i64>,
+}
+
+/// `[model.batching]`: dynamic batching and plan buckets in the worker.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatching {
+    pub max_batch: Option<i64>,
+    pub delay: Option<String>,
+    pub preferred: Option<Vec<i64>>,
+    pub buckets: Option<String>,
+    pub plan_sizes: Option<Vec<i64>>,
+    pub max_plans: Option<i64>,
 }
 
 /// `[model.deploy]`: how new versions of the model roll out.

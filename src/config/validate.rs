@@ -32,6 +32,7 @@ pub fn config(
     let server = server_config(base, server, at, problems);
     let health = health::apply(&HealthConfig::default(), health, &KeyPath::default().key("health"), at, problems);
     let models = model_configs(&server, &health, models, base, at, problems);
+    check_cores(&models, at, problems);
     Config { path: path.to_path_buf(), server, health, models }
 }
 
@@ -147,6 +148,13 @@ fn model_configs(
                     None => health.clone(),
                 },
                 deploy: DeployConfig::default(),
+                batching: match &m.batching {
+                    Some(raw) => super::batching::build(raw, &path.key("batching"), at, problems),
+                    None => Default::default(),
+                },
+                intra_op_threads: m
+                    .intra_op_threads
+                    .map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("intra_op_threads"), at, problems)),
             };
             let model = ModelConfig {
                 deploy: super::deploy::build(
@@ -170,6 +178,24 @@ fn check_repository(model: &ModelConfig, path: &KeyPath, at: &Locator, problems:
     if let Err(e) = ModelDir::new(&model.dir).resolve(model.version) {
         let key = if model.version == VersionSpec::Latest { path.key("name") } else { path.key("version") };
         problems.push(at.warning(&key, e.to_string()));
+    }
+}
+
+/// Warns when the workers could run more inferences (and intra-op threads) at once than
+/// the host has cores: they would only take turns, adding latency.
+fn check_cores(models: &[ModelConfig], at: &Locator, problems: &mut Vec<Problem>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted: usize = models.iter().map(|m| m.workers * m.threads * m.intra_op_threads).sum();
+    if wanted > cores {
+        let per_model: Vec<String> =
+            models.iter().map(|m| format!("{} {}x{}x{}", m.name, m.workers, m.threads, m.intra_op_threads)).collect();
+        problems.push(at.warning(
+            &KeyPath::default().key("model"),
+            format!(
+                "workers x threads x intra_op_threads add up to {wanted} ({}) on {cores} cores: inferences will wait for each other",
+                per_model.join(", ")
+            ),
+        ));
     }
 }
 

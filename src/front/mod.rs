@@ -249,7 +249,12 @@ impl Front {
         if let Some(t) = served.timing {
             m.queue_duration.with_label_values(&[model, &version]).observe(t.queued.as_secs_f64());
             m.inference_duration.with_label_values(&[model, &version]).observe(t.computed.as_secs_f64());
-            m.batch_size.with_label_values(&[model, &version]).observe(f64::from(t.batch));
+            if t.leads {
+                m.batch_size.with_label_values(&[model, &version]).observe(f64::from(t.batch));
+            }
+            if t.plans_built > 0 {
+                m.plan_builds.with_label_values(&[model, &version]).inc_by(u64::from(t.plans_built));
+            }
         }
     }
 }

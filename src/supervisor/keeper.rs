@@ -84,6 +84,7 @@ impl Keeper {
                 Some(Started::Ready { conn, info }) => {
                     let label = [spec.model.as_str(), &spec.version.to_string()];
                     self.metrics.model_load_duration.with_label_values(&label).observe(started.elapsed().as_secs_f64());
+                    self.metrics.plan_builds.with_label_values(&label).inc_by(u64::from(info.plans_built));
                     tracing::info!(model = %spec.model, version = spec.version, slot = spec.slot, pid = child.id(), "worker ready");
                     self.pool.fill(spec.slot, conn, info);
                     tokio::select! {

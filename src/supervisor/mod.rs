@@ -110,6 +110,8 @@ impl Supervisor {
                 dir: dir.version_dir(version),
                 threads: model.threads,
                 memory_limit: model.memory_limit,
+                intra_op_threads: model.intra_op_threads,
+                batching: model.batching.clone(),
             },
             slots: (0..model.workers).map(|_| None).collect(),
             pool: pool.clone(),

@@ -2,6 +2,7 @@
 //! socket, and stopping it gracefully (SIGTERM, then SIGKILL after a grace period).
 
 use super::cgroup::Cgroups;
+use crate::config::BatchingConfig;
 use crate::router::conn::WorkerConn;
 use crate::wire::{self, Frame, ModelInfo, PROTOCOL_VERSION};
 use nix::sys::signal::{Signal, kill};
@@ -38,6 +39,8 @@ pub struct WorkerSpec {
     pub dir: PathBuf,
     pub threads: usize,
     pub memory_limit: Option<u64>,
+    pub intra_op_threads: usize,
+    pub batching: BatchingConfig,
 }
 
 /// A started worker process, and the cgroup it was placed in, if any.
@@ -85,6 +88,12 @@ impl Launcher {
             .arg("--socket")
             .arg(socket)
             .args(["--threads", &spec.threads.to_string()])
+            .args(["--intra-op-threads", &spec.intra_op_threads.to_string()])
+            .args(["--max-batch", &spec.batching.max_batch.to_string()])
+            .args(["--batch-delay-us", &spec.batching.delay.as_micros().to_string()])
+            .args(["--buckets", spec.batching.buckets.name()])
+            .args(["--plan-sizes", &join(&spec.batching.plan_sizes)])
+            .args(["--max-plans", &spec.batching.max_plans.to_string()])
             .args(["--parent-pid", &std::process::id().to_string()])
             .env("MODELD_LOG", &self.log_level)
             // Only the supervisor speaks to systemd.
@@ -93,6 +102,9 @@ impl Launcher {
             .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if !spec.batching.preferred.is_empty() {
+            command.args(["--preferred", &join(&spec.batching.preferred)]);
+        }
         let mut cgroup = None;
         if let Some(limit) = spec.memory_limit {
             command.args(["--memory-limit", &limit.to_string()]);
@@ -149,6 +161,10 @@ fn answered(result: std::io::Result<(UnixStream, Frame)>) -> Started {
         Ok((_, other)) => Started::Lost { reason: format!("worker answered Hello with {other:?}"), status: None },
         Err(e) => Started::Lost { reason: format!("worker handshake failed: {e}"), status: None },
     }
+}
+
+fn join(sizes: &[usize]) -> String {
+    sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Retries connecting while the worker starts up and binds its socket.

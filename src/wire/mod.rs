@@ -14,10 +14,10 @@
 //!            4 Infer       payload = tensors                 supervisor → worker
 //!            5 Output      payload = timing tensors          worker → supervisor, same id
 //!            6 Failed      payload = fault:u8 message:str    worker → supervisor, same id
-//! timing   := queued_us:u64le computed_us:u64le batch:u32le
+//! timing   := queued_us:u64le computed_us:u64le batch:u32le leads:u8 plans_built:u32le
 //! tensors  := count:u16le tensor*
 //! tensor   := name:str dtype:u8 rank:u8 dim:u64le*rank nbytes:u64le bytes
-//! info     := load_mode:str inputs:specs outputs:specs labels
+//! info     := load_mode:str plans_built:u32le inputs:specs outputs:specs labels
 //! specs    := count:u16le (name:str dtype:u8 rank:u8 dim:i64le*rank)*   (-1 = open dim)
 //! labels   := present:u8 [output:str count:u32le str*]
 //! str      := len:u32le utf8
@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use codec::DecodeError;
 
 /// Bumped when the frame layout changes; a worker refuses a Hello of another version.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame either side accepts (1 GiB): a corrupt length never allocates more.
 pub const MAX_FRAME: usize = 1 << 30;
@@ -45,6 +45,8 @@ pub const MAX_FRAME: usize = 1 << 30;
 pub struct ModelInfo {
     /// Which loading strategy worked (see `worker::loader::LoadMode`).
     pub load_mode: String,
+    /// Plans built while loading (warm-up, golden examples, plans built ahead).
+    pub plans_built: u32,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub labels: Option<Labels>,
@@ -64,8 +66,13 @@ pub struct Timing {
     pub queued: Duration,
     /// Running the model (plan lookup or build included).
     pub computed: Duration,
-    /// Rows in the inference run (the batch dimension of its first input).
+    /// Rows in the inference run (the request's, or its merged batch's).
     pub batch: u32,
+    /// Whether this request is the one that reports its run (the first of its batch), so
+    /// a batch is counted once.
+    pub leads: bool,
+    /// Plans the run had to build.
+    pub plans_built: u32,
 }
 
 /// Why a worker could not answer one request.
@@ -111,6 +118,8 @@ impl Frame {
                 w.u64(timing.queued.as_micros() as u64);
                 w.u64(timing.computed.as_micros() as u64);
                 w.u32(timing.batch);
+                w.u8(u8::from(timing.leads));
+                w.u32(timing.plans_built);
                 write_tensors(&mut w, outputs);
                 return w.finish();
             }
@@ -139,7 +148,9 @@ impl Frame {
             5 => {
                 let queued = Duration::from_micros(r.u64()?);
                 let computed = Duration::from_micros(r.u64()?);
-                let timing = Timing { queued, computed, batch: r.u32()? };
+                let batch = r.u32()?;
+                let leads = r.u8()? != 0;
+                let timing = Timing { queued, computed, batch, leads, plans_built: r.u32()? };
                 Frame::Output { id, timing, outputs: read_tensors(&mut r)? }
             }
             6 => {
@@ -269,6 +280,7 @@ fn read_specs(r: &mut Reader) -> Result<Vec<TensorSpec>, DecodeError> {
 
 fn write_info(w: &mut Writer, info: &ModelInfo) {
     w.str(&info.load_mode);
+    w.u32(info.plans_built);
     write_specs(w, &info.inputs);
     write_specs(w, &info.outputs);
     match &info.labels {
@@ -286,6 +298,7 @@ fn write_info(w: &mut Writer, info: &ModelInfo) {
 
 fn read_info(r: &mut Reader) -> Result<ModelInfo, DecodeError> {
     let load_mode = r.str()?;
+    let plans_built = r.u32()?;
     let inputs = read_specs(r)?;
     let outputs = read_specs(r)?;
     let labels = match r.u8()? {
@@ -297,7 +310,7 @@ fn read_info(r: &mut Reader) -> Result<ModelInfo, DecodeError> {
             Some(Labels { output, names })
         }
     };
-    Ok(ModelInfo { load_mode, inputs, outputs, labels })
+    Ok(ModelInfo { load_mode, plans_built, inputs, outputs, labels })
 }
 
 #[cfg(test)]
@@ -319,13 +332,20 @@ mod tests {
         round_trip(Frame::Hello { protocol: PROTOCOL_VERSION });
         round_trip(Frame::Ready(ModelInfo {
             load_mode: "strict".into(),
+            plans_built: 3,
             inputs: vec![TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![None, Some(4)] }],
             outputs: vec![],
             labels: Some(Labels { output: "p".into(), names: vec!["a".into(), "b".into()] }),
         }));
         round_trip(Frame::LoadFailed { reason: "bad".into() });
         round_trip(Frame::Infer { id: 7, inputs: vec![t.clone(), s] });
-        let timing = Timing { queued: Duration::from_micros(12), computed: Duration::from_micros(3400), batch: 2 };
+        let timing = Timing {
+            queued: Duration::from_micros(12),
+            computed: Duration::from_micros(3400),
+            batch: 2,
+            leads: true,
+            plans_built: 1,
+        };
         round_trip(Frame::Output { id: u64::MAX, timing, outputs: vec![t] });
         round_trip(Frame::Failed { id: 3, fault: Fault::BadInput, message: "no".into() });
     }

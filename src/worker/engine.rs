@@ -3,22 +3,34 @@
 //!
 //! Nothing a request carries can crash the worker: a request that does not fit the model is
 //! a [`Fault::BadInput`], a failure inside tract (even a panic) a [`Fault::Internal`].
+//!
+//! For a model whose inputs and outputs all have an open first dimension (a batch
+//! dimension), a run of `rows` rows is padded up to its bucket (a power of two by default)
+//! so a few plans cover every batch size, and the padding rows are dropped from the outputs.
 
 use super::loader::{LoadedModel, datum_type, dtype_of};
 use super::plans::PlanCache;
+use crate::config::Buckets;
 use crate::tensor::{DType, Tensor, TensorSpec, Values};
 use crate::wire::{Fault, Labels, ModelInfo};
 use std::panic::AssertUnwindSafe;
 use tract_onnx::prelude::{Tensor as TractTensor, *};
 use tract_onnx::tract_core::ndarray::ArrayD;
 
-/// Plans kept per worker before the least recently used is dropped.
-const PLAN_CACHE_CAPACITY: usize = 32;
-
 pub struct Engine {
     pub info: ModelInfo,
     plans: PlanCache,
     string_outputs: Vec<Labels>,
+    buckets: Buckets,
+    /// Every input and output has an open first dimension: requests can be stacked.
+    pub batchable: bool,
+}
+
+/// What one run gave.
+pub struct Run {
+    pub outputs: Vec<Tensor>,
+    /// Plans this run had to build (0 once the shapes are cached).
+    pub plans_built: u32,
 }
 
 /// A request the engine refused or could not run, and why.
@@ -38,12 +50,16 @@ impl Failure {
 }
 
 impl Engine {
-    pub fn new(model: LoadedModel) -> Engine {
+    pub fn new(model: LoadedModel, buckets: Buckets, max_plans: usize) -> Engine {
         let dtypes = model.info.inputs.iter().map(|s| s.dtype).collect();
+        let open_first = |specs: &[TensorSpec]| specs.iter().all(|s| s.has_open_batch());
+        let batchable = open_first(&model.info.inputs) && open_first(&model.info.outputs);
         Engine {
-            plans: PlanCache::new(model.source, dtypes, PLAN_CACHE_CAPACITY),
+            plans: PlanCache::new(model.source, dtypes, max_plans),
             info: model.info,
             string_outputs: model.string_outputs,
+            buckets,
+            batchable,
         }
     }
 
@@ -53,7 +69,59 @@ impl Engine {
 
     /// Runs one request: its inputs in any order, named as the model names them.
     pub fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
-        let ordered = order_inputs(&self.info.inputs, inputs)?;
+        self.run(self.prepare(inputs)?).map(|run| run.outputs)
+    }
+
+    /// Checks a request and puts its inputs in the model's order.
+    pub fn prepare(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
+        order_inputs(&self.info.inputs, inputs)
+    }
+
+    /// Builds ahead the plans for `sizes` rows (bucketed), where every other dimension is
+    /// known from the model or `hints`; returns how many were built.
+    pub fn build_plans(&self, sizes: &[usize], hints: &std::collections::BTreeMap<String, Vec<usize>>) -> u32 {
+        if !self.batchable {
+            return 0;
+        }
+        let rest: Option<Vec<Vec<usize>>> = self
+            .info
+            .inputs
+            .iter()
+            .map(|spec| match hints.get(&spec.name) {
+                Some(shape) => Some(shape[1.min(shape.len())..].to_vec()),
+                None => spec.shape[1..].iter().copied().collect(),
+            })
+            .collect();
+        let Some(rest) = rest else { return 0 };
+        let before = self.plans.builds();
+        let buckets: std::collections::BTreeSet<usize> = sizes.iter().map(|s| self.buckets.size_for(*s)).collect();
+        for rows in buckets {
+            let shapes: Vec<Vec<usize>> =
+                rest.iter().map(|r| std::iter::once(rows).chain(r.iter().copied()).collect()).collect();
+            if let Err(e) = self.plans.get(&shapes) {
+                tracing::warn!("could not build the plan for {shapes:?} ahead: {e:#}");
+            }
+        }
+        (self.plans.builds() - before) as u32
+    }
+
+    /// Runs inputs already prepared (one request, or a batch stacked along the first
+    /// dimension), padded to their bucket.
+    pub fn run(&self, mut inputs: Vec<Tensor>) -> Result<Run, Failure> {
+        let rows = inputs.first().map_or(1, Tensor::rows);
+        let padded = if self.batchable { self.buckets.size_for(rows) } else { rows };
+        if padded != rows {
+            inputs.iter_mut().for_each(|t| t.pad_rows(padded));
+        }
+        let builds = self.plans.builds();
+        let mut outputs = self.execute(inputs)?;
+        if padded != rows {
+            outputs = outputs.iter().map(|t| t.slice_rows(0, rows)).collect();
+        }
+        Ok(Run { outputs, plans_built: (self.plans.builds() - builds) as u32 })
+    }
+
+    fn execute(&self, ordered: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
         let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
         let values = ordered.into_iter().map(to_tract).collect::<Result<TVec<TValue>, _>>()?;
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {

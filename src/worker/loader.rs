@@ -176,7 +176,7 @@ fn describe(
     {
         return Err(format!("labels name output '{}', which the model does not have", l.output));
     }
-    Ok(ModelInfo { load_mode: mode.name().into(), inputs, outputs, labels })
+    Ok(ModelInfo { load_mode: mode.name().into(), plans_built: 0, inputs, outputs, labels })
 }
 
 fn typed_specs(model: &TypedModel, inputs: bool) -> Result<Vec<TensorSpec>, String> {

@@ -8,6 +8,7 @@
 //! It is a leaf: it knows the wire and tract, never the front, router or rollouts. It dies
 //! with its parent (PR_SET_PDEATHSIG) and on SIGTERM stops after its in-flight requests.
 
+pub mod batcher;
 pub mod checks;
 pub mod engine;
 pub mod loader;
@@ -16,6 +17,7 @@ pub mod plans;
 pub mod rewrite;
 pub mod server;
 
+use crate::config::Buckets;
 use crate::repo::Manifest;
 use server::{InFlight, LoadState, Server};
 use std::path::{Path, PathBuf};
@@ -52,6 +54,44 @@ pub struct WorkerArgs {
     /// The cgroup to join, whose memory.max the supervisor set.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Threads one inference may use inside tract.
+    #[arg(long, default_value_t = 1)]
+    pub intra_op_threads: usize,
+    /// Rows per inference run (1: requests are never merged).
+    #[arg(long, default_value_t = 1)]
+    pub max_batch: usize,
+    /// How long the first request of a batch may wait for others, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    pub batch_delay_us: u64,
+    /// Batch sizes that dispatch at once when reached.
+    #[arg(long, value_delimiter = ',')]
+    pub preferred: Vec<usize>,
+    /// Plan buckets: pow2 or exact.
+    #[arg(long, default_value = "pow2")]
+    pub buckets: String,
+    /// Batch sizes whose plans are built at load.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub plan_sizes: Vec<usize>,
+    /// Plans kept in the cache.
+    #[arg(long, default_value_t = 32)]
+    pub max_plans: usize,
+}
+
+impl WorkerArgs {
+    fn buckets(&self) -> Buckets {
+        match self.buckets.as_str() {
+            "exact" => Buckets::Exact,
+            _ => Buckets::Pow2,
+        }
+    }
+
+    fn policy(&self) -> batcher::Policy {
+        batcher::Policy {
+            max_batch: self.max_batch.max(1),
+            delay: std::time::Duration::from_micros(self.batch_delay_us),
+            preferred: self.preferred.clone(),
+        }
+    }
 }
 
 /// Runs the worker until SIGTERM, its parent's death, or a failed load.
@@ -60,6 +100,12 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if let Some(limit) = args.memory_limit {
         let how = memory::enforce(limit, args.cgroup.as_deref())?;
         tracing::debug!(limit, ?how, "memory limit applied");
+    }
+    if args.intra_op_threads > 1 {
+        // Process-wide: every matrix product tract runs in this worker splits across the pool.
+        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(
+            args.intra_op_threads,
+        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -90,11 +136,13 @@ async fn serve(args: WorkerArgs, span: tracing::Span) -> anyhow::Result<i32> {
         slots: Arc::new(Semaphore::new(args.threads.max(1))),
         in_flight: Arc::new(InFlight::default()),
         told: Arc::new(tokio::sync::Notify::new()),
+        policy: args.policy(),
+        batcher: std::sync::OnceLock::new(),
     });
-    let dir = args.dir.clone();
+    let load_args = args.clone();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let state = match load_and_check(&dir) {
+        let state = match load_and_check(&load_args) {
             Ok(engine) => LoadState::Ready(Arc::new(engine)),
             Err(reason) => LoadState::Failed(reason),
         };
@@ -147,17 +195,23 @@ async fn wait_failed(mut load: watch::Receiver<LoadState>) -> String {
     }
 }
 
-fn load_and_check(dir: &Path) -> Result<engine::Engine, String> {
+/// Loads the model, builds the plans asked for ahead, runs the warm-up and golden checks.
+fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
     let started = std::time::Instant::now();
+    let dir = &args.dir;
     let manifest = Manifest::read(&dir.join(crate::repo::MANIFEST_FILE)).map_err(|e| e.to_string())?;
     let model = loader::load(&dir.join(crate::repo::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
     let mode = model.mode;
-    let engine = engine::Engine::new(model);
+    let mut engine = engine::Engine::new(model, args.buckets(), args.max_plans);
+    let hints = manifest.inputs.iter().map(|(name, hint)| (name.clone(), hint.shape.clone())).collect();
+    engine.build_plans(&args.plan_sizes, &hints);
     checks::run_all(&engine, &manifest)?;
+    engine.info.plans_built = engine.plan_builds() as u32;
     tracing::info!(
         mode = mode.name(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         plans = engine.plan_builds(),
+        batchable = engine.batchable,
         "model loaded and checked"
     );
     Ok(engine)

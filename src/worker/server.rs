@@ -2,15 +2,15 @@
 //! (Ready or LoadFailed), then runs Infer frames concurrently and writes each reply as soon
 //! as it is done, in any order.
 //!
-//! At most `threads` inferences run at once, each on a blocking thread so the socket keeps
-//! being read meanwhile. On SIGTERM the server stops accepting connections and exits once
-//! the requests it holds are answered.
+//! Requests go through the [`Batcher`], which runs at most `threads` inferences at once,
+//! each on a blocking thread so the socket keeps being read meanwhile. On SIGTERM the
+//! server stops accepting connections and exits once the requests it holds are answered.
 
+use super::batcher::{Batcher, Policy};
 use super::engine::{Engine, Failure};
-use crate::wire::{self, Frame, PROTOCOL_VERSION, Timing};
-use std::sync::Arc;
+use crate::wire::{self, Frame, PROTOCOL_VERSION};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
@@ -64,6 +64,9 @@ pub struct Server {
     pub in_flight: Arc<InFlight>,
     /// Notified once a LoadFailed has been sent, so the worker can exit.
     pub told: Arc<Notify>,
+    pub policy: Policy,
+    /// Started with the first connection after the model loaded.
+    pub batcher: OnceLock<Batcher>,
 }
 
 impl Server {
@@ -113,6 +116,10 @@ impl Server {
             LoadState::Loading => unreachable!("loaded() waits past Loading"),
         };
         wire::send(&mut writer, &Frame::Ready(engine.info.clone())).await?;
+        let batcher = self
+            .batcher
+            .get_or_init(|| Batcher::start(engine.clone(), self.slots.clone(), self.policy.clone()))
+            .clone();
 
         let (replies, mut outbox) = mpsc::channel::<Vec<u8>>(1024);
         let write_loop = tokio::spawn(async move {
@@ -132,10 +139,17 @@ impl Server {
                 continue;
             };
             let guard = self.in_flight.enter();
-            let (engine, slots, replies) = (engine.clone(), self.slots.clone(), replies.clone());
+            let (engine, batcher, replies) = (engine.clone(), batcher.clone(), replies.clone());
             tokio::spawn(async move {
-                let reply = run_one(engine, slots, id, inputs).await;
-                let _ = replies.send(reply.encode()).await;
+                let reply = match engine.prepare(inputs) {
+                    Ok(prepared) => batcher.submit(prepared).await,
+                    Err(failure) => Err(failure),
+                };
+                let frame = match reply {
+                    Ok((outputs, timing)) => Frame::Output { id, timing, outputs },
+                    Err(Failure { fault, message }) => Frame::Failed { id, fault, message },
+                };
+                let _ = replies.send(frame.encode()).await;
                 drop(guard);
             });
         }
@@ -150,23 +164,5 @@ impl Server {
             Ok(state) => state.clone(),
             Err(_) => LoadState::Failed("loader stopped without a result".into()),
         }
-    }
-}
-
-async fn run_one(engine: Arc<Engine>, slots: Arc<Semaphore>, id: u64, inputs: Vec<crate::tensor::Tensor>) -> Frame {
-    let arrived = Instant::now();
-    let Ok(_permit) = slots.acquire_owned().await else {
-        return Frame::Failed { id, fault: wire::Fault::Internal, message: "worker is stopping".into() };
-    };
-    let queued = arrived.elapsed();
-    let batch = inputs.first().and_then(|t| t.shape.first()).map_or(1, |b| *b as u32);
-    let run = move || {
-        let started = Instant::now();
-        engine.infer(inputs).map(|outputs| (outputs, started.elapsed()))
-    };
-    match tokio::task::spawn_blocking(run).await {
-        Ok(Ok((outputs, computed))) => Frame::Output { id, timing: Timing { queued, computed, batch }, outputs },
-        Ok(Err(Failure { fault, message })) => Frame::Failed { id, fault, message },
-        Err(e) => Frame::Failed { id, fault: wire::Fault::Internal, message: format!("inference task failed: {e}") },
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod batching;
 mod config_check;
 mod health;
 mod load;

@@ -258,3 +258,13 @@ pub mod family {
             .encode()
     }
 }
+
+/// `y = x × 2` for `x [1, 4]`: a first dimension fixed at 1, so never batched.
+pub fn fixed_single_row() -> Vec<u8> {
+    Graph::default()
+        .input("x", FLOAT, &[Some(1), Some(4)])
+        .output("y", FLOAT)
+        .float_initializer("two", &[1], vec![2.0])
+        .node("Mul", &["x", "two"], &["y"], vec![])
+        .encode()
+}

@@ -1,0 +1,138 @@
+//! `[model.batching]`: how a worker merges requests into batches (on Triton's model) and
+//! which batch sizes it builds optimized plans for.
+
+use super::raw::RawBatching;
+use super::report::{KeyPath, Locator, Problem};
+use super::validate::parse_duration;
+use std::time::Duration;
+
+/// Batch sizes a plan is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buckets {
+    /// Every batch size gets its own plan.
+    Exact,
+    /// Batches are padded up to the next power of two (padding rows dropped from the
+    /// outputs), so a handful of plans cover every size.
+    Pow2,
+}
+
+impl Buckets {
+    pub fn name(self) -> &'static str {
+        match self {
+            Buckets::Exact => "exact",
+            Buckets::Pow2 => "pow2",
+        }
+    }
+
+    /// The batch size a plan is built for, for `rows` rows.
+    pub fn size_for(self, rows: usize) -> usize {
+        match self {
+            Buckets::Exact => rows,
+            Buckets::Pow2 => rows.max(1).next_power_of_two(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchingConfig {
+    /// Rows per inference run; 1 means requests are never merged.
+    pub max_batch: usize,
+    /// How long the first request of a batch may wait for others.
+    pub delay: Duration,
+    /// Sizes that dispatch a batch at once when reached.
+    pub preferred: Vec<usize>,
+    pub buckets: Buckets,
+    /// Batch sizes whose plans are built at load (when the other dimensions are fixed).
+    pub plan_sizes: Vec<usize>,
+    /// Plans kept per worker; the least recently used goes past this.
+    pub max_plans: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> BatchingConfig {
+        BatchingConfig {
+            max_batch: 1,
+            delay: Duration::ZERO,
+            preferred: Vec::new(),
+            buckets: Buckets::Pow2,
+            plan_sizes: vec![1],
+            max_plans: 32,
+        }
+    }
+}
+
+pub fn build(raw: &RawBatching, path: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> BatchingConfig {
+    let mut err = |key: &str, message: String| problems.push(at.error(&path.key(key), message));
+    let mut b = BatchingConfig::default();
+    if let Some(n) = raw.max_batch {
+        match usize::try_from(n) {
+            Ok(n) if (1..=4096).contains(&n) => b.max_batch = n,
+            _ => err("max_batch", format!("must be between 1 and 4096, got {n}")),
+        }
+    }
+    if let Some(text) = &raw.delay {
+        match humantime::parse_duration(text) {
+            Ok(d) if d <= Duration::from_secs(1) => b.delay = d,
+            Ok(_) => err("delay", format!("'{text}' is over the 1s a batch may wait")),
+            Err(_) => err("delay", parse_duration(&raw.delay, Duration::ZERO).err().unwrap_or_default()),
+        }
+    }
+    let max = b.max_batch.max(1);
+    match sizes(&raw.preferred, max) {
+        Ok(preferred) => b.preferred = preferred.unwrap_or_default(),
+        Err(m) => err("preferred", m),
+    }
+    match raw.buckets.as_deref() {
+        None | Some("pow2") => {}
+        Some("exact") => b.buckets = Buckets::Exact,
+        Some(other) => err("buckets", format!("'{other}' is not one of pow2, exact")),
+    }
+    match sizes(&raw.plan_sizes, 4096) {
+        Ok(plan_sizes) => b.plan_sizes = plan_sizes.unwrap_or_else(|| default_plan_sizes(max, b.buckets)),
+        Err(m) => err("plan_sizes", m),
+    }
+    if let Some(n) = raw.max_plans {
+        match usize::try_from(n) {
+            Ok(n) if (1..=1024).contains(&n) => b.max_plans = n,
+            _ => err("max_plans", format!("must be between 1 and 1024, got {n}")),
+        }
+    }
+    b
+}
+
+/// A list of batch sizes, each between 1 and `max`.
+fn sizes(values: &Option<Vec<i64>>, max: usize) -> Result<Option<Vec<usize>>, String> {
+    let Some(values) = values else { return Ok(None) };
+    values
+        .iter()
+        .map(|v| usize::try_from(*v).ok().filter(|v| (1..=max).contains(v)))
+        .collect::<Option<Vec<usize>>>()
+        .map(Some)
+        .ok_or_else(|| format!("{values:?}: each size must be between 1 and {max}"))
+}
+
+/// Without `plan_sizes`: every bucket up to `max_batch` (1 without batching).
+fn default_plan_sizes(max_batch: usize, buckets: Buckets) -> Vec<usize> {
+    match buckets {
+        Buckets::Pow2 => (0..).map(|i| 1usize << i).take_while(|s| *s <= buckets.size_for(max_batch)).collect(),
+        Buckets::Exact => {
+            vec![1, max_batch].into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_round_up() {
+        assert_eq!(Buckets::Pow2.size_for(1), 1);
+        assert_eq!(Buckets::Pow2.size_for(5), 8);
+        assert_eq!(Buckets::Pow2.size_for(64), 64);
+        assert_eq!(Buckets::Exact.size_for(5), 5);
+        assert_eq!(default_plan_sizes(32, Buckets::Pow2), vec![1, 2, 4, 8, 16, 32]);
+        assert_eq!(default_plan_sizes(20, Buckets::Pow2), vec![1, 2, 4, 8, 16, 32]);
+        assert_eq!(default_plan_sizes(1, Buckets::Pow2), vec![1]);
+    }
+}
