@@ -11,7 +11,10 @@ use crate::wire::{self, Fault, Frame, Timing};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+
+/// Read buffer per worker connection.
+const READ_BUFFER: usize = 64 * 1024;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -123,7 +126,9 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(mut reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+async fn read_loop(reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+    // Buffered: a burst of replies is read in one system call, not two per frame.
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     loop {
         let frame = match wire::read_frame(&mut reader).await {
             Ok(Some(body)) => Frame::decode(&body),

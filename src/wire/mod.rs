@@ -205,6 +205,26 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result
     Ok(Some(body))
 }
 
+/// [`read_frame`] for blocking readers (a worker serving one connection on one thread).
+pub fn read_frame_blocking<R: std::io::Read>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
 /// Reads and decodes one frame; end of stream and undecodable frames are errors here.
 pub async fn recv<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Frame> {
     let body = read_frame(reader)

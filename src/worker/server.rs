@@ -67,6 +67,8 @@ pub struct Server {
     pub policy: Policy,
     /// Started with the first connection after the model loaded.
     pub batcher: OnceLock<Batcher>,
+    /// One inference at a time, never batched: frames are served on one thread, directly.
+    pub direct: bool,
 }
 
 impl Server {
@@ -96,7 +98,9 @@ impl Server {
     }
 
     async fn serve(self: Arc<Self>, stream: UnixStream) -> std::io::Result<()> {
-        let (mut reader, writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
+        // Buffered: a burst of requests is read in one system call, not two per frame.
+        let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
         let mut writer = BufWriter::new(writer);
         match wire::recv(&mut reader).await? {
             Frame::Hello { protocol } if protocol == PROTOCOL_VERSION => {}
@@ -116,6 +120,16 @@ impl Server {
             LoadState::Loading => unreachable!("loaded() waits past Loading"),
         };
         wire::send(&mut writer, &Frame::Ready(engine.info.clone())).await?;
+        if self.direct && reader.buffer().is_empty() {
+            // One inference at a time and nothing to batch: a plain thread reads, runs and
+            // answers each frame itself, with no hand-off between threads per request.
+            let stream = reader.into_inner().reunite(writer.into_inner()).map_err(std::io::Error::other)?.into_std()?;
+            stream.set_nonblocking(false)?;
+            let in_flight = self.in_flight.clone();
+            return tokio::task::spawn_blocking(move || serve_direct(stream, &engine, &in_flight))
+                .await
+                .map_err(std::io::Error::other)?;
+        }
         let batcher = self
             .batcher
             .get_or_init(|| Batcher::start(engine.clone(), self.slots.clone(), self.policy.clone()))
@@ -165,4 +179,41 @@ impl Server {
             Err(_) => LoadState::Failed("loader stopped without a result".into()),
         }
     }
+}
+
+/// Serves a connection on this (blocking) thread: read a frame, run it, write the reply.
+/// Used when the worker runs one inference at a time without batching, where going
+/// through the batcher would only add two thread hand-offs per request.
+fn serve_direct(stream: std::os::unix::net::UnixStream, engine: &Engine, in_flight: &Arc<InFlight>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+    let mut writer = stream;
+    while let Some(body) = wire::read_frame_blocking(&mut reader)? {
+        let frame = Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let Frame::Infer { id, inputs } = frame else {
+            tracing::warn!("ignoring unexpected frame from supervisor");
+            continue;
+        };
+        let _guard = in_flight.enter();
+        let started = std::time::Instant::now();
+        let reply = engine.prepare(inputs).and_then(|prepared| {
+            let rows = if engine.batchable { prepared.first().map_or(1, |t| t.rows()) } else { 1 };
+            engine.run(prepared).map(|run| (run, rows))
+        });
+        let frame = match reply {
+            Ok((run, rows)) => {
+                let timing = wire::Timing {
+                    queued: std::time::Duration::ZERO,
+                    computed: started.elapsed(),
+                    batch: rows as u32,
+                    leads: true,
+                    plans_built: run.plans_built,
+                };
+                Frame::Output { id, timing, outputs: run.outputs }
+            }
+            Err(Failure { fault, message }) => Frame::Failed { id, fault, message },
+        };
+        writer.write_all(&frame.encode())?;
+    }
+    Ok(())
 }

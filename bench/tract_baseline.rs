@@ -1,0 +1,113 @@
+//! The performance baseline: the same model run in-process by tract behind a minimal hyper
+//! server, answering the same Open Inference Protocol JSON as modeld.
+//!
+//! It uses modeld's own loader, plan cache and JSON code, so what it leaves out is exactly
+//! what modeld adds: the worker processes, the Unix-socket hop, routing, health windows
+//! and metrics. Tuned as one would tune it by hand: one tokio runtime on every core,
+//! inference on blocking threads bounded by a semaphore of one per core, keep-alive,
+//! TCP_NODELAY, no logging on the hot path.
+//!
+//!     cargo run --release --example tract_baseline -- MODEL_DIR 127.0.0.1:9000
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use modeld::config::Buckets;
+use modeld::front::json::Data;
+use modeld::front::oip;
+use modeld::repo::Manifest;
+use modeld::tensor::Tensor;
+use modeld::worker::engine::Engine;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    model_name: &'static str,
+    outputs: Vec<Output<'a>>,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    data: Data<'a>,
+}
+
+struct Baseline {
+    engine: Arc<Engine>,
+    slots: Arc<Semaphore>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().expect("usage: tract_baseline MODEL_VERSION_DIR ADDR"));
+    let addr: std::net::SocketAddr = args.next().unwrap_or_else(|| "127.0.0.1:9000".into()).parse()?;
+    let manifest = Manifest::read(&dir.join("model.toml"))?;
+    let model = modeld::worker::loader::load(&dir.join("model.onnx"), &manifest)?;
+    let engine = Arc::new(Engine::new(model, Buckets::Exact, 64));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let baseline = Arc::new(Baseline { engine, slots: Arc::new(Semaphore::new(cores)) });
+    tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build()?.block_on(serve(baseline, addr))
+}
+
+async fn serve(baseline: Arc<Baseline>, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let baseline = baseline.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let baseline = baseline.clone();
+                async move { Ok::<_, std::convert::Infallible>(baseline.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+impl Baseline {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.uri().path() == "/ready" {
+            return Response::new(Full::new(Bytes::from_static(b"ready")));
+        }
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let info = &self.engine.info;
+        let request = match oip::parse_infer(&body, &info.inputs, &info.outputs) {
+            Ok(r) => r,
+            Err(e) => return reply(e.status, e.body()),
+        };
+        let Ok(_slot) = self.slots.acquire().await else { return reply(StatusCode::SERVICE_UNAVAILABLE, String::new()) };
+        let engine = self.engine.clone();
+        let inputs = request.inputs;
+        match tokio::task::spawn_blocking(move || engine.infer(inputs)).await {
+            Ok(Ok(outputs)) => reply(StatusCode::OK, respond(&outputs)),
+            Ok(Err(failure)) => reply(StatusCode::INTERNAL_SERVER_ERROR, failure.message),
+            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+fn respond(outputs: &[Tensor]) -> String {
+    let outputs: Vec<Output> = outputs
+        .iter()
+        .map(|t| Output { name: &t.name, datatype: t.dtype.oip_name(), shape: &t.shape, data: Data(t) })
+        .collect();
+    serde_json::to_string(&Answer { model_name: "baseline", outputs }).expect("serializes")
+}
+
+fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
