@@ -156,7 +156,10 @@ class Server:
 
 
 def parse_latency(text):
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    found = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not found:
+        return float("nan")
+    value, unit = found.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
@@ -182,9 +185,16 @@ def wrk(server, path, body, concurrency, seconds):
     ).stdout
     done.set()
     sampler.join()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = parse_latency(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = parse_latency(re.search(r"99%\s+(\S+)", out).group(1))
+    def field(pattern, parse):
+        found = re.search(pattern, out)
+        if not found:
+            print(f"unreadable wrk output for {server.name} {path} c={concurrency}:\n{out}", flush=True)
+            return float("nan")
+        return parse(found.group(1))
+
+    rps = field(r"Requests/sec:\s+([\d.]+)", float)
+    p50 = field(r"50%\s+(\S+)", parse_latency)
+    p99 = field(r"99%\s+(\S+)", parse_latency)
     errors = int(re.search(r"non-200 answers: (\d+)", out).group(1))
     sockets = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "socket_errors": sockets.group(1) if sockets else "", "rss": peak[0]}
@@ -264,15 +274,18 @@ def main():
             ("MLServer + onnxruntime", lambda: mlserver(directory, model), f"/v2/models/{model}/infer", paths["oip"]),
         ]
         server = None
-        for name, start, path, body in servers:
-            if start is not None:
-                if server:
-                    server.stop()
-                server = start()
-            for c in CONCURRENCY:
-                results[(name, c)] = wrk(server, path, body, c, args.seconds)
-                print(f"{model} {name} c={c}: {results[(name, c)]}", flush=True)
-        server.stop()
+        try:
+            for name, start, path, body in servers:
+                if start is not None:
+                    if server:
+                        server.stop()
+                    server = start()
+                for c in CONCURRENCY:
+                    results[(name, c)] = wrk(server, path, body, c, args.seconds)
+                    print(f"{model} {name} c={c}: {results[(name, c)]}", flush=True)
+        finally:
+            if server:
+                server.stop()
         report += [f"### {model}", "", "| server | concurrency | req/s | P50 ms | P99 ms | peak RSS MiB | non-200 |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for (name, c), r in results.items():
             report.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rss'] / 2**20:.0f} | {r['errors']} |")
