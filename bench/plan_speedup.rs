@@ -30,20 +30,14 @@ fn main() -> anyhow::Result<()> {
         // One plan, typed with the model's symbolic dimensions, as tract loads it by default.
         let symbolic = tract_onnx::onnx().model_for_path(&path)?.into_optimized()?.into_runnable()?;
         let tensor = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), data.clone())?.into_tvalue();
-        let symbolic_ms = time(iterations, || {
-            symbolic.run(tvec![tensor.clone()]).map(drop)
-        })?;
+        let symbolic_ms = time(iterations, || symbolic.run(tvec![tensor.clone()]).map(drop))?;
 
         // modeld's engine: a plan optimized for this exact shape (built on first use).
         let engine = Engine::new(modeld::worker::loader::load(&path, &Manifest::default())?, Buckets::Exact, 8);
         let request = Tensor::from_values(input, shape.clone(), Values::F32(data.clone()))?;
-        let concrete_ms = time(iterations, || {
-            engine.infer(vec![request.clone()]).map(drop).map_err(|f| anyhow::anyhow!(f.message))
-        })?;
-        println!(
-            "| {name} | {shape:?} | {symbolic_ms:.3} | {concrete_ms:.3} | {:.2}x |",
-            symbolic_ms / concrete_ms
-        );
+        let concrete_ms =
+            time(iterations, || engine.infer(vec![request.clone()]).map(drop).map_err(|f| anyhow::anyhow!(f.message)))?;
+        println!("| {name} | {shape:?} | {symbolic_ms:.3} | {concrete_ms:.3} | {:.2}x |", symbolic_ms / concrete_ms);
     }
     Ok(())
 }

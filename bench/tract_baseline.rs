@@ -52,7 +52,11 @@ fn main() -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(model, Buckets::Exact, 64));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let baseline = Arc::new(Baseline { engine });
-    tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build()?.block_on(serve(baseline, addr))
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?
+        .block_on(serve(baseline, addr))
 }
 
 async fn serve(baseline: Arc<Baseline>, addr: std::net::SocketAddr) -> anyhow::Result<()> {
@@ -67,7 +71,10 @@ async fn serve(baseline: Arc<Baseline>, addr: std::net::SocketAddr) -> anyhow::R
                 let baseline = baseline.clone();
                 async move { Ok::<_, std::convert::Infallible>(baseline.handle(req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

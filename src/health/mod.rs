@@ -52,7 +52,18 @@ pub struct VersionHealth {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_mode: Option<String>,
     pub workers: Workers,
+    /// What the measured window holds, beside the checks that judge it.
+    pub window: WindowSummary,
     pub checks: BTreeMap<&'static str, Check>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WindowSummary {
+    pub seconds: f64,
+    pub requests: u64,
+    pub throughput_per_second: f64,
+    pub failed: u64,
+    pub unavailable: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +71,18 @@ pub struct Workers {
     pub configured: usize,
     pub ready: usize,
     pub restarts: u64,
+    pub oom_kills: u64,
+}
+
+fn summary(pool: &Pool) -> WindowSummary {
+    let w = pool.window.snapshot();
+    WindowSummary {
+        seconds: w.covered.as_secs_f64(),
+        requests: w.requests,
+        throughput_per_second: w.throughput(),
+        failed: w.failed,
+        unavailable: w.unavailable,
+    }
 }
 
 /// One check's verdict, with what was measured and the threshold it was held to.
@@ -146,7 +169,9 @@ fn version_health(pool: &Pool, role: &'static str, host: &Host) -> VersionHealth
             configured: pool.active(),
             ready,
             restarts: pool.slots.iter().map(|s| s.restarts.load(Ordering::Relaxed)).sum(),
+            oom_kills: pool.slots.iter().map(|s| s.oom_kills.load(Ordering::Relaxed)).sum(),
         },
+        window: summary(pool),
         checks: evaluate(pool, host),
     }
 }

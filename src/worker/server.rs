@@ -184,7 +184,11 @@ impl Server {
 /// Serves a connection on this (blocking) thread: read a frame, run it, write the reply.
 /// Used when the worker runs one inference at a time without batching, where going
 /// through the batcher would only add two thread hand-offs per request.
-fn serve_direct(stream: std::os::unix::net::UnixStream, engine: &Engine, in_flight: &Arc<InFlight>) -> std::io::Result<()> {
+fn serve_direct(
+    stream: std::os::unix::net::UnixStream,
+    engine: &Engine,
+    in_flight: &Arc<InFlight>,
+) -> std::io::Result<()> {
     use std::io::Write;
     let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
     let mut writer = stream;

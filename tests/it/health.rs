@@ -119,6 +119,9 @@ fn too_little_traffic_is_insufficient_data_never_ok() {
     }
     // Not all ok, nothing critical: degraded.
     assert_eq!(daemon.health()["status"], "degraded");
+    let window = &daemon.health()["models"]["tabular_mlp"]["versions"]["1"]["window"];
+    assert_eq!(window["requests"], 3, "{window}");
+    assert!(window["throughput_per_second"].as_f64().unwrap() > 0.0, "{window}");
     assert_eq!(check(&daemon, "tabular_mlp", "model_loaded")["status"], "ok");
 }
 
