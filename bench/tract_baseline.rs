@@ -16,28 +16,12 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use modeld::config::Buckets;
-use modeld::front::json::Data;
 use modeld::front::oip;
 use modeld::repo::Manifest;
 use modeld::tensor::Tensor;
 use modeld::worker::engine::Engine;
-use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-#[derive(Serialize)]
-struct Answer<'a> {
-    model_name: &'static str,
-    outputs: Vec<Output<'a>>,
-}
-
-#[derive(Serialize)]
-struct Output<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [usize],
-    data: Data<'a>,
-}
 
 struct Baseline {
     engine: Arc<Engine>,
@@ -101,11 +85,7 @@ impl Baseline {
 }
 
 fn respond(outputs: &[Tensor]) -> String {
-    let outputs: Vec<Output> = outputs
-        .iter()
-        .map(|t| Output { name: &t.name, datatype: t.dtype.oip_name(), shape: &t.shape, data: Data(t) })
-        .collect();
-    serde_json::to_string(&Answer { model_name: "baseline", outputs }).expect("serializes")
+    oip::encode_response("baseline", "1", None, &outputs.iter().collect::<Vec<_>>())
 }
 
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {

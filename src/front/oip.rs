@@ -122,13 +122,18 @@ struct OutputTensor<'a> {
 /// The infer response body: the requested outputs (all when none were named).
 pub fn infer_response(pool: &Pool, request: &Request, outputs: &[Tensor]) -> String {
     let wanted = |t: &&Tensor| request.outputs.as_ref().is_none_or(|names| names.contains(&t.name));
+    let outputs: Vec<&Tensor> = outputs.iter().filter(wanted).collect();
+    encode_response(&pool.model, &pool.version.to_string(), request.id.as_deref(), &outputs)
+}
+
+/// An infer response body for these outputs, printed straight from their bytes.
+pub fn encode_response(model: &str, version: &str, id: Option<&str>, outputs: &[&Tensor]) -> String {
     let response = InferResponse {
-        model_name: &pool.model,
-        model_version: pool.version.to_string(),
-        id: request.id.as_deref(),
+        model_name: model,
+        model_version: version.to_string(),
+        id,
         outputs: outputs
             .iter()
-            .filter(wanted)
             .map(|t| OutputTensor { name: &t.name, datatype: t.dtype.oip_name(), shape: &t.shape, data: Data(t) })
             .collect(),
     };

@@ -187,42 +187,46 @@ fn encode_tensors(kind: u8, id: u64, tensors: &[Tensor]) -> Vec<u8> {
 
 /// Reads one frame body; `Ok(None)` on a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match reader.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    let mut header = [0u8; 4];
+    if !started(reader.read_exact(&mut header).await.map(drop))? {
+        return Ok(None);
     }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
-        ));
-    }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; body_len(header)?];
     reader.read_exact(&mut body).await?;
     Ok(Some(body))
 }
 
 /// [`read_frame`] for blocking readers (a worker serving one connection on one thread).
 pub fn read_frame_blocking<R: std::io::Read>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match reader.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    let mut header = [0u8; 4];
+    if !started(reader.read_exact(&mut header))? {
+        return Ok(None);
     }
-    let len = u32::from_le_bytes(len) as usize;
+    let mut body = vec![0u8; body_len(header)?];
+    reader.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+/// Whether a frame header was read: false on a clean end of stream before it.
+fn started(header_read: std::io::Result<()>) -> std::io::Result<bool> {
+    match header_read {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The body length a header announces, refused past [`MAX_FRAME`] so a corrupt length
+/// never allocates.
+fn body_len(header: [u8; 4]) -> std::io::Result<usize> {
+    let len = u32::from_le_bytes(header) as usize;
     if len > MAX_FRAME {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
         ));
     }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body)?;
-    Ok(Some(body))
+    Ok(len)
 }
 
 /// Reads and decodes one frame; end of stream and undecodable frames are errors here.
