@@ -8,7 +8,9 @@
 //! hand-off to another thread: the process serves nothing else, and a core is busy
 //! either way), keep-alive, TCP_NODELAY, no logging on the hot path.
 //!
-//!     cargo run --release --example tract_baseline -- MODEL_DIR 127.0.0.1:9000
+//!     cargo run --release --example tract_baseline -- MODEL_DIR 127.0.0.1:9000 [THREADS]
+//!
+//! THREADS (runtime threads) defaults to the number of cores.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -29,15 +31,16 @@ struct Baseline {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().expect("usage: tract_baseline MODEL_VERSION_DIR ADDR"));
+    let dir = PathBuf::from(args.next().expect("usage: tract_baseline MODEL_VERSION_DIR ADDR [THREADS]"));
     let addr: std::net::SocketAddr = args.next().unwrap_or_else(|| "127.0.0.1:9000".into()).parse()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.next().map_or(Ok(cores), |t| t.parse())?;
     let manifest = Manifest::read(&dir.join("model.toml"))?;
     let model = modeld::worker::loader::load(&dir.join("model.onnx"), &manifest)?;
     let engine = Arc::new(Engine::new(model, Buckets::Exact, 64));
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let baseline = Arc::new(Baseline { engine });
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
+        .worker_threads(threads)
         .enable_all()
         .build()?
         .block_on(serve(baseline, addr))

@@ -1,22 +1,26 @@
 //! The supervisor's end of one worker socket: many requests multiplexed over a single
 //! connection, replies matched to callers by request id.
 //!
-//! A writer task sends queued frames (flushing only when the queue is empty, so bursts
-//! share a write) and a reader task completes each caller's oneshot. When the connection
-//! ends (the worker died or stopped), every request still waiting gets
-//! [`CallError::Gone`], which the pool retries on another worker.
+//! A caller writes its frame straight to the socket when nothing is queued before it (no
+//! hand-off to another task on the common path); what the socket does not take at once is
+//! queued, in order, for a writer task that waits for the socket to drain. A reader task
+//! completes each caller's oneshot. When the connection ends (the worker died or stopped),
+//! every request still waiting gets [`CallError::Gone`], which the pool retries on another
+//! worker.
 
 use crate::tensor::Tensor;
 use crate::wire::{self, Fault, Frame, Timing};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Notify, oneshot};
 
 /// Read buffer per worker connection.
 const READ_BUFFER: usize = 64 * 1024;
-use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
 
 /// Why a call to a worker did not return outputs.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +40,7 @@ struct Pending {
 }
 
 pub struct WorkerConn {
-    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    outbox: Arc<Outbox>,
     pending: Arc<Mutex<Pending>>,
     next_id: AtomicU64,
     outstanding: AtomicUsize,
@@ -46,9 +50,9 @@ impl WorkerConn {
     /// Takes over a connection whose handshake is done and starts its reader and writer.
     pub fn start(stream: UnixStream) -> Arc<WorkerConn> {
         let (reader, writer) = stream.into_split();
-        let (outbox, queue) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::new(writer));
         let pending = Arc::new(Mutex::new(Pending { waiting: Some(HashMap::new()) }));
-        tokio::spawn(write_loop(BufWriter::new(writer), queue, pending.clone()));
+        tokio::spawn(write_loop(outbox.clone(), pending.clone()));
         tokio::spawn(read_loop(reader, pending.clone()));
         Arc::new(WorkerConn { outbox, pending, next_id: AtomicU64::new(1), outstanding: AtomicUsize::new(0) })
     }
@@ -72,7 +76,8 @@ impl WorkerConn {
             None => return Err(CallError::Gone),
         };
         let _count = Outstanding::enter(&self.outstanding);
-        if self.outbox.send(wire::encode_infer(id, inputs)).is_err() {
+        if let Err(e) = self.outbox.send(wire::encode_infer(id, inputs)) {
+            tracing::debug!("worker connection write failed: {e}");
             close(&self.pending);
             return Err(CallError::Gone);
         }
@@ -109,18 +114,117 @@ fn close(pending: &Mutex<Pending>) {
     lock(pending).waiting = None;
 }
 
-async fn write_loop(
-    mut writer: BufWriter<tokio::net::unix::OwnedWriteHalf>,
-    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
-    pending: Arc<Mutex<Pending>>,
-) {
-    while let Some(frame) = queue.recv().await {
-        let written = match writer.write_all(&frame).await {
-            Ok(()) if queue.is_empty() => writer.flush().await,
-            other => other,
+/// Frames on their way to the worker, in call order.
+struct Outbox {
+    socket: OwnedWriteHalf,
+    state: Mutex<Queue>,
+    /// Wakes the writer task when a frame had to be queued.
+    queued: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Frames (or the unsent rest of one) the socket has not taken yet.
+    frames: VecDeque<Vec<u8>>,
+    /// A write failed: the connection is finished.
+    broken: bool,
+    /// The connection was dropped: the writer task ends.
+    dropped: bool,
+}
+
+impl Outbox {
+    fn new(socket: OwnedWriteHalf) -> Outbox {
+        Outbox { socket, state: Mutex::new(Queue::default()), queued: Notify::new() }
+    }
+
+    /// Writes the frame now if nothing waits before it and the socket takes it; queues the
+    /// rest for the writer task otherwise.
+    fn send(&self, frame: Vec<u8>) -> io::Result<()> {
+        let mut queue = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if !queue.frames.is_empty() {
+            queue.frames.push_back(frame);
+            return Ok(());
+        }
+        match write_some(&self.socket, &frame) {
+            Ok(n) if n == frame.len() => return Ok(()),
+            Ok(n) => queue.frames.push_back(frame[n..].to_vec()),
+            Err(e) => {
+                queue.broken = true;
+                return Err(e);
+            }
+        }
+        drop(queue);
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full; returns whether
+    /// frames remain.
+    fn drain(&self) -> io::Result<bool> {
+        let mut queue = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.dropped {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        while let Some(front) = queue.frames.front_mut() {
+            match write_some(&self.socket, front) {
+                Ok(n) if n == front.len() => {
+                    queue.frames.pop_front();
+                }
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    front.drain(..n);
+                    return Ok(true);
+                }
+                Err(e) => {
+                    queue.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Drop for WorkerConn {
+    fn drop(&mut self) {
+        // The writer task holds the socket's write half; ending it closes the connection.
+        self.outbox.state.lock().unwrap_or_else(|e| e.into_inner()).dropped = true;
+        self.outbox.queued.notify_one();
+    }
+}
+
+/// One non-blocking write: the bytes the socket took, 0 when it is full.
+fn write_some(socket: &OwnedWriteHalf, bytes: &[u8]) -> io::Result<usize> {
+    match socket.try_write(bytes) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends what callers could not write at once, as the socket drains; ends when the
+/// connection is dropped or broken.
+async fn write_loop(outbox: Arc<Outbox>, pending: Arc<Mutex<Pending>>) {
+    loop {
+        outbox.queued.notified().await;
+        let ended = loop {
+            match outbox.drain() {
+                Ok(false) => break None,
+                Ok(true) => {
+                    if let Err(e) = outbox.socket.writable().await {
+                        break Some(e);
+                    }
+                }
+                Err(e) => break Some(e),
+            }
         };
-        if let Err(e) = written {
-            tracing::debug!("worker connection write failed: {e}");
+        if let Some(e) = ended {
+            if e.kind() != io::ErrorKind::NotConnected {
+                tracing::debug!("worker connection write failed: {e}");
+            }
             return close(&pending);
         }
     }
@@ -155,4 +259,69 @@ async fn read_loop(reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mutex<P
         }
     }
     close(&pending);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{DType, Tensor};
+
+    /// A worker that answers every Infer frame with its own inputs, until the connection
+    /// ends; returns how many it answered.
+    async fn echo_worker(stream: UnixStream) -> usize {
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let mut answered = 0;
+        while let Ok(Some(body)) = wire::read_frame(&mut reader).await {
+            let Ok(Frame::Infer { id, inputs }) = Frame::decode(&body) else { panic!("not an Infer frame") };
+            let reply = Frame::Output { id, timing: Timing::default(), outputs: inputs };
+            wire::send(&mut writer, &reply).await.expect("reply written");
+            answered += 1;
+        }
+        answered
+    }
+
+    fn tensor(caller: usize, bytes: usize) -> Tensor {
+        Tensor { name: format!("t{caller}"), dtype: DType::U8, shape: vec![bytes], data: vec![caller as u8; bytes] }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_match_callers_when_frames_overflow_the_socket() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let worker = tokio::spawn(echo_worker(theirs));
+        let conn = WorkerConn::start(ours);
+        // Frames of 1 MiB exceed the socket buffer: they are written in parts, partly by
+        // the writer task, while small frames from other callers queue behind them.
+        let calls = (0..40).map(|caller| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let input = tensor(caller, if caller % 4 == 0 { 1 << 20 } else { 100 });
+                let (outputs, _) = conn.infer(std::slice::from_ref(&input)).await.expect("answered");
+                assert_eq!(outputs, vec![input], "caller {caller} got another caller's reply");
+            })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            call.await.unwrap();
+        }
+        assert_eq!(conn.outstanding(), 0);
+        drop(conn);
+        // Dropping the connection closes the socket: the worker sees the end and stops.
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(10), worker).await;
+        assert_eq!(answered.expect("worker saw the connection end").unwrap(), 40);
+    }
+
+    #[tokio::test]
+    async fn a_worker_gone_fails_waiting_and_later_calls() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let conn = WorkerConn::start(ours);
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.infer(&[tensor(1, 10)]).await }
+        });
+        tokio::task::yield_now().await;
+        drop(theirs);
+        assert_eq!(waiting.await.unwrap().unwrap_err(), CallError::Gone);
+        assert!(!conn.is_open());
+        assert_eq!(conn.infer(&[tensor(2, 10)]).await.unwrap_err(), CallError::Gone);
+    }
 }
