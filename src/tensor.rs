@@ -210,8 +210,8 @@ impl Tensor {
 
     /// Stacks tensors of the same name, type and trailing shape along the first dimension.
     /// Row-major data makes this a concatenation of their bytes (BYTES records included).
-    pub fn concat_rows(parts: &[Tensor]) -> Tensor {
-        let first = &parts[0];
+    pub fn concat_rows(parts: &[&Tensor]) -> Tensor {
+        let first = parts[0];
         let mut shape = first.shape.clone();
         shape[0] = parts.iter().map(|t| t.rows()).sum();
         let mut data = Vec::with_capacity(parts.iter().map(|t| t.data.len()).sum());
@@ -460,7 +460,7 @@ mod tests {
     fn rows_concatenate_slice_and_pad() {
         let a = Tensor::from_values("x", vec![1, 2], Values::F32(vec![1., 2.])).unwrap();
         let b = Tensor::from_values("x", vec![2, 2], Values::F32(vec![3., 4., 5., 6.])).unwrap();
-        let ab = Tensor::concat_rows(&[a.clone(), b.clone()]);
+        let ab = Tensor::concat_rows(&[&a, &b]);
         assert_eq!(ab.shape, vec![3, 2]);
         assert_eq!(ab.slice_rows(1, 3), b);
         let mut padded = a.clone();

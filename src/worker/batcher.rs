@@ -26,15 +26,46 @@ pub struct Policy {
     pub preferred: Vec<usize>,
 }
 
-type Reply = Result<(Vec<Tensor>, Timing), Failure>;
+impl Policy {
+    /// The rows one run may take for this engine: 1 when its first dimension is fixed.
+    pub fn max_rows(&self, engine: &Engine) -> usize {
+        if engine.batchable { self.max_batch.max(1) } else { 1 }
+    }
+
+    /// Whether a batch of `rows` rows should run now rather than wait for more.
+    pub fn is_full(&self, rows: usize, max_rows: usize) -> bool {
+        rows >= max_rows || self.preferred.contains(&rows)
+    }
+}
+
+pub type Reply = Result<(Vec<Tensor>, Timing), Failure>;
 
 /// One request waiting for a batch.
-struct Job {
-    inputs: Vec<Tensor>,
-    rows: usize,
+pub struct Queued {
+    pub inputs: Vec<Tensor>,
+    pub rows: usize,
     /// Element types and shapes after the first dimension: only equal keys stack.
     key: Vec<(DType, Vec<usize>)>,
-    arrived: Instant,
+    pub arrived: Instant,
+}
+
+impl Queued {
+    /// A request of prepared inputs, arrived now.
+    pub fn new(inputs: Vec<Tensor>, batchable: bool) -> Queued {
+        let rows = if batchable { inputs.first().map_or(1, Tensor::rows) } else { 1 };
+        let key = inputs.iter().map(|t| (t.dtype, t.shape.get(1..).unwrap_or_default().to_vec())).collect();
+        Queued { inputs, rows, key, arrived: Instant::now() }
+    }
+
+    /// Whether this request stacks onto a batch led by `first` holding `rows` rows.
+    pub fn fits(&self, first: &Queued, rows: usize, max_rows: usize) -> bool {
+        self.key == first.key && rows + self.rows <= max_rows
+    }
+}
+
+/// A queued request and where its answer goes.
+struct Job {
+    request: Queued,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -46,10 +77,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the task that forms batches and runs them on `slots` inference threads.
-    pub fn start(engine: Arc<Engine>, slots: Arc<Semaphore>, mut policy: Policy) -> Batcher {
-        if !engine.batchable {
-            policy.max_batch = 1;
-        }
+    pub fn start(engine: Arc<Engine>, slots: Arc<Semaphore>, policy: Policy) -> Batcher {
         let (queue, jobs) = mpsc::unbounded_channel();
         let batchable = engine.batchable;
         tokio::spawn(form_batches(engine, slots, policy, jobs));
@@ -58,10 +86,8 @@ impl Batcher {
 
     /// Queues prepared inputs and waits for their outputs.
     pub async fn submit(&self, inputs: Vec<Tensor>) -> Reply {
-        let rows = if self.batchable { inputs.first().map_or(1, Tensor::rows) } else { 1 };
-        let key = inputs.iter().map(|t| (t.dtype, t.shape.get(1..).unwrap_or_default().to_vec())).collect();
         let (reply, answer) = oneshot::channel();
-        let job = Job { inputs, rows, key, arrived: Instant::now(), reply };
+        let job = Job { request: Queued::new(inputs, self.batchable), reply };
         if self.queue.send(job).is_err() {
             return Err(Failure { fault: crate::wire::Fault::Internal, message: "worker is stopping".into() });
         }
@@ -77,6 +103,7 @@ async fn form_batches(
     policy: Policy,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
+    let max_rows = policy.max_rows(&engine);
     let mut held: VecDeque<Job> = VecDeque::new();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -90,22 +117,22 @@ async fn form_batches(
         if first.reply.is_closed() {
             continue;
         }
-        let deadline = tokio::time::Instant::from_std(first.arrived + policy.delay);
+        let deadline = tokio::time::Instant::from_std(first.request.arrived + policy.delay);
+        let mut rows = first.request.rows;
         let mut batch = vec![first];
-        let mut rows = batch[0].rows;
         // Held requests first (they are older), then the queue without waiting, then the
         // queue until the deadline.
         let mut i = 0;
-        while i < held.len() && rows < policy.max_batch {
-            if fits(&held[i], &batch[0], rows, policy.max_batch) {
+        while i < held.len() && rows < max_rows {
+            if held[i].request.fits(&batch[0].request, rows, max_rows) {
                 let job = held.remove(i).expect("index in range");
-                rows += job.rows;
+                rows += job.request.rows;
                 batch.push(job);
             } else {
                 i += 1;
             }
         }
-        while rows < policy.max_batch && !policy.preferred.contains(&rows) {
+        while !policy.is_full(rows, max_rows) {
             let next = match jobs.try_recv() {
                 Ok(job) => job,
                 Err(_) => match tokio::time::timeout_at(deadline, jobs.recv()).await {
@@ -116,8 +143,8 @@ async fn form_batches(
             if next.reply.is_closed() {
                 continue;
             }
-            if fits(&next, &batch[0], rows, policy.max_batch) {
-                rows += next.rows;
+            if next.request.fits(&batch[0].request, rows, max_rows) {
+                rows += next.request.rows;
                 batch.push(next);
             } else {
                 held.push_back(next);
@@ -125,60 +152,55 @@ async fn form_batches(
         }
         let engine = engine.clone();
         tokio::task::spawn_blocking(move || {
-            run_batch(&engine, batch, rows);
+            let (requests, answers): (Vec<Queued>, Vec<_>) = batch.into_iter().map(|j| (j.request, j.reply)).unzip();
+            for (reply, answer) in run_batch(&engine, requests, rows).into_iter().zip(answers) {
+                let _ = answer.send(reply);
+            }
             drop(permit);
         });
     }
 }
 
-fn fits(job: &Job, first: &Job, rows: usize, max_batch: usize) -> bool {
-    job.key == first.key && rows + job.rows <= max_batch
-}
-
-/// Runs a batch and answers each of its requests with its own rows.
-fn run_batch(engine: &Engine, batch: Vec<Job>, rows: usize) {
+/// Runs a batch and gives each of its requests its own rows, in order.
+pub fn run_batch(engine: &Engine, batch: Vec<Queued>, rows: usize) -> Vec<Reply> {
     let started = Instant::now();
     if batch.len() == 1 {
-        let job = batch.into_iter().next().expect("one job");
-        return answer_alone(engine, job, started);
+        return batch.into_iter().map(|request| run_alone(engine, request, started)).collect();
     }
     let merged: Vec<Tensor> = (0..batch[0].inputs.len())
-        .map(|i| Tensor::concat_rows(&batch.iter().map(|j| j.inputs[i].clone()).collect::<Vec<_>>()))
+        .map(|i| Tensor::concat_rows(&batch.iter().map(|r| &r.inputs[i]).collect::<Vec<_>>()))
         .collect();
     match engine.run(merged) {
         Ok(run) => {
             let computed = started.elapsed();
             let mut start = 0;
-            for (n, job) in batch.into_iter().enumerate() {
-                let end = start + job.rows;
+            let mut replies = Vec::with_capacity(batch.len());
+            for (n, request) in batch.into_iter().enumerate() {
+                let end = start + request.rows;
                 let outputs = run.outputs.iter().map(|t| t.slice_rows(start, end)).collect();
                 let plans_built = if n == 0 { run.plans_built } else { 0 };
-                let timing =
-                    Timing { queued: started - job.arrived, computed, batch: rows as u32, leads: n == 0, plans_built };
-                let _ = job.reply.send(Ok((outputs, timing)));
+                let queued = started - request.arrived;
+                replies
+                    .push(Ok((outputs, Timing { queued, computed, batch: rows as u32, leads: n == 0, plans_built })));
                 start = end;
             }
+            replies
         }
         // One bad request must not fail its neighbours: each runs alone.
-        Err(_) => {
-            for job in batch {
-                answer_alone(engine, job, Instant::now());
-            }
-        }
+        Err(_) => batch.into_iter().map(|request| run_alone(engine, request, Instant::now())).collect(),
     }
 }
 
-fn answer_alone(engine: &Engine, job: Job, started: Instant) {
-    let rows = job.rows;
-    let result = engine.run(job.inputs).map(|run| {
+fn run_alone(engine: &Engine, request: Queued, started: Instant) -> Reply {
+    let rows = request.rows;
+    engine.run(request.inputs).map(|run| {
         let timing = Timing {
-            queued: started.saturating_duration_since(job.arrived),
+            queued: started.saturating_duration_since(request.arrived),
             computed: started.elapsed(),
             batch: rows as u32,
             leads: true,
             plans_built: run.plans_built,
         };
         (run.outputs, timing)
-    });
-    let _ = job.reply.send(result);
+    })
 }

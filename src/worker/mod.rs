@@ -10,6 +10,7 @@
 
 pub mod batcher;
 pub mod checks;
+pub mod direct;
 pub mod engine;
 pub mod loader;
 pub mod memory;
@@ -138,7 +139,7 @@ async fn serve(args: WorkerArgs, span: tracing::Span) -> anyhow::Result<i32> {
         told: Arc::new(tokio::sync::Notify::new()),
         policy: args.policy(),
         batcher: std::sync::OnceLock::new(),
-        direct: args.threads <= 1 && args.max_batch <= 1,
+        direct: args.threads <= 1,
     });
     let load_args = args.clone();
     tokio::task::spawn_blocking(move || {

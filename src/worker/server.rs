@@ -2,11 +2,13 @@
 //! (Ready or LoadFailed), then runs Infer frames concurrently and writes each reply as soon
 //! as it is done, in any order.
 //!
-//! Requests go through the [`Batcher`], which runs at most `threads` inferences at once,
-//! each on a blocking thread so the socket keeps being read meanwhile. On SIGTERM the
+//! With one inference thread, a connection is served by [`DirectServer`] on one thread.
+//! Otherwise requests go through the [`Batcher`], which runs at most `threads` inferences
+//! at once, each on a blocking thread so the socket keeps being read meanwhile. On SIGTERM the
 //! server stops accepting connections and exits once the requests it holds are answered.
 
 use super::batcher::{Batcher, Policy};
+use super::direct::DirectServer;
 use super::engine::{Engine, Failure};
 use crate::wire::{self, Frame, PROTOCOL_VERSION};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +33,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub(super) fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.count.fetch_add(1, Ordering::SeqCst);
         InFlightGuard(self.clone())
     }
@@ -48,7 +50,7 @@ impl InFlight {
     }
 }
 
-struct InFlightGuard(Arc<InFlight>);
+pub(super) struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
@@ -67,7 +69,7 @@ pub struct Server {
     pub policy: Policy,
     /// Started with the first connection after the model loaded.
     pub batcher: OnceLock<Batcher>,
-    /// One inference at a time, never batched: frames are served on one thread, directly.
+    /// One inference at a time: frames are read, batched, run and answered on one thread.
     pub direct: bool,
 }
 
@@ -121,14 +123,15 @@ impl Server {
         };
         wire::send(&mut writer, &Frame::Ready(engine.info.clone())).await?;
         if self.direct && reader.buffer().is_empty() {
-            // One inference at a time and nothing to batch: a plain thread reads, runs and
-            // answers each frame itself, with no hand-off between threads per request.
+            // One inference at a time: a plain thread reads, batches, runs and answers the
+            // frames itself, with no hand-off between threads per request.
             let stream = reader.into_inner().reunite(writer.into_inner()).map_err(std::io::Error::other)?.into_std()?;
-            stream.set_nonblocking(false)?;
-            let in_flight = self.in_flight.clone();
-            return tokio::task::spawn_blocking(move || serve_direct(stream, &engine, &in_flight))
-                .await
-                .map_err(std::io::Error::other)?;
+            let (in_flight, server) = (self.in_flight.clone(), self.clone());
+            return tokio::task::spawn_blocking(move || {
+                DirectServer::new(stream, &engine, &server.policy, &in_flight)?.serve()
+            })
+            .await
+            .map_err(std::io::Error::other)?;
         }
         let batcher = self
             .batcher
@@ -179,45 +182,4 @@ impl Server {
             Err(_) => LoadState::Failed("loader stopped without a result".into()),
         }
     }
-}
-
-/// Serves a connection on this (blocking) thread: read a frame, run it, write the reply.
-/// Used when the worker runs one inference at a time without batching, where going
-/// through the batcher would only add two thread hand-offs per request.
-fn serve_direct(
-    stream: std::os::unix::net::UnixStream,
-    engine: &Engine,
-    in_flight: &Arc<InFlight>,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream.try_clone()?);
-    let mut writer = stream;
-    while let Some(body) = wire::read_frame_blocking(&mut reader)? {
-        let frame = Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let Frame::Infer { id, inputs } = frame else {
-            tracing::warn!("ignoring unexpected frame from supervisor");
-            continue;
-        };
-        let _guard = in_flight.enter();
-        let started = std::time::Instant::now();
-        let reply = engine.prepare(inputs).and_then(|prepared| {
-            let rows = if engine.batchable { prepared.first().map_or(1, |t| t.rows()) } else { 1 };
-            engine.run(prepared).map(|run| (run, rows))
-        });
-        let frame = match reply {
-            Ok((run, rows)) => {
-                let timing = wire::Timing {
-                    queued: std::time::Duration::ZERO,
-                    computed: started.elapsed(),
-                    batch: rows as u32,
-                    leads: true,
-                    plans_built: run.plans_built,
-                };
-                Frame::Output { id, timing, outputs: run.outputs }
-            }
-            Err(Failure { fault, message }) => Frame::Failed { id, fault, message },
-        };
-        writer.write_all(&frame.encode())?;
-    }
-    Ok(())
 }

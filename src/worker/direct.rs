@@ -1,0 +1,205 @@
+//! The one-thread worker loop, used when a worker runs one inference at a time: a plain
+//! thread reads frames, batches them, runs the batch and writes its replies, with no
+//! hand-off between threads per request.
+//!
+//! Batches form from what has already arrived: every frame the read buffer or the socket
+//! holds is taken (up to `max_batch` rows, same trailing shapes), waiting for more at most
+//! `delay` after the first arrived unless a preferred size is reached. Under load the
+//! frames that queued while the last batch ran form the next one; at low load a request
+//! waits no longer than `delay`. Replies of a batch leave in one write. A request whose
+//! trailing shapes differ from the batch's is held for the next one.
+
+use super::batcher::{self, Policy, Queued, Reply};
+use super::engine::{Engine, Failure};
+use super::server::{InFlight, InFlightGuard};
+use crate::wire::{self, Frame};
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
+use std::collections::VecDeque;
+use std::io::{self, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Read buffer: a burst of frames is read in one system call.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// A request read and prepared, counted in flight until its reply is written.
+struct Pending {
+    id: u64,
+    request: Queued,
+    in_flight: InFlightGuard,
+}
+
+/// What reading the next frame gave.
+enum Next {
+    Request(Pending),
+    /// A frame answered at once (its inputs did not fit the model), reply encoded.
+    Answered(Vec<u8>),
+    /// Nothing arrived in time.
+    Nothing,
+    /// The supervisor closed the connection.
+    Closed,
+}
+
+pub struct DirectServer<'a> {
+    engine: &'a Engine,
+    policy: &'a Policy,
+    max_rows: usize,
+    in_flight: &'a Arc<InFlight>,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    /// Requests that did not stack onto the last batch, oldest first.
+    held: VecDeque<Pending>,
+    /// Encoded replies waiting for the next write.
+    out: Vec<u8>,
+}
+
+impl<'a> DirectServer<'a> {
+    pub fn new(
+        stream: UnixStream,
+        engine: &'a Engine,
+        policy: &'a Policy,
+        in_flight: &'a Arc<InFlight>,
+    ) -> io::Result<DirectServer<'a>> {
+        stream.set_nonblocking(false)?;
+        Ok(DirectServer {
+            engine,
+            policy,
+            max_rows: policy.max_rows(engine),
+            in_flight,
+            reader: BufReader::with_capacity(READ_BUFFER, stream.try_clone()?),
+            writer: stream,
+            held: VecDeque::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Serves the connection until the supervisor closes it.
+    pub fn serve(mut self) -> io::Result<()> {
+        loop {
+            let first = match self.held.pop_front() {
+                Some(pending) => pending,
+                None => match self.next(None)? {
+                    Next::Request(pending) => pending,
+                    Next::Answered(reply) => {
+                        self.writer.write_all(&reply)?;
+                        continue;
+                    }
+                    Next::Nothing => continue,
+                    Next::Closed => return Ok(()),
+                },
+            };
+            let (batch, closed) = self.gather(first)?;
+            let answered = self.run(batch);
+            self.flush()?;
+            drop(answered);
+            if closed && self.held.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Collects a batch led by `first`: held requests, then what has arrived, then what
+    /// arrives before the delay runs out. Returns it, and whether the connection closed.
+    fn gather(&mut self, first: Pending) -> io::Result<(Vec<Pending>, bool)> {
+        let deadline = first.request.arrived + self.policy.delay;
+        let mut rows = first.request.rows;
+        let mut batch = vec![first];
+        let mut i = 0;
+        while i < self.held.len() && rows < self.max_rows {
+            if self.held[i].request.fits(&batch[0].request, rows, self.max_rows) {
+                let pending = self.held.remove(i).expect("index in range");
+                rows += pending.request.rows;
+                batch.push(pending);
+            } else {
+                i += 1;
+            }
+        }
+        while !self.policy.is_full(rows, self.max_rows) {
+            match self.next(Some(deadline))? {
+                Next::Request(pending) if pending.request.fits(&batch[0].request, rows, self.max_rows) => {
+                    rows += pending.request.rows;
+                    batch.push(pending);
+                }
+                Next::Request(pending) => self.held.push_back(pending),
+                Next::Answered(reply) => self.out.extend_from_slice(&reply),
+                Next::Nothing => break,
+                Next::Closed => return Ok((batch, true)),
+            }
+        }
+        Ok((batch, false))
+    }
+
+    /// Reads the next frame, waiting until `deadline` (forever when `None`).
+    fn next(&mut self, deadline: Option<Instant>) -> io::Result<Next> {
+        if let Some(deadline) = deadline
+            && self.reader.buffer().is_empty()
+            && !readable_within(&self.writer, deadline.saturating_duration_since(Instant::now()))?
+        {
+            return Ok(Next::Nothing);
+        }
+        let Some(body) = wire::read_frame_blocking(&mut self.reader)? else { return Ok(Next::Closed) };
+        let frame = Frame::decode(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let Frame::Infer { id, inputs } = frame else {
+            tracing::warn!("ignoring unexpected frame from supervisor");
+            return Ok(Next::Nothing);
+        };
+        Ok(match self.engine.prepare(inputs) {
+            Ok(prepared) => Next::Request(Pending {
+                id,
+                request: Queued::new(prepared, self.engine.batchable),
+                in_flight: self.in_flight.enter(),
+            }),
+            Err(failure) => Next::Answered(reply_frame(id, Err(failure)).encode()),
+        })
+    }
+
+    /// Runs a batch and queues its replies for the next write; returns the requests'
+    /// in-flight marks, to be dropped once the replies are written.
+    fn run(&mut self, batch: Vec<Pending>) -> Vec<InFlightGuard> {
+        let rows = batch.iter().map(|p| p.request.rows).sum();
+        let mut answered = Vec::with_capacity(batch.len());
+        let mut ids = Vec::with_capacity(batch.len());
+        let requests = batch
+            .into_iter()
+            .map(|p| {
+                ids.push(p.id);
+                answered.push(p.in_flight);
+                p.request
+            })
+            .collect();
+        for (id, reply) in ids.into_iter().zip(batcher::run_batch(self.engine, requests, rows)) {
+            self.out.extend_from_slice(&reply_frame(id, reply).encode());
+        }
+        answered
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+fn reply_frame(id: u64, reply: Reply) -> Frame {
+    match reply {
+        Ok((outputs, timing)) => Frame::Output { id, timing, outputs },
+        Err(Failure { fault, message }) => Frame::Failed { id, fault, message },
+    }
+}
+
+/// Whether the socket has data (or its end) within `wait`.
+fn readable_within(socket: &UnixStream, wait: Duration) -> io::Result<bool> {
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+            Ok(n) => return Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
