@@ -171,6 +171,7 @@ mod tests {
             deploy: Default::default(),
             batching: Default::default(),
             intra_op_threads: 1,
+            busy_poll: std::time::Duration::ZERO,
         };
         model.health.error_rate.critical = Some(0.1);
         let rules = model_rules(&model);

@@ -83,6 +83,9 @@ pub struct ModelConfig {
     pub batching: BatchingConfig,
     /// Threads one inference may use inside tract (matrix products), per worker.
     pub intra_op_threads: usize,
+    /// How long a worker polls its socket after answering before it sleeps, while requests
+    /// come that close together (zero: never).
+    pub busy_poll: Duration,
 }
 
 impl Config {

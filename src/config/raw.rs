@@ -37,6 +37,7 @@ pub struct RawModel {
     pub deploy: Option<RawDeploy>,
     pub batching: Option<RawBatching>,
     pub intra_op_threads: Option<i64>,
+    pub busy_poll: Option<String>,
 }
 
 /// `[model.batching]`: dynamic batching and plan buckets in the worker.

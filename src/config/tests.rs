@@ -239,3 +239,15 @@ deploy = { max_surge = 0, max_unavailable = 0, split = 100, on_inconclusive = "s
     );
     assert!(found[2].message.contains("must end at 100"));
 }
+
+#[test]
+fn busy_poll_defaults_can_be_turned_off_and_is_bounded() {
+    let c = check("[[model]]\nname = \"a\"\n[[model]]\nname = \"b\"\nbusy_poll = \"0s\"\n").unwrap();
+    assert_eq!(c.models[0].busy_poll, Duration::from_micros(100));
+    assert_eq!(c.models[1].busy_poll, Duration::ZERO);
+    let found = errors("[[model]]\nname = \"a\"\nbusy_poll = \"1s\"\n[[model]]\nname = \"b\"\nbusy_poll = \"soon\"\n");
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["model[0].busy_poll", "model[1].busy_poll"], "{found:?}");
+    assert!(found[0].message.contains("over the 10ms"), "{found:?}");
+    assert!(found[1].message.contains("'soon' is not a duration"), "{found:?}");
+}

@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 const MAX_WORKERS: i64 = 256;
 const MAX_THREADS: i64 = 1024;
+/// A worker polls its socket this long after answering, while requests come this close:
+/// on virtual machines waking a sleeping process costs tens of microseconds.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
+const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
 /// Builds the [`Config`], recording every problem; a value with a problem is replaced by
 /// its default so the rest can still be checked (the caller refuses a config with errors).
@@ -155,6 +159,7 @@ fn model_configs(
                 intra_op_threads: m
                     .intra_op_threads
                     .map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("intra_op_threads"), at, problems)),
+                busy_poll: busy_poll(&m.busy_poll, &path.key("busy_poll"), at, problems),
             };
             let model = ModelConfig {
                 deploy: super::deploy::build(
@@ -243,6 +248,24 @@ fn at_least(value: i64, min: i64, max: i64, key: &KeyPath, at: &Locator, problem
         return min as usize;
     }
     value as usize
+}
+
+/// `busy_poll`: zero turns it off; past [`MAX_BUSY_POLL`] a worker would mostly burn CPU.
+fn busy_poll(value: &Option<String>, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> Duration {
+    let Some(text) = value else {
+        return DEFAULT_BUSY_POLL;
+    };
+    match humantime::parse_duration(text) {
+        Ok(d) if d <= MAX_BUSY_POLL => d,
+        Ok(_) => {
+            problems.push(at.error(key, format!("'{text}' is over the {MAX_BUSY_POLL:?} a worker may poll")));
+            DEFAULT_BUSY_POLL
+        }
+        Err(e) => {
+            problems.push(at.error(key, format!("'{text}' is not a duration ({e}); write e.g. \"100us\" or \"0s\"")));
+            DEFAULT_BUSY_POLL
+        }
+    }
 }
 
 /// Parses `"30s"`, `"500ms"`, `"2m"`; must be more than zero.

@@ -95,7 +95,6 @@ pub struct Pool {
     phase: ArcSwap<Phase>,
     /// Woken whenever a slot fills or the phase changes.
     changed: Notify,
-    next: AtomicUsize,
 }
 
 impl Pool {
@@ -113,7 +112,6 @@ impl Pool {
             info: ArcSwapOption::empty(),
             phase: ArcSwap::from_pointee(Phase::Starting),
             changed: Notify::new(),
-            next: AtomicUsize::new(0),
         }
     }
 
@@ -235,13 +233,13 @@ impl Pool {
         }
     }
 
+    /// Ties go to the first worker in slot order: at low load one worker takes the
+    /// requests and stays hot (its caches, and its busy-polling, which pays only while
+    /// requests come close together); under load the outstanding counts spread them.
     fn pick(&self, avoid: Option<&Arc<WorkerConn>>) -> Option<Arc<WorkerConn>> {
-        // Start the scan at a rotating index so ties spread across workers.
-        let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<Arc<WorkerConn>> = None;
-        for k in 0..n {
-            let Some(conn) = self.slots[(start + k) % n].conn() else { continue };
+        for slot in self.slots.iter() {
+            let Some(conn) = slot.conn() else { continue };
             if avoid.is_some_and(|a| Arc::ptr_eq(a, &conn)) {
                 continue;
             }
@@ -250,5 +248,59 @@ impl Pool {
             }
         }
         best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixStream;
+
+    fn pool(workers: usize) -> Pool {
+        Pool::new(PoolSpec {
+            model: "m".into(),
+            version: 1,
+            workers,
+            predict: PredictSpec::default(),
+            health: Default::default(),
+            memory_limit: None,
+        })
+    }
+
+    fn info() -> ModelInfo {
+        ModelInfo { load_mode: "test".into(), plans_built: 0, inputs: vec![], outputs: vec![], labels: None }
+    }
+
+    /// A connection to a worker that reads requests and never answers, so each one sent
+    /// stays outstanding; the worker's end is returned to keep it open.
+    fn silent_worker() -> (Arc<WorkerConn>, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (WorkerConn::start(ours), theirs)
+    }
+
+    async fn outstanding_reaches(conn: &WorkerConn, n: usize) {
+        while conn.outstanding() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn ties_go_to_the_first_worker_and_load_spreads_by_outstanding_requests() {
+        let pool = pool(2);
+        let (first, _a) = silent_worker();
+        let (second, _b) = silent_worker();
+        pool.fill(0, first.clone(), info());
+        pool.fill(1, second.clone(), info());
+        for _ in 0..3 {
+            assert!(Arc::ptr_eq(&pool.pick(None).unwrap(), &first), "idle workers: the first one");
+        }
+        let waiting = tokio::spawn({
+            let first = first.clone();
+            async move { first.infer(&[]).await }
+        });
+        outstanding_reaches(&first, 1).await;
+        assert!(Arc::ptr_eq(&pool.pick(None).unwrap(), &second), "the busy one is passed over");
+        assert!(Arc::ptr_eq(&pool.pick(Some(&second)).unwrap(), &first), "unless the other is avoided");
+        waiting.abort();
     }
 }

@@ -111,6 +111,7 @@ impl Supervisor {
                 threads: model.threads,
                 memory_limit: model.memory_limit,
                 intra_op_threads: model.intra_op_threads,
+                busy_poll: model.busy_poll,
                 batching: model.batching.clone(),
             },
             slots: (0..model.workers).map(|_| None).collect(),

@@ -40,6 +40,7 @@ pub struct WorkerSpec {
     pub threads: usize,
     pub memory_limit: Option<u64>,
     pub intra_op_threads: usize,
+    pub busy_poll: std::time::Duration,
     pub batching: BatchingConfig,
 }
 
@@ -89,6 +90,7 @@ impl Launcher {
             .arg(socket)
             .args(["--threads", &spec.threads.to_string()])
             .args(["--intra-op-threads", &spec.intra_op_threads.to_string()])
+            .args(["--busy-poll-us", &spec.busy_poll.as_micros().to_string()])
             .args(["--max-batch", &spec.batching.max_batch.to_string()])
             .args(["--batch-delay-us", &spec.batching.delay.as_micros().to_string()])
             .args(["--buckets", spec.batching.buckets.name()])

@@ -76,6 +76,9 @@ pub struct WorkerArgs {
     /// Plans kept in the cache.
     #[arg(long, default_value_t = 32)]
     pub max_plans: usize,
+    /// How long to poll the socket after answering before sleeping, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    pub busy_poll_us: u64,
 }
 
 impl WorkerArgs {
@@ -140,6 +143,7 @@ async fn serve(args: WorkerArgs, span: tracing::Span) -> anyhow::Result<i32> {
         policy: args.policy(),
         batcher: std::sync::OnceLock::new(),
         direct: args.threads <= 1,
+        busy_poll: std::time::Duration::from_micros(args.busy_poll_us),
     });
     let load_args = args.clone();
     tokio::task::spawn_blocking(move || {

@@ -71,6 +71,8 @@ pub struct Server {
     pub batcher: OnceLock<Batcher>,
     /// One inference at a time: frames are read, batched, run and answered on one thread.
     pub direct: bool,
+    /// How long the direct loop polls for the next request before sleeping.
+    pub busy_poll: std::time::Duration,
 }
 
 impl Server {
@@ -128,7 +130,7 @@ impl Server {
             let stream = reader.into_inner().reunite(writer.into_inner()).map_err(std::io::Error::other)?.into_std()?;
             let (in_flight, server) = (self.in_flight.clone(), self.clone());
             return tokio::task::spawn_blocking(move || {
-                DirectServer::new(stream, &engine, &server.policy, &in_flight)?.serve()
+                DirectServer::new(stream, &engine, &server.policy, &in_flight, server.busy_poll)?.serve()
             })
             .await
             .map_err(std::io::Error::other)?;
