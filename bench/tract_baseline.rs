@@ -8,9 +8,10 @@
 //! hand-off to another thread: the process serves nothing else, and a core is busy
 //! either way), keep-alive, TCP_NODELAY, no logging on the hot path.
 //!
-//!     cargo run --release --example tract_baseline -- MODEL_DIR 127.0.0.1:9000 [THREADS]
+//!     cargo run --release --example tract_baseline -- MODEL_DIR 127.0.0.1:9000 [THREADS [INTRA_OP]]
 //!
-//! THREADS (runtime threads) defaults to the number of cores.
+//! THREADS (runtime threads) defaults to the number of cores; INTRA_OP (threads one
+//! inference may use in tract's matrix products, as modeld's `intra_op_threads`) to 1.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -31,10 +32,14 @@ struct Baseline {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().expect("usage: tract_baseline MODEL_VERSION_DIR ADDR [THREADS]"));
+    let dir = PathBuf::from(args.next().expect("usage: tract_baseline MODEL_VERSION_DIR ADDR [THREADS [INTRA_OP]]"));
     let addr: std::net::SocketAddr = args.next().unwrap_or_else(|| "127.0.0.1:9000".into()).parse()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.next().map_or(Ok(cores), |t| t.parse())?;
+    let intra_op: usize = args.next().map_or(Ok(1), |t| t.parse())?;
+    if intra_op > 1 {
+        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(intra_op));
+    }
     let manifest = Manifest::read(&dir.join("model.toml"))?;
     let model = modeld::worker::loader::load(&dir.join("model.onnx"), &manifest)?;
     let engine = Arc::new(Engine::new(model, Buckets::Exact, 64));

@@ -241,10 +241,10 @@ deploy = { max_surge = 0, max_unavailable = 0, split = 100, on_inconclusive = "s
 }
 
 #[test]
-fn busy_poll_defaults_can_be_turned_off_and_is_bounded() {
-    let c = check("[[model]]\nname = \"a\"\n[[model]]\nname = \"b\"\nbusy_poll = \"0s\"\n").unwrap();
-    assert_eq!(c.models[0].busy_poll, Duration::from_micros(100));
-    assert_eq!(c.models[1].busy_poll, Duration::ZERO);
+fn busy_poll_is_off_by_default_and_bounded() {
+    let c = check("[[model]]\nname = \"a\"\n[[model]]\nname = \"b\"\nbusy_poll = \"100us\"\n").unwrap();
+    assert_eq!(c.models[0].busy_poll, Duration::ZERO);
+    assert_eq!(c.models[1].busy_poll, Duration::from_micros(100));
     let found = errors("[[model]]\nname = \"a\"\nbusy_poll = \"1s\"\n[[model]]\nname = \"b\"\nbusy_poll = \"soon\"\n");
     let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["model[0].busy_poll", "model[1].busy_poll"], "{found:?}");

@@ -17,9 +17,9 @@ pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 const MAX_WORKERS: i64 = 256;
 const MAX_THREADS: i64 = 1024;
-/// A worker polls its socket this long after answering, while requests come this close:
-/// on virtual machines waking a sleeping process costs tens of microseconds.
-pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
+/// Off unless asked for: a polling worker shows as busy CPU (in `top` and in /health's
+/// host cpu check) while it waits, which an operator would not expect by default.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
 const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
 /// Builds the [`Config`], recording every problem; a value with a problem is replaced by

@@ -13,7 +13,7 @@
 //! in `read`, but only while the last request came within that time: on a virtual machine
 //! waking a sleeping process costs tens of microseconds (bench/wake_cost.rs), more than a
 //! small model's inference. Sparse traffic never polls; it costs CPU only while requests
-//! come close together.
+//! come close together. Off unless configured.
 
 use super::batcher::{self, Policy, Queued, Reply};
 use super::engine::{Engine, Failure};
