@@ -4,6 +4,10 @@
 //! arrays row-major straight into a typed vector and recording the nested shape (ragged
 //! arrays are refused). Each number is checked against the element type: `300` is not a
 //! UINT8, `1.5` not an INT64. Printing serializes elements straight from a tensor's bytes.
+//!
+//! Float tensors, the large ones (an image is 150,528 numbers), first take a fast path
+//! ([`super::floats`]) that scans plain numbers and brackets without serde's per-element
+//! calls; anything it does not take is parsed here, which also words every error.
 
 use crate::tensor::{DType, Tensor, Values};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
@@ -20,11 +24,18 @@ pub struct Parsed {
 
 /// Parses `raw` (a number, or arbitrarily nested arrays of them) as `dtype` elements.
 pub fn parse(raw: &RawValue, dtype: DType) -> Result<Parsed, String> {
-    let mut walk = Walk { values: Values::with_capacity(dtype, 0), dims: Vec::new(), leaf_depth: None };
+    match super::floats::parse(raw.get(), dtype) {
+        Some(parsed) => Ok(parsed),
+        None => walk(raw, dtype),
+    }
+}
+
+/// The general parse: any element type, every error worded.
+fn walk(raw: &RawValue, dtype: DType) -> Result<Parsed, String> {
+    let mut walk = Walk { values: Values::with_capacity(dtype, 0), shape: Shape::default() };
     let mut de = serde_json::Deserializer::from_str(raw.get());
     Level { walk: &mut walk, depth: 0 }.deserialize(&mut de).map_err(|e| strip_position(e.to_string()))?;
-    let shape = walk.dims.iter().map(|d| d.unwrap_or(0)).collect();
-    Ok(Parsed { shape, values: walk.values })
+    Ok(Parsed { shape: walk.shape.dims(), values: walk.values })
 }
 
 /// serde_json appends "at line 1 column 873" of the data snippet, which means nothing to
@@ -36,16 +47,18 @@ fn strip_position(message: String) -> String {
     }
 }
 
-struct Walk {
-    values: Values,
+/// The nested shape of an array, checked as it is walked: regular or refused as ragged.
+#[derive(Default)]
+pub(super) struct Shape {
     /// Length of the arrays seen at each depth (all must agree).
-    dims: Vec<Option<usize>>,
+    lengths: Vec<Option<usize>>,
     /// Depth at which numbers were found (all must agree).
     leaf_depth: Option<usize>,
 }
 
-impl Walk {
-    fn leaf(&mut self, depth: usize) -> Result<(), String> {
+impl Shape {
+    /// A number (or an empty array's inside) found at `depth`.
+    pub(super) fn leaf(&mut self, depth: usize) -> Result<(), String> {
         match self.leaf_depth {
             None => self.leaf_depth = Some(depth),
             Some(d) if d != depth => {
@@ -56,12 +69,13 @@ impl Walk {
         Ok(())
     }
 
-    fn array_len(&mut self, depth: usize, len: usize) -> Result<(), String> {
-        if self.dims.len() <= depth {
-            self.dims.resize(depth + 1, None);
+    /// An array of `len` elements closed at `depth`.
+    pub(super) fn array_len(&mut self, depth: usize, len: usize) -> Result<(), String> {
+        if self.lengths.len() <= depth {
+            self.lengths.resize(depth + 1, None);
         }
-        match self.dims[depth] {
-            None => self.dims[depth] = Some(len),
+        match self.lengths[depth] {
+            None => self.lengths[depth] = Some(len),
             Some(l) if l != len => {
                 return Err(format!("ragged array: arrays at depth {depth} have lengths {l} and {len}"));
             }
@@ -70,8 +84,19 @@ impl Walk {
         Ok(())
     }
 
+    pub(super) fn dims(&self) -> Vec<usize> {
+        self.lengths.iter().map(|d| d.unwrap_or(0)).collect()
+    }
+}
+
+struct Walk {
+    values: Values,
+    shape: Shape,
+}
+
+impl Walk {
     fn push(&mut self, v: Scalar, depth: usize) -> Result<(), String> {
-        self.leaf(depth)?;
+        self.shape.leaf(depth)?;
         let index = self.values.len();
         push_scalar(&mut self.values, v)
             .ok_or_else(|| format!("element {index}: {v} is not a valid {} value", self.values.dtype()))
@@ -104,9 +129,9 @@ impl<'de> Visitor<'de> for Level<'_> {
         }
         if len == 0 {
             // An empty array is a leaf level too: `[]` is shape [0], `[[]]` is [1, 0].
-            self.walk.leaf(self.depth + 1).map_err(de::Error::custom)?;
+            self.walk.shape.leaf(self.depth + 1).map_err(de::Error::custom)?;
         }
-        self.walk.array_len(self.depth, len).map_err(de::Error::custom)
+        self.walk.shape.array_len(self.depth, len).map_err(de::Error::custom)
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {

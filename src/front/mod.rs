@@ -9,6 +9,7 @@
 //! [`error::ApiError`]. The front only reads routing state; it never changes it.
 
 pub mod error;
+mod floats;
 pub mod json;
 pub mod oip;
 pub mod predict;
