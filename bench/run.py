@@ -261,7 +261,7 @@ def wrk(server, path, body, concurrency, seconds):
             "cpu_wrk": per_request(wrk_cpu)}
 
 
-def modeld_config(directory, model, batching=None, workers=None, busy_poll="100us"):
+def modeld_config(directory, model, batching=None, workers=None, busy_poll="100us", intra_op=1):
     cores = os.cpu_count() or 1
     repo = Path(directory) / "models"
     dest = repo / model / "1"
@@ -280,6 +280,7 @@ def modeld_config(directory, model, batching=None, workers=None, busy_poll="100u
         f"workers = {workers or cores}",
         "threads = 1",
         f'busy_poll = "{busy_poll}"',
+        f"intra_op_threads = {intra_op}",
     ]
     if batching:
         lines.append(f"batching = {batching}")
@@ -287,8 +288,8 @@ def modeld_config(directory, model, batching=None, workers=None, busy_poll="100u
     return config
 
 
-def start_modeld(directory, model, batching=None, workers=None, busy_poll="100us"):
-    config = modeld_config(directory, model, batching, workers, busy_poll)
+def start_modeld(directory, model, batching=None, workers=None, busy_poll="100us", intra_op=1):
+    config = modeld_config(directory, model, batching, workers, busy_poll, intra_op)
     run = Path(tempfile.mkdtemp(prefix="modeld-run-", dir="/tmp"))
     return Server(
         "modeld",
@@ -321,8 +322,8 @@ def main():
               f"- modeld {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()}, "
               "workers of 1 thread with busy_poll 100us (and one run without); FastAPI with uvicorn "
               f"--workers {cores}; MLServer with its default settings",
-              f"- modeld runs with 1 and with {cores} workers and tract with 1 and {cores} runtime threads; each ratio takes "
-              "each side's best at that concurrency",
+              f"- modeld runs with 1 and with {cores} workers, and 1 worker of {cores} intra-op threads; tract with 1 and "
+              f"{cores} runtime threads, and 1 of {cores} intra-op threads; each ratio takes each side's best at that concurrency",
               "- CPU columns: CPU microseconds per request of the server's main process (modeld: the supervisor), of its "
               "children (modeld's workers, uvicorn's and MLServer's workers) and of wrk", "",
               "Wake-up cost on this machine (`target/release/examples/wake_cost`): "
@@ -350,10 +351,16 @@ def model_section(directory, model, cores, seconds):
                     (f"modeld /predict, {workers} worker(s)", None, "/predict", paths["predict"])]
     servers.append(("modeld OIP, 1 worker(s), busy_poll off", lambda: start_modeld(directory, model, workers=1, busy_poll="0s"),
                     oip, paths["oip"]))
-    for threads in sorted({1, cores}):
-        servers.append((f"tract in-process, {threads} thread(s)",
-                        lambda t=threads: Server("tract", [tract, str(Path(directory) / "models" / model / "1"), "127.0.0.1:{port}", str(t)]),
-                        "/v2/models/x/infer", paths["oip"]))
+    if cores > 1:
+        # One inference at a time on all cores, as onnxruntime runs by default.
+        servers += [(f"modeld OIP, 1 worker(s) x {cores} intra-op threads",
+                     lambda: start_modeld(directory, model, workers=1, intra_op=cores), oip, paths["oip"]),
+                    (f"modeld /predict, 1 worker(s) x {cores} intra-op threads", None, "/predict", paths["predict"])]
+    for threads, intra_op in sorted({(1, 1), (cores, 1), (1, cores)}):
+        label = f"tract in-process, {threads} thread(s)" + (f" x {intra_op} intra-op threads" if intra_op > 1 else "")
+        servers.append((label, lambda t=threads, i=intra_op: Server(
+            "tract", [tract, str(Path(directory) / "models" / model / "1"), "127.0.0.1:{port}", str(t), str(i)]),
+            "/v2/models/x/infer", paths["oip"]))
     servers += [
         ("FastAPI + onnxruntime", lambda: Server("fastapi", [str(VENV / "bin/uvicorn"), "fastapi_server:app", "--workers", str(cores),
                                                              "--port", "{port}", "--log-level", "warning"],
