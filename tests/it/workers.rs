@@ -117,3 +117,33 @@ fn a_request_past_the_timeout_gets_504() {
     assert_eq!(answer.status, 504, "{}", answer.body);
     assert!(answer.body.contains("timed out after 100ms"), "{}", answer.body);
 }
+
+#[test]
+fn a_busy_polling_worker_is_told_its_window_and_answers_close_and_spaced_requests() {
+    let daemon = TestDaemon::ready(
+        Setup::new().model_with(ModelFiles::reference("tabular_mlp"), "workers = 1\nbusy_poll = \"10ms\"\n"),
+    );
+    let [worker] = daemon.worker_pids()[..] else { panic!("one worker expected") };
+    let cmdline = std::fs::read(format!("/proc/{worker}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let at = args.iter().position(|a| *a == b"--busy-poll-us").expect("--busy-poll-us passed to the worker");
+    assert_eq!(args[at + 1], b"10000");
+
+    let client = daemon.client();
+    let body = infer_body("features", &[1, 30], &[0.3; 30]);
+    let first = client.post("/v2/models/tabular_mlp/infer", &body);
+    assert_eq!(first.status, 200, "{}", first.body);
+    // Back-to-back requests come well within the 10 ms window (the worker polls between
+    // them); then pauses of 30 ms outlast a whole poll, after which it sleeps in read and
+    // must still wake for each request.
+    for _ in 0..300 {
+        let a = client.post("/v2/models/tabular_mlp/infer", &body);
+        assert_eq!((a.status, &a.body), (200, &first.body));
+    }
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(30));
+        let a = client.post("/v2/models/tabular_mlp/infer", &body);
+        assert_eq!((a.status, &a.body), (200, &first.body));
+    }
+    assert!(alive(worker), "the worker served everything without restarting");
+}
