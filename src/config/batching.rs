@@ -3,7 +3,7 @@
 
 use super::raw::RawBatching;
 use super::report::{KeyPath, Locator, Problem};
-use super::validate::parse_duration;
+use super::validate::{at_least, parse_duration_up_to};
 use std::time::Duration;
 
 /// Batch sizes a plan is built for.
@@ -17,6 +17,11 @@ pub enum Buckets {
 }
 
 impl Buckets {
+    /// The bucket scheme a config or a worker's command line names.
+    pub fn from_name(name: &str) -> Option<Buckets> {
+        [Buckets::Exact, Buckets::Pow2].into_iter().find(|b| b.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Buckets::Exact => "exact",
@@ -62,19 +67,15 @@ impl Default for BatchingConfig {
 }
 
 pub fn build(raw: &RawBatching, path: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> BatchingConfig {
-    let mut err = |key: &str, message: String| problems.push(at.error(&path.key(key), message));
     let mut b = BatchingConfig::default();
     if let Some(n) = raw.max_batch {
-        match usize::try_from(n) {
-            Ok(n) if (1..=4096).contains(&n) => b.max_batch = n,
-            _ => err("max_batch", format!("must be between 1 and 4096, got {n}")),
-        }
+        b.max_batch = at_least(n, 1, 4096, &path.key("max_batch"), at, problems);
     }
+    let mut err = |key: &str, message: String| problems.push(at.error(&path.key(key), message));
     if let Some(text) = &raw.delay {
-        match humantime::parse_duration(text) {
-            Ok(d) if d <= Duration::from_secs(1) => b.delay = d,
-            Ok(_) => err("delay", format!("'{text}' is over the 1s a batch may wait")),
-            Err(_) => err("delay", parse_duration(&raw.delay, Duration::ZERO).err().unwrap_or_default()),
+        match parse_duration_up_to(text, Duration::from_secs(1), "a batch may wait") {
+            Ok(d) => b.delay = d,
+            Err(m) => err("delay", m),
         }
     }
     let max = b.max_batch.max(1);
@@ -82,20 +83,18 @@ pub fn build(raw: &RawBatching, path: &KeyPath, at: &Locator, problems: &mut Vec
         Ok(preferred) => b.preferred = preferred.unwrap_or_default(),
         Err(m) => err("preferred", m),
     }
-    match raw.buckets.as_deref() {
-        None | Some("pow2") => {}
-        Some("exact") => b.buckets = Buckets::Exact,
-        Some(other) => err("buckets", format!("'{other}' is not one of pow2, exact")),
+    if let Some(name) = raw.buckets.as_deref() {
+        match Buckets::from_name(name) {
+            Some(buckets) => b.buckets = buckets,
+            None => err("buckets", format!("'{name}' is not one of pow2, exact")),
+        }
     }
     match sizes(&raw.plan_sizes, 4096) {
         Ok(plan_sizes) => b.plan_sizes = plan_sizes.unwrap_or_else(|| default_plan_sizes(max, b.buckets)),
         Err(m) => err("plan_sizes", m),
     }
     if let Some(n) = raw.max_plans {
-        match usize::try_from(n) {
-            Ok(n) if (1..=1024).contains(&n) => b.max_plans = n,
-            _ => err("max_plans", format!("must be between 1 and 1024, got {n}")),
-        }
+        b.max_plans = at_least(n, 1, 1024, &path.key("max_plans"), at, problems);
     }
     b
 }

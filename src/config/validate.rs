@@ -242,7 +242,14 @@ fn version_spec(raw: Option<&RawVersion>) -> Result<VersionSpec, String> {
     }
 }
 
-fn at_least(value: i64, min: i64, max: i64, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> usize {
+pub(super) fn at_least(
+    value: i64,
+    min: i64,
+    max: i64,
+    key: &KeyPath,
+    at: &Locator,
+    problems: &mut Vec<Problem>,
+) -> usize {
     if value < min || value > max {
         problems.push(at.error(key, format!("must be between {min} and {max}, got {value}")));
         return min as usize;
@@ -255,17 +262,10 @@ fn busy_poll(value: &Option<String>, key: &KeyPath, at: &Locator, problems: &mut
     let Some(text) = value else {
         return DEFAULT_BUSY_POLL;
     };
-    match humantime::parse_duration(text) {
-        Ok(d) if d <= MAX_BUSY_POLL => d,
-        Ok(_) => {
-            problems.push(at.error(key, format!("'{text}' is over the {MAX_BUSY_POLL:?} a worker may poll")));
-            DEFAULT_BUSY_POLL
-        }
-        Err(e) => {
-            problems.push(at.error(key, format!("'{text}' is not a duration ({e}); write e.g. \"100us\" or \"0s\"")));
-            DEFAULT_BUSY_POLL
-        }
-    }
+    parse_duration_up_to(text, MAX_BUSY_POLL, "a worker may poll").unwrap_or_else(|message| {
+        problems.push(at.error(key, message));
+        DEFAULT_BUSY_POLL
+    })
 }
 
 /// Parses `"30s"`, `"500ms"`, `"2m"`; must be more than zero.
@@ -276,8 +276,22 @@ pub fn parse_duration(value: &Option<String>, default: Duration) -> Result<Durat
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(format!("'{text}' must be more than zero")),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!("'{text}' is not a duration ({e}); write e.g. \"30s\" or \"500ms\"")),
+        Err(e) => Err(not_a_duration(text, e)),
     }
+}
+
+/// Parses a duration that may be zero, up to `max`; past it the error ends with `what`
+/// ("a batch may wait").
+pub fn parse_duration_up_to(text: &str, max: Duration, what: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d <= max => Ok(d),
+        Ok(_) => Err(format!("'{text}' is over the {} {what}", humantime::format_duration(max))),
+        Err(e) => Err(not_a_duration(text, e)),
+    }
+}
+
+fn not_a_duration(text: &str, e: humantime::DurationError) -> String {
+    format!("'{text}' is not a duration ({e}); write e.g. \"30s\" or \"500ms\"")
 }
 
 /// Parses a byte count: an integer, or a string with a unit (`B`, `KiB`, `MiB`, `GiB`,

@@ -83,10 +83,7 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     fn buckets(&self) -> Buckets {
-        match self.buckets.as_str() {
-            "exact" => Buckets::Exact,
-            _ => Buckets::Pow2,
-        }
+        Buckets::from_name(&self.buckets).unwrap_or(Buckets::Pow2)
     }
 
     fn policy(&self) -> batcher::Policy {
