@@ -37,9 +37,7 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.next().map_or(Ok(cores), |t| t.parse())?;
     let intra_op: usize = args.next().map_or(Ok(1), |t| t.parse())?;
-    if intra_op > 1 {
-        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(intra_op));
-    }
+    modeld::worker::engine::use_intra_op_threads(intra_op);
     let manifest = Manifest::read(&dir.join("model.toml"))?;
     let model = modeld::worker::loader::load(&dir.join("model.onnx"), &manifest)?;
     let engine = Arc::new(Engine::new(model, Buckets::Exact, 64));

@@ -12,7 +12,7 @@
 
 use super::engine::{Engine, Failure};
 use crate::tensor::{DType, Tensor};
-use crate::wire::Timing;
+use crate::wire::{Frame, Timing};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +40,14 @@ impl Policy {
 
 pub type Reply = Result<(Vec<Tensor>, Timing), Failure>;
 
+/// The frame that answers request `id`.
+pub fn reply_frame(id: u64, reply: Reply) -> Frame {
+    match reply {
+        Ok((outputs, timing)) => Frame::Output { id, timing, outputs },
+        Err(Failure { fault, message }) => Frame::Failed { id, fault, message },
+    }
+}
+
 /// One request waiting for a batch.
 pub struct Queued {
     pub inputs: Vec<Tensor>,
@@ -63,10 +71,58 @@ impl Queued {
     }
 }
 
+/// A batch being formed: the requests (with whatever travels with each) that stack onto
+/// the oldest, and their rows. Both the batching task and the one-thread loop form theirs
+/// with it.
+pub struct Forming<T> {
+    pub items: Vec<T>,
+    pub rows: usize,
+    max_rows: usize,
+}
+
+impl<T: AsRef<Queued>> Forming<T> {
+    pub fn new(first: T, max_rows: usize) -> Forming<T> {
+        let rows = first.as_ref().rows;
+        Forming { items: vec![first], rows, max_rows }
+    }
+
+    /// When the first request may wait no longer for others.
+    pub fn deadline(&self, policy: &Policy) -> Instant {
+        self.items[0].as_ref().arrived + policy.delay
+    }
+
+    /// Adds `item` if it stacks onto the batch; hands it back otherwise.
+    pub fn offer(&mut self, item: T) -> Option<T> {
+        let request = item.as_ref();
+        if !request.fits(self.items[0].as_ref(), self.rows, self.max_rows) {
+            return Some(item);
+        }
+        self.rows += request.rows;
+        self.items.push(item);
+        None
+    }
+
+    /// Takes the held requests that stack onto the batch, oldest first; the others stay.
+    pub fn take_from(&mut self, held: &mut VecDeque<T>) {
+        *held = std::mem::take(held).into_iter().filter_map(|item| self.offer(item)).collect();
+    }
+
+    /// Whether the batch should run now rather than wait for more.
+    pub fn is_full(&self, policy: &Policy) -> bool {
+        policy.is_full(self.rows, self.max_rows)
+    }
+}
+
 /// A queued request and where its answer goes.
 struct Job {
     request: Queued,
     reply: oneshot::Sender<Reply>,
+}
+
+impl AsRef<Queued> for Job {
+    fn as_ref(&self) -> &Queued {
+        &self.request
+    }
 }
 
 #[derive(Clone)]
@@ -89,11 +145,9 @@ impl Batcher {
         let (reply, answer) = oneshot::channel();
         let job = Job { request: Queued::new(inputs, self.batchable), reply };
         if self.queue.send(job).is_err() {
-            return Err(Failure { fault: crate::wire::Fault::Internal, message: "worker is stopping".into() });
+            return Err(Failure::internal("worker is stopping"));
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(Failure { fault: crate::wire::Fault::Internal, message: "the batch was lost".into() })
-        })
+        answer.await.unwrap_or_else(|_| Err(Failure::internal("the batch was lost")))
     }
 }
 
@@ -117,22 +171,12 @@ async fn form_batches(
         if first.reply.is_closed() {
             continue;
         }
-        let deadline = tokio::time::Instant::from_std(first.request.arrived + policy.delay);
-        let mut rows = first.request.rows;
-        let mut batch = vec![first];
+        let mut batch = Forming::new(first, max_rows);
+        let deadline = tokio::time::Instant::from_std(batch.deadline(&policy));
         // Held requests first (they are older), then the queue without waiting, then the
         // queue until the deadline.
-        let mut i = 0;
-        while i < held.len() && rows < max_rows {
-            if held[i].request.fits(&batch[0].request, rows, max_rows) {
-                let job = held.remove(i).expect("index in range");
-                rows += job.request.rows;
-                batch.push(job);
-            } else {
-                i += 1;
-            }
-        }
-        while !policy.is_full(rows, max_rows) {
+        batch.take_from(&mut held);
+        while !batch.is_full(&policy) {
             let next = match jobs.try_recv() {
                 Ok(job) => job,
                 Err(_) => match tokio::time::timeout_at(deadline, jobs.recv()).await {
@@ -143,17 +187,15 @@ async fn form_batches(
             if next.reply.is_closed() {
                 continue;
             }
-            if next.request.fits(&batch[0].request, rows, max_rows) {
-                rows += next.request.rows;
-                batch.push(next);
-            } else {
-                held.push_back(next);
+            if let Some(unfit) = batch.offer(next) {
+                held.push_back(unfit);
             }
         }
         let engine = engine.clone();
         tokio::task::spawn_blocking(move || {
-            let (requests, answers): (Vec<Queued>, Vec<_>) = batch.into_iter().map(|j| (j.request, j.reply)).unzip();
-            for (reply, answer) in run_batch(&engine, requests, rows).into_iter().zip(answers) {
+            let (requests, answers): (Vec<Queued>, Vec<_>) =
+                batch.items.into_iter().map(|j| (j.request, j.reply)).unzip();
+            for (reply, answer) in run_batch(&engine, requests, batch.rows).into_iter().zip(answers) {
                 let _ = answer.send(reply);
             }
             drop(permit);

@@ -15,8 +15,8 @@
 //! small model's inference. Sparse traffic never polls; it costs CPU only while requests
 //! come close together. Off unless configured.
 
-use super::batcher::{self, Policy, Queued, Reply};
-use super::engine::{Engine, Failure};
+use super::batcher::{self, Forming, Policy, Queued, reply_frame};
+use super::engine::Engine;
 use super::server::{InFlight, InFlightGuard};
 use crate::wire::{self, Frame};
 use nix::poll::{PollFd, PollFlags, ppoll};
@@ -36,6 +36,12 @@ struct Pending {
     id: u64,
     request: Queued,
     in_flight: InFlightGuard,
+}
+
+impl AsRef<Queued> for Pending {
+    fn as_ref(&self) -> &Queued {
+        &self.request
+    }
 }
 
 /// What reading the next frame gave.
@@ -133,27 +139,17 @@ impl<'a> DirectServer<'a> {
 
     /// Collects a batch led by `first`: held requests, then what has arrived, then what
     /// arrives before the delay runs out. Returns it, and whether the connection closed.
-    fn gather(&mut self, first: Pending) -> io::Result<(Vec<Pending>, bool)> {
-        let deadline = first.request.arrived + self.policy.delay;
-        let mut rows = first.request.rows;
-        let mut batch = vec![first];
-        let mut i = 0;
-        while i < self.held.len() && rows < self.max_rows {
-            if self.held[i].request.fits(&batch[0].request, rows, self.max_rows) {
-                let pending = self.held.remove(i).expect("index in range");
-                rows += pending.request.rows;
-                batch.push(pending);
-            } else {
-                i += 1;
-            }
-        }
-        while !self.policy.is_full(rows, self.max_rows) {
+    fn gather(&mut self, first: Pending) -> io::Result<(Forming<Pending>, bool)> {
+        let mut batch = Forming::new(first, self.max_rows);
+        let deadline = batch.deadline(self.policy);
+        batch.take_from(&mut self.held);
+        while !batch.is_full(self.policy) {
             match self.next(Some(deadline))? {
-                Next::Request(pending) if pending.request.fits(&batch[0].request, rows, self.max_rows) => {
-                    rows += pending.request.rows;
-                    batch.push(pending);
+                Next::Request(pending) => {
+                    if let Some(unfit) = batch.offer(pending) {
+                        self.held.push_back(unfit);
+                    }
                 }
-                Next::Request(pending) => self.held.push_back(pending),
                 Next::Answered(reply) => self.out.extend_from_slice(&reply),
                 Next::Nothing => break,
                 Next::Closed => return Ok((batch, true)),
@@ -162,19 +158,25 @@ impl<'a> DirectServer<'a> {
         Ok((batch, false))
     }
 
-    /// Reads the next frame, waiting until `deadline` (forever when `None`).
+    /// Reads the next frame, waiting until `deadline` (forever when `None`, in `read`
+    /// itself, after busy-polling if that pays).
     fn next(&mut self, deadline: Option<Instant>) -> io::Result<Next> {
-        if self.reader.buffer().is_empty() {
+        let idle = Instant::now();
+        let waits = self.reader.buffer().is_empty();
+        if waits {
             match deadline {
                 Some(deadline) => {
-                    if !readable_within(&self.writer, Some(deadline.saturating_duration_since(Instant::now())))? {
+                    if !readable_within(&self.writer, Some(deadline.saturating_duration_since(idle)))? {
                         return Ok(Next::Nothing);
                     }
                 }
-                None => self.wait_for_request()?,
+                None => self.busy_poll(idle)?,
             }
         }
         let Some(body) = wire::read_frame_blocking(&mut self.reader)? else { return Ok(Next::Closed) };
+        if waits && deadline.is_none() {
+            self.poll.last_gap = idle.elapsed();
+        }
         let frame = Frame::decode(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let Frame::Infer { id, inputs } = frame else {
             tracing::warn!("ignoring unexpected frame from supervisor");
@@ -190,35 +192,30 @@ impl<'a> DirectServer<'a> {
         })
     }
 
-    /// Waits until the socket has data, polling first while requests come close together.
-    fn wait_for_request(&mut self) -> io::Result<()> {
-        let idle = Instant::now();
+    /// Polls the socket from `idle` while requests come close together, until data
+    /// arrives or the window ends; the read that follows sleeps if nothing came.
+    fn busy_poll(&self, idle: Instant) -> io::Result<()> {
         if let Some(until) = self.poll.until(idle) {
             while !readable_within(&self.writer, Some(Duration::ZERO))? && Instant::now() < until {
                 // Lets the supervisor or the client run if they share this core.
                 std::thread::yield_now();
             }
         }
-        readable_within(&self.writer, None)?;
-        self.poll.last_gap = idle.elapsed();
         Ok(())
     }
 
     /// Runs a batch and queues its replies for the next write; returns the requests'
     /// in-flight marks, to be dropped once the replies are written.
-    fn run(&mut self, batch: Vec<Pending>) -> Vec<InFlightGuard> {
-        let rows = batch.iter().map(|p| p.request.rows).sum();
-        let mut answered = Vec::with_capacity(batch.len());
-        let mut ids = Vec::with_capacity(batch.len());
-        let requests = batch
-            .into_iter()
-            .map(|p| {
-                ids.push(p.id);
-                answered.push(p.in_flight);
-                p.request
-            })
-            .collect();
-        for (id, reply) in ids.into_iter().zip(batcher::run_batch(self.engine, requests, rows)) {
+    fn run(&mut self, batch: Forming<Pending>) -> Vec<InFlightGuard> {
+        let mut ids = Vec::with_capacity(batch.items.len());
+        let mut requests = Vec::with_capacity(batch.items.len());
+        let mut answered = Vec::with_capacity(batch.items.len());
+        for Pending { id, request, in_flight } in batch.items {
+            ids.push(id);
+            requests.push(request);
+            answered.push(in_flight);
+        }
+        for (id, reply) in ids.into_iter().zip(batcher::run_batch(self.engine, requests, batch.rows)) {
             self.out.extend_from_slice(&reply_frame(id, reply).encode());
         }
         answered
@@ -230,13 +227,6 @@ impl<'a> DirectServer<'a> {
             self.out.clear();
         }
         Ok(())
-    }
-}
-
-fn reply_frame(id: u64, reply: Reply) -> Frame {
-    match reply {
-        Ok((outputs, timing)) => Frame::Output { id, timing, outputs },
-        Err(Failure { fault, message }) => Frame::Failed { id, fault, message },
     }
 }
 

@@ -44,8 +44,16 @@ impl Failure {
     fn bad_input(message: impl Into<String>) -> Failure {
         Failure { fault: Fault::BadInput, message: message.into() }
     }
-    fn internal(message: impl Into<String>) -> Failure {
+    pub(super) fn internal(message: impl Into<String>) -> Failure {
         Failure { fault: Fault::Internal, message: message.into() }
+    }
+}
+
+/// Lets every inference in this process split its matrix products across `threads`
+/// threads (process-wide: tract keeps one executor); 1 keeps them on the calling thread.
+pub fn use_intra_op_threads(threads: usize) {
+    if threads > 1 {
+        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
     }
 }
 
@@ -78,10 +86,10 @@ impl Engine {
     }
 
     /// Builds ahead the plans for `sizes` rows (bucketed), where every other dimension is
-    /// known from the model or `hints`; returns how many were built.
-    pub fn build_plans(&self, sizes: &[usize], hints: &std::collections::BTreeMap<String, Vec<usize>>) -> u32 {
+    /// known from the model or `hints` ([`Engine::plan_builds`] counts them).
+    pub fn build_plans(&self, sizes: &[usize], hints: &std::collections::BTreeMap<String, Vec<usize>>) {
         if !self.batchable {
-            return 0;
+            return;
         }
         let rest: Option<Vec<Vec<usize>>> = self
             .info
@@ -92,8 +100,7 @@ impl Engine {
                 None => spec.shape[1..].iter().copied().collect(),
             })
             .collect();
-        let Some(rest) = rest else { return 0 };
-        let before = self.plans.builds();
+        let Some(rest) = rest else { return };
         let buckets: std::collections::BTreeSet<usize> = sizes.iter().map(|s| self.buckets.size_for(*s)).collect();
         for rows in buckets {
             let shapes: Vec<Vec<usize>> =
@@ -102,7 +109,6 @@ impl Engine {
                 tracing::warn!("could not build the plan for {shapes:?} ahead: {e:#}");
             }
         }
-        (self.plans.builds() - before) as u32
     }
 
     /// Runs inputs already prepared (one request, or a batch stacked along the first

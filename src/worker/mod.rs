@@ -102,12 +102,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         let how = memory::enforce(limit, args.cgroup.as_deref())?;
         tracing::debug!(limit, ?how, "memory limit applied");
     }
-    if args.intra_op_threads > 1 {
-        // Process-wide: every matrix product tract runs in this worker splits across the pool.
-        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(
-            args.intra_op_threads,
-        ));
-    }
+    engine::use_intra_op_threads(args.intra_op_threads);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(args.threads + 2)

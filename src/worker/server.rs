@@ -7,9 +7,9 @@
 //! at once, each on a blocking thread so the socket keeps being read meanwhile. On SIGTERM the
 //! server stops accepting connections and exits once the requests it holds are answered.
 
-use super::batcher::{Batcher, Policy};
+use super::batcher::{Batcher, Policy, reply_frame};
 use super::direct::DirectServer;
-use super::engine::{Engine, Failure};
+use super::engine::Engine;
 use crate::wire::{self, Frame, PROTOCOL_VERSION};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -164,11 +164,7 @@ impl Server {
                     Ok(prepared) => batcher.submit(prepared).await,
                     Err(failure) => Err(failure),
                 };
-                let frame = match reply {
-                    Ok((outputs, timing)) => Frame::Output { id, timing, outputs },
-                    Err(Failure { fault, message }) => Frame::Failed { id, fault, message },
-                };
-                let _ = replies.send(frame.encode()).await;
+                let _ = replies.send(reply_frame(id, reply).encode()).await;
                 drop(guard);
             });
         }
