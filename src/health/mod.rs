@@ -13,6 +13,7 @@ pub mod check;
 use crate::router::Router;
 use crate::router::pool::{Phase, Pool};
 use crate::router::table::RoutingTable;
+use crate::window::Snapshot;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,8 +75,7 @@ pub struct Workers {
     pub oom_kills: u64,
 }
 
-fn summary(pool: &Pool) -> WindowSummary {
-    let w = pool.window.snapshot();
+fn summary(w: &Snapshot) -> WindowSummary {
     WindowSummary {
         seconds: w.covered.as_secs_f64(),
         requests: w.requests,
@@ -134,22 +134,28 @@ fn state(pool: &Pool) -> &'static str {
 
 /// Every check of one version, now.
 pub fn evaluate(pool: &Pool, host: &Host) -> BTreeMap<&'static str, Check> {
+    evaluate_window(pool, host, &pool.window.snapshot())
+}
+
+/// Every check of one version, its measured window read once by the caller.
+fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'static str, Check> {
     let h = &pool.health;
-    let window = pool.window.snapshot();
     let failed = matches!(*pool.phase(), Phase::Failed { .. });
     let max_rss = pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0);
     BTreeMap::from([
         ("model_loaded", check::model_loaded(pool.ready_workers(), pool.active(), failed)),
         ("memory", check::memory(max_rss, pool.memory_limit, host.total_memory(), h)),
         ("cpu", check::cpu(host.cpu_busy(), h)),
-        ("error_rate", check::error_rate(&window, h)),
-        ("latency", check::latency(&window, h)),
-        ("availability", check::availability(&window, h)),
+        ("error_rate", check::error_rate(window, h)),
+        ("latency", check::latency(window, h)),
+        ("availability", check::availability(window, h)),
         ("oom", check::oom(pool.ooms_within(h.window), h.window)),
     ])
 }
 
 fn version_health(pool: &Pool, role: &'static str, host: &Host) -> VersionHealth {
+    // One reading of the window: the summary and the checks judge the same requests.
+    let window = pool.window.snapshot();
     let state = state(pool);
     let ready = pool.ready_workers();
     let reason = match &*pool.phase() {
@@ -171,8 +177,8 @@ fn version_health(pool: &Pool, role: &'static str, host: &Host) -> VersionHealth
             restarts: pool.slots.iter().map(|s| s.restarts.load(Ordering::Relaxed)).sum(),
             oom_kills: pool.slots.iter().map(|s| s.oom_kills.load(Ordering::Relaxed)).sum(),
         },
-        window: summary(pool),
-        checks: evaluate(pool, host),
+        window: summary(&window),
+        checks: evaluate_window(pool, host, &window),
     }
 }
 
