@@ -69,11 +69,7 @@ impl Engine {
             Err(e) => return format!("{name}: unchanged ({e})"),
         };
         let live = self.router.model(name).ok().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
-        let settings_changed = before.workers != model.workers
-            || before.threads != model.threads
-            || before.memory_limit != model.memory_limit
-            || before.health != model.health
-            || before.dir != model.dir;
+        let settings_changed = worker_settings_changed(before, model);
         let asked = self.shared.read(|s| s.models.get(name).and_then(|m| m.config_asked));
         let new_ask = Some(desired) != live && Some(desired) != asked;
         if !new_ask && !settings_changed {
@@ -102,4 +98,13 @@ impl Engine {
             Err(e) => tracing::warn!("new version {version} of {model} not rolled out: {e}"),
         }
     }
+}
+
+/// Whether the model's workers would run differently: any setting but the version (asked
+/// for separately) and the deploy section (how to roll out, not what). Derived from the
+/// whole config so that a setting added later is never forgotten here.
+fn worker_settings_changed(before: &ModelConfig, model: &ModelConfig) -> bool {
+    let same_except_worker_settings =
+        ModelConfig { version: model.version, deploy: model.deploy.clone(), ..before.clone() };
+    same_except_worker_settings != *model
 }

@@ -443,3 +443,40 @@ fn too_little_traffic_to_judge_fails_or_pauses_as_configured() {
     assert_eq!(daemon.cli(&["promote", "m"]).0, 0);
     daemon.wait_until("the promotion", Duration::from_secs(10), || stable_version(&daemon) == 2);
 }
+
+#[test]
+fn a_reload_rolls_out_new_worker_settings_but_not_new_rollout_settings() {
+    // Blue stops at promotion (not kept warm), so only the new workers remain.
+    let daemon =
+        daemon(family::good(2.0), &deploy_line("strategy = \"blue_green\", bake = \"1s\", keep_previous = \"0s\""));
+    let config = std::fs::read_to_string(daemon.path().join("modeld.toml")).unwrap();
+
+    daemon.write_config(&config.replace("bake = \"1s\"", "bake = \"2s\""));
+    let (code, out, err) = daemon.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("m: unchanged"), "how to roll out is not a reason to: {out}");
+
+    daemon.write_config(&config.replace("workers = 2", "workers = 2\nbusy_poll = \"50us\"\nintra_op_threads = 1"));
+    // Traffic for the gate to judge the new workers by.
+    let load = Load::start(&daemon, "m", Pattern::default());
+    let (code, out, err) = daemon.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("m: rollout") && out.contains("to version 1"), "{out}");
+    daemon.wait_until("the new workers to be promoted", Duration::from_secs(30), || {
+        history(&daemon).last().is_some_and(|r| r["outcome"] == "promoted")
+    });
+    load.stop().assert_failures_only_from(None);
+    // The old workers stop once drained; then only workers with the new setting remain.
+    daemon.wait_until("only new workers", Duration::from_secs(10), || {
+        let pids = daemon.worker_pids();
+        pids.len() == 2 && pids.iter().all(|pid| busy_poll_arg(*pid).as_deref() == Some("50"))
+    });
+}
+
+/// The `--busy-poll-us` a worker process was started with (None once it has exited).
+fn busy_poll_arg(pid: i32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let at = args.iter().position(|a| *a == b"--busy-poll-us")?;
+    Some(String::from_utf8_lossy(args[at + 1]).into_owned())
+}
