@@ -148,15 +148,17 @@ def tree_cpu(pid):
 
 
 class Server:
-    def __init__(self, name, args, env=None, cwd=None, ready_path="/ready"):
+    def __init__(self, name, args, env=None, cwd=None, ready_path="/ready", port=None, ready_timeout=120):
+        """Starts `args` ("{port}" replaced by the port, a free one unless given) and
+        waits until GET `ready_path` answers 200."""
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.args = [a.replace("{port}", str(self.port)) for a in args]
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             self.args, env={**os.environ, **(env or {})}, cwd=cwd, stdout=self.log, stderr=self.log, start_new_session=True
         )
-        self.wait_ready(ready_path)
+        self.wait_ready(ready_path, ready_timeout)
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -417,13 +419,8 @@ def mlserver(directory, model):
     (folder / "settings.json").write_text(json.dumps({"http_port": http, "grpc_port": grpc, "metrics_port": metrics, "debug": False}))
     (folder / "model-settings.json").write_text(json.dumps({
         "name": model, "implementation": "runtime.OnnxModel", "parameters": {"uri": str(REFERENCE / f"{model}.onnx")}}))
-    server = Server.__new__(Server)
-    server.name, server.port = "mlserver", http
-    server.log = tempfile.NamedTemporaryFile(prefix="bench-mlserver-", suffix=".log", delete=False)
-    server.proc = subprocess.Popen([str(VENV / "bin/mlserver"), "start", str(folder)], cwd=folder,
-                                   stdout=server.log, stderr=server.log, start_new_session=True)
-    server.wait_ready(f"/v2/models/{model}/ready", timeout=180)
-    return server
+    return Server("mlserver", [str(VENV / "bin/mlserver"), "start", str(folder)], cwd=folder,
+                  ready_path=f"/v2/models/{model}/ready", port=http, ready_timeout=180)
 
 
 # (max_batch, delay in microseconds); None is batching off.
