@@ -143,6 +143,10 @@ fn an_ab_test_splits_sticky_users_and_waits_for_a_decision() {
     // While both arms served, each user stayed on one arm.
     let during: Vec<_> = report.shots.iter().filter(|s| s.version == Some(2)).collect();
     assert!(!during.is_empty());
+    // The route swaps before the old arm has drained; the record ends after that.
+    daemon.wait_until("the rollout's record to end", Duration::from_secs(10), || {
+        history(&daemon).last().is_some_and(|r| !r["outcome"].is_null())
+    });
     let record = history(&daemon).pop().unwrap();
     assert_eq!(record["outcome"], "promoted");
     assert!(record["phases"].as_array().unwrap().iter().any(|p| p["phase"] == "awaiting_decision"));
