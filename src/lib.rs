@@ -11,9 +11,10 @@
 //! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
 //! - [`health`]: what `/health` and `/ready` say, read from live state.
 //! - [`metrics`]: every Prometheus metric, in one place.
-//! - [`rollout`]: the rollout engine: strategies, health gate, persisted state, repository watch.
+//! - [`rollout`]: the rollout engine: strategies, signature check, shadow phase, health
+//!   gate, persisted state, repository watch.
 //! - [`router`]: per-model routing tables swapped atomically, pools of workers,
-//!   multiplexed connections to them.
+//!   multiplexed connections to them, the shadow phase's mirror of live traffic.
 //! - [`supervisor`]: spawning, restarting and stopping workers; signals.
 //! - [`window`]: measured windows of request outcomes and latencies per version.
 //! - [`wire`]: the binary frames between supervisor and workers.
@@ -30,7 +31,10 @@
 //!
 //! The control path: `daemon` starts a pool per model through the `supervisor`, which
 //! keeps each worker running, fills the pool's slots as workers report ready, restarts
-//! crashed workers with backoff and fails a version that cannot load or crash-loops.
+//! crashed workers with backoff and fails a version that cannot load or crash-loops. A
+//! rollout (`rollout`) starts the candidate's pool, refuses it if its signature breaks the
+//! live version's clients, lets it answer a mirrored copy of live traffic (shadow) and
+//! then shifts real traffic to it by the strategy's steps, each judged by the health gate.
 
 pub mod admin;
 pub mod alerts;

@@ -60,6 +60,10 @@ enum Command {
         /// Return once the rollout started instead of following it.
         #[arg(long)]
         no_follow: bool,
+        /// Let a version whose inputs or outputs differ from the live version's take
+        /// traffic (otherwise it is refused before any request; `plan` shows the difference).
+        #[arg(long)]
+        allow_signature_change: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -125,6 +129,12 @@ enum Command {
     /// Internal: one model version's worker process, started by `serve`.
     #[command(hide = true)]
     Worker(modeld::worker::WorkerArgs),
+    /// Internal: loads a version directory and writes its signature as a wire frame.
+    #[command(hide = true)]
+    Describe {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// Which daemon the operator commands talk to.
@@ -193,8 +203,9 @@ fn main() -> ExitCode {
         }
         Command::Config { command: ConfigCommand::Check { config } } => check(&config),
         Command::Status { target, output } => with_socket(&target, |s| cli::status(s, output.json())),
-        Command::Deploy { model, version, strategy, no_follow, target } => {
-            with_socket(&target, |s| cli::deploy(s, Request::Deploy { model, version, strategy }, !no_follow))
+        Command::Deploy { model, version, strategy, no_follow, allow_signature_change, target } => {
+            let request = Request::Deploy { model, version, strategy, allow_signature_change };
+            with_socket(&target, |s| cli::deploy(s, request, !no_follow))
         }
         Command::Rollback { model, target } => with_socket(&target, |s| cli::simple(s, &Request::Rollback { model })),
         Command::Promote { model, version, target } => {
@@ -208,6 +219,10 @@ fn main() -> ExitCode {
         Command::History { model, target, output } => with_socket(&target, |s| cli::history(s, model, output.json())),
         Command::Reload { target } => with_socket(&target, |s| cli::simple(s, &Request::Reload)),
         Command::Alerts { command: AlertsCommand::Render { config, job, output } } => alerts(&config, &job, output),
+        Command::Describe { dir } => {
+            modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "warn".into()));
+            ExitCode::from(modeld::worker::describe(&dir) as u8)
+        }
         Command::Worker(args) => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "info".into()));
             match modeld::worker::run(args) {

@@ -4,7 +4,9 @@
 //!
 //! A window is a ring of time slots; each request lands in the slot of its second (or
 //! fraction of the span) and old slots are reused as time moves on, so reading the window
-//! costs the same at any traffic. Latencies go into log-spaced buckets (5 % apart), so
+//! costs the same at any traffic. A version's refusals are counted apart from other
+//! client errors: a request refused as invalid *for this version* (its signature does not
+//! take it) says something about the version when its predecessor took the same requests. Latencies go into log-spaced buckets (5 % apart), so
 //! percentiles are exact to within a bucket and no sample list grows. Health, readiness,
 //! the rollout gate and automatic revert all read these same windows.
 //!
@@ -25,8 +27,13 @@ const BUCKETS: usize = 336;
 pub enum Outcome {
     /// Answered with the model's result.
     Served,
-    /// Refused as the client's fault (4xx): answered, not an error of the version.
+    /// Refused as the client's fault (4xx) whatever the version (a malformed body):
+    /// answered, not an error of the version.
     Refused,
+    /// Refused as invalid for this version: its signature or its worker did not take the
+    /// request (names, datatypes, shapes). Not an error by itself, but a version that
+    /// refuses more of the same traffic than its predecessor is failing its clients.
+    Invalid,
     /// The version failed it (inference error, worker crash): counts against the error rate.
     Failed,
     /// Not served at all (not ready, over the in-flight bound, timed out): counts against
@@ -53,20 +60,42 @@ struct Slot {
     requests: u64,
     failed: u64,
     unavailable: u64,
+    invalid: u64,
     latencies: Vec<u32>,
 }
 
 impl Slot {
     fn empty(period: u64) -> Slot {
-        Slot { period, requests: 0, failed: 0, unavailable: 0, latencies: vec![0; BUCKETS] }
+        Slot { period, requests: 0, failed: 0, unavailable: 0, invalid: 0, latencies: vec![0; BUCKETS] }
     }
 }
 
 pub struct Window {
+    ring: Mutex<Ring>,
+}
+
+/// The slots and the time they divide; replaced whole when the span changes.
+struct Ring {
     span: Duration,
     slot_len: Duration,
     origin: Instant,
-    slots: Mutex<Vec<Slot>>,
+    slots: Vec<Slot>,
+}
+
+impl Ring {
+    fn new(span: Duration) -> Ring {
+        let span = span.max(Duration::from_millis(SLOTS as u64));
+        Ring {
+            span,
+            slot_len: span / SLOTS,
+            origin: Instant::now(),
+            slots: (0..SLOTS).map(|_| Slot::empty(u64::MAX)).collect(),
+        }
+    }
+
+    fn period(&self, at: Instant) -> u64 {
+        (at.duration_since(self.origin).as_nanos() / self.slot_len.as_nanos()) as u64
+    }
 }
 
 /// What a window holds now.
@@ -77,6 +106,8 @@ pub struct Snapshot {
     pub requests: u64,
     pub failed: u64,
     pub unavailable: u64,
+    /// Requests refused as invalid for this version ([`Outcome::Invalid`]).
+    pub invalid: u64,
     pub p50: Option<Duration>,
     pub p95: Option<Duration>,
     pub p99: Option<Duration>,
@@ -86,6 +117,11 @@ impl Snapshot {
     /// Share of requests the version failed (0 when there were none).
     pub fn error_rate(&self) -> f64 {
         ratio(self.failed, self.requests)
+    }
+
+    /// Share of requests refused as invalid for this version (0 when there were none).
+    pub fn refusal_rate(&self) -> f64 {
+        ratio(self.invalid, self.requests)
     }
 
     /// Share of requests answered without being unavailable (1 when there were none).
@@ -108,28 +144,31 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 impl Window {
     pub fn new(span: Duration) -> Window {
-        let span = span.max(Duration::from_millis(SLOTS as u64));
-        Window {
-            span,
-            slot_len: span / SLOTS,
-            origin: Instant::now(),
-            slots: Mutex::new((0..SLOTS).map(|_| Slot::empty(u64::MAX)).collect()),
-        }
+        Window { ring: Mutex::new(Ring::new(span)) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn span(&self) -> Duration {
-        self.span
+        self.lock().span
     }
 
-    fn period(&self, at: Instant) -> u64 {
-        (at.duration_since(self.origin).as_nanos() / self.slot_len.as_nanos()) as u64
+    /// Makes the window reach `span` back. A new span starts an empty window: slots of
+    /// another length cannot be re-cut.
+    pub fn resize(&self, span: Duration) {
+        let mut ring = self.lock();
+        if ring.span != span.max(Duration::from_millis(SLOTS as u64)) {
+            *ring = Ring::new(span);
+        }
     }
 
     /// Records one request that ended now.
     pub fn record(&self, outcome: Outcome, latency: Duration) {
-        let period = self.period(Instant::now());
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut slots[(period % SLOTS as u64) as usize];
+        let mut ring = self.lock();
+        let period = ring.period(Instant::now());
+        let slot = &mut ring.slots[(period % SLOTS as u64) as usize];
         if slot.period != period {
             *slot = Slot::empty(period);
         }
@@ -137,6 +176,7 @@ impl Window {
         match outcome {
             Outcome::Failed => slot.failed += 1,
             Outcome::Unavailable => slot.unavailable += 1,
+            Outcome::Invalid => slot.invalid += 1,
             Outcome::Served | Outcome::Refused => {}
         }
         // Only requests the version answered say how fast it is; refusals and failures
@@ -148,27 +188,29 @@ impl Window {
 
     /// The requests of the last span.
     pub fn snapshot(&self) -> Snapshot {
-        let now = self.period(Instant::now());
+        let ring = self.lock();
+        let now = ring.period(Instant::now());
         // The current slot is partly filled; SLOTS - 1 full slots before it make the span.
         let oldest = now.saturating_sub(SLOTS as u64 - 1);
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let mut merged = Slot::empty(now);
-        for slot in slots.iter().filter(|s| s.period >= oldest && s.period <= now) {
+        for slot in ring.slots.iter().filter(|s| s.period >= oldest && s.period <= now) {
             merged.requests += slot.requests;
             merged.failed += slot.failed;
             merged.unavailable += slot.unavailable;
+            merged.invalid += slot.invalid;
             for (m, c) in merged.latencies.iter_mut().zip(&slot.latencies) {
                 *m += c;
             }
         }
-        drop(slots);
-        let age = Instant::now().duration_since(self.origin);
+        let covered = Instant::now().duration_since(ring.origin).min(ring.span);
+        drop(ring);
         let latency = |q| percentile(&merged.latencies, q);
         Snapshot {
-            covered: age.min(self.span),
+            covered,
             requests: merged.requests,
             failed: merged.failed,
             unavailable: merged.unavailable,
+            invalid: merged.invalid,
             p50: latency(0.50),
             p95: latency(0.95),
             p99: latency(0.99),
@@ -240,9 +282,23 @@ mod tests {
         for _ in 0..4 {
             w.record(Outcome::Unavailable, Duration::from_millis(1));
         }
+        for _ in 0..10 {
+            w.record(Outcome::Invalid, Duration::from_millis(1));
+        }
         let s = w.snapshot();
-        assert!((s.error_rate() - 0.06).abs() < 1e-12);
-        assert!((s.availability() - 0.96).abs() < 1e-12);
+        assert!((s.error_rate() - 0.06 / 1.1).abs() < 1e-12);
+        assert!((s.availability() - (1.0 - 0.04 / 1.1)).abs() < 1e-12);
+        assert!((s.refusal_rate() - 0.1 / 1.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_new_span_starts_an_empty_window() {
+        let w = Window::new(Duration::from_secs(60));
+        w.record(Outcome::Served, Duration::from_millis(1));
+        w.resize(Duration::from_secs(60));
+        assert_eq!(w.snapshot().requests, 1, "the same span keeps what was measured");
+        w.resize(Duration::from_secs(10));
+        assert_eq!((w.span(), w.snapshot().requests), (Duration::from_secs(10), 0));
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub mod status;
 
 use crate::config::Strategy;
 use crate::health::Host;
-use crate::rollout::Engine;
 use crate::rollout::runner::Command;
+use crate::rollout::{Engine, Options};
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -38,6 +38,9 @@ pub enum Request {
         model: String,
         version: u64,
         strategy: Option<String>,
+        /// Let a candidate whose signature differs from the live version's take traffic.
+        #[serde(default)]
+        allow_signature_change: bool,
     },
     /// Back to the old version: the running rollout reverts, or the previous version returns.
     Rollback {
@@ -165,15 +168,17 @@ impl Admin {
                 status.rollouts = engine.in_progress();
                 Ok(json(status))
             }
-            Request::Deploy { model, version, strategy } => {
-                done(engine.deploy(&model, version, parse_strategy(strategy.as_deref())?))
+            Request::Deploy { model, version, strategy, allow_signature_change } => {
+                let options = Options { strategy: parse_strategy(strategy.as_deref())?, allow_signature_change };
+                done(engine.deploy(&model, version, options))
             }
             Request::Rollback { model } => done(engine.rollback(&model).await),
             Request::Promote { model, version } => done(engine.command(&model, Command::Promote(version))),
             Request::Pause { model } => done(engine.command(&model, Command::Pause)),
             Request::Resume { model } => done(engine.command(&model, Command::Resume)),
             Request::Plan { model, version, strategy } => {
-                done(engine.plan(&model, version, parse_strategy(strategy.as_deref())?))
+                let options = Options { strategy: parse_strategy(strategy.as_deref())?, ..Options::default() };
+                done(engine.plan(&model, version, options).await)
             }
             Request::History { model } => Ok(json(engine.history(model.as_deref()))),
             Request::Reload => engine.reload_file().await.map(json),

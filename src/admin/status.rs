@@ -55,7 +55,7 @@ pub fn collect(router: &Router, host: &Host, started: Instant) -> Status {
             let versions = table
                 .all_pools()
                 .map(|pool| {
-                    let v = &model_health.versions[&pool.version.to_string()];
+                    let v = &model_health.versions[&health::version_key(&table, pool)];
                     VersionStatus {
                         version: pool.version,
                         role: v.role.to_string(),

@@ -76,6 +76,39 @@ pub struct DeployConfig {
     pub max_error_rate_increase: f64,
     /// A candidate whose P95 exceeds stable's by more than this factor fails.
     pub max_latency_ratio: f64,
+    /// A candidate whose share of requests refused as invalid for it (shape, datatype,
+    /// names) exceeds stable's by more than this (a fraction) fails: a version that
+    /// refuses what its predecessor took is failing its clients.
+    pub max_client_error_increase: f64,
+    /// Let a candidate whose inputs or outputs differ from the live version's take
+    /// traffic (refused before any request otherwise).
+    pub allow_signature_change: bool,
+    /// How long the candidate answers a mirrored copy of live traffic, its answers
+    /// discarded and compared with stable's, before any user request reaches it (zero: no
+    /// shadow phase).
+    pub shadow: Duration,
+    /// Mirrored requests the shadow phase must compare before it can pass (0: the health
+    /// window's min_samples).
+    pub shadow_requests: u64,
+    /// In the shadow phase, the share of compared requests on which the candidate must
+    /// agree with stable (top class for classifiers, within `agreement_tolerance` for
+    /// other outputs); 0 turns the check off.
+    pub min_agreement: f64,
+    /// Largest relative difference (a fraction) between the candidate's and stable's
+    /// non-class outputs that still counts as agreeing.
+    pub agreement_tolerance: f64,
+    /// Which of the keys whose default depends on the strategy the config set itself.
+    pub explicit: Explicit,
+}
+
+/// The keys whose default differs by strategy, when the config gives them: a rollout by
+/// another strategy (`modeld deploy --strategy`) keeps these and takes its own defaults
+/// for the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Explicit {
+    pub bake: bool,
+    pub keep_previous: bool,
+    pub shadow: bool,
 }
 
 impl DeployConfig {
@@ -105,6 +138,39 @@ impl DeployConfig {
             inconclusive_timeout: Duration::from_secs(600),
             max_error_rate_increase: 0.02,
             max_latency_ratio: 2.0,
+            max_client_error_increase: 0.02,
+            allow_signature_change: false,
+            // Recreate stops the old version before the new one starts: nothing to mirror.
+            shadow: match strategy {
+                Strategy::Recreate => Duration::ZERO,
+                _ => Duration::from_secs(30),
+            },
+            shadow_requests: 0,
+            min_agreement: 0.5,
+            agreement_tolerance: 0.1,
+            explicit: Explicit::default(),
+        }
+    }
+
+    /// These settings for a rollout by `strategy`: every key the config set is kept (the
+    /// gate's limits, check_every, sticky_header, ...); the keys whose default depends on
+    /// the strategy take `strategy`'s default unless the config set them.
+    pub fn with_strategy(&self, strategy: Strategy) -> DeployConfig {
+        if strategy == self.strategy {
+            return self.clone();
+        }
+        let defaults = DeployConfig::defaults(strategy);
+        let pick = |set: bool, ours: Duration, theirs: Duration| if set { ours } else { theirs };
+        let shadow = match strategy {
+            Strategy::Recreate => Duration::ZERO,
+            _ => pick(self.explicit.shadow, self.shadow, defaults.shadow),
+        };
+        DeployConfig {
+            strategy,
+            bake: pick(self.explicit.bake, self.bake, defaults.bake),
+            keep_previous: pick(self.explicit.keep_previous, self.keep_previous, defaults.keep_previous),
+            shadow,
+            ..self.clone()
         }
     }
 }
@@ -145,6 +211,13 @@ pub fn build(
     };
     duration("bake", &raw.bake, &mut d.bake, false);
     duration("keep_previous", &raw.keep_previous, &mut d.keep_previous, true);
+    let shadow_off = raw.shadow.as_deref() == Some("off");
+    duration("shadow", &raw.shadow.clone().filter(|_| !shadow_off), &mut d.shadow, true);
+    if shadow_off {
+        d.shadow = Duration::ZERO;
+    }
+    d.explicit =
+        Explicit { bake: raw.bake.is_some(), keep_previous: raw.keep_previous.is_some(), shadow: raw.shadow.is_some() };
     duration("duration", &raw.duration, &mut d.duration, false);
     duration("check_every", &raw.check_every, &mut d.check_every, false);
     duration("inconclusive_timeout", &raw.inconclusive_timeout, &mut d.inconclusive_timeout, false);
@@ -196,6 +269,31 @@ pub fn build(
             p if (0.0..=100.0).contains(&p) => d.max_error_rate_increase = p / 100.0,
             p => err("max_error_rate_increase", format!("must be percentage points between 0 and 100, got {p}")),
         }
+    }
+    let mut percent = |key: &str, value: Option<f64>, target: &mut f64| match value {
+        None => {}
+        Some(p) if (0.0..=100.0).contains(&p) => *target = p / 100.0,
+        Some(p) => err(key, format!("must be a percent between 0 and 100, got {p}")),
+    };
+    percent("max_client_error_increase", raw.max_client_error_increase, &mut d.max_client_error_increase);
+    percent("min_agreement", raw.min_agreement, &mut d.min_agreement);
+    percent("agreement_tolerance", raw.agreement_tolerance, &mut d.agreement_tolerance);
+    if let Some(allow) = raw.allow_signature_change {
+        d.allow_signature_change = allow;
+    }
+    if let Some(n) = raw.shadow_requests {
+        match u64::try_from(n) {
+            Ok(n) => d.shadow_requests = n,
+            Err(_) => err("shadow_requests", format!("must not be negative, got {n}")),
+        }
+    }
+    if strategy == Strategy::Recreate && !d.shadow.is_zero() {
+        err(
+            "shadow",
+            "recreate stops the old version before the new one starts, so there is no live traffic to mirror; \
+             remove shadow or pick another strategy"
+                .into(),
+        );
     }
     if let Some(r) = raw.max_latency_ratio {
         match r {

@@ -71,6 +71,12 @@ pub struct RawDeploy {
     pub inconclusive_timeout: Option<String>,
     pub max_error_rate_increase: Option<f64>,
     pub max_latency_ratio: Option<f64>,
+    pub max_client_error_increase: Option<f64>,
+    pub allow_signature_change: Option<bool>,
+    pub shadow: Option<String>,
+    pub shadow_requests: Option<i64>,
+    pub min_agreement: Option<f64>,
+    pub agreement_tolerance: Option<f64>,
 }
 
 /// `version = 3` or `version = "latest"`.

@@ -251,3 +251,83 @@ fn busy_poll_is_off_by_default_and_bounded() {
     assert!(found[0].message.contains("over the 10ms"), "{found:?}");
     assert!(found[1].message.contains("'soon' is not a duration"), "{found:?}");
 }
+
+#[test]
+fn rollout_safety_settings_default_on_and_are_checked() {
+    let c = check(
+        r#"
+[[model]]
+name = "a"
+
+[[model]]
+name = "b"
+deploy = { strategy = "recreate" }
+
+[[model]]
+name = "c"
+deploy = { shadow = "5s", shadow_requests = 300, min_agreement = 80, agreement_tolerance = 1.5, max_client_error_increase = 0.5, allow_signature_change = true }
+
+[[model]]
+name = "d"
+deploy = { strategy = "blue_green", shadow = "off" }
+"#,
+    )
+    .unwrap();
+    let (a, b, c3, d) = (&c.models[0].deploy, &c.models[1].deploy, &c.models[2].deploy, &c.models[3].deploy);
+    assert_eq!(a.shadow, Duration::from_secs(30), "on by default");
+    assert_eq!((a.min_agreement, a.agreement_tolerance, a.max_client_error_increase), (0.5, 0.1, 0.02));
+    assert!(!a.allow_signature_change);
+    assert_eq!(b.shadow, Duration::ZERO, "recreate has nothing to mirror");
+    assert_eq!((c3.shadow, c3.shadow_requests), (Duration::from_secs(5), 300));
+    assert_eq!((c3.min_agreement, c3.agreement_tolerance, c3.max_client_error_increase), (0.8, 0.015, 0.005));
+    assert!(c3.allow_signature_change);
+    assert_eq!(d.shadow, Duration::ZERO);
+
+    let found = errors(
+        r#"
+[[model]]
+name = "a"
+deploy = { strategy = "recreate", shadow = "10s" }
+
+[[model]]
+name = "b"
+deploy = { shadow = "soon", min_agreement = 120, shadow_requests = -1 }
+"#,
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "model[0].deploy.shadow",
+            "model[1].deploy.shadow",
+            "model[1].deploy.min_agreement",
+            "model[1].deploy.shadow_requests"
+        ],
+        "{found:?}"
+    );
+    assert!(found[0].message.contains("no live traffic to mirror"), "{found:?}");
+}
+
+#[test]
+fn another_strategy_keeps_the_models_gate_and_defaults_only_what_the_config_lacks() {
+    let c = check(
+        r#"
+[[model]]
+name = "m"
+deploy = { strategy = "canary", check_every = "250ms", consecutive_breaches = 3, max_error_rate_increase = 1.0, max_latency_ratio = 1.5, min_agreement = 70, keep_previous = "0s", sticky_header = "x-user" }
+"#,
+    )
+    .unwrap();
+    let canary = &c.models[0].deploy;
+    let bg = canary.with_strategy(Strategy::BlueGreen);
+    assert_eq!(bg.strategy, Strategy::BlueGreen);
+    assert_eq!(bg.check_every, Duration::from_millis(250));
+    assert_eq!(bg.consecutive_breaches, 3);
+    assert_eq!((bg.max_error_rate_increase, bg.max_latency_ratio, bg.min_agreement), (0.01, 1.5, 0.7));
+    assert_eq!(bg.sticky_header.as_deref(), Some("x-user"));
+    assert_eq!(bg.keep_previous, Duration::ZERO, "set by the config: kept");
+    assert_eq!(bg.bake, Duration::from_secs(300), "not set: blue-green's own default");
+    let recreate = canary.with_strategy(Strategy::Recreate);
+    assert_eq!((recreate.shadow, recreate.check_every), (Duration::ZERO, Duration::from_millis(250)));
+    assert_eq!(canary.with_strategy(Strategy::Canary), *canary);
+}

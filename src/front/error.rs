@@ -16,15 +16,23 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Sent as `Allow` with 405s.
     pub allow: Option<&'static str>,
+    /// A 400 decided by the version's signature or worker (names, datatypes, shapes), not
+    /// by the body's form: counted in that version's refusals.
+    pub invalid_for_version: bool,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), retry_after: None, allow: None }
+        ApiError { status, message: message.into(), retry_after: None, allow: None, invalid_for_version: false }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A 400 because the version the request reached does not take it.
+    pub fn invalid_for_version(message: impl Into<String>) -> ApiError {
+        ApiError { invalid_for_version: true, ..ApiError::bad_request(message) }
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
@@ -78,8 +86,12 @@ impl From<RouteError> for ApiError {
             | RouteError::Overloaded { .. }
             | RouteError::Retired { .. }
             | RouteError::Call(CallError::Gone) => ApiError::unavailable(message),
-            RouteError::Call(CallError::Failed { fault: Fault::BadInput, .. }) => ApiError::bad_request(message),
-            RouteError::Call(CallError::Failed { fault: Fault::Internal, .. }) => ApiError::internal(message),
+            RouteError::Call(CallError::Failed { fault: Fault::BadInput, .. }) => {
+                ApiError::invalid_for_version(message)
+            }
+            RouteError::Call(CallError::Failed { fault: Fault::Internal | Fault::NonFinite { .. }, .. }) => {
+                ApiError::internal(message)
+            }
         }
     }
 }

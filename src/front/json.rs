@@ -212,7 +212,38 @@ fn push_scalar(values: &mut Values, v: Scalar) -> Option<()> {
 }
 
 /// A tensor's elements as a flat JSON array, serialized straight from its bytes.
+///
+/// JSON has no NaN or infinity. A float output reaches a client holding one only when the
+/// version's model.toml allows it (the worker fails the request otherwise); it is then
+/// written as the string `"NaN"`, `"Infinity"` or `"-Infinity"`, as the proto3 JSON
+/// mapping (and Triton's JSON) spell them, never as a silent `null`.
 pub struct Data<'a>(pub &'a Tensor);
+
+/// A float as JSON: a number, or its name when it is not finite.
+pub struct Float(pub f64);
+
+impl Serialize for Float {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            v if v.is_finite() => s.serialize_f64(v),
+            v if v.is_nan() => s.serialize_str("NaN"),
+            v if v > 0.0 => s.serialize_str("Infinity"),
+            _ => s.serialize_str("-Infinity"),
+        }
+    }
+}
+
+/// An f32 as JSON: its shortest decimal when finite (as serde prints it), else its name.
+struct Float32(f32);
+
+impl Serialize for Float32 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            v if v.is_finite() => s.serialize_f32(v),
+            v => Float(f64::from(v)).serialize(s),
+        }
+    }
+}
 
 impl Serialize for Data<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -237,10 +268,18 @@ impl Serialize for Data<'_> {
             DType::I16 => each!(2, i16),
             DType::U32 => each!(4, u32),
             DType::I32 => each!(4, i32),
-            DType::F32 => each!(4, f32),
+            DType::F32 => {
+                for c in t.data.chunks_exact(4) {
+                    seq.serialize_element(&Float32(f32::from_le_bytes(c.try_into().expect("chunk"))))?;
+                }
+            }
             DType::U64 => each!(8, u64),
             DType::I64 => each!(8, i64),
-            DType::F64 => each!(8, f64),
+            DType::F64 => {
+                for c in t.data.chunks_exact(8) {
+                    seq.serialize_element(&Float(f64::from_le_bytes(c.try_into().expect("chunk"))))?;
+                }
+            }
             DType::Bytes => {
                 if let Values::Bytes(items) = t.values() {
                     for item in items {
@@ -299,5 +338,14 @@ mod tests {
         assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), "[0.5,-1.0,3.25]");
         let t = Tensor::from_values("l", vec![1], Values::Bytes(vec![b"setosa".to_vec()])).unwrap();
         assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), "[\"setosa\"]");
+    }
+
+    #[test]
+    fn non_finite_floats_are_named_never_null() {
+        let t = Tensor::from_values("lp", vec![4], Values::F32(vec![f32::NEG_INFINITY, -0.5, f32::INFINITY, f32::NAN]))
+            .unwrap();
+        assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), r#"["-Infinity",-0.5,"Infinity","NaN"]"#);
+        let t = Tensor::from_values("d", vec![2], Values::F64(vec![f64::NEG_INFINITY, 0.25])).unwrap();
+        assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), r#"["-Infinity",0.25]"#);
     }
 }

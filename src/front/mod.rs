@@ -18,11 +18,12 @@ pub mod routes;
 
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
+use crate::router::mirror::Copy;
 use crate::router::pool::Pool;
 use crate::router::table::Hint;
-use crate::router::{self, ModelRoute, RouteError, Router};
+use crate::router::{self, CallError, ModelRoute, RouteError, Router};
 use crate::window::Outcome;
-use crate::wire::Timing;
+use crate::wire::{Fault, Timing};
 use bytes::Bytes;
 use error::ApiError;
 use http_body_util::{BodyExt, Full, Limited};
@@ -89,6 +90,13 @@ struct Served {
     /// The version that took the request, once picked.
     pool: Option<Arc<Pool>>,
     timing: Option<Timing>,
+    /// Refused as invalid for the version it reached (its signature or worker).
+    invalid: bool,
+    /// The output whose NaN or ±Inf failed the request.
+    nonfinite: Option<String>,
+    /// Offered to a candidate in its shadow phase: its version, and whether the copy was
+    /// queued (or dropped, the queue being full).
+    mirrored: Option<(u64, bool)>,
 }
 
 impl Served {
@@ -149,7 +157,10 @@ impl Front {
         let timeout = self.limits.request_timeout;
         let reply = match tokio::time::timeout(timeout, self.dispatch(req, &mut served)).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => e.into(),
+            Ok(Err(e)) => {
+                served.invalid = e.invalid_for_version;
+                e.into()
+            }
             Err(_) => ApiError::timeout(timeout).into(),
         };
         self.record(&served, &reply, started.elapsed());
@@ -185,10 +196,11 @@ impl Front {
         // The body is read before any other answer: answering while a client is still
         // sending makes many clients fail with a broken pipe instead of reading the answer.
         let body = self.read_body(req).await?;
+        let read = oip::parse_body(&body)?;
         let _admission = admit(&route, &wants, served)?;
         let mut request = None;
         let ran = run(&route, &wants, served, |info| {
-            let parsed = oip::parse_infer(&body, &info.inputs, &info.outputs)?;
+            let parsed = oip::check(&read, &info.inputs, &info.outputs)?;
             let inputs = parsed.inputs.clone();
             request = Some(parsed);
             Ok(inputs)
@@ -240,11 +252,22 @@ impl Front {
             return;
         }
         if let Some(pool) = &served.pool {
-            pool.window.record(Outcome::of_status(reply.status.as_u16()), elapsed);
+            let outcome = match served.invalid {
+                true => Outcome::Invalid,
+                false => Outcome::of_status(reply.status.as_u16()),
+            };
+            pool.window.record(outcome, elapsed);
         }
         let model = served.model.as_deref().unwrap_or("");
         let version = served.pool.as_ref().map(|p| p.version.to_string()).unwrap_or_default();
         let m = &self.metrics;
+        if let Some(output) = &served.nonfinite {
+            m.nonfinite_outputs.with_label_values(&[model, &version, output]).inc();
+        }
+        if let Some((candidate, queued)) = served.mirrored {
+            let outcome = if queued { "mirrored" } else { "dropped" };
+            m.shadow_requests.with_label_values(&[model, &candidate.to_string(), outcome]).inc();
+        }
         m.requests.with_label_values(&[model, &version, served.protocol, reply.status.as_str()]).inc();
         m.request_duration.with_label_values(&[model, &version, served.protocol]).observe(elapsed.as_secs_f64());
         if let Some(t) = served.timing {
@@ -334,17 +357,26 @@ async fn run(
         let outcome = match pool.wait_info().await {
             Ok(info) => {
                 let inputs = inputs_for(&info)?;
-                router::infer(&pool, &inputs).await.map(|(outputs, timing)| (info, outputs, timing))
+                router::infer(&pool, &inputs).await.map(|(outputs, timing)| (info, inputs, outputs, timing))
             }
             Err(e) => Err(router::pool_error(&pool, e)),
         };
         match outcome {
-            Ok((info, outputs, timing)) => {
+            Ok((info, inputs, outputs, timing)) => {
                 served.timing = Some(timing);
+                if let Some(mirror) = route.mirror_for(&pool) {
+                    let queued = mirror.offer(|| Copy { inputs, answer: outputs.clone() });
+                    served.mirrored = Some((mirror.pool.version, queued));
+                }
                 return Ok(Ran { pool, info, outputs });
             }
             Err(RouteError::Retired { .. }) if attempts < 2 => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if let RouteError::Call(CallError::Failed { fault: Fault::NonFinite { output }, .. }) = &e {
+                    served.nonfinite = Some(output.clone());
+                }
+                return Err(e.into());
+            }
         }
     }
 }

@@ -14,8 +14,9 @@ use crate::tensor::{DType, Tensor, TensorSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// An infer body, its JSON read but not yet checked against any version's signature.
 #[derive(Deserialize)]
-struct InferRequest<'a> {
+pub struct InferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(borrow)]
@@ -47,8 +48,17 @@ pub struct Request {
 
 /// Parses and checks an infer body against the model's signature.
 pub fn parse_infer(body: &[u8], inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<Request, ApiError> {
-    let req: InferRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    check(&parse_body(body)?, inputs_spec, outputs_spec)
+}
+
+/// Reads an infer body's JSON: what no version could take is refused here, before routing.
+pub fn parse_body(body: &[u8]) -> Result<InferRequest<'_>, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// Checks a read body against one version's signature and builds its tensors. A mismatch
+/// with the signature is refused as invalid for that version.
+pub fn check(req: &InferRequest, inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<Request, ApiError> {
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
         if inputs.iter().any(|t: &Tensor| t.name == input.name) {
@@ -58,23 +68,23 @@ pub fn parse_infer(body: &[u8], inputs_spec: &[TensorSpec], outputs_spec: &[Tens
     }
     for spec in inputs_spec {
         if !inputs.iter().any(|t| t.name == spec.name) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid_for_version(format!(
                 "missing input '{}' (the model takes {})",
                 spec.name,
                 names(inputs_spec)
             )));
         }
     }
-    let outputs = req.outputs.map(|o| o.into_iter().map(|o| o.name).collect::<Vec<_>>());
+    let outputs = req.outputs.as_ref().map(|o| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>());
     for name in outputs.iter().flatten() {
         if !outputs_spec.iter().any(|s| &s.name == name) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid_for_version(format!(
                 "unknown output '{name}' requested (the model gives {})",
                 names(outputs_spec)
             )));
         }
     }
-    Ok(Request { id: req.id, inputs, outputs })
+    Ok(Request { id: req.id.clone(), inputs, outputs })
 }
 
 fn names(specs: &[TensorSpec]) -> String {
@@ -84,12 +94,15 @@ fn names(specs: &[TensorSpec]) -> String {
 fn parse_input(input: &InputTensor, specs: &[TensorSpec]) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let spec = specs.iter().find(|s| &s.name == name).ok_or_else(|| {
-        ApiError::bad_request(format!("unexpected input '{name}' (the model takes {})", names(specs)))
+        ApiError::invalid_for_version(format!("unexpected input '{name}' (the model takes {})", names(specs)))
     })?;
     let dtype = DType::from_oip_name(&input.datatype)
         .ok_or_else(|| ApiError::bad_request(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
     if dtype != spec.dtype {
-        return Err(ApiError::bad_request(format!("input '{name}': expected datatype {}, got {dtype}", spec.dtype)));
+        return Err(ApiError::invalid_for_version(format!(
+            "input '{name}': expected datatype {}, got {dtype}",
+            spec.dtype
+        )));
     }
     let shape = input.shape.iter().map(|d| usize::try_from(*d)).collect::<Result<Vec<_>, _>>().map_err(|_| {
         ApiError::bad_request(format!("input '{name}': shape {:?} has a negative dimension", input.shape))
@@ -98,7 +111,7 @@ fn parse_input(input: &InputTensor, specs: &[TensorSpec]) -> Result<Tensor, ApiE
         json::parse(input.data, dtype).map_err(|e| ApiError::bad_request(format!("input '{name}': data: {e}")))?;
     let tensor =
         Tensor::from_values(name.clone(), shape, parsed.values).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    spec.admits(&tensor).map_err(ApiError::bad_request)?;
+    spec.admits(&tensor).map_err(ApiError::invalid_for_version)?;
     Ok(tensor)
 }
 

@@ -65,8 +65,13 @@ pub fn model_name(examples: &[Example], models: &[String]) -> Result<String, Api
     }
 }
 
-/// Stacks the examples' features into one batch tensor for the model's single input.
+/// Stacks the examples' features into one batch tensor for the model's single input. The
+/// body was read before routing; what this refuses, this version's signature refuses.
 pub fn batch_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, ApiError> {
+    version_tensor(examples, info).map_err(|e| ApiError::invalid_for_version(e.message))
+}
+
+fn version_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, ApiError> {
     let [input] = info.inputs.as_slice() else {
         return Err(ApiError::bad_request(format!(
             "the model has {} inputs; /predict serves single-input models (use /v2/models/{{model}}/infer)",
@@ -133,13 +138,26 @@ fn append(all: &mut Values, more: Values) {
     extend!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
 }
 
-/// One answer.
+/// One answer. Non-finite values (only where the model.toml allows them) are written as
+/// `"NaN"`, `"Infinity"` or `"-Infinity"`, as in OIP answers.
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Prediction {
     pub prediction: serde_json::Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "probability")]
     pub probability: Option<f64>,
     pub model_version: String,
+}
+
+fn probability<S: serde::Serializer>(p: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => json::Float(*p).serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A value as JSON, named when it is not finite.
+fn number(v: f64) -> serde_json::Value {
+    serde_json::to_value(json::Float(v)).expect("a float serializes")
 }
 
 /// Reads one answer per example from the outputs.
@@ -183,8 +201,8 @@ fn answer(row: &[f64], kind: Option<PredictKind>, labels: Option<&[String]>, ver
     let model_version = version.to_string();
     if kind == PredictKind::Regression {
         let prediction = match row {
-            [v] => serde_json::json!(v),
-            _ => serde_json::json!(row),
+            [v] => number(*v),
+            _ => serde_json::Value::Array(row.iter().map(|v| number(*v)).collect()),
         };
         return Prediction { prediction, probability: None, model_version };
     }
@@ -240,6 +258,16 @@ mod tests {
     fn single_values_are_regressions() {
         let p = answer(&[4.5], None, None, 1);
         assert_eq!((p.prediction, p.probability), (serde_json::json!(4.5), None));
+    }
+
+    #[test]
+    fn allowed_infinities_are_named_in_answers() {
+        let p = answer(&[f64::NEG_INFINITY], Some(PredictKind::Regression), None, 1);
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"prediction":"-Infinity","model_version":"1"}"#);
+        let p = answer(&[f64::NEG_INFINITY, 0.0], Some(PredictKind::Probabilities), None, 1);
+        assert_eq!(p.prediction, serde_json::json!(1));
+        let p = Prediction { prediction: serde_json::json!(0), probability: Some(f64::NAN), model_version: "1".into() };
+        assert!(serde_json::to_string(&p).unwrap().contains(r#""probability":"NaN""#));
     }
 
     #[test]

@@ -78,8 +78,10 @@ impl Front {
             let table = route.table();
             for pool in table.all_pools() {
                 let version = pool.version.to_string();
-                m.traffic_weight.with_label_values(&[name, &version]).set(i64::from(table.weight(pool)));
-                m.workers_up.with_label_values(&[name, &version]).set(pool.ready_workers() as i64);
+                // Added, not set: two pools of one version (a settings change rolling out)
+                // share these series.
+                m.traffic_weight.with_label_values(&[name, &version]).add(i64::from(table.weight(pool)));
+                m.workers_up.with_label_values(&[name, &version]).add(pool.ready_workers() as i64);
                 for (slot, s) in pool.slots.iter().enumerate() {
                     let rss = s.rss_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64;
                     m.worker_rss_bytes.with_label_values(&[name, &version, &slot.to_string()]).set(rss);

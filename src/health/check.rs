@@ -146,7 +146,7 @@ mod tests {
 
     fn snapshot(requests: u64, failed: u64, unavailable: u64, p95_ms: u64) -> Snapshot {
         let p = Some(Duration::from_millis(p95_ms));
-        Snapshot { covered: Duration::from_secs(60), requests, failed, unavailable, p50: p, p95: p, p99: p }
+        Snapshot { covered: Duration::from_secs(60), requests, failed, unavailable, invalid: 0, p50: p, p95: p, p99: p }
     }
 
     #[test]

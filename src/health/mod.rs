@@ -11,11 +11,13 @@
 pub mod check;
 
 use crate::router::Router;
+use crate::router::mirror::ShadowCounts;
 use crate::router::pool::{Phase, Pool};
 use crate::router::table::RoutingTable;
 use crate::window::Snapshot;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -55,7 +57,18 @@ pub struct VersionHealth {
     pub workers: Workers,
     /// What the measured window holds, beside the checks that judge it.
     pub window: WindowSummary,
+    /// In the shadow phase: what was mirrored to it and how much agreed with stable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSummary>,
     pub checks: BTreeMap<&'static str, Check>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShadowSummary {
+    #[serde(flatten)]
+    pub counts: ShadowCounts,
+    /// Share of compared requests on which it agreed with stable.
+    pub agreement: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +78,10 @@ pub struct WindowSummary {
     pub throughput_per_second: f64,
     pub failed: u64,
     pub unavailable: u64,
+    /// Requests refused as invalid for this version (its signature or worker did not
+    /// take them), and their share: the rollout gate compares it with stable's.
+    pub refused: u64,
+    pub refusal_rate: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +99,8 @@ fn summary(w: &Snapshot) -> WindowSummary {
         throughput_per_second: w.throughput(),
         failed: w.failed,
         unavailable: w.unavailable,
+        refused: w.invalid,
+        refusal_rate: w.refusal_rate(),
     }
 }
 
@@ -90,12 +109,13 @@ fn summary(w: &Snapshot) -> WindowSummary {
 pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
     let models: BTreeMap<String, ModelHealth> =
         router.models().iter().map(|(name, route)| (name.clone(), model_health(&route.table(), host))).collect();
-    // A warm previous version takes no traffic: shown, but not part of the verdict.
+    // A warm previous version and a shadowing candidate serve no user: shown, but not
+    // part of the verdict.
     let worst = models
         .values()
         .flat_map(|m| {
             let unserved = (!m.ready).then_some(Status::Critical);
-            let serving = m.versions.values().filter(|v| v.role != "previous");
+            let serving = m.versions.values().filter(|v| v.role != "previous" && v.role != "shadow");
             serving.flat_map(|v| v.checks.values().map(|c| c.status)).chain(unserved)
         })
         .max()
@@ -109,7 +129,7 @@ pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
 }
 
 fn model_health(table: &RoutingTable, host: &Host) -> ModelHealth {
-    let versions = table.all_pools().map(|p| (p.version.to_string(), version_health(p, table.role(p), host))).collect();
+    let versions = table.all_pools().map(|p| (version_key(table, p), version_health(table, p, host))).collect();
     let ready = table.stable.as_ref().is_some_and(|p| p.is_ready());
     let reason = match &table.stable {
         None => Some(table.problem.clone().unwrap_or_else(|| "no version is live".into())),
@@ -139,7 +159,7 @@ pub fn evaluate(pool: &Pool, host: &Host) -> BTreeMap<&'static str, Check> {
 
 /// Every check of one version, its measured window read once by the caller.
 fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'static str, Check> {
-    let h = &pool.health;
+    let h = &*pool.health();
     let failed = matches!(*pool.phase(), Phase::Failed { .. });
     let max_rss = pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0);
     BTreeMap::from([
@@ -153,7 +173,19 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
     ])
 }
 
-fn version_health(pool: &Pool, role: &'static str, host: &Host) -> VersionHealth {
+/// How `/health` and `modeld status` name a version: its number, and when a second pool
+/// of the same version runs (a settings change rolling out), the number and role
+/// (`"3"` stable, `"3-candidate"`).
+pub fn version_key(table: &RoutingTable, pool: &Arc<Pool>) -> String {
+    let first = table.all_pools().find(|p| p.version == pool.version).is_some_and(|p| Arc::ptr_eq(p, pool));
+    match first {
+        true => pool.version.to_string(),
+        false => format!("{}-{}", pool.version, table.role(pool)),
+    }
+}
+
+fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> VersionHealth {
+    let role = table.role(pool);
     // One reading of the window: the summary and the checks judge the same requests.
     let window = pool.window.snapshot();
     let state = state(pool);
@@ -178,6 +210,10 @@ fn version_health(pool: &Pool, role: &'static str, host: &Host) -> VersionHealth
             oom_kills: pool.slots.iter().map(|s| s.oom_kills.load(Ordering::Relaxed)).sum(),
         },
         window: summary(&window),
+        shadow: table.shadow.as_ref().filter(|m| Arc::ptr_eq(&m.pool, pool)).map(|m| {
+            let counts = m.counts();
+            ShadowSummary { counts, agreement: counts.agreement() }
+        }),
         checks: evaluate_window(pool, host, &window),
     }
 }

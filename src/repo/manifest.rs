@@ -21,7 +21,16 @@
 //! [predict]                   # how /predict reads the answer
 //! output = "probabilities"
 //! kind = "probabilities"      # or "logits" (softmax applied) or "regression"
+//!
+//! [outputs.log_probs]         # values an output may legitimately hold
+//! allow_infinite = true       # ±Inf is an answer (log of 0), not a failure
+//! allow_nan = false           # NaN still fails the request (the default for both)
 //! ```
+//!
+//! An output holding NaN or ±Inf that its `[outputs.<name>]` does not allow fails the
+//! request (500, counted as the version's failure). Allowed ones are answered in JSON as
+//! the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (the proto3 JSON mapping's
+//! spelling), never as a silent `null`.
 
 use crate::tensor::{DType, Tensor, Values};
 use serde::Deserialize;
@@ -49,6 +58,20 @@ pub struct Manifest {
     pub golden: Vec<Golden>,
     #[serde(default)]
     pub predict: PredictSpec,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputSpec>,
+}
+
+/// `[outputs.<name>]`: what one output may hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// ±Inf is a legitimate value (log-probabilities), answered rather than failed.
+    #[serde(default)]
+    pub allow_infinite: bool,
+    /// NaN is a legitimate value, answered rather than failed.
+    #[serde(default)]
+    pub allow_nan: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,7 +11,7 @@ pub mod manifest;
 
 use std::path::{Path, PathBuf};
 
-pub use manifest::{Example, Golden, Manifest, ManifestError, PredictKind};
+pub use manifest::{Example, Golden, Manifest, ManifestError, OutputSpec, PredictKind};
 
 /// The file a version directory must hold.
 pub const MODEL_FILE: &str = "model.onnx";

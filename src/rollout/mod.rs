@@ -13,11 +13,14 @@
 //! restart may have been the candidate's doing. The daemon comes back on the last promoted
 //! version and records the rollout as aborted.
 
+pub mod agreement;
 pub mod gate;
 pub mod phase;
 pub mod plan;
 mod reload;
 pub mod runner;
+pub mod shadow;
+pub mod signature;
 pub mod state;
 pub mod watch;
 
@@ -47,6 +50,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// `server.worker_start_timeout`: how long a candidate may take to get ready.
     pub start_timeout: Duration,
+    /// `server.request_timeout`: how long a mirrored copy may take on a shadowing candidate.
+    pub request_timeout: Duration,
     store: Store,
     state: Mutex<State>,
 }
@@ -105,6 +110,24 @@ pub enum EngineError {
     Idle(String),
     #[error("model '{model}': {reason}")]
     CannotRollBack { model: String, reason: String },
+}
+
+/// What an operator asked of one rollout beyond the model's config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Roll out by this strategy instead of the config's (keeping the config's gate).
+    pub strategy: Option<Strategy>,
+    /// Let a candidate whose signature differs from the live version's take traffic.
+    pub allow_signature_change: bool,
+}
+
+impl Options {
+    /// The model's deploy settings with these options applied.
+    fn apply(&self, model: &ModelConfig) -> crate::config::DeployConfig {
+        let mut deploy = self.strategy.map_or_else(|| model.deploy.clone(), |s| model.deploy.with_strategy(s));
+        deploy.allow_signature_change |= self.allow_signature_change;
+        deploy
+    }
 }
 
 /// A rollout being run.
@@ -167,6 +190,7 @@ impl Engine {
             host,
             metrics,
             start_timeout: config.server.worker_start_timeout,
+            request_timeout: config.server.request_timeout,
             store,
             state: Mutex::new(saved),
         });
@@ -254,31 +278,26 @@ impl Engine {
         self.router.insert(Arc::new(ModelRoute::new(&model.name, limit, table)));
         if let Some(want) = pending {
             tracing::info!(model = %model.name, version = want, "the config asks for a version not yet rolled out");
-            if let Err(e) = self.start_rollout(&model.name, want, None, Origin::Config) {
+            if let Err(e) = self.start_rollout(&model.name, want, Options::default(), Origin::Config) {
                 tracing::error!("{e}");
             }
         }
     }
 
-    /// Starts a rollout of `model` to `version` (`strategy` overriding the config's).
-    pub fn deploy(
-        self: &Arc<Self>,
-        model: &str,
-        version: u64,
-        strategy: Option<Strategy>,
-    ) -> Result<Progress, EngineError> {
+    /// Starts a rollout of `model` to `version`, as the operator's `options` ask.
+    pub fn deploy(self: &Arc<Self>, model: &str, version: u64, options: Options) -> Result<Progress, EngineError> {
         let route = self.router.model(model).map_err(|_| EngineError::UnknownModel(model.into()))?;
         if route.table().stable.as_ref().is_some_and(|p| p.version == version) {
             return Err(EngineError::AlreadyLive { model: model.into(), version });
         }
-        self.start_rollout(model, version, strategy, Origin::Operator)
+        self.start_rollout(model, version, options, Origin::Operator)
     }
 
     fn start_rollout(
         self: &Arc<Self>,
         name: &str,
         version: u64,
-        strategy: Option<Strategy>,
+        options: Options,
         origin: Origin,
     ) -> Result<Progress, EngineError> {
         let config = self.config();
@@ -291,10 +310,7 @@ impl Engine {
         if let Some(r) = running.get(name) {
             return Err(EngineError::Busy { model: name.into(), to: r.progress.borrow().to });
         }
-        let mut deploy = model.deploy.clone();
-        if let Some(strategy) = strategy.filter(|s| *s != deploy.strategy) {
-            deploy = crate::config::DeployConfig { strategy, ..crate::config::DeployConfig::defaults(strategy) };
-        }
+        let deploy = options.apply(&model);
         let table = route.table();
         let record = Record {
             id: self.shared.read(State::next_id),
@@ -442,16 +458,23 @@ impl Engine {
         Ok(format!("version {to} is live again ({how}); version {from} stopped"))
     }
 
-    /// The plan for rolling `model` to `version`, doing nothing.
-    pub fn plan(&self, model: &str, version: u64, strategy: Option<Strategy>) -> Result<plan::Plan, EngineError> {
+    /// The plan for rolling `model` to `version`, doing nothing but reading the version's
+    /// signature (in a short-lived process) to show how it differs from the live one's.
+    pub async fn plan(&self, model: &str, version: u64, options: Options) -> Result<plan::Plan, EngineError> {
         let config = self.config();
         let m = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
-        let deploy = match strategy {
-            Some(s) if s != m.deploy.strategy => crate::config::DeployConfig::defaults(s),
-            _ => m.deploy.clone(),
-        };
-        let from = self.router.model(model).ok().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
-        Ok(plan::plan(m, &deploy, from, version, config.server.request_timeout))
+        ModelDir::new(&m.dir)
+            .resolve(VersionSpec::Exact(version))
+            .map_err(|e| EngineError::NoVersion { model: model.into(), reason: e.to_string() })?;
+        let deploy = options.apply(m);
+        let stable = self.router.model(model).ok().and_then(|r| r.table().stable.clone());
+        let mut plan =
+            plan::plan(m, &deploy, stable.as_ref().map(|p| p.version), version, config.server.request_timeout);
+        if let Some(live) = stable.and_then(|p| p.info()) {
+            let candidate = self.shared.supervisor.describe(m, version).await;
+            plan.signature = Some(plan::SignaturePlan::new(&live, candidate, deploy.allow_signature_change));
+        }
+        Ok(plan)
     }
 
     /// Ended and running rollouts, oldest first, of one model or all.

@@ -10,12 +10,18 @@ pub enum Phase {
     /// The candidate's workers start: load, warm-up, golden examples. Moves on when one is
     /// ready (traffic may start), or fails the rollout — live traffic untouched.
     Spawning,
+    /// The candidate answers a mirrored copy of live requests, its answers compared with
+    /// stable's and thrown away; no user request reaches it. Moves on when the shadow time
+    /// ends with a passing verdict (agreement included); a failing one stops the candidate
+    /// before any user saw it.
+    Shadow,
     /// The candidate takes `weight` % of traffic while the gate watches, for the step's
     /// bake time. Moves on when the bake ends with a passing verdict; a failing one
     /// reverts.
     Gating { step: usize, steps: usize, weight: u8 },
     /// Held at `weight`: by `modeld pause`, or a step that ended without enough traffic to
-    /// judge (with `on_inconclusive = "pause"`). The gate still reverts on a breach.
+    /// judge (with `on_inconclusive = "pause"`). The gate still reverts on a breach. Step
+    /// 0 is the shadow phase (weight 0: still no user traffic).
     /// Moves on with `modeld resume` (or `promote` / `rollback`).
     Paused { step: usize, steps: usize, weight: u8, reason: String },
     /// A/B test: the test ran its duration; both arms keep serving until `modeld promote`
@@ -40,6 +46,7 @@ impl Phase {
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Spawning => "spawning",
+            Phase::Shadow => "shadow",
             Phase::Gating { .. } => "gating",
             Phase::Paused { .. } => "paused",
             Phase::AwaitingDecision { .. } => "awaiting_decision",
@@ -50,8 +57,8 @@ impl Phase {
         }
     }
 
-    pub const NAMES: [&'static str; 8] =
-        ["spawning", "gating", "paused", "awaiting_decision", "draining", "promoted", "reverted", "failed"];
+    pub const NAMES: [&'static str; 9] =
+        ["spawning", "shadow", "gating", "paused", "awaiting_decision", "draining", "promoted", "reverted", "failed"];
 
     /// The candidate's traffic share in this phase, when it has one.
     pub fn weight(&self) -> Option<u8> {
@@ -66,10 +73,14 @@ impl Phase {
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
-            Phase::Spawning => "starting the new version's workers (load, warm-up, golden examples)".into(),
+            Phase::Spawning => {
+                "starting the new version's workers (load, warm-up, golden examples, signature check)".into()
+            }
+            Phase::Shadow => "shadow: answering a copy of live traffic, compared with stable's, no user traffic".into(),
             Phase::Gating { step, steps, weight } => {
                 format!("step {step}/{steps}: {weight}% of traffic, gate watching")
             }
+            Phase::Paused { step: 0, reason, .. } => format!("paused in the shadow phase (no user traffic): {reason}"),
             Phase::Paused { step, steps, weight, reason } => {
                 format!("paused at step {step}/{steps} ({weight}% of traffic): {reason}")
             }

@@ -1,7 +1,11 @@
 //! `modeld plan`: the phases a rollout would go through, with their durations from the
-//! config, without doing anything. Recreate says it has downtime.
+//! config, without doing anything. Recreate says it has downtime. The candidate's
+//! signature is compared with the live version's, and a breaking difference shown with
+//! whether the rollout would refuse it.
 
+use super::signature::{self, Difference};
 use crate::config::{DeployConfig, ModelConfig, Strategy};
+use crate::wire::ModelInfo;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::time::Duration;
@@ -17,6 +21,33 @@ pub struct Plan {
     pub phases: Vec<PlannedPhase>,
     /// The shortest the rollout can take if every gate passes at once.
     pub minimum_seconds: f64,
+    /// The candidate's signature against the live version's (absent with none live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignaturePlan>,
+}
+
+/// What the signature check would find.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SignaturePlan {
+    pub differences: Vec<Difference>,
+    /// A breaking difference would stop the rollout before any traffic.
+    pub refused: bool,
+    /// The candidate's signature could not be read (it would fail to start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SignaturePlan {
+    pub fn new(live: &ModelInfo, candidate: Result<ModelInfo, String>, allow_change: bool) -> SignaturePlan {
+        match candidate {
+            Ok(candidate) => {
+                let differences = signature::compare(live, &candidate);
+                let refused = !allow_change && signature::breaking(&differences).is_some();
+                SignaturePlan { differences, refused, error: None }
+            }
+            Err(e) => SignaturePlan { differences: Vec::new(), refused: true, error: Some(e) },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,6 +74,17 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
         format!("start {n} worker(s) of v{to}: load, warm-up, golden examples; no traffic until ready"),
     );
     let promote = |extra: &str| phase("promote", None, format!("v{to} becomes stable in one routing store{extra}"));
+    let shadow = (!d.shadow.is_zero() && from.is_some()).then(|| {
+        let agreement = match d.min_agreement > 0.0 {
+            false => "agreement not checked".to_string(),
+            true => format!("must agree with the live version on at least {}% of them", d.min_agreement * 100.0),
+        };
+        phase(
+            "shadow",
+            Some(d.shadow),
+            format!("v{to} answers a mirrored copy of live requests, its answers discarded: judged by the health gate, and {agreement}; no user request reaches it"),
+        )
+    });
     let keep = match d.keep_previous.is_zero() {
         true => "; the old version is drained and stopped".to_string(),
         false => format!("; the old version stays warm for {:?} for instant rollback", d.keep_previous),
@@ -52,6 +94,7 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
     match d.strategy {
         Strategy::Canary => {
             phases.push(spawn);
+            phases.extend(shadow);
             for (i, w) in d.steps.iter().enumerate() {
                 phases.push(phase(
                     format!("step {}/{}", i + 1, d.steps.len()),
@@ -63,6 +106,7 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
         }
         Strategy::BlueGreen => {
             phases.push(spawn);
+            phases.extend(shadow);
             phases.push(phase(
                 "switch",
                 None,
@@ -74,6 +118,10 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
         Strategy::Rolling => {
             let batch = (d.max_surge + d.max_unavailable).max(1);
             let steps = n.div_ceil(batch);
+            if let Some(mut shadow) = shadow {
+                shadow.detail = format!("with its first {batch} worker(s) up: {}", shadow.detail);
+                phases.push(shadow);
+            }
             for i in 0..steps {
                 phases.push(phase(
                     format!("step {}/{steps}", i + 1),
@@ -106,6 +154,7 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
         }
         Strategy::AbTest => {
             phases.push(spawn);
+            phases.extend(shadow);
             let sticky =
                 d.sticky_header.as_ref().map_or("split per request".into(), |h| format!("sticky by the {h} header"));
             phases.push(phase("test", Some(d.duration), format!("{}% of traffic to v{to}, {sticky}; {gate}", d.split)));
@@ -117,7 +166,16 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
         }
     }
     let minimum_seconds = phases.iter().filter_map(|p| p.seconds).sum();
-    Plan { model: model.name.clone(), from, to, strategy: d.strategy.to_string(), downtime, phases, minimum_seconds }
+    Plan {
+        model: model.name.clone(),
+        from,
+        to,
+        strategy: d.strategy.to_string(),
+        downtime,
+        phases,
+        minimum_seconds,
+        signature: None,
+    }
 }
 
 /// The plan as text.
@@ -135,5 +193,32 @@ pub fn render(plan: &Plan) -> String {
         let _ = writeln!(out, "{:>2}. {}{time}: {}", i + 1, p.name, p.detail);
     }
     let _ = writeln!(out, "at least {}", humantime::format_duration(Duration::from_secs_f64(plan.minimum_seconds)));
+    if let Some(signature) = &plan.signature {
+        render_signature(&mut out, signature, &from);
+    }
     out
+}
+
+fn render_signature(out: &mut String, s: &SignaturePlan, from: &str) {
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "signature: could not be read, the version would fail to start: {e}");
+        return;
+    }
+    if s.differences.is_empty() {
+        let _ = writeln!(out, "signature: same inputs and outputs as {from}");
+        return;
+    }
+    let _ = writeln!(out, "signature differs from {from}:");
+    for d in &s.differences {
+        let _ = writeln!(out, "  - {}{}", d.text, if d.breaking { " (breaking)" } else { "" });
+    }
+    if s.refused {
+        let _ = writeln!(
+            out,
+            "REFUSED: the rollout would stop before any traffic; if the change is meant, deploy with --allow-signature-change (or allow_signature_change = true in [model.deploy])"
+        );
+    } else if s.differences.iter().any(|d| d.breaking) {
+        let _ =
+            writeln!(out, "allowed: allow_signature_change lets this version take traffic; clients of {from} may fail");
+    }
 }

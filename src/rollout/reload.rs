@@ -2,7 +2,7 @@
 //! added start, removed ones stop, and a model whose desired version or settings changed
 //! rolls out — unless the config names a version already tried (and reverted) for it.
 
-use super::{Engine, Origin};
+use super::{Engine, Options, Origin};
 use crate::config::{Config, ModelConfig};
 use crate::repo::ModelDir;
 use std::sync::Arc;
@@ -68,19 +68,29 @@ impl Engine {
             Ok(v) => v,
             Err(e) => return format!("{name}: unchanged ({e})"),
         };
-        let live = self.router.model(name).ok().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
+        let route = self.router.model(name).ok();
+        let live = route.as_ref().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
         let settings_changed = worker_settings_changed(before, model);
+        let thresholds = before.health != model.health;
+        if thresholds && let Some(route) = &route {
+            // Thresholds live in the supervisor: every pool is judged by the new ones from
+            // now on, and no worker restarts for them.
+            for pool in route.table().all_pools() {
+                pool.set_health(model.health.clone());
+            }
+        }
         let asked = self.shared.read(|s| s.models.get(name).and_then(|m| m.config_asked));
         let new_ask = Some(desired) != live && Some(desired) != asked;
         if !new_ask && !settings_changed {
-            return match Some(desired) != live {
-                true => format!(
+            return match (Some(desired) != live, thresholds) {
+                (true, _) => format!(
                     "{name}: version {desired} was already tried (see history); not redeployed until asked again"
                 ),
-                false => format!("{name}: unchanged"),
+                (false, true) => format!("{name}: health thresholds applied (no worker restarted)"),
+                (false, false) => format!("{name}: unchanged"),
             };
         }
-        match self.start_rollout(name, desired, None, Origin::Reload) {
+        match self.start_rollout(name, desired, Options::default(), Origin::Reload) {
             Ok(p) => format!("{name}: rollout {} started to version {desired} by {}", p.id, p.strategy),
             Err(e) => format!("{name}: not rolled out: {e}"),
         }
@@ -93,7 +103,7 @@ impl Engine {
         if Some(version) == asked || Some(version) == live {
             return;
         }
-        match self.start_rollout(model, version, None, Origin::Watch) {
+        match self.start_rollout(model, version, Options::default(), Origin::Watch) {
             Ok(p) => tracing::info!(model, version, id = p.id, "new version in the repository: rolling out"),
             Err(e) => tracing::warn!("new version {version} of {model} not rolled out: {e}"),
         }
@@ -101,10 +111,15 @@ impl Engine {
 }
 
 /// Whether the model's workers would run differently: any setting but the version (asked
-/// for separately) and the deploy section (how to roll out, not what). Derived from the
+/// for separately), the deploy section (how to roll out, not what) and the health
+/// thresholds (applied by the supervisor, see [`Engine::reload_model`]). Derived from the
 /// whole config so that a setting added later is never forgotten here.
 fn worker_settings_changed(before: &ModelConfig, model: &ModelConfig) -> bool {
-    let same_except_worker_settings =
-        ModelConfig { version: model.version, deploy: model.deploy.clone(), ..before.clone() };
+    let same_except_worker_settings = ModelConfig {
+        version: model.version,
+        deploy: model.deploy.clone(),
+        health: model.health.clone(),
+        ..before.clone()
+    };
     same_except_worker_settings != *model
 }

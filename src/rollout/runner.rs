@@ -1,6 +1,11 @@
 //! One rollout, run to its end: the strategies as sequences of routing-table swaps
 //! between bakes, each bake watched by the health gate.
 //!
+//! Before any user request, a candidate must load (warm-up, golden examples), match the
+//! live version's signature ([`super::signature`]) and, unless turned off, pass its
+//! shadow phase: answering a mirrored copy of live traffic whose answers are compared
+//! with stable's and thrown away ([`super::shadow`]).
+//!
 //! Every traffic switch is one store of the model's routing table; requests in flight
 //! finish on the pool that took them, and a pool is drained before its workers stop
 //! (the supervisor does both). The runner answers operator commands (rollback, promote,
@@ -11,10 +16,13 @@ use super::Shared;
 use super::gate::{self, Verdict};
 use super::phase::{Phase, Progress};
 use super::state::{self, PhaseEntry, Record};
+use super::{shadow, signature};
 use crate::config::{DeployConfig, ModelConfig, OnInconclusive, Strategy};
 use crate::router::ModelRoute;
+use crate::router::mirror::{Mirror, ShadowCounts};
 use crate::router::pool::{Phase as PoolPhase, Pool};
 use crate::router::table::{Candidate, RoutingTable};
+use crate::wire::ModelInfo;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +42,41 @@ pub enum Command {
 enum Interrupt {
     Revert(String),
     PromoteNow,
+}
+
+/// What a bake holds the candidate at.
+#[derive(Clone)]
+enum Stage {
+    /// The shadow phase: answering mirrored copies, no user traffic.
+    Shadow(Arc<Mirror>),
+    /// `weight` % of traffic, at step `step` of `steps`.
+    Step { step: usize, steps: usize, weight: u8 },
+}
+
+impl Stage {
+    fn phase(&self) -> Phase {
+        match self {
+            Stage::Shadow(_) => Phase::Shadow,
+            Stage::Step { step, steps, weight } => Phase::Gating { step: *step, steps: *steps, weight: *weight },
+        }
+    }
+
+    fn held(&self, reason: &str) -> Phase {
+        let reason = reason.to_string();
+        match self {
+            Stage::Shadow(_) => Phase::Paused { step: 0, steps: 0, weight: 0, reason },
+            Stage::Step { step, steps, weight } => {
+                Phase::Paused { step: *step, steps: *steps, weight: *weight, reason }
+            }
+        }
+    }
+
+    fn shadow_counts(&self) -> Option<ShadowCounts> {
+        match self {
+            Stage::Shadow(mirror) => Some(mirror.counts()),
+            Stage::Step { .. } => None,
+        }
+    }
 }
 
 pub struct Runner {
@@ -155,7 +198,7 @@ impl Runner {
     /// All traffic back to the old version; the candidate is drained and stopped.
     async fn revert(&mut self, candidate: &Arc<Pool>, reason: String) -> Phase {
         tracing::warn!(model = %self.model.name, version = candidate.version, "reverting: {reason}");
-        self.note(format!("reverting after {}", summary(candidate)));
+        self.note(format!("reverting after {}", summary(candidate, None)));
         match &self.stable {
             Some(stable) => self.route.swap(RoutingTable::stable(stable.clone())),
             None => self
@@ -186,11 +229,11 @@ impl Runner {
         Phase::Promoted
     }
 
-    /// Holds `weight` on the candidate for `bake`, judging it every `check_every`, and
-    /// answering commands. Ok once the bake ended with a pass.
-    async fn bake(&mut self, candidate: &Arc<Pool>, step: usize, steps: usize, weight: u8) -> Result<(), Interrupt> {
-        let gating = Phase::Gating { step, steps, weight };
-        let held = |reason: &str| Phase::Paused { step, steps, weight, reason: reason.into() };
+    /// Holds the candidate at `stage` for `hold`, judging it every `check_every`, and
+    /// answering commands. Ok once the hold ended with a pass.
+    async fn bake(&mut self, candidate: &Arc<Pool>, stage: Stage, hold: Duration) -> Result<(), Interrupt> {
+        let gating = stage.phase();
+        let held = |reason: &str| stage.held(reason);
         self.enter(if self.paused { held("paused by the operator") } else { gating.clone() });
         let started = Instant::now();
         let mut breaches = 0;
@@ -214,7 +257,8 @@ impl Runner {
                     Some(_) => {}
                 },
             }
-            let verdict = gate::evaluate(candidate, self.stable.as_deref(), &self.shared.host, &self.deploy);
+            let counts = stage.shadow_counts();
+            let verdict = gate::evaluate(candidate, self.stable.as_deref(), &self.shared.host, &self.deploy, counts);
             match &verdict {
                 Verdict::Fail(reason) => {
                     breaches += 1;
@@ -225,12 +269,13 @@ impl Runner {
                 }
                 Verdict::Pass | Verdict::Inconclusive(_) => breaches = 0,
             }
-            if self.paused || started.elapsed() < self.deploy.bake {
+            if self.paused || started.elapsed() < hold {
                 continue;
             }
             match verdict {
                 Verdict::Pass => {
-                    self.note(format!("gate passed: {}", summary(candidate)));
+                    let what = if counts.is_some() { "shadow passed" } else { "gate passed" };
+                    self.note(format!("{what}: {}", summary(candidate, counts)));
                     return Ok(());
                 }
                 Verdict::Inconclusive(why) => {
@@ -255,11 +300,13 @@ impl Runner {
         }
     }
 
-    /// Starts a full candidate pool; Err ends the rollout as failed.
+    /// Starts a full candidate pool and checks its signature; Err ends the rollout as
+    /// failed, before any traffic.
     async fn spawn_full(&mut self) -> Result<Arc<Pool>, Phase> {
         self.enter(Phase::Spawning);
         let candidate = self.start_candidate(self.model.workers);
-        match self.wait_ready(&candidate, self.model.workers).await {
+        let ready = self.wait_ready(&candidate, self.model.workers).await;
+        match ready.and_then(|()| self.check_signature(candidate.info().as_deref())) {
             Ok(()) => Ok(candidate),
             Err(reason) => {
                 self.shared.supervisor.stop(&candidate).await;
@@ -268,15 +315,77 @@ impl Runner {
         }
     }
 
+    /// Refuses a candidate whose inputs or outputs would break the live version's clients,
+    /// unless the operator allowed it; a difference that breaks nothing is noted.
+    fn check_signature(&mut self, candidate: Option<&ModelInfo>) -> Result<(), String> {
+        let live = self.stable.as_ref().and_then(|s| s.info());
+        let (Some(live), Some(candidate)) = (live, candidate) else { return Ok(()) };
+        let differences = signature::compare(&live, candidate);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        let from = live_version(&self.record);
+        match signature::breaking(&differences) {
+            Some(breaking) if !self.deploy.allow_signature_change => Err(format!(
+                "signature differs from {from}: {breaking} (deploy with --allow-signature-change, or set \
+                 allow_signature_change = true in [model.deploy], if the change is meant)"
+            )),
+            _ => {
+                let all: Vec<String> = differences.iter().map(|d| d.text.clone()).collect();
+                self.note(format!("signature differs from {from}, allowed: {}", all.join("; ")));
+                Ok(())
+            }
+        }
+    }
+
+    /// The shadow phase, when configured and there is a stable version to mirror: the
+    /// candidate answers copies of live traffic until the gate passes on them. Ok when it
+    /// passed or was skipped.
+    async fn shadow(&mut self, candidate: &Arc<Pool>) -> Result<(), Interrupt> {
+        let Some(stable) = self.stable.clone().filter(|_| !self.deploy.shadow.is_zero()) else { return Ok(()) };
+        let shadow = shadow::start(
+            candidate,
+            &stable,
+            self.deploy.agreement_tolerance,
+            self.shared.metrics.clone(),
+            self.shared.request_timeout,
+        );
+        self.set_shadow(Some(shadow.mirror.clone()));
+        let passed = self.bake(candidate, Stage::Shadow(shadow.mirror.clone()), self.deploy.shadow).await;
+        self.set_shadow(None);
+        if passed.is_err() {
+            self.note(format!("shadow ended: {}", summary(candidate, Some(shadow.mirror.counts()))));
+        }
+        passed
+    }
+
+    /// Starts or stops mirroring live traffic, the rest of the routing unchanged.
+    fn set_shadow(&self, mirror: Option<Arc<Mirror>>) {
+        self.route.swap(RoutingTable { shadow: mirror, ..RoutingTable::clone(&self.route.table()) });
+    }
+
+    /// Spawns a full candidate and runs its shadow phase: Ok(candidate) to go on, or how
+    /// the rollout ended (failed before traffic, reverted or promoted by the operator).
+    async fn prepare(&mut self) -> Result<Arc<Pool>, Phase> {
+        let candidate = self.spawn_full().await?;
+        match self.shadow(&candidate).await {
+            Ok(()) => Ok(candidate),
+            Err(Interrupt::PromoteNow) => Err(self.promote(&candidate).await),
+            Err(Interrupt::Revert(reason)) => Err(self.revert(&candidate, reason).await),
+        }
+    }
+
     async fn canary(&mut self) -> Phase {
-        let candidate = match self.spawn_full().await {
+        let candidate = match self.prepare().await {
             Ok(c) => c,
-            Err(failed) => return failed,
+            Err(ended) => return ended,
         };
         let steps = self.deploy.steps.clone();
+        let bake = self.deploy.bake;
         for (i, weight) in steps.iter().enumerate() {
             self.route_candidate(&candidate, *weight);
-            match self.bake(&candidate, i + 1, steps.len(), *weight).await {
+            let stage = Stage::Step { step: i + 1, steps: steps.len(), weight: *weight };
+            match self.bake(&candidate, stage, bake).await {
                 Ok(()) => {}
                 Err(Interrupt::PromoteNow) => break,
                 Err(Interrupt::Revert(reason)) => return self.revert(&candidate, reason).await,
@@ -286,29 +395,26 @@ impl Runner {
     }
 
     async fn blue_green(&mut self) -> Phase {
-        let green = match self.spawn_full().await {
+        let green = match self.prepare().await {
             Ok(c) => c,
-            Err(failed) => return failed,
+            Err(ended) => return ended,
         };
         // One store moves all traffic; blue stays warm behind it until the bake passes.
         self.route_candidate(&green, 100);
-        match self.bake(&green, 1, 1, 100).await {
+        match self.bake(&green, Stage::Step { step: 1, steps: 1, weight: 100 }, self.deploy.bake).await {
             Ok(()) | Err(Interrupt::PromoteNow) => self.promote(&green).await,
             Err(Interrupt::Revert(reason)) => self.revert(&green, reason).await,
         }
     }
 
     async fn ab_test(&mut self) -> Phase {
-        let b = match self.spawn_full().await {
+        let b = match self.prepare().await {
             Ok(c) => c,
-            Err(failed) => return failed,
+            Err(ended) => return ended,
         };
         let split = self.deploy.split;
         self.route_candidate(&b, split);
-        let bake = std::mem::replace(&mut self.deploy.bake, self.deploy.duration);
-        let ran = self.bake(&b, 1, 1, split).await;
-        self.deploy.bake = bake;
-        match ran {
+        match self.bake(&b, Stage::Step { step: 1, steps: 1, weight: split }, self.deploy.duration).await {
             Ok(()) => {}
             Err(Interrupt::PromoteNow) => return self.promote(&b).await,
             Err(Interrupt::Revert(reason)) => return self.revert(&b, reason).await,
@@ -335,7 +441,8 @@ impl Runner {
                     Some(_) => {}
                 },
             }
-            if let Verdict::Fail(reason) = gate::evaluate(b, self.stable.as_deref(), &self.shared.host, &self.deploy) {
+            let verdict = gate::evaluate(b, self.stable.as_deref(), &self.shared.host, &self.deploy, None);
+            if let Verdict::Fail(reason) = verdict {
                 breaches += 1;
                 if breaches >= self.deploy.consecutive_breaches {
                     return self.revert(b, format!("health gate: {reason}")).await;
@@ -371,13 +478,29 @@ impl Runner {
             if let Err(reason) = self.wait_ready(&candidate, new_active).await {
                 return self.revert_rolling(&candidate, reason).await;
             }
+            if step == 1 {
+                if let Err(reason) = self.check_signature(candidate.info().as_deref()) {
+                    // No request reached it: the rollout failed rather than reverted.
+                    self.revert_rolling(&candidate, reason.clone()).await;
+                    return Phase::Failed { reason };
+                }
+                match self.shadow(&candidate).await {
+                    Ok(()) => {}
+                    Err(Interrupt::PromoteNow) => {
+                        if let Err(reason) = self.scale_to_all(&candidate).await {
+                            return self.revert_rolling(&candidate, reason).await;
+                        }
+                        break;
+                    }
+                    Err(Interrupt::Revert(reason)) => return self.revert_rolling(&candidate, reason).await,
+                }
+            }
             let weight = self.rolling_weight(&candidate);
             self.route_candidate(&candidate, weight);
-            match self.bake(&candidate, step, steps, weight).await {
+            match self.bake(&candidate, Stage::Step { step, steps, weight }, self.deploy.bake).await {
                 Ok(()) => {}
                 Err(Interrupt::PromoteNow) => {
-                    self.shared.supervisor.scale(&candidate, n).await;
-                    if let Err(reason) = self.wait_ready(&candidate, n).await {
+                    if let Err(reason) = self.scale_to_all(&candidate).await {
                         return self.revert_rolling(&candidate, reason).await;
                     }
                     break;
@@ -394,6 +517,12 @@ impl Runner {
             }
         }
         self.promote(&candidate).await
+    }
+
+    /// Runs every one of the candidate's workers (a promotion mid-rolling).
+    async fn scale_to_all(&mut self, candidate: &Arc<Pool>) -> Result<(), String> {
+        self.shared.supervisor.scale(candidate, self.model.workers).await;
+        self.wait_ready(candidate, self.model.workers).await
     }
 
     /// The candidate's share of ready workers, in percent.
@@ -419,6 +548,18 @@ impl Runner {
     /// arrive in the gap wait for the new version (up to the request timeout) instead of
     /// failing at once. If the new version fails, the old one is started again.
     async fn recreate(&mut self) -> Phase {
+        // The old version stops first, so the new one's signature (and that it loads at
+        // all) is read beforehand, in a short-lived process: a refusal costs no downtime.
+        if self.stable.is_some() {
+            self.enter(Phase::Spawning);
+            let described = self.shared.supervisor.describe(&self.model, self.record.to).await;
+            let checked = described
+                .map_err(|e| format!("version {} cannot load: {e}", self.record.to))
+                .and_then(|info| self.check_signature(Some(&info)));
+            if let Err(reason) = checked {
+                return Phase::Failed { reason };
+            }
+        }
         self.enter(Phase::Draining);
         let new = self.start_candidate(0);
         self.route.swap(RoutingTable::stable(new.clone()));
@@ -429,7 +570,7 @@ impl Runner {
         self.shared.supervisor.scale(&new, self.model.workers).await;
         let verdict = match self.wait_ready(&new, self.model.workers).await {
             Err(reason) => Err(reason),
-            Ok(()) => match self.bake(&new, 1, 1, 100).await {
+            Ok(()) => match self.bake(&new, Stage::Step { step: 1, steps: 1, weight: 100 }, self.deploy.bake).await {
                 Ok(()) | Err(Interrupt::PromoteNow) => Ok(()),
                 Err(Interrupt::Revert(reason)) => Err(reason),
             },
@@ -456,14 +597,29 @@ impl Runner {
     }
 }
 
-/// What the gate saw of a candidate, for the history: requests, error rate, P95.
-fn summary(pool: &Pool) -> String {
+/// What the gate saw of a candidate, for the history: requests, error rate, refusals,
+/// P95, and in the shadow phase what was mirrored and how much agreed.
+fn summary(pool: &Pool, shadow: Option<ShadowCounts>) -> String {
     let w = pool.window.snapshot();
     let p95 = w.p95.map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
-    format!(
-        "{} requests in the window, error rate {:.2}%, availability {:.2}%, P95 {p95}",
+    let mut text = format!(
+        "{} requests in the window, error rate {:.2}%, refused as invalid {:.2}%, availability {:.2}%, P95 {p95}",
         w.requests,
         w.error_rate() * 100.0,
+        w.refusal_rate() * 100.0,
         w.availability() * 100.0
-    )
+    );
+    if let Some(c) = shadow {
+        let agreement = c.agreement().map_or("-".into(), |a| format!("{:.1}%", a * 100.0));
+        text.push_str(&format!(
+            "; shadow: {} mirrored ({} dropped), {} answered, {} compared, agreement {agreement}",
+            c.mirrored, c.dropped, c.answered, c.compared
+        ));
+    }
+    text
+}
+
+/// "v3", or "the live version" when none was live.
+fn live_version(record: &Record) -> String {
+    record.from.map_or("the live version".into(), |v| format!("v{v}"))
 }

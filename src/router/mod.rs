@@ -7,6 +7,7 @@
 //! connection ([`conn`]).
 
 pub mod conn;
+pub mod mirror;
 pub mod pool;
 pub mod table;
 
@@ -128,6 +129,11 @@ impl ModelRoute {
             })?,
         };
         Ok(pool.clone())
+    }
+
+    /// The shadow's mirror to feed with what `pool` answered, while a candidate shadows it.
+    pub fn mirror_for(&self, pool: &Arc<Pool>) -> Option<Arc<mirror::Mirror>> {
+        self.table.load().mirror_for(pool).cloned()
     }
 
     /// The header whose value keeps a request on one arm of an A/B test, if one runs.

@@ -79,10 +79,14 @@ pub struct PoolSpec {
 }
 
 pub struct Pool {
+    /// Unique among the pools of this process: two pools of one version (a settings
+    /// change rolling out) never share a worker socket or cgroup.
+    pub id: u64,
     pub model: String,
     pub version: u64,
     pub predict: PredictSpec,
-    pub health: HealthConfig,
+    /// The thresholds this version is judged by; a reload swaps them without a restart.
+    health: ArcSwap<HealthConfig>,
     pub memory_limit: Option<u64>,
     pub slots: Vec<Slot>,
     /// How many of the slots are meant to run (fewer than all during a rolling update).
@@ -97,14 +101,18 @@ pub struct Pool {
     changed: Notify,
 }
 
+/// Hands out pool ids.
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
 impl Pool {
     pub fn new(spec: PoolSpec) -> Pool {
         Pool {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             window: Window::new(spec.health.window),
             model: spec.model,
             version: spec.version,
             predict: spec.predict,
-            health: spec.health,
+            health: ArcSwap::from_pointee(spec.health),
             memory_limit: spec.memory_limit,
             ooms: Mutex::new(VecDeque::new()),
             active: AtomicUsize::new(spec.workers),
@@ -113,6 +121,18 @@ impl Pool {
             phase: ArcSwap::from_pointee(Phase::Starting),
             changed: Notify::new(),
         }
+    }
+
+    /// The thresholds this version is judged by now.
+    pub fn health(&self) -> Arc<HealthConfig> {
+        self.health.load_full()
+    }
+
+    /// Judges this version by new thresholds from now on (a reload); a new window span
+    /// starts an empty window.
+    pub fn set_health(&self, health: HealthConfig) {
+        self.window.resize(health.window);
+        self.health.store(Arc::new(health));
     }
 
     /// The model's signature, once a worker has reported it.
@@ -195,7 +215,7 @@ impl Pool {
     /// OOM kills within the last `span`.
     pub fn ooms_within(&self, span: Duration) -> usize {
         let mut ooms = self.ooms.lock().unwrap_or_else(|e| e.into_inner());
-        while ooms.front().is_some_and(|t| t.elapsed() > span.max(self.health.window)) {
+        while ooms.front().is_some_and(|t| t.elapsed() > span.max(self.health().window)) {
             ooms.pop_front();
         }
         ooms.iter().filter(|t| t.elapsed() <= span).count()

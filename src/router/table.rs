@@ -4,6 +4,7 @@
 //! the model's `ArcSwap` in one atomic step, so a request sees either the old routing or
 //! the new, never a mix. A request keeps the pool it picked until it completes.
 
+use super::mirror::Mirror;
 use super::pool::Pool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,9 @@ pub struct RoutingTable {
     pub candidate: Option<Candidate>,
     /// The version promoted away from, kept warm (without traffic) for instant rollback.
     pub previous: Option<Arc<Pool>>,
+    /// A candidate in its shadow phase: it answers copies of what stable answered and no
+    /// request is routed to it, not even one pinning its version.
+    pub shadow: Option<Arc<Mirror>>,
     /// Why there is no stable pool (e.g. no version found in the repository).
     pub problem: Option<String>,
 }
@@ -55,14 +59,20 @@ impl RoutingTable {
         self.stable.iter().chain(self.candidate.iter().map(|c| &c.pool))
     }
 
-    /// Every pool, the warm previous one included.
+    /// Every pool, the warm previous one and a shadow included.
     pub fn all_pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.pools().chain(self.previous.iter())
+        self.pools().chain(self.previous.iter()).chain(self.shadow.iter().map(|m| &m.pool))
     }
 
-    /// The pool serving `version`, if the table holds it (a warm previous one too).
+    /// The pool serving `version` to requests that pin it, if the table holds it (a warm
+    /// previous one too; never a shadow).
     pub fn version(&self, version: u64) -> Option<&Arc<Pool>> {
-        self.all_pools().find(|p| p.version == version)
+        self.pools().chain(self.previous.iter()).find(|p| p.version == version)
+    }
+
+    /// The mirror to feed with what `pool` answered: the shadow's, when `pool` is stable.
+    pub fn mirror_for(&self, pool: &Arc<Pool>) -> Option<&Arc<Mirror>> {
+        self.shadow.as_ref().filter(|_| self.stable.as_ref().is_some_and(|s| Arc::ptr_eq(s, pool)))
     }
 
     /// The role of `pool` in this table.
@@ -71,6 +81,7 @@ impl RoutingTable {
         match () {
             _ if is(self.stable.as_ref()) => "stable",
             _ if is(self.candidate.as_ref().map(|c| &c.pool)) => "candidate",
+            _ if is(self.shadow.as_ref().map(|m| &m.pool)) => "shadow",
             _ => "previous",
         }
     }
@@ -175,6 +186,19 @@ mod tests {
         assert!(table.version(3).is_none());
         assert_eq!(table.role(table.version(0).unwrap()), "previous");
         assert_eq!(table.weight(table.version(1).unwrap()), 100);
+    }
+
+    #[test]
+    fn a_shadow_takes_no_request_and_is_fed_by_stable_only() {
+        let (mirror, _copies) = Mirror::new(pool(2), 4);
+        let table = RoutingTable { shadow: Some(mirror), ..RoutingTable::stable(pool(1)) };
+        assert!(table.version(2).is_none(), "a version in its shadow phase cannot be pinned");
+        let canary = Hint { canary: true, ..Hint::default() };
+        assert_eq!(table.choose(&canary, 0).unwrap().version, 1);
+        assert_eq!(table.all_pools().map(|p| table.role(p)).collect::<Vec<_>>(), ["stable", "shadow"]);
+        let stable = table.stable.clone().unwrap();
+        assert!(table.mirror_for(&stable).is_some());
+        assert!(table.mirror_for(&pool(1)).is_none(), "only the stable pool's answers are mirrored");
     }
 
     #[test]

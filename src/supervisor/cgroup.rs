@@ -4,7 +4,7 @@
 //!
 //! cgroup v2 lets a cgroup either hold processes or delegate controllers to children, not
 //! both, so the supervisor first moves itself into a `supervisor` child, then enables the
-//! memory controller for the children and creates one `worker-<model>-<version>-<slot>`
+//! memory controller for the children and creates one `worker-<model>-<version>-<pool>-<slot>`
 //! per worker. Anything missing (no cgroup2, not writable, no memory controller) means no
 //! cgroups, and workers fall back to `RLIMIT_DATA` ([`crate::worker::memory`]).
 

@@ -106,6 +106,7 @@ impl Supervisor {
             spec: WorkerSpec {
                 model: model.name.clone(),
                 version,
+                pool: pool.id,
                 slot: 0,
                 dir: dir.version_dir(version),
                 threads: model.threads,
@@ -142,6 +143,12 @@ impl Supervisor {
         for task in stopping {
             let _ = task.await;
         }
+    }
+
+    /// The signature `version` of `model` would serve with, loaded by a short-lived
+    /// process; no worker starts.
+    pub async fn describe(&self, model: &ModelConfig, version: u64) -> Result<crate::wire::ModelInfo, String> {
+        self.launcher.describe(&ModelDir::new(&model.dir).version_dir(version)).await
     }
 
     /// Every pool the supervisor runs now.

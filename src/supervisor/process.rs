@@ -35,6 +35,8 @@ pub struct Launcher {
 pub struct WorkerSpec {
     pub model: String,
     pub version: u64,
+    /// The pool's id: two pools of one version (a settings change) never share names.
+    pub pool: u64,
     pub slot: usize,
     pub dir: PathBuf,
     pub threads: usize,
@@ -42,6 +44,13 @@ pub struct WorkerSpec {
     pub intra_op_threads: usize,
     pub busy_poll: std::time::Duration,
     pub batching: BatchingConfig,
+}
+
+impl WorkerSpec {
+    /// `<model>-<version>-<pool>-<slot>`: names the worker's socket and cgroup.
+    pub fn name(&self) -> String {
+        format!("{}-{}-{}-{}", self.model, self.version, self.pool, self.slot)
+    }
 }
 
 /// A started worker process, and the cgroup it was placed in, if any.
@@ -67,7 +76,7 @@ pub enum Started {
 
 impl Launcher {
     pub fn socket_path(&self, spec: &WorkerSpec) -> Result<PathBuf, String> {
-        let path = self.sockets_dir.join(format!("{}-{}-{}.sock", spec.model, spec.version, spec.slot));
+        let path = self.sockets_dir.join(format!("{}.sock", spec.name()));
         match path.as_os_str().len() <= MAX_SOCKET_PATH {
             true => Ok(path),
             false => Err(format!(
@@ -111,12 +120,39 @@ impl Launcher {
         if let Some(limit) = spec.memory_limit {
             command.args(["--memory-limit", &limit.to_string()]);
             if let Some(cgroups) = &self.cgroups {
-                let dir = cgroups.worker(&format!("{}-{}-{}", spec.model, spec.version, spec.slot), limit)?;
+                let dir = cgroups.worker(&spec.name(), limit)?;
                 command.arg("--cgroup").arg(&dir);
                 cgroup = Some(dir);
             }
         }
         Ok(Spawned { child: command.spawn()?, cgroup })
+    }
+
+    /// The signature a worker would report for the version in `dir`, read by a short-lived
+    /// `modeld describe` process (the supervisor never loads a model itself).
+    pub async fn describe(&self, dir: &Path) -> Result<ModelInfo, String> {
+        let child = Command::new(&self.exe)
+            .arg("describe")
+            .arg("--dir")
+            .arg(dir)
+            .env("MODELD_LOG", "error")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("could not start {} describe: {e}", self.exe.display()))?;
+        let output = tokio::time::timeout(self.start_timeout, child.wait_with_output())
+            .await
+            .map_err(|_| format!("reading the signature of {} took over {:?}", dir.display(), self.start_timeout))?
+            .map_err(|e| format!("could not read the signature of {}: {e}", dir.display()))?;
+        let body = output.stdout.get(4..).unwrap_or_default();
+        match Frame::decode(body) {
+            Ok(Frame::Ready(info)) => Ok(info),
+            Ok(Frame::LoadFailed { reason }) => Err(reason),
+            _ => Err(format!("describing {} {}", dir.display(), describe_exit(output.status))),
+        }
     }
 
     /// Connects to the worker's socket and waits for Ready, while watching the process.

@@ -13,7 +13,8 @@
 //!            3 LoadFailed  payload = reason:str              worker → supervisor, then exits
 //!            4 Infer       payload = tensors                 supervisor → worker
 //!            5 Output      payload = timing tensors          worker → supervisor, same id
-//!            6 Failed      payload = fault:u8 message:str    worker → supervisor, same id
+//!            6 Failed      payload = fault message:str       worker → supervisor, same id
+//! fault    := 1 (bad input) | 2 (internal) | 3 output:str (non-finite values in that output)
 //! timing   := queued_us:u64le computed_us:u64le batch:u32le leads:u8 plans_built:u32le
 //! tensors  := count:u16le tensor*
 //! tensor   := name:str dtype:u8 rank:u8 dim:u64le*rank nbytes:u64le bytes
@@ -35,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use codec::DecodeError;
 
 /// Bumped when the frame layout changes; a worker refuses a Hello of another version.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest frame either side accepts (1 GiB): a corrupt length never allocates more.
 pub const MAX_FRAME: usize = 1 << 30;
@@ -76,12 +77,15 @@ pub struct Timing {
 }
 
 /// Why a worker could not answer one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// The request does not fit the model (client error).
     BadInput,
     /// The model failed while running (server error).
     Internal,
+    /// The model ran but this output holds NaN or ±Inf, which its model.toml does not
+    /// allow: no usable answer (server error).
+    NonFinite { output: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,10 +129,14 @@ impl Frame {
             }
             Frame::Failed { id, fault, message } => {
                 w.head(6, *id);
-                w.u8(match fault {
-                    Fault::BadInput => 1,
-                    Fault::Internal => 2,
-                });
+                match fault {
+                    Fault::BadInput => w.u8(1),
+                    Fault::Internal => w.u8(2),
+                    Fault::NonFinite { output } => {
+                        w.u8(3);
+                        w.str(output);
+                    }
+                }
                 w.str(message);
             }
         }
@@ -157,6 +165,7 @@ impl Frame {
                 let fault = match r.u8()? {
                     1 => Fault::BadInput,
                     2 => Fault::Internal,
+                    3 => Fault::NonFinite { output: r.str()? },
                     other => return Err(DecodeError::BadValue("fault", u64::from(other))),
                 };
                 Frame::Failed { id, fault, message: r.str()? }
@@ -372,6 +381,7 @@ mod tests {
         };
         round_trip(Frame::Output { id: u64::MAX, timing, outputs: vec![t] });
         round_trip(Frame::Failed { id: 3, fault: Fault::BadInput, message: "no".into() });
+        round_trip(Frame::Failed { id: 4, fault: Fault::NonFinite { output: "y".into() }, message: "NaN".into() });
     }
 
     #[test]

@@ -219,11 +219,11 @@ pub fn run_batch(engine: &Engine, batch: Vec<Queued>, rows: usize) -> Vec<Reply>
             let mut replies = Vec::with_capacity(batch.len());
             for (n, request) in batch.into_iter().enumerate() {
                 let end = start + request.rows;
-                let outputs = run.outputs.iter().map(|t| t.slice_rows(start, end)).collect();
+                let outputs: Vec<Tensor> = run.outputs.iter().map(|t| t.slice_rows(start, end)).collect();
                 let plans_built = if n == 0 { run.plans_built } else { 0 };
                 let queued = started - request.arrived;
-                replies
-                    .push(Ok((outputs, Timing { queued, computed, batch: rows as u32, leads: n == 0, plans_built })));
+                let timing = Timing { queued, computed, batch: rows as u32, leads: n == 0, plans_built };
+                replies.push(engine.finite.check(&outputs).map(|()| (outputs, timing)));
                 start = end;
             }
             replies
@@ -235,14 +235,14 @@ pub fn run_batch(engine: &Engine, batch: Vec<Queued>, rows: usize) -> Vec<Reply>
 
 fn run_alone(engine: &Engine, request: Queued, started: Instant) -> Reply {
     let rows = request.rows;
-    engine.run(request.inputs).map(|run| {
-        let timing = Timing {
-            queued: started.saturating_duration_since(request.arrived),
-            computed: started.elapsed(),
-            batch: rows as u32,
-            leads: true,
-            plans_built: run.plans_built,
-        };
-        (run.outputs, timing)
-    })
+    let run = engine.run(request.inputs)?;
+    engine.finite.check(&run.outputs)?;
+    let timing = Timing {
+        queued: started.saturating_duration_since(request.arrived),
+        computed: started.elapsed(),
+        batch: rows as u32,
+        leads: true,
+        plans_built: run.plans_built,
+    };
+    Ok((run.outputs, timing))
 }

@@ -8,6 +8,7 @@
 //! dimension), a run of `rows` rows is padded up to its bucket (a power of two by default)
 //! so a few plans cover every batch size, and the padding rows are dropped from the outputs.
 
+use super::finite::Finite;
 use super::loader::{LoadedModel, datum_type, dtype_of};
 use super::plans::PlanCache;
 use crate::config::Buckets;
@@ -24,6 +25,8 @@ pub struct Engine {
     buckets: Buckets,
     /// Every input and output has an open first dimension: requests can be stacked.
     pub batchable: bool,
+    /// Which outputs may hold NaN or ±Inf; every answer is checked against it.
+    pub finite: Finite,
 }
 
 /// What one run gave.
@@ -68,6 +71,7 @@ impl Engine {
             string_outputs: model.string_outputs,
             buckets,
             batchable,
+            finite: Finite::default(),
         }
     }
 

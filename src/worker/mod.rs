@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod checks;
 pub mod direct;
 pub mod engine;
+pub mod finite;
 pub mod loader;
 pub mod memory;
 pub mod plans;
@@ -196,11 +197,10 @@ async fn wait_failed(mut load: watch::Receiver<LoadState>) -> String {
 /// Loads the model, builds the plans asked for ahead, runs the warm-up and golden checks.
 fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
     let started = std::time::Instant::now();
-    let dir = &args.dir;
-    let manifest = Manifest::read(&dir.join(crate::repo::MANIFEST_FILE)).map_err(|e| e.to_string())?;
-    let model = loader::load(&dir.join(crate::repo::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
+    let (manifest, model) = load_model(&args.dir)?;
     let mode = model.mode;
     let mut engine = engine::Engine::new(model, args.buckets(), args.max_plans);
+    engine.finite = finite::Finite::from_manifest(&manifest);
     let hints = manifest.inputs.iter().map(|(name, hint)| (name.clone(), hint.shape.clone())).collect();
     engine.build_plans(&args.plan_sizes, &hints);
     checks::run_all(&engine, &manifest)?;
@@ -213,6 +213,43 @@ fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
         "model loaded and checked"
     );
     Ok(engine)
+}
+
+/// Reads a version directory's model.toml and loads its model (no plans, no checks run).
+fn load_model(dir: &Path) -> Result<(Manifest, loader::LoadedModel), String> {
+    let manifest = Manifest::read(&dir.join(crate::repo::MANIFEST_FILE)).map_err(|e| e.to_string())?;
+    let model = loader::load(&dir.join(crate::repo::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
+    check_declared_outputs(&model.info, &manifest)?;
+    Ok((manifest, model))
+}
+
+/// `modeld describe`: the signature a worker would report for a version directory,
+/// written to stdout as a Ready frame (or a LoadFailed frame, exiting 3), so the
+/// supervisor can compare signatures without loading a model itself (`modeld plan`, and
+/// recreate before it stops the old version).
+pub fn describe(dir: &Path) -> i32 {
+    use std::io::Write;
+    let (frame, code) = match load_model(dir) {
+        Ok((_, model)) => (crate::wire::Frame::Ready(model.info), 0),
+        Err(reason) => (crate::wire::Frame::LoadFailed { reason }, 3),
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&frame.encode()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(_) => 1,
+    }
+}
+
+/// `[outputs.<name>]` in model.toml must name outputs the model has: a typo would
+/// otherwise silently allow nothing.
+fn check_declared_outputs(info: &crate::wire::ModelInfo, manifest: &Manifest) -> Result<(), String> {
+    for name in manifest.outputs.keys() {
+        if !info.outputs.iter().any(|o| &o.name == name) {
+            let have: Vec<&str> = info.outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(format!("model.toml [outputs.{name}]: the model has no output '{name}' (it has {have:?})"));
+        }
+    }
+    Ok(())
 }
 
 fn bind(socket: &Path) -> anyhow::Result<UnixListener> {

@@ -18,6 +18,8 @@ pub struct Shot {
     pub version: Option<u64>,
     pub latency: Duration,
     pub body: String,
+    /// Not the right answer: a failure, or a 200 whose outputs the pattern's check refused.
+    pub wrong: bool,
 }
 
 pub struct Load {
@@ -35,12 +37,21 @@ pub struct Pattern {
     pub users: Option<u64>,
     /// Each client waits this long between requests (none: as fast as answers come).
     pub pace: Option<Duration>,
+    /// Whether a 200's answer (its OIP JSON) is right for request `k` of `rows` rows.
+    pub expect: Option<fn(k: u64, rows: usize, answer: &serde_json::Value) -> bool>,
 }
 
 impl Default for Pattern {
     fn default() -> Pattern {
-        Pattern { clients: 4, big_every: None, users: None, pace: None }
+        Pattern { clients: 4, big_every: None, users: None, pace: None, expect: None }
     }
+}
+
+/// The first output's data of an OIP answer, as floats (null or strings read as NaN).
+pub fn first_output(answer: &serde_json::Value) -> Vec<f64> {
+    answer["outputs"][0]["data"]
+        .as_array()
+        .map_or(vec![], |d| d.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
 }
 
 fn body(k: u64, rows: usize) -> String {
@@ -76,12 +87,19 @@ impl Load {
                         if let Some(pace) = pattern.pace {
                             std::thread::sleep(pace.saturating_sub(sent.elapsed()));
                         }
+                        let wrong = match (answer.status, pattern.expect) {
+                            (200, Some(expect)) => {
+                                serde_json::from_str(&answer.body).map_or(true, |json| !expect(k, rows, &json))
+                            }
+                            (status, _) => status != 200,
+                        };
                         shots.push(Shot {
                             at: started.elapsed().as_secs_f64(),
                             status: answer.status,
                             version: answer.version,
                             latency: sent.elapsed(),
-                            body: if answer.status == 200 { String::new() } else { answer.body },
+                            body: if answer.status == 200 && !wrong { String::new() } else { answer.body },
+                            wrong,
                         });
                     }
                     shots
@@ -124,6 +142,11 @@ impl Report {
                 first.body
             );
         }
+    }
+
+    /// Answers that were not right (failures included).
+    pub fn wrong(&self) -> Vec<&Shot> {
+        self.shots.iter().filter(|s| s.wrong).collect()
     }
 
     pub fn answered_by(&self, version: u64) -> Vec<&Shot> {

@@ -10,6 +10,7 @@ mod load;
 mod logs;
 mod onnx;
 mod rollouts;
+mod safety;
 mod serving;
 mod shutdown;
 mod util;

@@ -214,14 +214,72 @@ pub mod family {
             .encode()
     }
 
+    /// `good`'s signature with weights gone bad: every answer is NaN.
+    pub fn nan() -> Vec<u8> {
+        Graph::default()
+            .input("x", FLOAT, &[None, Some(4)])
+            .output("y", FLOAT)
+            .float_initializer("w", &[4, 1], vec![f32::NAN; 4])
+            .node("MatMul", &["x", "w"], &["y"], vec![])
+            .encode()
+    }
+
+    /// Retrained on five features: `x [N, 5]`, a signature change.
+    pub fn wider() -> Vec<u8> {
+        Graph::default()
+            .input("x", FLOAT, &[None, Some(5)])
+            .output("y", FLOAT)
+            .float_initializer("w", &[5, 1], vec![1.0; 5])
+            .node("MatMul", &["x", "w"], &["y"], vec![])
+            .encode()
+    }
+
+    /// Exported with its batch dimension fixed at 1: refuses every request of more rows.
+    pub fn single_row() -> Vec<u8> {
+        Graph::default()
+            .input("x", FLOAT, &[Some(1), Some(4)])
+            .output("y", FLOAT)
+            .float_initializer("w", &[4, 1], vec![1.0; 4])
+            .node("MatMul", &["x", "w"], &["y"], vec![])
+            .encode()
+    }
+
+    /// A 3-class classifier on the same input: `logits [N, 3] = x × W` with
+    /// `W = [[1, 0, -1], [0, 2, 4], 0, 0]`, so the tests' rows `[k % 8, 1, 0.5, 0.25]` fall
+    /// in class 2 for k % 8 < 2 and class 0 otherwise. `swapped` exchanges the first and
+    /// last columns, as a label-order bug in a retrain would: the top class then differs
+    /// on 7 of 8 rows.
+    pub fn classifier(swapped: bool) -> Vec<u8> {
+        let mut w = vec![1.0, 0.0, -1.0, 0.0, 2.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        if swapped {
+            for row in w.chunks_mut(3) {
+                row.swap(0, 2);
+            }
+        }
+        Graph::default()
+            .input("x", FLOAT, &[None, Some(4)])
+            .output("logits", FLOAT)
+            .float_initializer("w", &[4, 3], w)
+            .node("MatMul", &["x", "w"], &["logits"], vec![])
+            .encode()
+    }
+
+    /// The classifier's model.toml: its labels, nothing else.
+    pub const CLASSIFIER_LABELS: &str = "[labels]\nnames = [\"low\", \"mid\", \"high\"]\n";
+
+    /// The class `classifier(false)` gives the tests' row for request `k`.
+    pub fn class_of(k: u64) -> usize {
+        if k % 8 < 2 { 2 } else { 0 }
+    }
+
     /// Fails whenever the row's largest value is 4 or more (an out-of-range lookup), so
-    /// about half of the tests' traffic fails on it.
+    /// about half of the tests' traffic fails on it. Answers `y [N, 1]`, as `good` does.
     pub fn erroring() -> Vec<u8> {
         Graph::default()
             .input("x", FLOAT, &[None, Some(4)])
             .output("y", FLOAT)
             .float_initializer("table", &[4], vec![0.0, 1.0, 2.0, 3.0])
-            .node("ReduceMax", &["x"], &["m"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 0)])
+            .node("ReduceMax", &["x"], &["m"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 1)])
             .node("Cast", &["m"], &["i"], vec![int_attr("to", INT64 as i64)])
             .node("Gather", &["table", "i"], &["y"], vec![int_attr("axis", 0)])
             .encode()

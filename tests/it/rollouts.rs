@@ -11,14 +11,20 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// A short health window and fast gate settings, so rollouts take seconds.
-const HEALTH: &str = "[health]\nwindow = \"10s\"\nmin_samples = 10";
+pub const HEALTH: &str = "[health]\nwindow = \"10s\"\nmin_samples = 10";
 
-fn deploy_line(settings: &str) -> String {
-    format!("workers = 2\nversion = 1\ndeploy = {{ check_every = \"100ms\", {settings} }}\n")
+/// A `[[model]]`'s lines: two workers on v1, the gate every 100 ms, and a one-second
+/// shadow phase unless `settings` say otherwise (recreate has none).
+pub fn deploy_line(settings: &str) -> String {
+    let shadow = match settings.contains("shadow") || settings.contains("recreate") {
+        true => "",
+        false => "shadow = \"1s\", ",
+    };
+    format!("workers = 2\nversion = 1\ndeploy = {{ check_every = \"100ms\", {shadow}{settings} }}\n")
 }
 
 /// A daemon serving `m` v1 (good) with `v2` beside it in the repository.
-fn daemon(v2: Vec<u8>, model_lines: &str) -> TestDaemon {
+pub fn daemon(v2: Vec<u8>, model_lines: &str) -> TestDaemon {
     let setup = Setup::new()
         .server_section(HEALTH)
         .model_with(ModelFiles::new("m", 1, family::good(1.0)), model_lines)
@@ -26,19 +32,19 @@ fn daemon(v2: Vec<u8>, model_lines: &str) -> TestDaemon {
     TestDaemon::ready(setup)
 }
 
-fn stable_version(daemon: &TestDaemon) -> Value {
+pub fn stable_version(daemon: &TestDaemon) -> Value {
     let status = daemon.cli(&["status", "--output", "json"]).1;
     let status: Value = serde_json::from_str(&status).unwrap();
     let m = status["models"].as_array().unwrap().iter().find(|m| m["name"] == "m").unwrap().clone();
     m["versions"].as_array().unwrap().iter().find(|v| v["role"] == "stable").unwrap()["version"].clone()
 }
 
-fn history(daemon: &TestDaemon) -> Vec<Value> {
+pub fn history(daemon: &TestDaemon) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(&daemon.cli(&["history", "m", "--output", "json"]).1).unwrap()
 }
 
 /// Deploys v2 with `modeld deploy`, following it; returns (exit code, output, seconds).
-fn deploy(daemon: &TestDaemon, extra: &[&str]) -> (i32, String, f64) {
+pub fn deploy(daemon: &TestDaemon, extra: &[&str]) -> (i32, String, f64) {
     let started = Instant::now();
     let mut args = vec!["deploy", "m", "--version", "2"];
     args.extend_from_slice(extra);
@@ -57,7 +63,7 @@ fn figure(what: &str, report: &Report, seconds: f64) {
 
 /// Runs a good v1 -> v2 rollout under load and checks nothing failed.
 fn good_rollout(name: &str, settings: &str, extra: &[&str]) -> (TestDaemon, Report) {
-    let daemon = daemon(family::good(2.0), &deploy_line(settings));
+    let daemon = daemon(family::good(1.05), &deploy_line(settings));
     let load = Load::start(&daemon, "m", Pattern::default());
     std::thread::sleep(Duration::from_millis(300));
     let (code, out, seconds) = deploy(&daemon, extra);
@@ -126,7 +132,7 @@ fn recreate_has_its_gap_but_requests_wait_through_it() {
 #[test]
 fn an_ab_test_splits_sticky_users_and_waits_for_a_decision() {
     let daemon = daemon(
-        family::good(2.0),
+        family::good(1.05),
         &deploy_line("strategy = \"ab_test\", split = 50, duration = \"1s\", sticky_header = \"x-user\""),
     );
     let load = Load::start(&daemon, "m", Pattern { users: Some(20), ..Pattern::default() });
@@ -155,7 +161,7 @@ fn an_ab_test_splits_sticky_users_and_waits_for_a_decision() {
 #[test]
 fn sticky_users_stay_on_one_arm() {
     let daemon = daemon(
-        family::good(2.0),
+        family::good(1.05),
         &deploy_line("strategy = \"ab_test\", split = 50, duration = \"30s\", sticky_header = \"x-user\""),
     );
     assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
@@ -205,7 +211,9 @@ fn bad_rollout(name: &str, v2: Vec<u8>, model_lines: &str, pattern: Pattern) -> 
     (daemon, report)
 }
 
-const CANARY: &str = "strategy = \"canary\", steps = [10, 50, 100], bake = \"2s\"";
+/// A canary without a shadow phase: its steps and gate catch what the versions do to
+/// users (tests/it/safety.rs runs the shadow against the same faults).
+const CANARY: &str = "strategy = \"canary\", steps = [10, 50, 100], bake = \"2s\", shadow = \"off\"";
 
 #[test]
 fn an_erroring_version_is_reverted_by_itself() {
@@ -240,7 +248,7 @@ fn an_oom_ing_version_is_reverted_by_itself() {
 
 #[test]
 fn a_canary_is_rolled_back_by_hand() {
-    let daemon = daemon(family::good(2.0), &deploy_line("strategy = \"canary\", steps = [30, 100], bake = \"60s\""));
+    let daemon = daemon(family::good(1.05), &deploy_line("strategy = \"canary\", steps = [30, 100], bake = \"60s\""));
     let load = Load::start(&daemon, "m", Pattern::default());
     assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
     daemon.wait_until("the canary to take traffic", Duration::from_secs(10), || {
@@ -278,7 +286,7 @@ fn a_blue_green_promotion_is_rolled_back_from_the_warm_pool() {
 
 #[test]
 fn sighup_with_an_invalid_config_changes_nothing_and_a_valid_one_rolls_out() {
-    let daemon = daemon(family::good(2.0), &deploy_line("strategy = \"blue_green\", bake = \"1s\""));
+    let daemon = daemon(family::good(1.05), &deploy_line("strategy = \"blue_green\", bake = \"1s\""));
     let good = daemon.cli(&["status"]).1;
     let config = std::fs::read_to_string(daemon.path().join("modeld.toml")).unwrap();
     daemon.write_config(&config.replace("workers = 2", "workers = 0"));
@@ -303,7 +311,7 @@ fn sighup_with_an_invalid_config_changes_nothing_and_a_valid_one_rolls_out() {
 
 #[test]
 fn a_restart_mid_rollout_serves_the_last_promoted_version() {
-    let daemon = daemon(family::good(2.0), &deploy_line("strategy = \"canary\", steps = [50, 100], bake = \"60s\""));
+    let daemon = daemon(family::good(1.05), &deploy_line("strategy = \"canary\", steps = [50, 100], bake = \"60s\""));
     assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
     daemon.wait_until("the canary to take traffic", Duration::from_secs(10), || {
         daemon.cli(&["status"]).1.contains("step 1/2")
@@ -350,7 +358,7 @@ fn a_half_written_model_is_not_deployed_until_complete() {
         .server_section(HEALTH)
         .model_with(ModelFiles::new("m", 1, family::good(1.0)), "workers = 1\nversion = \"latest\"\ndeploy = { strategy = \"blue_green\", bake = \"500ms\", check_every = \"100ms\" }\n");
     let daemon = TestDaemon::ready(setup);
-    let model = family::good(2.0);
+    let model = family::good(1.05);
     let dir = daemon.path().join("models/m/2");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.onnx"), &model[..model.len() / 2]).unwrap();
@@ -368,7 +376,7 @@ fn a_half_written_model_is_not_deployed_until_complete() {
 #[test]
 fn plan_shows_phases_and_durations_and_deploy_refuses_what_it_cannot_do() {
     let daemon =
-        daemon(family::good(2.0), &deploy_line("strategy = \"canary\", steps = [10, 25, 50, 100], bake = \"2m\""));
+        daemon(family::good(1.05), &deploy_line("strategy = \"canary\", steps = [10, 25, 50, 100], bake = \"2m\""));
     let plan = daemon.cli(&["plan", "m", "--version", "2"]).1;
     assert!(plan.contains("m: v1 -> v2 by canary"), "{plan}");
     assert!(plan.contains("step 1/4 (2m): 10% of traffic to v2"), "{plan}");
@@ -407,7 +415,7 @@ fn a_version_that_cannot_start_fails_before_any_traffic() {
 
 #[test]
 fn pause_holds_a_step_and_resume_moves_on() {
-    let daemon = daemon(family::good(2.0), &deploy_line("strategy = \"canary\", steps = [25, 100], bake = \"1s\""));
+    let daemon = daemon(family::good(1.05), &deploy_line("strategy = \"canary\", steps = [25, 100], bake = \"1s\""));
     let load = Load::start(&daemon, "m", Pattern { clients: 2, ..Pattern::default() });
     assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
     daemon.wait_until("step 1", Duration::from_secs(10), || daemon.cli(&["status"]).1.contains("step 1/2"));
@@ -433,13 +441,13 @@ fn pause_holds_a_step_and_resume_moves_on() {
 fn too_little_traffic_to_judge_fails_or_pauses_as_configured() {
     // No load at all: the gate never has min_samples, so each step is inconclusive.
     let settings = "strategy = \"canary\", steps = [50, 100], bake = \"300ms\", inconclusive_timeout = \"1s\"";
-    let daemon = daemon(family::good(2.0), &deploy_line(settings));
+    let daemon = daemon(family::good(1.05), &deploy_line(settings));
     let (code, out, _) = deploy(&daemon, &[]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("no conclusive verdict within 1s"), "{out}");
 
     let paused = format!("{settings}, on_inconclusive = \"pause\"");
-    let daemon = self::daemon(family::good(2.0), &deploy_line(&paused));
+    let daemon = self::daemon(family::good(1.05), &deploy_line(&paused));
     assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
     daemon.wait_until("the inconclusive pause", Duration::from_secs(10), || {
         daemon.cli(&["status"]).1.contains("not enough traffic to judge")
@@ -452,7 +460,7 @@ fn too_little_traffic_to_judge_fails_or_pauses_as_configured() {
 fn a_reload_rolls_out_new_worker_settings_but_not_new_rollout_settings() {
     // Blue stops at promotion (not kept warm), so only the new workers remain.
     let daemon =
-        daemon(family::good(2.0), &deploy_line("strategy = \"blue_green\", bake = \"1s\", keep_previous = \"0s\""));
+        daemon(family::good(1.05), &deploy_line("strategy = \"blue_green\", bake = \"1s\", keep_previous = \"0s\""));
     let config = std::fs::read_to_string(daemon.path().join("modeld.toml")).unwrap();
 
     daemon.write_config(&config.replace("bake = \"1s\"", "bake = \"2s\""));
