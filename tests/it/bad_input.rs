@@ -101,7 +101,14 @@ fn bad_requests_are_answered_with_what_is_wrong() {
 
     // None of that reached a worker in a way that could hurt it.
     let health = daemon.health();
-    assert_eq!(health["models"]["tabular_mlp"]["versions"]["1"]["workers"]["restarts"], 0, "{health}");
+    let version = &health["models"]["tabular_mlp"]["versions"]["1"];
+    assert_eq!(version["workers"]["restarts"], 0, "{health}");
+    // What the version's signature refused (missing, unexpected or mistyped inputs, wrong
+    // rank or dimension, unknown output, /predict's wrong shape) counts against it; what
+    // no version could take (malformed JSON, unknown datatype names, negative or unfilled
+    // shapes, non-numbers) is the client's alone, and malformed bodies reach no version.
+    assert_eq!(version["window"]["refused"], 8, "{version}");
+    assert_eq!(version["window"]["requests"], 12, "{version}");
     assert_eq!(daemon.post(infer, &infer_body("features", &[1, 30], &row)).status, 200);
 }
 
@@ -204,7 +211,8 @@ fn a_model_without_files_is_reported_not_fatal() {
     let ghost = &daemon.health()["models"]["ghost"];
     assert_eq!(ghost["ready"], false);
     assert!(ghost["reason"].as_str().unwrap().contains("version 3 not found"), "{ghost}");
-    assert_error(&daemon.post("/v2/models/ghost/infer", "{}"), 503, "version 3 not found");
+    let body = infer_body("x", &[1, 1], &[1.0]);
+    assert_error(&daemon.post("/v2/models/ghost/infer", &body), 503, "version 3 not found");
 }
 
 #[test]

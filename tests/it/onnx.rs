@@ -234,6 +234,17 @@ pub mod family {
             .encode()
     }
 
+    /// `y = log(x × 0)`: every answer is -Inf, as a log-probability of an impossible class.
+    pub fn log_of_zero() -> Vec<u8> {
+        Graph::default()
+            .input("x", FLOAT, &[None, Some(4)])
+            .output("y", FLOAT)
+            .float_initializer("w", &[4, 1], vec![0.0; 4])
+            .node("MatMul", &["x", "w"], &["p"], vec![])
+            .node("Log", &["p"], &["y"], vec![])
+            .encode()
+    }
+
     /// Exported with its batch dimension fixed at 1: refuses every request of more rows.
     pub fn single_row() -> Vec<u8> {
         Graph::default()

@@ -162,7 +162,10 @@ fn an_ab_test_splits_sticky_users_and_waits_for_a_decision() {
 fn sticky_users_stay_on_one_arm() {
     let daemon = daemon(
         family::good(1.05),
-        &deploy_line("strategy = \"ab_test\", split = 50, duration = \"30s\", sticky_header = \"x-user\""),
+        // No load: no shadow phase to fill.
+        &deploy_line(
+            "strategy = \"ab_test\", split = 50, duration = \"30s\", sticky_header = \"x-user\", shadow = \"off\"",
+        ),
     );
     assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
     daemon.wait_until("the A/B test to run", Duration::from_secs(10), || {
@@ -311,7 +314,8 @@ fn sighup_with_an_invalid_config_changes_nothing_and_a_valid_one_rolls_out() {
 
 #[test]
 fn a_restart_mid_rollout_serves_the_last_promoted_version() {
-    let daemon = daemon(family::good(1.05), &deploy_line("strategy = \"canary\", steps = [50, 100], bake = \"60s\""));
+    let settings = "strategy = \"canary\", steps = [50, 100], bake = \"60s\", shadow = \"off\"";
+    let daemon = daemon(family::good(1.05), &deploy_line(settings));
     assert_eq!(daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]).0, 0);
     daemon.wait_until("the canary to take traffic", Duration::from_secs(10), || {
         daemon.cli(&["status"]).1.contains("step 1/2")
@@ -356,7 +360,7 @@ fn a_reverted_version_asked_by_the_config_is_not_redeployed_by_a_restart() {
 fn a_half_written_model_is_not_deployed_until_complete() {
     let setup = Setup::new()
         .server_section(HEALTH)
-        .model_with(ModelFiles::new("m", 1, family::good(1.0)), "workers = 1\nversion = \"latest\"\ndeploy = { strategy = \"blue_green\", bake = \"500ms\", check_every = \"100ms\" }\n");
+        .model_with(ModelFiles::new("m", 1, family::good(1.0)), "workers = 1\nversion = \"latest\"\ndeploy = { strategy = \"blue_green\", bake = \"500ms\", shadow = \"500ms\", check_every = \"100ms\" }\n");
     let daemon = TestDaemon::ready(setup);
     let model = family::good(1.05);
     let dir = daemon.path().join("models/m/2");
@@ -381,10 +385,17 @@ fn plan_shows_phases_and_durations_and_deploy_refuses_what_it_cannot_do() {
     assert!(plan.contains("m: v1 -> v2 by canary"), "{plan}");
     assert!(plan.contains("step 1/4 (2m): 10% of traffic to v2"), "{plan}");
     assert!(plan.contains("at least 8m"), "{plan}");
+    assert!(plan.contains("shadow (1s): v2 answers a mirrored copy of live requests"), "{plan}");
+    assert!(plan.contains("signature: same inputs and outputs as v1"), "{plan}");
     let bg = daemon.cli(&["plan", "m", "--version", "2", "--strategy", "blue_green", "--output", "json"]).1;
     let bg: Value = serde_json::from_str(&bg).unwrap();
     assert_eq!(bg["strategy"], "blue_green");
     assert_eq!(bg["downtime"], false);
+    // Another strategy keeps the model's gate (check_every 100ms) and its shadow.
+    let phases = bg["phases"].as_array().unwrap();
+    assert!(phases.iter().any(|p| p["name"] == "shadow" && p["seconds"] == 1.0), "{bg}");
+    assert!(phases.iter().any(|p| p["detail"].as_str().unwrap().contains("health gate every 100ms")), "{bg}");
+    assert_eq!(bg["signature"]["refused"], false, "{bg}");
     assert!(history(&daemon).is_empty(), "plan did something");
 
     let (code, _, err) = daemon.cli(&["deploy", "m", "--version", "1"]);
@@ -468,12 +479,33 @@ fn a_reload_rolls_out_new_worker_settings_but_not_new_rollout_settings() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("m: unchanged"), "how to roll out is not a reason to: {out}");
 
+    // Thresholds are the supervisor's: applied at once, no worker restarted.
+    let workers = daemon.worker_pids();
+    daemon.write_config(&config.replace("min_samples = 10", "min_samples = 12"));
+    let (code, out, err) = daemon.cli(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("m: health thresholds applied (no worker restarted)"), "{out}");
+    assert_eq!(daemon.worker_pids(), workers);
+    let checks = &daemon.health()["models"]["m"]["versions"]["1"]["checks"];
+    assert_eq!(checks["error_rate"]["threshold"]["min_samples"], 12, "{checks}");
+    daemon.write_config(&config);
+    assert!(daemon.cli(&["reload"]).1.contains("m: health thresholds applied"));
+
     daemon.write_config(&config.replace("workers = 2", "workers = 2\nbusy_poll = \"50us\"\nintra_op_threads = 1"));
     // Traffic for the gate to judge the new workers by.
     let load = Load::start(&daemon, "m", Pattern::default());
     let (code, out, err) = daemon.cli(&["reload"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("m: rollout") && out.contains("to version 1"), "{out}");
+    // The same version twice: two pools side by side, each with its own worker sockets,
+    // both shown by /health.
+    daemon.wait_until("both pools of version 1 in /health", Duration::from_secs(10), || {
+        let health = daemon.health();
+        let versions = health["models"]["m"]["versions"].as_object().unwrap().clone();
+        versions.contains_key("1") && versions.keys().any(|k| k == "1-shadow" || k == "1-candidate")
+    });
+    let sockets = std::fs::read_dir(daemon.path().join("run/workers")).unwrap().count();
+    assert_eq!(sockets, 4, "each pool's workers have their own sockets");
     daemon.wait_until("the new workers to be promoted", Duration::from_secs(30), || {
         history(&daemon).last().is_some_and(|r| r["outcome"] == "promoted")
     });

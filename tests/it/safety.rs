@@ -169,7 +169,15 @@ fn a_classifier_that_disagrees_with_stable_is_stopped_in_its_shadow() {
         );
         let tried = try_deploy(d, Pattern { expect: Some(top_class), ..Pattern::default() }, &[]);
         assert_eq!(tried.code, 3, "{}", tried.out);
-        assert!(tried.reason().contains("agrees with stable on 12.5% of"), "{}", tried.reason());
+        // The swapped columns change the top class on 7 of 8 rows the clients send.
+        let reason = tried.reason();
+        let agreement: f64 = reason
+            .split("agrees with stable on ")
+            .nth(1)
+            .and_then(|r| r.split('%').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{reason}"));
+        assert!((5.0..20.0).contains(&agreement), "{reason}");
         tried.assert_no_user_saw_v2();
         tried.figure("disagreeing classifier", strategy.split('"').nth(1).unwrap());
     }
@@ -184,7 +192,11 @@ fn a_version_refusing_a_fifth_of_the_traffic_is_reverted() {
         let d = daemon(family::good(1.0), family::single_row(), None, &deploy_line(strategy));
         let tried = try_deploy(d, fifth, &["--allow-signature-change"]);
         assert_eq!(tried.code, 3, "{}", tried.out);
-        assert!(tried.reason().contains("refused as invalid 2"), "{}", tried.reason());
+        assert!(
+            tried.reason().contains("refused as invalid") && tried.reason().contains("against stable's 0.00%"),
+            "{}",
+            tried.reason()
+        );
         tried.assert_no_user_saw_v2();
         tried.figure("refuses a fifth", strategy.split('"').nth(1).unwrap());
     }
@@ -229,4 +241,31 @@ fn good_versions_are_promoted_twenty_times_in_twenty() {
         started.elapsed().as_secs_f64(),
         report.shots.len()
     );
+}
+
+#[test]
+fn infinite_outputs_are_answered_only_where_model_toml_allows_them() {
+    let allowed =
+        ModelFiles::new("logp", 1, family::log_of_zero()).with_manifest("[outputs.y]\nallow_infinite = true\n");
+    let d =
+        TestDaemon::ready(Setup::new().model(allowed, 1).model(ModelFiles::new("strict", 1, family::log_of_zero()), 1));
+    let body = r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#;
+    let answer = d.post("/v2/models/logp/infer", body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["outputs"][0]["data"], serde_json::json!(["-Infinity"]), "never a silent null");
+    let predict = d.post("/predict", r#"{"model": "logp", "features": [1, 2, 3, 4]}"#);
+    assert_eq!(predict.json()["prediction"], "-Infinity", "{}", predict.body);
+    let refused = d.post("/v2/models/strict/infer", body);
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    assert!(refused.body.contains("output 'y' holds non-finite values (1 -Inf of 1 elements)"), "{}", refused.body);
+    let health = d.health();
+    assert_eq!(health["models"]["strict"]["versions"]["1"]["window"]["failed"], 1, "{health}");
+    // A model.toml naming an output the model lacks is a load failure, not a silent no-op.
+    let typo = ModelFiles::new("typo", 1, family::log_of_zero()).with_manifest("[outputs.z]\nallow_nan = true\n");
+    let d = TestDaemon::start(Setup::new().model(typo, 1));
+    d.wait_until("typo to fail", Duration::from_secs(30), || {
+        d.health()["models"]["typo"]["versions"]["1"]["state"] == "failed"
+    });
+    let reason = d.health()["models"]["typo"]["versions"]["1"]["reason"].to_string();
+    assert!(reason.contains("model.toml [outputs.z]: the model has no output 'z'"), "{reason}");
 }
