@@ -478,26 +478,24 @@ impl Runner {
             if let Err(reason) = self.wait_ready(&candidate, new_active).await {
                 return self.revert_rolling(&candidate, reason).await;
             }
-            if step == 1 {
-                if let Err(reason) = self.check_signature(candidate.info().as_deref()) {
-                    // No request reached it: the rollout failed rather than reverted.
-                    self.revert_rolling(&candidate, reason.clone()).await;
-                    return Phase::Failed { reason };
-                }
-                match self.shadow(&candidate).await {
-                    Ok(()) => {}
-                    Err(Interrupt::PromoteNow) => {
-                        if let Err(reason) = self.scale_to_all(&candidate).await {
-                            return self.revert_rolling(&candidate, reason).await;
-                        }
-                        break;
-                    }
-                    Err(Interrupt::Revert(reason)) => return self.revert_rolling(&candidate, reason).await,
-                }
+            if step == 1
+                && let Err(reason) = self.check_signature(candidate.info().as_deref())
+            {
+                // No request reached it: the rollout failed rather than reverted.
+                self.revert_rolling(&candidate, reason.clone()).await;
+                return Phase::Failed { reason };
             }
-            let weight = self.rolling_weight(&candidate);
-            self.route_candidate(&candidate, weight);
-            match self.bake(&candidate, Stage::Step { step, steps, weight }, self.deploy.bake).await {
+            // The first workers up answer the shadow's copies before any user request.
+            let shadowed = if step == 1 { self.shadow(&candidate).await } else { Ok(()) };
+            let held = match shadowed {
+                Ok(()) => {
+                    let weight = self.rolling_weight(&candidate);
+                    self.route_candidate(&candidate, weight);
+                    self.bake(&candidate, Stage::Step { step, steps, weight }, self.deploy.bake).await
+                }
+                interrupted => interrupted,
+            };
+            match held {
                 Ok(()) => {}
                 Err(Interrupt::PromoteNow) => {
                     if let Err(reason) = self.scale_to_all(&candidate).await {
