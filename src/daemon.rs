@@ -52,7 +52,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let stop_sampler = CancellationToken::new();
     tokio::spawn(sampler::run(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
     let engine =
-        Engine::start(config.clone(), overrides, router.clone(), supervisor.clone(), host.clone(), metrics.clone())?;
+        Engine::start(config.clone(), overrides, router.clone(), supervisor.clone(), host.clone(), metrics.clone());
     engine.watch_repository();
 
     let listener = TcpListener::bind(server.listen)

@@ -31,7 +31,7 @@ pub struct HealthConfig {
     pub availability: Levels<f64>,
     /// Worker RSS as a share of its memory limit (or of host memory without one).
     pub memory: Levels<f64>,
-    /// Host CPU busy share.
+    /// The version's workers' busy cores, as a share of the cores they may use.
     pub cpu: Levels<f64>,
 }
 

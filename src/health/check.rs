@@ -128,10 +128,20 @@ pub fn memory(max_rss: u64, limit: Option<u64>, host_total: u64, h: &HealthConfi
     Check { status, value: json!({ "rss_bytes": max_rss, "share": share }), threshold }
 }
 
-/// The host's CPU busy share (`None` before the first two samples).
-pub fn cpu(busy: Option<f64>, h: &HealthConfig) -> Check {
-    let status = busy.map_or(Status::InsufficientData, |b| above(b, &h.cpu));
-    Check { status, value: json!(busy), threshold: levels_json(&h.cpu) }
+/// The version's own CPU: the cores its workers kept busy over the cores they may use
+/// (workers × inference threads × intra-op threads), `None` before a sample. The host's
+/// busy share is shown beside it as context, never judged: an unrelated build saturating
+/// the host says nothing about this version.
+pub fn cpu(used: Option<(f64, f64)>, host_busy: Option<f64>, h: &HealthConfig) -> Check {
+    let share = used.map(|(cores, allowed)| cores / allowed);
+    let status = share.map_or(Status::InsufficientData, |s| above(s, &h.cpu));
+    let value = json!({
+        "share": share,
+        "cores_used": used.map(|u| u.0),
+        "cores_allowed": used.map(|u| u.1),
+        "host_busy": host_busy,
+    });
+    Check { status, value, threshold: levels_json(&h.cpu) }
 }
 
 /// OOM kills within the window: any one is critical.
@@ -175,7 +185,19 @@ mod tests {
         for check in [error_rate(&few, &h), availability(&few, &h), latency(&few, &h)] {
             assert_eq!(check.status, Status::InsufficientData);
         }
-        assert_eq!(cpu(None, &h).status, Status::InsufficientData);
+        assert_eq!(cpu(None, Some(0.99), &h).status, Status::InsufficientData);
+    }
+
+    #[test]
+    fn cpu_is_the_versions_own_workers_not_the_host() {
+        let h = HealthConfig::default();
+        // Idle workers on a saturated host: fine.
+        let idle = cpu(Some((0.01, 2.0)), Some(1.0), &h);
+        assert_eq!(idle.status, Status::Ok);
+        assert_eq!(idle.value["host_busy"], 1.0);
+        // Two workers of one core each, both pegged: critical.
+        assert_eq!(cpu(Some((1.98, 2.0)), Some(0.5), &h).status, Status::Critical);
+        assert_eq!(cpu(Some((1.7, 2.0)), None, &h).status, Status::Warning);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Health: for each model and live version, its state, role and checks — model_loaded,
 //! memory, cpu, error_rate, latency, availability, oom ([`check`]) — rolled up into
-//! healthy (all ok) / unhealthy (any critical) / degraded (anything else).
+//! healthy (all ok, or too few samples to judge) / unhealthy (any critical) / degraded
+//! (any warning).
 //!
 //! Everything is read from live state at the moment of asking: the pools' workers, their
 //! measured request windows ([`crate::window`]), the sampled resources ([`Host`] and each
@@ -120,10 +121,12 @@ pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
         })
         .max()
         .unwrap_or(Status::Ok);
+    // Too few samples is not a problem with a version: an idle daemon is healthy (the
+    // check still says insufficient_data, and the rollout gate treats it as inconclusive).
     let status = match worst {
-        Status::Ok => Overall::Healthy,
+        Status::Ok | Status::InsufficientData => Overall::Healthy,
+        Status::Warning => Overall::Degraded,
         Status::Critical => Overall::Unhealthy,
-        Status::InsufficientData | Status::Warning => Overall::Degraded,
     };
     Report { status, uptime_seconds: started.elapsed().as_secs_f64(), models }
 }
@@ -165,7 +168,7 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
     BTreeMap::from([
         ("model_loaded", check::model_loaded(pool.ready_workers(), pool.active(), failed)),
         ("memory", check::memory(max_rss, pool.memory_limit, host.total_memory(), h)),
-        ("cpu", check::cpu(host.cpu_busy(), h)),
+        ("cpu", check::cpu(pool.cpu(), host.cpu_busy(), h)),
         ("error_rate", check::error_rate(window, h)),
         ("latency", check::latency(window, h)),
         ("availability", check::availability(window, h)),

@@ -181,9 +181,9 @@ impl Engine {
         supervisor: Arc<Supervisor>,
         host: Arc<Host>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Engine>, state::StateError> {
+    ) -> Arc<Engine> {
         let store = Store::new(&config.server.state_dir);
-        let mut saved = store.load()?;
+        let mut saved = store.load_or_set_aside();
         abort_interrupted(&mut saved);
         let shared = Arc::new(Shared {
             supervisor,
@@ -209,7 +209,7 @@ impl Engine {
         for model in &config.models {
             engine.bring_up(model, &config);
         }
-        Ok(engine)
+        engine
     }
 
     pub fn config(&self) -> Arc<Config> {

@@ -113,17 +113,48 @@ impl Store {
         }
     }
 
-    /// Replaces the saved state atomically and durably.
+    /// The saved state; one that cannot be read or parsed is moved aside (to
+    /// `state.json.corrupt-<unix time>`, kept for a post-mortem) with the reason logged, and
+    /// the daemon starts from an empty state: the config's versions serve. A bad state file
+    /// must never keep the daemon from starting.
+    pub fn load_or_set_aside(&self) -> State {
+        let problem = match self.load() {
+            Ok(state) => return state,
+            Err(e) => e,
+        };
+        let aside = self.dir.join(format!("{FILE}.corrupt-{}", now() as u64));
+        match std::fs::rename(self.path(), &aside) {
+            Ok(()) => tracing::error!(
+                "{problem}; moved it to {} and starting from the config's versions (rollout history starts anew)",
+                aside.display()
+            ),
+            Err(e) => tracing::error!(
+                "{problem}; could not move it aside ({e}); starting from the config's versions, and saving over it"
+            ),
+        }
+        State::default()
+    }
+
+    /// Replaces the saved state atomically and durably. On failure (a full disk) the old
+    /// state stays, and no partial temporary file is left behind.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let tmp = self.dir.join(format!(".{FILE}.tmp"));
+        let written = self.write_then_rename(state, &tmp);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    fn write_then_rename(&self, state: &State, tmp: &Path) -> Result<(), StateError> {
         let path = self.path();
         let write_error = |source| StateError::Write { path: path.clone(), error: source };
-        let tmp = self.dir.join(format!(".{FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
-        let mut file = std::fs::File::create(&tmp).map_err(write_error)?;
+        let mut file = std::fs::File::create(tmp).map_err(write_error)?;
         file.write_all(&bytes).map_err(write_error)?;
         file.sync_all().map_err(write_error)?;
         drop(file);
-        std::fs::rename(&tmp, &path).map_err(write_error)?;
+        std::fs::rename(tmp, &path).map_err(write_error)?;
         // The rename is durable only once the directory entry is.
         std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(write_error)?;
         Ok(())
@@ -182,10 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_state_is_an_error_naming_the_file() {
+    fn a_corrupt_state_is_an_error_naming_the_file_and_is_set_aside() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join(FILE), b"{ not json").unwrap();
-        let e = Store::new(tmp.path()).load().unwrap_err().to_string();
+        let store = Store::new(tmp.path());
+        let e = store.load().unwrap_err().to_string();
         assert!(e.contains("state.json is not valid"), "{e}");
+        assert_eq!(store.load_or_set_aside(), State::default());
+        assert!(!tmp.path().join(FILE).exists());
+        let aside: Vec<String> =
+            std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert!(aside.len() == 1 && aside[0].starts_with("state.json.corrupt-"), "{aside:?}");
+        assert_eq!(std::fs::read(tmp.path().join(&aside[0])).unwrap(), b"{ not json", "kept for a post-mortem");
     }
 }

@@ -128,6 +128,7 @@ mod tests {
             predict: Default::default(),
             health: Default::default(),
             memory_limit: None,
+            cores_per_worker: 1,
         }))
     }
 

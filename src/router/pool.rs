@@ -35,7 +35,6 @@ pub enum Phase {
 }
 
 /// One worker's place in the pool, and what is measured of its worker.
-#[derive(Default)]
 pub struct Slot {
     conn: ArcSwapOption<WorkerConn>,
     pub pid: AtomicU32,
@@ -46,11 +45,39 @@ pub struct Slot {
     pub rss_bytes: AtomicU64,
     /// CPU time of the current worker process, in milliseconds, sampled.
     pub cpu_ms: AtomicU64,
+    /// Cores the current worker process kept busy over the last sample, as f64 bits
+    /// (NaN before the first sample).
+    cpu_cores: AtomicU64,
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            conn: ArcSwapOption::empty(),
+            pid: AtomicU32::new(0),
+            restarts: AtomicU64::new(0),
+            oom_kills: AtomicU64::new(0),
+            last_exit: Mutex::new(None),
+            rss_bytes: AtomicU64::new(0),
+            cpu_ms: AtomicU64::new(0),
+            cpu_cores: AtomicU64::new(f64::NAN.to_bits()),
+        }
+    }
 }
 
 impl Slot {
     pub fn conn(&self) -> Option<Arc<WorkerConn>> {
         self.conn.load_full().filter(|c| c.is_open())
+    }
+
+    /// Records the cores the worker kept busy since the last sample.
+    pub fn set_cpu_cores(&self, cores: f64) {
+        self.cpu_cores.store(cores.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Cores the worker kept busy over the last sample (None before one).
+    pub fn cpu_cores(&self) -> Option<f64> {
+        Some(f64::from_bits(self.cpu_cores.load(Ordering::Relaxed))).filter(|c| !c.is_nan())
     }
 }
 
@@ -76,6 +103,8 @@ pub struct PoolSpec {
     pub health: HealthConfig,
     /// Most memory one worker may use, in bytes.
     pub memory_limit: Option<u64>,
+    /// Cores one worker may keep busy: its inference threads × intra-op threads.
+    pub cores_per_worker: usize,
 }
 
 pub struct Pool {
@@ -88,6 +117,8 @@ pub struct Pool {
     /// The thresholds this version is judged by; a reload swaps them without a restart.
     health: ArcSwap<HealthConfig>,
     pub memory_limit: Option<u64>,
+    /// Cores one worker may keep busy (the cpu check's measure).
+    pub cores_per_worker: usize,
     pub slots: Vec<Slot>,
     /// How many of the slots are meant to run (fewer than all during a rolling update).
     active: AtomicUsize,
@@ -114,6 +145,7 @@ impl Pool {
             predict: spec.predict,
             health: ArcSwap::from_pointee(spec.health),
             memory_limit: spec.memory_limit,
+            cores_per_worker: spec.cores_per_worker.max(1),
             ooms: Mutex::new(VecDeque::new()),
             active: AtomicUsize::new(spec.workers),
             slots: (0..spec.workers).map(|_| Slot::default()).collect(),
@@ -155,6 +187,14 @@ impl Pool {
 
     pub fn ready_workers(&self) -> usize {
         self.slots.iter().filter(|s| s.conn().is_some()).count()
+    }
+
+    /// Cores this version's workers kept busy over the last sample, and the cores they may
+    /// use (workers × inference threads × intra-op threads); None before a sample.
+    pub fn cpu(&self) -> Option<(f64, f64)> {
+        let samples: Vec<f64> = self.slots.iter().take(self.active()).filter_map(Slot::cpu_cores).collect();
+        let allowed = (self.active() * self.cores_per_worker).max(1) as f64;
+        (!samples.is_empty()).then(|| (samples.iter().sum(), allowed))
     }
 
     /// Whether a request sent now would find a worker.
@@ -284,6 +324,7 @@ mod tests {
             predict: PredictSpec::default(),
             health: Default::default(),
             memory_limit: None,
+            cores_per_worker: 1,
         })
     }
 

@@ -152,6 +152,7 @@ mod tests {
             predict: PredictSpec::default(),
             health: Default::default(),
             memory_limit: None,
+            cores_per_worker: 1,
         }))
     }
 

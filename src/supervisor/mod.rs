@@ -92,6 +92,7 @@ impl Supervisor {
             predict: manifest.as_ref().map(|m| m.predict.clone()).unwrap_or_default(),
             health: model.health.clone(),
             memory_limit: model.memory_limit,
+            cores_per_worker: model.threads * model.intra_op_threads,
         }));
         let stop = CancellationToken::new();
         let mut running = Running {

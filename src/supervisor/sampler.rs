@@ -1,6 +1,7 @@
 //! Samples what the workers and the host use, once a second: each worker's resident
-//! memory and CPU time (into its pool slot and the metrics), and the host's CPU busy share
-//! and total memory (for the memory and cpu health checks).
+//! memory, CPU time and cores kept busy (into its pool slot and the metrics), and the
+//! host's CPU busy share and total memory (for the memory and cpu health checks; the
+//! host's CPU is context there, a version is judged by its own workers).
 
 use super::Supervisor;
 use crate::health::Host;
@@ -53,10 +54,13 @@ pub async fn run(supervisor: Arc<Supervisor>, host: Arc<Host>, metrics: Arc<Metr
                 let pid = slot.pid.load(Ordering::Relaxed);
                 let Some(process) = (pid != 0).then(|| system.process(Pid::from_u32(pid))).flatten() else {
                     slot.rss_bytes.store(0, Ordering::Relaxed);
+                    slot.set_cpu_cores(0.0);
                     continue;
                 };
                 let cpu_ms = process.accumulated_cpu_time();
                 slot.rss_bytes.store(process.memory(), Ordering::Relaxed);
+                // Percent of one core since the last refresh (0 at a process's first).
+                slot.set_cpu_cores(f64::from(process.cpu_usage()) / 100.0);
                 slot.cpu_ms.store(cpu_ms, Ordering::Relaxed);
                 let before = counted_cpu_ms.get(&pid).copied().unwrap_or(0);
                 // Looked up even without new CPU time, so the series exists from the start.

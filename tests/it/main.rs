@@ -5,6 +5,7 @@ mod admin;
 mod bad_input;
 mod batching;
 mod config_check;
+mod healing;
 mod health;
 mod load;
 mod logs;
