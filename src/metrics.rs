@@ -1,6 +1,8 @@
 //! Every Prometheus metric modeld exports, defined in this one place: name (with the
 //! `modeld_` prefix and the unit in the name), help text, labels and buckets.
 //!
+//! Counters exist from the start of what they count (a version's at its start, see
+//! [`Metrics::version_started`]), so Prometheus's `increase()` sees the first event.
 //! Counters and histograms are updated where the event happens (the front records each
 //! request, the supervisor each restart, OOM kill, load and CPU sample); gauges that
 //! describe current state (in-flight requests, workers up, memory, health checks) are set
@@ -21,6 +23,12 @@ const LOAD_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 const MODEL_VERSION: &[&str] = &["model", "version"];
+/// The `protocol` label of `modeld_requests_total`: the Open Inference Protocol, `/predict`.
+pub const OIP: &str = "oip";
+pub const PREDICT: &str = "predict";
+pub const PROTOCOLS: [&str; 2] = [OIP, PREDICT];
+/// Codes whose request counters exist from a version's start: the ones alerts read.
+const START_CODES: [&str; 5] = ["200", "400", "500", "503", "504"];
 const WORKER: &[&str] = &["model", "version", "slot"];
 
 pub struct Metrics {
@@ -184,6 +192,20 @@ impl Metrics {
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");
+        }
+    }
+
+    /// Creates a starting version's counters at 0 (restarts, OOM kills, requests by the
+    /// codes alerts read). A counter that first appears at 1 shows Prometheus no increase,
+    /// so the first OOM kill or the first 5xx of a version would never fire an alert.
+    pub fn version_started(&self, model: &str, version: u64) {
+        let version = version.to_string();
+        self.worker_restarts.with_label_values(&[model, &version]);
+        self.worker_oom_kills.with_label_values(&[model, &version]);
+        for protocol in PROTOCOLS {
+            for code in START_CODES {
+                self.requests.with_label_values(&[model, &version, protocol, code]);
+            }
         }
     }
 

@@ -172,12 +172,12 @@ impl Front {
         let endpoint = routes::route(req.method(), req.uri().path())?;
         match endpoint {
             Endpoint::Infer { model, version } => {
-                served.protocol = "oip";
+                served.protocol = crate::metrics::OIP;
                 served.model = Some(model.clone());
                 self.infer(req, &model, version, served).await
             }
             Endpoint::Predict { batch } => {
-                served.protocol = "predict";
+                served.protocol = crate::metrics::PREDICT;
                 self.predict(req, batch, served).await
             }
             other => self.probe(other),

@@ -121,6 +121,7 @@ impl Supervisor {
             stop,
         };
         pool.set_active(active);
+        self.metrics.version_started(&model.name, version);
         match manifest {
             Err(e) => pool.set_phase(Phase::Failed { reason: e.to_string() }),
             Ok(_) => running.start_slots(active),

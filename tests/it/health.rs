@@ -153,6 +153,16 @@ fn metrics_export_every_check_and_the_worker_resources() {
         assert!(text.contains(&line), "missing {line}");
     }
     assert!(text.contains(r#"modeld_health_check_status{check="error_rate",model="tabular_mlp",version="1"} -1"#));
+    // Counters exist at 0 from the version's start, so the first event is an increase.
+    for line in [
+        r#"modeld_worker_oom_kills_total{model="tabular_mlp",version="1"} 0"#,
+        r#"modeld_worker_restarts_total{model="tabular_mlp",version="1"} 0"#,
+        r#"modeld_requests_total{code="500",model="tabular_mlp",protocol="oip",version="1"} 0"#,
+        r#"modeld_requests_total{code="503",model="tabular_mlp",protocol="predict",version="1"} 0"#,
+        r#"modeld_nonfinite_outputs_total{model="tabular_mlp",output="probabilities",version="1"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line}");
+    }
     assert!(text.contains(r#"modeld_batch_size_count{model="tabular_mlp",version="1"} 1"#), "{text}");
     assert!(text.contains(r#"modeld_batch_size_sum{model="tabular_mlp",version="1"} 3"#), "{text}");
     assert!(text.contains(r#"modeld_inference_duration_seconds_count{model="tabular_mlp",version="1"} 1"#));
