@@ -8,8 +8,9 @@
 //! within `shutdown_grace`, drain and stop the workers, exit 0.
 
 use crate::admin::{self, Admin};
+use crate::config::Live;
 use crate::config::{Config, Overrides};
-use crate::front::{Front, Limits};
+use crate::front::Front;
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::rollout::Engine;
@@ -40,19 +41,26 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let router = Arc::new(Router::default());
     let heartbeat = Arc::new(Heartbeat::new());
     heartbeat.beat();
+    let live = Live::new(server.clone());
     let launcher = Launcher {
         exe: std::env::current_exe().context("could not find the modeld binary to start workers")?,
         sockets_dir,
-        start_timeout: server.worker_start_timeout,
-        log_level: server.log_level.clone(),
+        server: live.clone(),
         cgroups: config.models.iter().any(|m| m.memory_limit.is_some()).then(Cgroups::detect).flatten(),
     };
-    let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone(), server.shutdown_grace));
+    let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone()));
     let host = Arc::new(Host::new());
     let stop_sampler = CancellationToken::new();
     tokio::spawn(sampler::run(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
-    let engine =
-        Engine::start(config.clone(), overrides, router.clone(), supervisor.clone(), host.clone(), metrics.clone());
+    let engine = Engine::start(
+        config.clone(),
+        overrides,
+        live.clone(),
+        router.clone(),
+        supervisor.clone(),
+        host.clone(),
+        metrics.clone(),
+    );
     engine.watch_repository();
 
     let listener = TcpListener::bind(server.listen)
@@ -64,15 +72,11 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         metrics,
         heartbeat: heartbeat.clone(),
         host: host.clone(),
-        limits: Limits {
-            max_body_bytes: server.max_body_bytes,
-            request_timeout: server.request_timeout,
-            header_read_timeout: server.header_read_timeout,
-        },
+        server: live.clone(),
         started: Instant::now(),
     });
     let stop_http = CancellationToken::new();
-    let http = tokio::spawn(front.serve(listener, stop_http.clone(), server.shutdown_grace));
+    let http = tokio::spawn(front.serve(listener, stop_http.clone()));
     let admin = Arc::new(Admin { router: router.clone(), engine: engine.clone(), host, started: Instant::now() });
     let stop_admin = CancellationToken::new();
     let admin_task = tokio::spawn(admin.serve(admin_listener, server.admin_socket.clone(), stop_admin.clone()));
@@ -85,7 +89,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             supervisor.kill_all();
         }
         _ => {
-            tracing::info!("SIGTERM: finishing in-flight requests (up to {:?})", server.shutdown_grace);
+            tracing::info!("SIGTERM: finishing in-flight requests (up to {:?})", live.get().shutdown_grace);
             let _ = http.await;
             supervisor.stop_all().await;
         }
@@ -133,10 +137,10 @@ async fn event_loop(signals: &mut Signals, heartbeat: &Heartbeat, engine: &Arc<E
     }
 }
 
-/// SIGHUP: re-reads the config and applies it, or refuses it whole and keeps the live one.
+/// SIGHUP: re-reads the config and applies it, or refuses it whole and keeps the live one
+/// (the refusal is logged where every reload's is).
 async fn reload(engine: Arc<Engine>) {
-    match engine.reload_file().await {
-        Ok(lines) => tracing::info!("SIGHUP: config applied:\n{}", lines.join("\n")),
-        Err(report) => tracing::error!("SIGHUP: refusing the new config; the running config stays in force:\n{report}"),
+    if let Ok(lines) = engine.reload_file().await {
+        tracing::info!("SIGHUP: config applied:\n{}", lines.join("\n"));
     }
 }

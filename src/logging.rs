@@ -10,20 +10,45 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// Replaces the level filter of the installed subscriber (a reload's `log_level`).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
 /// Installs the global subscriber; `filter` is a level or an `EnvFilter` directive.
 pub fn init(filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = match (std::io::stderr().is_terminal(), under_journald()) {
-        (false, true) => builder.with_ansi(false).event_format(Journald).try_init(),
-        (terminal, _) => builder.with_ansi(terminal).try_init(),
-    };
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false);
+    // The filter goes last: the reloadable layer's type names the whole formatter.
+    match (std::io::stderr().is_terminal(), under_journald()) {
+        (false, true) => {
+            let builder =
+                builder.with_ansi(false).event_format(Journald).with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+            let _ = builder.try_init();
+        }
+        (terminal, _) => {
+            let builder = builder.with_ansi(terminal).with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+            let _ = builder.try_init();
+        }
+    }
+}
+
+/// Applies a new level filter (`server.log_level` on reload) to this process's log.
+pub fn set_filter(filter: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("'{filter}' is not a log filter: {e}"))?;
+    let set = SET_FILTER.get().ok_or("no log subscriber is installed")?;
+    set(filter)
 }
 
 /// Whether stderr is the journal stream systemd gave us (systemd.exec(5), $JOURNAL_STREAM).

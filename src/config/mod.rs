@@ -40,7 +40,7 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_socket: PathBuf,
@@ -56,6 +56,26 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub worker_start_timeout: Duration,
     pub log_level: String,
+}
+
+/// `[server]` as in force now, shared by the parts that read it at each use (the front's
+/// limits, the supervisor's timeouts and grace) and swapped whole by a reload.
+#[derive(Debug, Clone)]
+pub struct Live(std::sync::Arc<arc_swap::ArcSwap<ServerConfig>>);
+
+impl Live {
+    pub fn new(server: ServerConfig) -> Live {
+        Live(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(server)))
+    }
+
+    /// The settings in force now.
+    pub fn get(&self) -> std::sync::Arc<ServerConfig> {
+        self.0.load_full()
+    }
+
+    pub fn set(&self, server: ServerConfig) {
+        self.0.store(std::sync::Arc::new(server));
+    }
 }
 
 /// A group by name, with the id it had when the config was read.

@@ -38,20 +38,14 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The limits the front enforces, from `[server]`.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    pub header_read_timeout: Duration,
-}
-
 pub struct Front {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     pub heartbeat: Arc<Heartbeat>,
     pub host: Arc<Host>,
-    pub limits: Limits,
+    /// `[server]` in force: the body limit, request and header timeouts and shutdown
+    /// grace are read from it at each use, so a reload applies them at once.
+    pub server: crate::config::Live,
     pub started: Instant,
 }
 
@@ -108,8 +102,8 @@ impl Served {
 
 impl Front {
     /// Serves connections until `stop` is cancelled, then lets open requests finish for up
-    /// to `grace` while refusing new connections.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
+    /// to `server.shutdown_grace` while refusing new connections.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -124,6 +118,7 @@ impl Front {
             }
         }
         drop(listener);
+        let grace = self.server.get().shutdown_grace;
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all HTTP requests answered"),
             _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace of {grace:?} ran out with requests open"),
@@ -132,7 +127,7 @@ impl Front {
 
     fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, graceful: &GracefulShutdown) {
         let _ = stream.set_nodelay(true);
-        let timeout = self.limits.header_read_timeout;
+        let timeout = self.server.get().header_read_timeout;
         let service = hyper::service::service_fn(move |req| {
             let front = self.clone();
             async move { Ok::<_, std::convert::Infallible>(front.handle(req).await) }
@@ -154,7 +149,7 @@ impl Front {
         let started = Instant::now();
         let head_only = req.method() == hyper::Method::HEAD;
         let mut served = Served::default();
-        let timeout = self.limits.request_timeout;
+        let timeout = self.server.get().request_timeout;
         let reply = match tokio::time::timeout(timeout, self.dispatch(req, &mut served)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
@@ -232,7 +227,7 @@ impl Front {
     /// Reads the whole body, refusing it past `max_body` (by its declared length at once,
     /// else as it streams in).
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
-        let limit = self.limits.max_body_bytes;
+        let limit = self.server.get().max_body_bytes;
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {

@@ -48,10 +48,9 @@ pub struct Shared {
     pub supervisor: Arc<Supervisor>,
     pub host: Arc<Host>,
     pub metrics: Arc<Metrics>,
-    /// `server.worker_start_timeout`: how long a candidate may take to get ready.
-    pub start_timeout: Duration,
-    /// `server.request_timeout`: how long a mirrored copy may take on a shadowing candidate.
-    pub request_timeout: Duration,
+    /// `[server]` in force: `worker_start_timeout` (how long a candidate may take to get
+    /// ready) and `request_timeout` (how long a mirrored copy may take on a shadow).
+    pub server: crate::config::Live,
     store: Store,
     state: Mutex<State>,
 }
@@ -177,6 +176,7 @@ impl Engine {
     pub fn start(
         config: Config,
         overrides: Overrides,
+        live: crate::config::Live,
         router: Arc<Router>,
         supervisor: Arc<Supervisor>,
         host: Arc<Host>,
@@ -185,15 +185,7 @@ impl Engine {
         let store = Store::new(&config.server.state_dir);
         let mut saved = store.load_or_set_aside();
         abort_interrupted(&mut saved);
-        let shared = Arc::new(Shared {
-            supervisor,
-            host,
-            metrics,
-            start_timeout: config.server.worker_start_timeout,
-            request_timeout: config.server.request_timeout,
-            store,
-            state: Mutex::new(saved),
-        });
+        let shared = Arc::new(Shared { supervisor, host, metrics, server: live, store, state: Mutex::new(saved) });
         shared.update(|_| {});
         let engine = Arc::new(Engine {
             shared,
@@ -425,7 +417,7 @@ impl Engine {
                 let config = self.config();
                 let model_config = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
                 let pool = self.shared.supervisor.start(model_config, version);
-                if let Err(reason) = wait_ready(&pool, self.shared.start_timeout * 2).await {
+                if let Err(reason) = wait_ready(&pool, self.shared.server.get().worker_start_timeout * 2).await {
                     self.shared.supervisor.stop(&pool).await;
                     return Err(cannot(&reason));
                 }

@@ -3,7 +3,7 @@
 //! rolls out — unless the config names a version already tried (and reverted) for it.
 
 use super::{Engine, Options, Origin};
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, ServerConfig};
 use crate::repo::ModelDir;
 use std::sync::Arc;
 
@@ -21,7 +21,12 @@ impl Engine {
     async fn apply_file(self: &Arc<Self>) -> Result<Vec<String>, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.config().path.clone();
-        let (config, warnings) = crate::config::load(&path, &self.overrides).map_err(|e| e.to_string())?;
+        let (config, warnings) = crate::config::load(&path, &self.overrides).map_err(|e| {
+            // In the daemon's own log too, not only in the answer to `modeld reload`
+            // (ExecReload's output is easy to miss).
+            tracing::error!("reload: refusing the new config; the running config stays in force:\n{e}");
+            e.to_string()
+        })?;
         let mut lines: Vec<String> =
             warnings.problems.iter().map(|p| format!("warning: {}: {}", p.key, p.message)).collect();
         lines.extend(self.reload(config.clone()).await);
@@ -31,14 +36,12 @@ impl Engine {
         Ok(lines)
     }
 
-    /// Applies a new config: models added start, removed ones stop, changed ones roll out.
-    /// Returns what it did, one line per model that changed.
+    /// Applies a new config: `[server]` keys at once (or reported as needing a restart),
+    /// models added start, removed ones stop, changed ones roll out. Returns what it did,
+    /// one line per key or model that changed.
     pub async fn reload(self: &Arc<Self>, new: Config) -> Vec<String> {
         let old = self.config();
-        let mut report = Vec::new();
-        if old.server.listen != new.server.listen || old.server.run_dir != new.server.run_dir {
-            report.push("server.listen and server.run_dir take effect on restart only".into());
-        }
+        let mut report = self.apply_server(&old.server, &new.server);
         self.config.store(Arc::new(new.clone()));
         for model in &new.models {
             let line = match old.model(&model.name) {
@@ -60,6 +63,32 @@ impl Engine {
             }
         }
         report
+    }
+
+    /// Puts the new `[server]` in force: what the front and supervisor read at each use
+    /// applies at once, the in-flight bound is resized on every model, the log level is
+    /// swapped; what only a restart can change is said so, in the answer and the log.
+    fn apply_server(&self, old: &ServerConfig, new: &ServerConfig) -> Vec<String> {
+        self.shared.server.set(new.clone());
+        if new.max_inflight_per_model != old.max_inflight_per_model {
+            for route in self.router.models().values() {
+                route.set_limit(new.max_inflight_per_model);
+            }
+        }
+        let mut lines = Vec::new();
+        if new.log_level != old.log_level
+            && let Err(e) = crate::logging::set_filter(&new.log_level)
+        {
+            lines.push(format!("server.log_level: not applied: {e}"));
+        }
+        for change in server_changes(old, new) {
+            match change.restart {
+                true => tracing::warn!("{}", change.text),
+                false => tracing::info!("{}", change.text),
+            }
+            lines.push(change.text);
+        }
+        lines
     }
 
     fn reload_model(self: &Arc<Self>, before: &ModelConfig, model: &ModelConfig) -> String {
@@ -108,6 +137,94 @@ impl Engine {
             Err(e) => tracing::warn!("new version {version} of {model} not rolled out: {e}"),
         }
     }
+}
+
+/// One `[server]` key a reload changed, and whether it waits for a restart.
+struct Change {
+    text: String,
+    restart: bool,
+}
+
+/// Every `[server]` key that differs, each either applied or needing a restart: the
+/// struct is taken apart field by field, so a key added later cannot be forgotten here.
+fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
+    let ServerConfig {
+        listen,
+        admin_socket,
+        admin_group,
+        run_dir,
+        state_dir,
+        repository,
+        max_body_bytes,
+        request_timeout,
+        header_read_timeout,
+        max_inflight_per_model,
+        shutdown_grace,
+        worker_start_timeout,
+        log_level,
+    } = new;
+    let mut out = Vec::new();
+    let mut key = |name: &str, changed: bool, was: String, is: String, applied: &str| {
+        if changed {
+            let restart = applied.is_empty();
+            let how = if restart { "takes effect on restart only (the daemon keeps the old value)" } else { applied };
+            out.push(Change { text: format!("server.{name}: {was} -> {is}: {how}"), restart });
+        }
+    };
+    let path = |p: &std::path::Path| p.display().to_string();
+    let group = |g: &Option<crate::config::AdminGroup>| g.as_ref().map_or("(none)".into(), |g| g.name.clone());
+    key("listen", *listen != old.listen, old.listen.to_string(), listen.to_string(), "");
+    key("admin_socket", *admin_socket != old.admin_socket, path(&old.admin_socket), path(admin_socket), "");
+    key("admin_group", *admin_group != old.admin_group, group(&old.admin_group), group(admin_group), "");
+    key("run_dir", *run_dir != old.run_dir, path(&old.run_dir), path(run_dir), "");
+    key("state_dir", *state_dir != old.state_dir, path(&old.state_dir), path(state_dir), "");
+    let models = "applied: models whose directory moved roll out from it";
+    key("repository", *repository != old.repository, path(&old.repository), path(repository), models);
+    let applied = "applied to requests from now on";
+    key(
+        "max_body",
+        *max_body_bytes != old.max_body_bytes,
+        old.max_body_bytes.to_string(),
+        max_body_bytes.to_string(),
+        applied,
+    );
+    let d = |d: &std::time::Duration| format!("{d:?}");
+    key(
+        "request_timeout",
+        *request_timeout != old.request_timeout,
+        d(&old.request_timeout),
+        d(request_timeout),
+        applied,
+    );
+    let conns = "applied to connections from now on";
+    key(
+        "header_read_timeout",
+        *header_read_timeout != old.header_read_timeout,
+        d(&old.header_read_timeout),
+        d(header_read_timeout),
+        conns,
+    );
+    let bound = "applied to every model (a smaller bound takes hold as requests in flight finish)";
+    let (was, is) = (old.max_inflight_per_model.to_string(), max_inflight_per_model.to_string());
+    key("max_inflight_per_model", *max_inflight_per_model != old.max_inflight_per_model, was, is, bound);
+    key(
+        "shutdown_grace",
+        *shutdown_grace != old.shutdown_grace,
+        d(&old.shutdown_grace),
+        d(shutdown_grace),
+        "applied to the next stop",
+    );
+    let start = "applied to workers started from now on";
+    key(
+        "worker_start_timeout",
+        *worker_start_timeout != old.worker_start_timeout,
+        d(&old.worker_start_timeout),
+        d(worker_start_timeout),
+        start,
+    );
+    let level = "applied to the daemon now and to workers started from now on";
+    key("log_level", *log_level != old.log_level, old.log_level.clone(), log_level.clone(), level);
+    out
 }
 
 /// Whether the model's workers would run differently: any setting but the version (asked

@@ -160,7 +160,7 @@ impl Runner {
 
     /// Waits until `want` of the candidate's workers are ready. Err: why it cannot be.
     async fn wait_ready(&mut self, pool: &Arc<Pool>, want: usize) -> Result<(), String> {
-        let deadline = Instant::now() + self.shared.start_timeout * 2;
+        let deadline = Instant::now() + self.shared.server.get().worker_start_timeout * 2;
         loop {
             if let PoolPhase::Failed { reason } = &*pool.phase() {
                 return Err(format!("version {} failed to start: {reason}", pool.version));
@@ -348,7 +348,7 @@ impl Runner {
             &stable,
             self.deploy.agreement_tolerance,
             self.shared.metrics.clone(),
-            self.shared.request_timeout,
+            self.shared.server.get().request_timeout,
         );
         self.set_shadow(Some(shadow.mirror.clone()));
         let passed = self.bake(candidate, Stage::Shadow(shadow.mirror.clone()), self.deploy.shadow).await;

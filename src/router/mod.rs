@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use pool::{Pool, PoolError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use table::{Hint, RoutingTable, Tickets};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -78,7 +79,7 @@ pub struct ModelRoute {
     table: ArcSwap<RoutingTable>,
     tickets: Tickets,
     inflight: Arc<Semaphore>,
-    limit: usize,
+    limit: AtomicUsize,
 }
 
 /// Held for as long as a request is in flight; counts against the model's bound.
@@ -91,7 +92,26 @@ impl ModelRoute {
             table: ArcSwap::from_pointee(table),
             tickets: Tickets::default(),
             inflight: Arc::new(Semaphore::new(limit)),
-            limit,
+            limit: AtomicUsize::new(limit),
+        }
+    }
+
+    /// Changes the in-flight bound (a reload): more room at once; less as requests in
+    /// flight finish (none is cut short).
+    pub fn set_limit(&self, limit: usize) {
+        let old = self.limit.swap(limit, Ordering::SeqCst);
+        if limit > old {
+            self.inflight.add_permits(limit - old);
+        } else if limit < old {
+            let missing = (old - limit) - self.inflight.forget_permits(old - limit);
+            if missing > 0 {
+                let inflight = self.inflight.clone();
+                tokio::spawn(async move {
+                    if let Ok(permits) = inflight.acquire_many_owned(missing as u32).await {
+                        permits.forget();
+                    }
+                });
+            }
         }
     }
 
@@ -106,7 +126,7 @@ impl ModelRoute {
 
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
-        self.limit - self.inflight.available_permits()
+        self.limit.load(Ordering::Relaxed).saturating_sub(self.inflight.available_permits())
     }
 
     /// Admits a request, or refuses it at once past the bound.
@@ -115,7 +135,7 @@ impl ModelRoute {
             .clone()
             .try_acquire_owned()
             .map(Admission)
-            .map_err(|_| RouteError::Overloaded { model: self.name.clone(), limit: self.limit })
+            .map_err(|_| RouteError::Overloaded { model: self.name.clone(), limit: self.limit.load(Ordering::Relaxed) })
     }
 
     /// The pool for a request: the pinned version, or by the table's rules and split.

@@ -33,8 +33,6 @@ pub struct Keeper {
     pub stop: CancellationToken,
     /// Cancelled to stop the whole pool: a failed version stops every slot.
     pub pool_stop: CancellationToken,
-    /// How long a stopping worker may take to answer its in-flight requests.
-    pub grace: Duration,
 }
 
 /// How a worker process ended.
@@ -162,12 +160,14 @@ impl Keeper {
 
     /// Takes the worker out of rotation, lets it answer what it holds, then stops it.
     async fn stop_worker(&self, spec: &WorkerSpec, child: &mut Child) {
+        // How long a stopping worker may take to answer its in-flight requests.
+        let grace = self.launcher.grace();
         if let Some(conn) = self.pool.empty(spec.slot) {
-            let deadline = Instant::now() + self.grace;
+            let deadline = Instant::now() + grace;
             while conn.outstanding() > 0 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        process::stop(child, self.grace).await;
+        process::stop(child, grace).await;
     }
 }

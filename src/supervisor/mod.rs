@@ -20,7 +20,6 @@ use crate::router::pool::{Phase, Pool, PoolSpec};
 use keeper::Keeper;
 use process::{Launcher, WorkerSpec};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -65,13 +64,12 @@ impl Running {
 pub struct Supervisor {
     launcher: Arc<Launcher>,
     metrics: Arc<Metrics>,
-    grace: Duration,
     running: Mutex<Vec<Running>>,
 }
 
 impl Supervisor {
-    pub fn new(launcher: Launcher, metrics: Arc<Metrics>, grace: Duration) -> Supervisor {
-        Supervisor { launcher: Arc::new(launcher), metrics, grace, running: Mutex::new(Vec::new()) }
+    pub fn new(launcher: Launcher, metrics: Arc<Metrics>) -> Supervisor {
+        Supervisor { launcher: Arc::new(launcher), metrics, running: Mutex::new(Vec::new()) }
     }
 
     /// Starts `model.workers` workers for `version`. The pool is returned at once, in phase
@@ -102,7 +100,6 @@ impl Supervisor {
                 metrics: self.metrics.clone(),
                 stop: stop.clone(),
                 pool_stop: stop.clone(),
-                grace: self.grace,
             },
             spec: WorkerSpec {
                 model: model.name.clone(),

@@ -24,8 +24,9 @@ pub struct Launcher {
     /// This binary, re-executed as `modeld worker`.
     pub exe: PathBuf,
     pub sockets_dir: PathBuf,
-    pub start_timeout: Duration,
-    pub log_level: String,
+    /// `[server]` in force: `worker_start_timeout`, `log_level` (for workers started from
+    /// now on) and `shutdown_grace` are read at each use, so a reload applies them.
+    pub server: crate::config::Live,
     /// Delegated cgroups for memory limits, when the system gives them.
     pub cgroups: Option<Cgroups>,
 }
@@ -106,7 +107,7 @@ impl Launcher {
             .args(["--plan-sizes", &join(&spec.batching.plan_sizes)])
             .args(["--max-plans", &spec.batching.max_plans.to_string()])
             .args(["--parent-pid", &std::process::id().to_string()])
-            .env("MODELD_LOG", &self.log_level)
+            .env("MODELD_LOG", &self.server.get().log_level)
             // Only the supervisor speaks to systemd.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -143,9 +144,10 @@ impl Launcher {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("could not start {} describe: {e}", self.exe.display()))?;
-        let output = tokio::time::timeout(self.start_timeout, child.wait_with_output())
+        let timeout = self.start_timeout();
+        let output = tokio::time::timeout(timeout, child.wait_with_output())
             .await
-            .map_err(|_| format!("reading the signature of {} took over {:?}", dir.display(), self.start_timeout))?
+            .map_err(|_| format!("reading the signature of {} took over {timeout:?}", dir.display()))?
             .map_err(|e| format!("could not read the signature of {}: {e}", dir.display()))?;
         let body = output.stdout.get(4..).unwrap_or_default();
         match Frame::decode(body) {
@@ -155,8 +157,19 @@ impl Launcher {
         }
     }
 
+    /// `server.worker_start_timeout` in force.
+    pub fn start_timeout(&self) -> Duration {
+        self.server.get().worker_start_timeout
+    }
+
+    /// `server.shutdown_grace` in force: how long a stopping worker may take.
+    pub fn grace(&self) -> Duration {
+        self.server.get().shutdown_grace
+    }
+
     /// Connects to the worker's socket and waits for Ready, while watching the process.
     pub async fn handshake(&self, child: &mut Child, socket: &Path) -> Started {
+        let timeout = self.start_timeout();
         let attempt = async {
             let mut stream = connect(socket).await?;
             wire::send(&mut stream, &Frame::Hello { protocol: PROTOCOL_VERSION }).await?;
@@ -181,8 +194,8 @@ impl Launcher {
                     },
                 }
             }
-            _ = tokio::time::sleep(self.start_timeout) => Started::Lost {
-                reason: format!("worker did not report ready within {:?} (server.worker_start_timeout)", self.start_timeout),
+            _ = tokio::time::sleep(timeout) => Started::Lost {
+                reason: format!("worker did not report ready within {timeout:?} (server.worker_start_timeout)"),
                 status: None,
             },
         }
