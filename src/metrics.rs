@@ -42,6 +42,8 @@ pub struct Metrics {
     pub workers_up: IntGaugeVec,
     pub worker_restarts: IntCounterVec,
     pub worker_oom_kills: IntCounterVec,
+    pub worker_hangs: IntCounterVec,
+    pub worker_disconnects: IntCounterVec,
     pub nonfinite_outputs: IntCounterVec,
     pub shadow_requests: IntCounterVec,
     pub worker_rss_bytes: IntGaugeVec,
@@ -114,6 +116,16 @@ impl Metrics {
                 "Workers killed for exceeding their memory limit, by model and version.",
                 MODEL_VERSION,
             ),
+            worker_hangs: counter(
+                "modeld_worker_hangs_total",
+                "Workers killed and restarted for hanging (holding requests without a reply or a ping answer), by model and version.",
+                MODEL_VERSION,
+            ),
+            worker_disconnects: counter(
+                "modeld_worker_disconnects_total",
+                "Workers killed and restarted because their connection broke while the process lived, by model and version.",
+                MODEL_VERSION,
+            ),
             nonfinite_outputs: counter(
                 "modeld_nonfinite_outputs_total",
                 "Requests failed because an output held NaN or ±Inf its model.toml does not allow, by model, version and output.",
@@ -179,6 +191,8 @@ impl Metrics {
             Box::new(self.workers_up.clone()),
             Box::new(self.worker_restarts.clone()),
             Box::new(self.worker_oom_kills.clone()),
+            Box::new(self.worker_hangs.clone()),
+            Box::new(self.worker_disconnects.clone()),
             Box::new(self.nonfinite_outputs.clone()),
             Box::new(self.shadow_requests.clone()),
             Box::new(self.worker_rss_bytes.clone()),
@@ -202,6 +216,8 @@ impl Metrics {
         let version = version.to_string();
         self.worker_restarts.with_label_values(&[model, &version]);
         self.worker_oom_kills.with_label_values(&[model, &version]);
+        self.worker_hangs.with_label_values(&[model, &version]);
+        self.worker_disconnects.with_label_values(&[model, &version]);
         for protocol in PROTOCOLS {
             for code in START_CODES {
                 self.requests.with_label_values(&[model, &version, protocol, code]);

@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub max_inflight_per_model: usize,
     pub shutdown_grace: Duration,
     pub worker_start_timeout: Duration,
+    /// A worker holding requests without a word for this long is suspected of hanging:
+    /// out of rotation and pinged; hung if it answers no ping and uses no CPU.
+    pub worker_hang_timeout: Duration,
     pub log_level: String,
 }
 

@@ -21,6 +21,7 @@ pub struct RawServer {
     pub max_inflight_per_model: Option<i64>,
     pub shutdown_grace: Option<String>,
     pub worker_start_timeout: Option<String>,
+    pub worker_hang_timeout: Option<String>,
     pub log_level: Option<String>,
 }
 

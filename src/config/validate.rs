@@ -77,6 +77,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
     let header_read_timeout = duration("header_read_timeout", &raw.header_read_timeout, Duration::from_secs(10));
     let shutdown_grace = duration("shutdown_grace", &raw.shutdown_grace, Duration::from_secs(30));
     let worker_start_timeout = duration("worker_start_timeout", &raw.worker_start_timeout, Duration::from_secs(300));
+    let worker_hang_timeout = duration("worker_hang_timeout", &raw.worker_hang_timeout, Duration::from_secs(1));
     let max_body_bytes = match &raw.max_body {
         None => DEFAULT_MAX_BODY,
         Some(size) => parse_size(size).unwrap_or_else(|m| {
@@ -107,6 +108,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         max_inflight_per_model,
         shutdown_grace,
         worker_start_timeout,
+        worker_hang_timeout,
         log_level,
     }
 }

@@ -88,9 +88,15 @@ pub struct WindowSummary {
 #[derive(Debug, Serialize)]
 pub struct Workers {
     pub configured: usize,
+    /// Workers that answer: connected and not suspected of hanging.
     pub ready: usize,
+    /// Workers holding requests in silence, out of rotation while a ping decides.
+    pub suspect: usize,
     pub restarts: u64,
     pub oom_kills: u64,
+    /// Workers killed for hanging, and for a connection broken under a live process.
+    pub hangs: u64,
+    pub disconnects: u64,
 }
 
 fn summary(w: &Snapshot) -> WindowSummary {
@@ -198,7 +204,7 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
         _ => pool
             .slots
             .iter()
-            .filter(|s| s.conn().is_none())
+            .filter(|s| s.answering().is_none())
             .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone()),
     };
     VersionHealth {
@@ -209,8 +215,11 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
         workers: Workers {
             configured: pool.active(),
             ready,
-            restarts: pool.slots.iter().map(|s| s.restarts.load(Ordering::Relaxed)).sum(),
-            oom_kills: pool.slots.iter().map(|s| s.oom_kills.load(Ordering::Relaxed)).sum(),
+            suspect: pool.suspect_workers(),
+            restarts: sum(pool, |s| &s.restarts),
+            oom_kills: sum(pool, |s| &s.oom_kills),
+            hangs: sum(pool, |s| &s.hangs),
+            disconnects: sum(pool, |s| &s.disconnects),
         },
         window: summary(&window),
         shadow: table.shadow.as_ref().filter(|m| Arc::ptr_eq(&m.pool, pool)).map(|m| {
@@ -219,6 +228,11 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
         }),
         checks: evaluate_window(pool, host, &window),
     }
+}
+
+/// A per-slot counter summed over the pool's slots.
+fn sum(pool: &Pool, counter: impl Fn(&crate::router::pool::Slot) -> &AtomicU64) -> u64 {
+    pool.slots.iter().map(|s| counter(s).load(Ordering::Relaxed)).sum()
 }
 
 /// Names of the models that have no ready stable version, with why.

@@ -161,6 +161,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         max_inflight_per_model,
         shutdown_grace,
         worker_start_timeout,
+        worker_hang_timeout,
         log_level,
     } = new;
     let mut out = Vec::new();
@@ -221,6 +222,14 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         d(&old.worker_start_timeout),
         d(worker_start_timeout),
         start,
+    );
+    let hang = "applied to every worker from now on";
+    key(
+        "worker_hang_timeout",
+        *worker_hang_timeout != old.worker_hang_timeout,
+        d(&old.worker_hang_timeout),
+        d(worker_hang_timeout),
+        hang,
     );
     let level = "applied to the daemon now and to workers started from now on";
     key("log_level", *log_level != old.log_level, old.log_level.clone(), log_level.clone(), level);

@@ -4,20 +4,27 @@
 //! A caller writes its frame straight to the socket when nothing is queued before it (no
 //! hand-off to another task on the common path); what the socket does not take at once is
 //! queued, in order, for a writer task that waits for the socket to drain. A reader task
-//! completes each caller's oneshot. When the connection ends (the worker died or stopped),
-//! every request still waiting gets [`CallError::Gone`], which the pool retries on another
-//! worker.
+//! completes each caller's oneshot. When the connection ends (the worker died or stopped,
+//! a frame could not be read or written, or the supervisor abandoned a hung worker), every
+//! request still waiting gets [`CallError::Gone`], which the pool retries on another
+//! worker, and [`WorkerConn::ended`] resolves for the worker's keeper.
+//!
+//! The connection also keeps what liveness needs: when the worker was last heard from,
+//! since when it has held requests, a Ping to send, and a suspect mark that takes it out
+//! of rotation while its silence is looked into ([`crate::supervisor::liveness`]).
 
 use crate::tensor::Tensor;
 use crate::wire::{self, Fault, Frame, Timing};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::BufReader;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Read buffer per worker connection.
 const READ_BUFFER: usize = 64 * 1024;
@@ -37,13 +44,34 @@ pub type Reply = Result<(Vec<Tensor>, Timing), CallError>;
 struct Pending {
     /// `None` once the connection has ended: no new call may wait on it.
     waiting: Option<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Cancelled when the connection ends.
+    ended: CancellationToken,
+}
+
+/// When the worker was last heard from, and since when it has held requests: the clock
+/// liveness reads.
+struct Activity {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last frame received.
+    heard_ms: AtomicU64,
+    /// Milliseconds since `origin` when the outstanding count last rose from zero.
+    busy_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
 }
 
 pub struct WorkerConn {
     outbox: Arc<Outbox>,
     pending: Arc<Mutex<Pending>>,
+    activity: Arc<Activity>,
     next_id: AtomicU64,
     outstanding: AtomicUsize,
+    /// Out of rotation while its silence is looked into.
+    suspect: AtomicBool,
 }
 
 impl WorkerConn {
@@ -51,10 +79,22 @@ impl WorkerConn {
     pub fn start(stream: UnixStream) -> Arc<WorkerConn> {
         let (reader, writer) = stream.into_split();
         let outbox = Arc::new(Outbox::new(writer));
-        let pending = Arc::new(Mutex::new(Pending { waiting: Some(HashMap::new()) }));
+        let pending = Arc::new(Mutex::new(Pending { waiting: Some(HashMap::new()), ended: CancellationToken::new() }));
+        let activity = Arc::new(Activity {
+            origin: Instant::now(),
+            heard_ms: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(0),
+        });
         tokio::spawn(write_loop(outbox.clone(), pending.clone()));
-        tokio::spawn(read_loop(reader, pending.clone()));
-        Arc::new(WorkerConn { outbox, pending, next_id: AtomicU64::new(1), outstanding: AtomicUsize::new(0) })
+        tokio::spawn(read_loop(reader, pending.clone(), activity.clone()));
+        Arc::new(WorkerConn {
+            outbox,
+            pending,
+            activity,
+            next_id: AtomicU64::new(1),
+            outstanding: AtomicUsize::new(0),
+            suspect: AtomicBool::new(false),
+        })
     }
 
     /// Requests sent and not yet answered.
@@ -67,6 +107,51 @@ impl WorkerConn {
         lock(&self.pending).waiting.is_some()
     }
 
+    /// Resolves once the connection has ended (for any reason).
+    pub async fn ended(&self) {
+        let ended = lock(&self.pending).ended.clone();
+        ended.cancelled().await
+    }
+
+    /// Ends the connection from this side: every waiting request gets Gone (and is
+    /// retried elsewhere by its pool), and no new one is sent. For a worker declared hung.
+    pub fn abandon(&self) {
+        close(&self.pending);
+    }
+
+    /// How long the worker has held requests without a word: since the later of its last
+    /// frame and the moment it last went from idle to busy. `None` while it holds none.
+    pub fn silent_for(&self) -> Option<Duration> {
+        if self.outstanding() == 0 {
+            return None;
+        }
+        let a = &self.activity;
+        let since = a.heard_ms.load(Ordering::Relaxed).max(a.busy_since_ms.load(Ordering::Relaxed));
+        Some(Duration::from_millis(a.now_ms().saturating_sub(since)))
+    }
+
+    /// A mark that changes whenever a frame arrives (compare two readings).
+    pub fn heard(&self) -> u64 {
+        self.activity.heard_ms.load(Ordering::Relaxed)
+    }
+
+    /// Asks the worker for a Pong; any frame it sends after counts as an answer.
+    pub fn ping(&self) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if self.outbox.send(Frame::Ping { id }.encode()).is_err() {
+            close(&self.pending);
+        }
+    }
+
+    /// Out of rotation (or back in) while liveness looks into its silence.
+    pub fn set_suspect(&self, suspect: bool) {
+        self.suspect.store(suspect, Ordering::Relaxed);
+    }
+
+    pub fn is_suspect(&self) -> bool {
+        self.suspect.load(Ordering::Relaxed)
+    }
+
     /// Sends one request and waits for its reply.
     pub async fn infer(&self, inputs: &[Tensor]) -> Reply {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -75,7 +160,7 @@ impl WorkerConn {
             Some(waiting) => waiting.insert(id, tx),
             None => return Err(CallError::Gone),
         };
-        let _count = Outstanding::enter(&self.outstanding);
+        let _count = Outstanding::enter(&self.outstanding, &self.activity);
         if let Err(e) = self.outbox.send(wire::encode_infer(id, inputs)) {
             tracing::debug!("worker connection write failed: {e}");
             close(&self.pending);
@@ -90,8 +175,10 @@ impl WorkerConn {
 struct Outstanding<'a>(&'a AtomicUsize);
 
 impl<'a> Outstanding<'a> {
-    fn enter(count: &'a AtomicUsize) -> Outstanding<'a> {
-        count.fetch_add(1, Ordering::Relaxed);
+    fn enter(count: &'a AtomicUsize, activity: &Activity) -> Outstanding<'a> {
+        if count.fetch_add(1, Ordering::Relaxed) == 0 {
+            activity.busy_since_ms.store(activity.now_ms(), Ordering::Relaxed);
+        }
         Outstanding(count)
     }
 }
@@ -110,8 +197,10 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 /// Ends the connection for callers: every waiting request gets Gone, and no new request
 /// may wait on it (so a retry never picks it again).
 fn close(pending: &Mutex<Pending>) {
+    let mut pending = lock(pending);
     // Dropping the senders wakes every waiting caller with Gone.
-    lock(pending).waiting = None;
+    pending.waiting = None;
+    pending.ended.cancel();
 }
 
 /// Frames on their way to the worker, in call order.
@@ -230,7 +319,7 @@ async fn write_loop(outbox: Arc<Outbox>, pending: Arc<Mutex<Pending>>) {
     }
 }
 
-async fn read_loop(reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
+async fn read_loop(reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mutex<Pending>>, activity: Arc<Activity>) {
     // Buffered: a burst of replies is read in one system call, not two per frame.
     let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     loop {
@@ -238,13 +327,15 @@ async fn read_loop(reader: tokio::net::unix::OwnedReadHalf, pending: Arc<Mutex<P
             Ok(Some(body)) => Frame::decode(&body),
             Ok(None) => break,
             Err(e) => {
-                tracing::debug!("worker connection read failed: {e}");
+                tracing::warn!("worker connection read failed, dropping it: {e}");
                 break;
             }
         };
+        activity.heard_ms.store(activity.now_ms(), Ordering::Relaxed);
         let (id, reply) = match frame {
             Ok(Frame::Output { id, timing, outputs }) => (id, Ok((outputs, timing))),
             Ok(Frame::Failed { id, fault, message }) => (id, Err(CallError::Failed { fault, message })),
+            Ok(Frame::Pong { .. }) => continue,
             Ok(other) => {
                 tracing::warn!("unexpected frame from worker: {other:?}");
                 continue;

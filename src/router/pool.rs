@@ -1,9 +1,10 @@
 //! A pool: the workers of one model version, and the pick among them.
 //!
 //! Each worker has a [`Slot`] holding its live connection (or none while it restarts).
-//! A request goes to the open connection with the fewest outstanding requests; if that
-//! worker dies mid-request, the request is retried once on another worker of the same
-//! version (inference is idempotent), waiting for one to come back if none is up. The
+//! A request goes to the open connection with the fewest outstanding requests, never one
+//! suspected of hanging nor one already holding [`MAX_OUTSTANDING`]; if that worker dies
+//! mid-request (or is found hung), the request is retried once on another worker of the
+//! same version (inference is idempotent), waiting for one to come back if none is up. The
 //! supervisor fills and empties the slots, samples their workers' resources and sets the
 //! pool's [`Phase`]; the front records each request's outcome in the pool's measured
 //! [`Window`]; health and the rollout gate read all of it.
@@ -20,6 +21,13 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// Requests one worker may hold at once; past it, requests wait in the supervisor for
+/// room (bounded by the request timeout) rather than pile up behind one worker.
+pub const MAX_OUTSTANDING: usize = 256;
+
+/// How often a request waiting for room on full workers looks again.
+const FULL_RECHECK: Duration = Duration::from_millis(2);
 
 /// Where a version's pool is in its life. The supervisor moves it along.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +48,10 @@ pub struct Slot {
     pub pid: AtomicU32,
     pub restarts: AtomicU64,
     pub oom_kills: AtomicU64,
+    /// Workers of this slot killed for hanging (holding requests without a word).
+    pub hangs: AtomicU64,
+    /// Workers of this slot whose connection broke while the process lived.
+    pub disconnects: AtomicU64,
     pub last_exit: Mutex<Option<String>>,
     /// Resident memory of the current worker process, sampled (0 when none runs).
     pub rss_bytes: AtomicU64,
@@ -57,6 +69,8 @@ impl Default for Slot {
             pid: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
             oom_kills: AtomicU64::new(0),
+            hangs: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
             last_exit: Mutex::new(None),
             rss_bytes: AtomicU64::new(0),
             cpu_ms: AtomicU64::new(0),
@@ -70,6 +84,11 @@ impl Slot {
         self.conn.load_full().filter(|c| c.is_open())
     }
 
+    /// The connection, when its worker answers: open and not suspected of hanging.
+    pub fn answering(&self) -> Option<Arc<WorkerConn>> {
+        self.conn().filter(|c| !c.is_suspect())
+    }
+
     /// Records the cores the worker kept busy since the last sample.
     pub fn set_cpu_cores(&self, cores: f64) {
         self.cpu_cores.store(cores.to_bits(), Ordering::Relaxed);
@@ -79,6 +98,15 @@ impl Slot {
     pub fn cpu_cores(&self) -> Option<f64> {
         Some(f64::from_bits(self.cpu_cores.load(Ordering::Relaxed))).filter(|c| !c.is_nan())
     }
+}
+
+/// What a pick found.
+enum Pick {
+    Found(Arc<WorkerConn>),
+    /// Workers answer, but every one holds [`MAX_OUTSTANDING`] requests.
+    Full,
+    /// No worker answers now.
+    None,
 }
 
 /// Why the pool could not answer a request.
@@ -185,8 +213,14 @@ impl Pool {
         self.active.store(active.min(self.slots.len()), Ordering::Relaxed);
     }
 
+    /// Workers that answer: connected and not suspected of hanging.
     pub fn ready_workers(&self) -> usize {
-        self.slots.iter().filter(|s| s.conn().is_some()).count()
+        self.slots.iter().filter(|s| s.answering().is_some()).count()
+    }
+
+    /// Workers connected but suspected of hanging (out of rotation), now.
+    pub fn suspect_workers(&self) -> usize {
+        self.slots.iter().filter_map(Slot::conn).filter(|c| c.is_suspect()).count()
     }
 
     /// Cores this version's workers kept busy over the last sample, and the cores they may
@@ -286,28 +320,44 @@ impl Pool {
                 Phase::Stopping => return Err(PoolError::Stopping),
                 Phase::Starting | Phase::Running => {}
             }
-            if let Some(found) = self.pick(avoid) {
-                return Ok(found);
+            match self.pick(avoid) {
+                Pick::Found(found) => return Ok(found),
+                // Room comes as replies arrive, which nothing announces: look again soon.
+                Pick::Full => {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = tokio::time::sleep(FULL_RECHECK) => {}
+                    }
+                }
+                Pick::None => changed.await,
             }
-            changed.await;
         }
     }
 
     /// Ties go to the first worker in slot order: at low load one worker takes the
     /// requests and stays hot (its caches, and its busy-polling, which pays only while
     /// requests come close together); under load the outstanding counts spread them.
-    fn pick(&self, avoid: Option<&Arc<WorkerConn>>) -> Option<Arc<WorkerConn>> {
+    fn pick(&self, avoid: Option<&Arc<WorkerConn>>) -> Pick {
         let mut best: Option<Arc<WorkerConn>> = None;
+        let mut full = false;
         for slot in self.slots.iter() {
-            let Some(conn) = slot.conn() else { continue };
+            let Some(conn) = slot.answering() else { continue };
             if avoid.is_some_and(|a| Arc::ptr_eq(a, &conn)) {
+                continue;
+            }
+            if conn.outstanding() >= MAX_OUTSTANDING {
+                full = true;
                 continue;
             }
             if best.as_ref().is_none_or(|b| conn.outstanding() < b.outstanding()) {
                 best = Some(conn);
             }
         }
-        best
+        match (best, full) {
+            (Some(conn), _) => Pick::Found(conn),
+            (None, true) => Pick::Full,
+            (None, false) => Pick::None,
+        }
     }
 }
 
@@ -353,15 +403,47 @@ mod tests {
         pool.fill(0, first.clone(), info());
         pool.fill(1, second.clone(), info());
         for _ in 0..3 {
-            assert!(Arc::ptr_eq(&pool.pick(None).unwrap(), &first), "idle workers: the first one");
+            assert!(Arc::ptr_eq(&picked(&pool, None), &first), "idle workers: the first one");
         }
         let waiting = tokio::spawn({
             let first = first.clone();
             async move { first.infer(&[]).await }
         });
         outstanding_reaches(&first, 1).await;
-        assert!(Arc::ptr_eq(&pool.pick(None).unwrap(), &second), "the busy one is passed over");
-        assert!(Arc::ptr_eq(&pool.pick(Some(&second)).unwrap(), &first), "unless the other is avoided");
+        assert!(Arc::ptr_eq(&picked(&pool, None), &second), "the busy one is passed over");
+        assert!(Arc::ptr_eq(&picked(&pool, Some(&second)), &first), "unless the other is avoided");
         waiting.abort();
+    }
+
+    fn picked(pool: &Pool, avoid: Option<&Arc<WorkerConn>>) -> Arc<WorkerConn> {
+        match pool.pick(avoid) {
+            Pick::Found(conn) => conn,
+            _ => panic!("no worker picked"),
+        }
+    }
+
+    #[tokio::test]
+    async fn suspects_are_out_of_rotation_and_a_full_worker_is_passed_over() {
+        let pool = pool(2);
+        let (first, _a) = silent_worker();
+        let (second, _b) = silent_worker();
+        pool.fill(0, first.clone(), info());
+        pool.fill(1, second.clone(), info());
+        first.set_suspect(true);
+        assert!(Arc::ptr_eq(&picked(&pool, None), &second));
+        assert_eq!((pool.ready_workers(), pool.suspect_workers()), (1, 1), "a suspect does not count as ready");
+        assert!(matches!(pool.pick(Some(&second)), Pick::None));
+        first.set_suspect(false);
+        // Fill the second worker to its bound: the first takes the next request.
+        let calls: Vec<_> = (0..MAX_OUTSTANDING)
+            .map(|_| {
+                let second = second.clone();
+                tokio::spawn(async move { second.infer(&[]).await })
+            })
+            .collect();
+        outstanding_reaches(&second, MAX_OUTSTANDING).await;
+        assert!(Arc::ptr_eq(&picked(&pool, None), &first));
+        assert!(matches!(pool.pick(Some(&first)), Pick::Full));
+        calls.iter().for_each(|c| c.abort());
     }
 }

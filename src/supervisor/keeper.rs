@@ -1,10 +1,13 @@
 //! Keeps one worker slot of a pool filled: starts the worker, puts it into rotation when
-//! ready, restarts it with exponential backoff when it exits, and fails the version when
-//! it crash-loops or cannot load.
+//! ready, restarts it with exponential backoff when it exits — or when it hangs or its
+//! connection breaks while it runs ([`super::liveness`]) — and fails the version when it
+//! crash-loops or cannot load.
 
 use super::cgroup;
+use super::liveness::{self, Lost};
 use super::process::{self, Launcher, Spawned, Started, WorkerSpec};
 use crate::metrics::Metrics;
+use crate::router::conn::WorkerConn;
 use crate::router::pool::{Phase, Pool};
 use crate::worker::memory::OOM_EXIT_CODE;
 use std::collections::VecDeque;
@@ -40,6 +43,18 @@ struct Exit {
     reason: String,
     status: Option<std::process::ExitStatus>,
 }
+
+/// The exit `child.wait()` gave.
+fn exited(status: std::io::Result<std::process::ExitStatus>) -> Exit {
+    match status {
+        Ok(status) => Exit { reason: format!("worker {}", process::describe_exit(status)), status: Some(status) },
+        Err(e) => Exit { reason: format!("could not wait for worker: {e}"), status: None },
+    }
+}
+
+/// How long a worker whose connection closed may take to show its exit before the
+/// connection counts as broken under a live process.
+const EXIT_AFTER_CLOSE: Duration = Duration::from_millis(200);
 
 /// Recent exits, to tell a crash loop from an occasional crash.
 struct Exits(VecDeque<Instant>);
@@ -88,16 +103,17 @@ impl Keeper {
                         self.metrics.nonfinite_outputs.with_label_values(&[label[0], label[1], &output.name]);
                     }
                     tracing::info!(model = %spec.model, version = spec.version, slot = spec.slot, pid = child.id(), "worker ready");
-                    self.pool.fill(spec.slot, conn, info);
+                    self.pool.fill(spec.slot, conn.clone(), info);
+                    let pid = child.id().unwrap_or(0);
                     tokio::select! {
                         status = child.wait() => {
                             self.pool.empty(spec.slot);
-                            match status {
-                                Ok(status) => Exit { reason: format!("worker {}", process::describe_exit(status)), status: Some(status) },
-                                Err(e) => Exit { reason: format!("could not wait for worker: {e}"), status: None },
-                            }
+                            exited(status)
                         }
                         _ = self.stop.cancelled() => return self.stop_worker(&spec, &mut child).await,
+                        lost = liveness::watch(&conn, pid, &self.launcher.server) => {
+                            self.lost(&spec, &mut child, &conn, lost).await
+                        }
                     }
                 }
             };
@@ -116,6 +132,34 @@ impl Keeper {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// A worker that runs but no longer serves: out of rotation, its waiting requests
+    /// handed back to be retried elsewhere, killed (to be restarted), and counted.
+    async fn lost(&self, spec: &WorkerSpec, child: &mut Child, conn: &WorkerConn, lost: Lost) -> Exit {
+        self.pool.empty(spec.slot);
+        conn.abandon();
+        let slot = &self.pool.slots[spec.slot];
+        let labels = [spec.model.as_str(), &spec.version.to_string()];
+        let reason = match lost {
+            Lost::Disconnected => {
+                // A worker that died closes its socket first: its exit is the news then.
+                if let Ok(status) = tokio::time::timeout(EXIT_AFTER_CLOSE, child.wait()).await {
+                    return exited(status);
+                }
+                slot.disconnects.fetch_add(1, Ordering::Relaxed);
+                self.metrics.worker_disconnects.with_label_values(&labels).inc();
+                "worker connection broke while the process lived (see the log for why); killed".to_string()
+            }
+            Lost::Hung(why) => {
+                slot.hangs.fetch_add(1, Ordering::Relaxed);
+                self.metrics.worker_hangs.with_label_values(&labels).inc();
+                format!("{why}; killed")
+            }
+        };
+        tracing::error!(model = %spec.model, version = spec.version, slot = spec.slot, "{reason}");
+        let _ = child.kill().await;
+        Exit { reason, status: None }
     }
 
     /// Waits for the worker's handshake; `None` if the pool is stopped meanwhile.

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod keeper;
+pub mod liveness;
 pub mod notify;
 pub mod process;
 pub mod sampler;

@@ -14,6 +14,8 @@
 //!            4 Infer       payload = tensors                 supervisor → worker
 //!            5 Output      payload = timing tensors          worker → supervisor, same id
 //!            6 Failed      payload = fault message:str       worker → supervisor, same id
+//!            7 Ping        payload = (none)                  supervisor → worker, liveness
+//!            8 Pong        payload = (none)                  worker → supervisor, same id
 //! fault    := 1 (bad input) | 2 (internal) | 3 output:str (non-finite values in that output)
 //! timing   := queued_us:u64le computed_us:u64le batch:u32le leads:u8 plans_built:u32le
 //! tensors  := count:u16le tensor*
@@ -90,12 +92,35 @@ pub enum Fault {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    Hello { protocol: u16 },
+    Hello {
+        protocol: u16,
+    },
     Ready(ModelInfo),
-    LoadFailed { reason: String },
-    Infer { id: u64, inputs: Vec<Tensor> },
-    Output { id: u64, timing: Timing, outputs: Vec<Tensor> },
-    Failed { id: u64, fault: Fault, message: String },
+    LoadFailed {
+        reason: String,
+    },
+    Infer {
+        id: u64,
+        inputs: Vec<Tensor>,
+    },
+    Output {
+        id: u64,
+        timing: Timing,
+        outputs: Vec<Tensor>,
+    },
+    Failed {
+        id: u64,
+        fault: Fault,
+        message: String,
+    },
+    /// Are you there? Answered with a Pong between requests (the one-thread loop: after
+    /// the batch it runs), at once otherwise.
+    Ping {
+        id: u64,
+    },
+    Pong {
+        id: u64,
+    },
 }
 
 impl Frame {
@@ -139,6 +164,8 @@ impl Frame {
                 }
                 w.str(message);
             }
+            Frame::Ping { id } => w.head(7, *id),
+            Frame::Pong { id } => w.head(8, *id),
         }
         w.finish()
     }
@@ -170,6 +197,8 @@ impl Frame {
                 };
                 Frame::Failed { id, fault, message: r.str()? }
             }
+            7 => Frame::Ping { id },
+            8 => Frame::Pong { id },
             other => return Err(DecodeError::BadValue("frame kind", u64::from(other))),
         };
         r.expect_end()?;
@@ -382,6 +411,8 @@ mod tests {
         round_trip(Frame::Output { id: u64::MAX, timing, outputs: vec![t] });
         round_trip(Frame::Failed { id: 3, fault: Fault::BadInput, message: "no".into() });
         round_trip(Frame::Failed { id: 4, fault: Fault::NonFinite { output: "y".into() }, message: "NaN".into() });
+        round_trip(Frame::Ping { id: 9 });
+        round_trip(Frame::Pong { id: 9 });
     }
 
     #[test]

@@ -178,9 +178,13 @@ impl<'a> DirectServer<'a> {
             self.poll.last_gap = idle.elapsed();
         }
         let frame = Frame::decode(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let Frame::Infer { id, inputs } = frame else {
-            tracing::warn!("ignoring unexpected frame from supervisor");
-            return Ok(Next::Nothing);
+        let (id, inputs) = match frame {
+            Frame::Infer { id, inputs } => (id, inputs),
+            Frame::Ping { id } => return Ok(Next::Answered(Frame::Pong { id }.encode())),
+            _ => {
+                tracing::warn!("ignoring unexpected frame from supervisor");
+                return Ok(Next::Nothing);
+            }
         };
         Ok(match self.engine.prepare(inputs) {
             Ok(prepared) => Next::Request(Pending {

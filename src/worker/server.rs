@@ -153,9 +153,17 @@ impl Server {
         });
         while let Some(body) = wire::read_frame(&mut reader).await? {
             let frame = Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            let Frame::Infer { id, inputs } = frame else {
-                tracing::warn!("ignoring unexpected frame from supervisor");
-                continue;
+            let (id, inputs) = match frame {
+                Frame::Infer { id, inputs } => (id, inputs),
+                // Answered by the reader itself, while inference threads are busy.
+                Frame::Ping { id } => {
+                    let _ = replies.send(Frame::Pong { id }.encode()).await;
+                    continue;
+                }
+                _ => {
+                    tracing::warn!("ignoring unexpected frame from supervisor");
+                    continue;
+                }
             };
             let guard = self.in_flight.enter();
             let (engine, batcher, replies) = (engine.clone(), batcher.clone(), replies.clone());

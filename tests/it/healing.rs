@@ -79,3 +79,49 @@ fn a_reload_applies_every_server_key_or_says_it_needs_a_restart() {
     assert!(daemon.logs().contains("reload: refusing the new config"), "{}", daemon.logs());
     assert_eq!(daemon.post("/v2/models/m/infer", &big).status, 413, "the running config stays");
 }
+
+/// Stops one worker with SIGSTOP under load and waits for its replacement; returns the
+/// load's report and the seconds from the stop to the new worker answering.
+fn stop_a_worker_under_load(workers: usize, request_timeout: &str) -> (TestDaemon, crate::load::Report, f64) {
+    use crate::load::{Load, Pattern};
+    use std::time::{Duration, Instant};
+    let setup = Setup::new()
+        .server(&format!("request_timeout = \"{request_timeout}\""))
+        .model_with(ModelFiles::new("m", 1, family::good(1.0)), &format!("version = 1\nworkers = {workers}\n"));
+    let daemon = TestDaemon::ready(setup);
+    daemon.wait_until("every worker ready", Duration::from_secs(20), || {
+        daemon.health()["models"]["m"]["versions"]["1"]["workers"]["ready"] == workers
+    });
+    let load = Load::start(&daemon, "m", Pattern { clients: 8, ..Pattern::default() });
+    std::thread::sleep(Duration::from_millis(800));
+    let victim = daemon.worker_pids()[0];
+    let stopped = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    daemon.wait_until("the hung worker replaced", Duration::from_secs(20), || {
+        let w = &daemon.health()["models"]["m"]["versions"]["1"]["workers"];
+        w["hangs"] == 1 && w["ready"] == workers && !daemon.worker_pids().contains(&victim)
+    });
+    let replaced = stopped.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(1500));
+    (daemon, load.stop(), replaced)
+}
+
+#[test]
+fn a_stopped_worker_is_found_hung_replaced_and_costs_no_request() {
+    for (workers, timeout) in [(2, "2s"), (1, "5s")] {
+        let (daemon, report, replaced) = stop_a_worker_under_load(workers, timeout);
+        let failed = report.failed();
+        eprintln!(
+            "FIGURE hung worker ({workers} workers, request_timeout {timeout}): replaced {replaced:.2} s after SIGSTOP; {} requests, {} failed, slowest {:?}",
+            report.shots.len(),
+            failed.len(),
+            report.shots.iter().map(|s| s.latency).max().unwrap()
+        );
+        assert!(failed.is_empty(), "{} requests failed; the first: {:?}", failed.len(), failed[0]);
+        let metrics = daemon.get("/metrics").body;
+        assert!(metrics.contains(r#"modeld_worker_hangs_total{model="m",version="1"} 1"#), "{metrics}");
+        assert!(daemon.logs().contains("worker hung: it held"), "{}", daemon.logs());
+        let reason = daemon.health()["models"]["m"]["versions"]["1"]["workers"]["restarts"].as_u64().unwrap();
+        assert!(reason >= 1);
+    }
+}
