@@ -169,6 +169,7 @@ mod tests {
         let started = Instant::now();
         let lost = tokio::time::timeout(Duration::from_secs(10), watch(&conn, sleeping.id(), &server("300ms"))).await;
         let _ = sleeping.kill();
+        let _ = sleeping.wait();
         match lost.expect("declared hung in time") {
             Lost::Hung(why) => assert!(why.contains("held 1 request(s)") && why.contains("answered no ping"), "{why}"),
             other => panic!("{other:?}"),
@@ -195,6 +196,7 @@ mod tests {
         worker.abort();
         let lost = tokio::time::timeout(Duration::from_secs(5), watch(&conn, sleeping.id(), &server("200ms"))).await;
         let _ = sleeping.kill();
+        let _ = sleeping.wait();
         assert_eq!(lost.unwrap(), Lost::Disconnected);
         assert!(waiting.await.unwrap().is_err());
     }
