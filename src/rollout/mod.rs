@@ -258,7 +258,11 @@ impl Engine {
                         m.config_asked = desired.as_ref().ok().copied();
                     }
                 });
-                RoutingTable::stable(self.shared.supervisor.start(model, version))
+                let pool = self.shared.supervisor.start(model, version);
+                if model.version == VersionSpec::Latest && live.is_none() {
+                    self.fall_back_if_it_cannot_serve(model.clone(), pool.clone());
+                }
+                RoutingTable::stable(pool)
             }
             None => {
                 let reason = desired.err().map(|e| e.to_string()).unwrap_or_default();
@@ -274,6 +278,36 @@ impl Engine {
                 tracing::error!("{e}");
             }
         }
+    }
+
+    /// `version = "latest"` on a first start serves the newest version that loads: when
+    /// the newest fails (corrupt, failing its golden examples), the next older one is
+    /// started in its place, and so on; each failure is logged once with its reason. The
+    /// newest stays what the config asked for, so neither a reload nor the repository
+    /// watch retries it until a newer one appears.
+    fn fall_back_if_it_cannot_serve(self: &Arc<Self>, model: ModelConfig, first: Arc<Pool>) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let timeout = engine.shared.server.get().worker_start_timeout * 2;
+            let mut pool = first;
+            while let Err(reason) = wait_ready(&pool, timeout).await {
+                let Ok(route) = engine.router.model(&model.name) else { return };
+                if !route.table().stable.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pool)) {
+                    return; // replaced meanwhile (a rollout, a reload)
+                }
+                let versions = ModelDir::new(&model.dir).versions().unwrap_or_default();
+                let Some(older) = versions.into_iter().filter(|v| *v < pool.version).max() else {
+                    tracing::error!(model = %model.name, "{reason}; no older version to fall back to");
+                    return;
+                };
+                tracing::error!(model = %model.name, "{reason}; serving version {older}, the next newest, instead");
+                let next = engine.shared.supervisor.start(&model, older);
+                route.swap(RoutingTable::stable(next.clone()));
+                engine.shared.update(|s| s.model(&model.name).live = Some(older));
+                engine.shared.supervisor.stop(&pool).await;
+                pool = next;
+            }
+        });
     }
 
     /// Starts a rollout of `model` to `version`, as the operator's `options` ask.

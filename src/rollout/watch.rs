@@ -34,6 +34,9 @@ impl RepoWatch {
     pub fn start(engine: Arc<Engine>) -> notify::Result<Arc<RepoWatch>> {
         let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            // Reading a model (this watch's own check, a worker loading it) is no change:
+            // counting it as one re-checked a bad version every second and a half, forever.
+            Ok(event) if event.kind.is_access() => {}
             Ok(event) => event.paths.into_iter().for_each(|p| drop(tx.send(p))),
             Err(e) => tracing::warn!("repository watch error: {e}"),
         })?;

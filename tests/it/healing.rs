@@ -125,3 +125,29 @@ fn a_stopped_worker_is_found_hung_replaced_and_costs_no_request() {
         assert!(reason >= 1);
     }
 }
+
+#[test]
+fn latest_serves_the_newest_version_that_loads_and_says_why_once() {
+    use std::time::Duration;
+    let setup = Setup::new()
+        .model_with(ModelFiles::new("m", 1, family::good(1.0)), "version = \"latest\"\nworkers = 1\n")
+        .files(ModelFiles::new("m", 2, family::good(2.0)))
+        .files(ModelFiles::new("m", 3, b"not an onnx model at all".to_vec()));
+    let daemon = TestDaemon::start(setup);
+    daemon.wait_ready();
+    let body = r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}"#;
+    daemon.wait_until("version 2 to serve", Duration::from_secs(20), || {
+        daemon.post("/v2/models/m/infer", body).version == Some(2)
+    });
+    let told = |logs: &str| logs.lines().filter(|l| l.contains("serving version 2, the next newest")).count();
+    assert_eq!(told(&daemon.logs()), 1, "{}", daemon.logs());
+    let mentions = |logs: &str| logs.lines().filter(|l| l.contains("m/3/model.onnx")).count();
+    let before = mentions(&daemon.logs());
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(mentions(&daemon.logs()), before, "the bad version is reported again and again:\n{}", daemon.logs());
+    assert!(before >= 1, "the bad version's reason is not in the log:\n{}", daemon.logs());
+    // A restart serves version 2 straight away: it is the live one now.
+    let daemon = daemon.restart();
+    daemon.wait_ready();
+    assert_eq!(daemon.post("/v2/models/m/infer", body).version, Some(2));
+}
