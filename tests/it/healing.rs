@@ -151,3 +151,52 @@ fn latest_serves_the_newest_version_that_loads_and_says_why_once() {
     daemon.wait_ready();
     assert_eq!(daemon.post("/v2/models/m/infer", body).version, Some(2));
 }
+
+/// Resident memory of a process and its children, in bytes (from /proc).
+fn tree_rss(pid: i32) -> u64 {
+    let rss = |pid: i32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches(" kB"));
+        kb.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0) * 1024
+    };
+    rss(pid) + crate::util::children_of(pid).into_iter().map(rss).sum::<u64>()
+}
+
+#[test]
+fn memory_goes_back_after_a_burst_of_large_requests() {
+    use std::time::{Duration, Instant};
+    let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::reference("squeezenet1_1"), 2));
+    let image: Vec<f32> = (0..3 * 224 * 224).map(|i| (i % 255) as f32 / 255.0).collect();
+    let body = crate::util::infer_body("input", &[1, 3, 224, 224], &image);
+    assert_eq!(daemon.post("/v2/models/squeezenet1_1/infer", &body).status, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = tree_rss(daemon.pid());
+    // 64 images in flight at once.
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, body) = (daemon.client(), body.clone());
+            std::thread::spawn(move || client.post("/v2/models/squeezenet1_1/infer", &body).status)
+        })
+        .collect();
+    let mut peak = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        peak = peak.max(tree_rss(daemon.pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(clients.into_iter().all(|c| c.join().unwrap() == 200));
+    let after_burst = Instant::now();
+    let mut settled = tree_rss(daemon.pid());
+    while settled > 2 * idle && after_burst.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(250));
+        settled = tree_rss(daemon.pid());
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "FIGURE memory: tree RSS idle {:.0} MiB, peak {:.0} MiB during 64 images in flight, {:.0} MiB {:.1} s after",
+        mib(idle),
+        mib(peak),
+        mib(settled),
+        after_burst.elapsed().as_secs_f64()
+    );
+    assert!(settled <= 2 * idle, "RSS stayed at {:.0} MiB after the burst (idle {:.0} MiB)", mib(settled), mib(idle));
+}
