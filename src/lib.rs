@@ -31,7 +31,8 @@
 //!
 //! The control path: `daemon` starts a pool per model through the `supervisor`, which
 //! keeps each worker running, fills the pool's slots as workers report ready, restarts
-//! crashed workers with backoff and fails a version that cannot load or crash-loops. A
+//! crashed workers with backoff and fails a version that cannot load (or crash-loops
+//! before getting ready). A
 //! rollout (`rollout`) starts the candidate's pool, refuses it if its signature breaks the
 //! live version's clients, lets it answer a mirrored copy of live traffic (shadow) and
 //! then shifts real traffic to it by the strategy's steps, each judged by the health gate.

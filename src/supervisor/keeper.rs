@@ -22,7 +22,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A worker that ran this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(30);
-/// This many exits within [`CRASH_WINDOW`] fail the version.
+/// This many exits within [`CRASH_WINDOW`] of workers that never got ready fail the
+/// version. A worker that served and then died (a crash on some input, an OOM kill, a
+/// kill from outside, a hang) is restarted however often, with backoff: failing the
+/// version would take a serving model down entirely; the restarts show in /health, the
+/// metrics and the ModeldCrashLooping alert, and a rollout's gate reverts a candidate
+/// whose workers keep dying.
 const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
@@ -42,13 +47,17 @@ pub struct Keeper {
 struct Exit {
     reason: String,
     status: Option<std::process::ExitStatus>,
+    /// It had got ready and served.
+    served: bool,
 }
 
-/// The exit `child.wait()` gave.
+/// The exit `child.wait()` gave, of a worker that had served.
 fn exited(status: std::io::Result<std::process::ExitStatus>) -> Exit {
     match status {
-        Ok(status) => Exit { reason: format!("worker {}", process::describe_exit(status)), status: Some(status) },
-        Err(e) => Exit { reason: format!("could not wait for worker: {e}"), status: None },
+        Ok(status) => {
+            Exit { reason: format!("worker {}", process::describe_exit(status)), status: Some(status), served: true }
+        }
+        Err(e) => Exit { reason: format!("could not wait for worker: {e}"), status: None, served: true },
     }
 }
 
@@ -93,7 +102,7 @@ impl Keeper {
             let exit = match self.start(&mut child, &socket).await {
                 None => return self.stop_worker(&spec, &mut child).await,
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),
-                Some(Started::Lost { reason, status }) => Exit { reason, status },
+                Some(Started::Lost { reason, status }) => Exit { reason, status, served: false },
                 Some(Started::Ready { conn, info }) => {
                     let label = [spec.model.as_str(), &spec.version.to_string()];
                     self.metrics.model_load_duration.with_label_values(&label).observe(started.elapsed().as_secs_f64());
@@ -123,8 +132,12 @@ impl Keeper {
             }
             let oom = exit.status.and_then(|s| s.code()) == Some(OOM_EXIT_CODE)
                 || cgroup.as_deref().is_some_and(|dir| cgroup::oom_kills(dir) > ooms_before);
-            if let Some(reason) = self.record_exit(&spec, exit, oom, &mut exits) {
-                return self.fail(reason);
+            let served = exit.served;
+            let reason = self.record_exit(&spec, exit, oom);
+            if !served && exits.record() {
+                return self.fail(format!(
+                    "crash loop: worker exited {CRASH_LIMIT} times within {CRASH_WINDOW:?} before getting ready; last: {reason}"
+                ));
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -159,7 +172,7 @@ impl Keeper {
         };
         tracing::error!(model = %spec.model, version = spec.version, slot = spec.slot, "{reason}");
         let _ = child.kill().await;
-        Exit { reason, status: None }
+        Exit { reason, status: None, served: true }
     }
 
     /// Waits for the worker's handshake; `None` if the pool is stopped meanwhile.
@@ -170,9 +183,8 @@ impl Keeper {
         }
     }
 
-    /// Logs and counts an exit (an OOM kill too); returns the failure reason when the
-    /// worker crash-loops.
-    fn record_exit(&self, spec: &WorkerSpec, exit: Exit, oom: bool, exits: &mut Exits) -> Option<String> {
+    /// Logs and counts an exit (an OOM kill too); returns what it was.
+    fn record_exit(&self, spec: &WorkerSpec, exit: Exit, oom: bool) -> String {
         let slot = &self.pool.slots[spec.slot];
         let version = spec.version.to_string();
         let exit = match oom {
@@ -188,9 +200,7 @@ impl Keeper {
         *slot.last_exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit.clone());
         self.metrics.worker_restarts.with_label_values(&[spec.model.as_str(), &version]).inc();
         tracing::warn!(model = %spec.model, version = spec.version, slot = spec.slot, "{exit}; restarting");
-        exits
-            .record()
-            .then(|| format!("crash loop: worker exited {CRASH_LIMIT} times within {CRASH_WINDOW:?}; last: {exit}"))
+        exit
     }
 
     fn fail(&self, reason: String) {

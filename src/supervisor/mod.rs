@@ -2,9 +2,10 @@
 //! running ([`keeper`]), and stops them gracefully.
 //!
 //! It owns the processes ([`process`]) and fills the router's pools with their
-//! connections; a version that cannot load or crash-loops is marked failed with the reason,
-//! and neither stops the daemon nor touches other models. Signals are mapped to intents in
-//! [`signals`].
+//! connections; a version that cannot load, or whose workers crash-loop before getting
+//! ready, is marked failed with the reason, and neither stops the daemon nor touches other
+//! models. Workers that hang or lose their connection are found ([`liveness`]) and
+//! replaced. Signals are mapped to intents in [`signals`].
 
 pub mod cgroup;
 pub mod keeper;

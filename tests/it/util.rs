@@ -74,11 +74,23 @@ pub struct Setup {
     server: Vec<String>,
     /// Other top-level sections, verbatim.
     sections: Vec<String>,
+    /// Runs on the test's directory once its files are written, before the daemon starts.
+    prepare: Option<Prepare>,
 }
+
+/// What runs on a test's directory before its daemon starts.
+type Prepare = Box<dyn Fn(&Path)>;
 
 impl Setup {
     pub fn new() -> Setup {
-        Setup { files: Vec::new(), models: Vec::new(), server: Vec::new(), sections: Vec::new() }
+        Setup { files: Vec::new(), models: Vec::new(), server: Vec::new(), sections: Vec::new(), prepare: None }
+    }
+
+    /// Runs `prepare` on the test's directory before the daemon starts (e.g. to mount a
+    /// filesystem over its state directory).
+    pub fn before_start(mut self, prepare: impl Fn(&Path) + 'static) -> Setup {
+        self.prepare = Some(Box::new(prepare));
+        self
     }
 
     /// Adds the model's files and a `[[model]]` table with these lines.
@@ -171,6 +183,9 @@ impl TestDaemon {
         }
         let config = dir.path().join("modeld.toml");
         std::fs::write(&config, setup.config()).unwrap();
+        if let Some(prepare) = &setup.prepare {
+            prepare(dir.path());
+        }
         Self::spawn(dir, &config)
     }
 
