@@ -55,8 +55,8 @@ pub struct ServerConfig {
     pub max_inflight_per_model: usize,
     pub shutdown_grace: Duration,
     pub worker_start_timeout: Duration,
-    /// A worker holding requests without a word for this long is suspected of hanging:
-    /// out of rotation and pinged; hung if it answers no ping and uses no CPU.
+    /// A worker holding requests without a word for this long is pinged; hung (killed and
+    /// replaced) if it answers no ping and uses no CPU meanwhile.
     pub worker_hang_timeout: Duration,
     pub log_level: String,
 }

@@ -88,10 +88,8 @@ pub struct WindowSummary {
 #[derive(Debug, Serialize)]
 pub struct Workers {
     pub configured: usize,
-    /// Workers that answer: connected and not suspected of hanging.
+    /// Workers that answer: connected (a hung worker's connection is dropped at once).
     pub ready: usize,
-    /// Workers holding requests in silence, out of rotation while a ping decides.
-    pub suspect: usize,
     pub restarts: u64,
     pub oom_kills: u64,
     /// Workers killed for hanging, and for a connection broken under a live process.
@@ -204,7 +202,7 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
         _ => pool
             .slots
             .iter()
-            .filter(|s| s.answering().is_none())
+            .filter(|s| s.conn().is_none())
             .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone()),
     };
     VersionHealth {
@@ -215,7 +213,6 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
         workers: Workers {
             configured: pool.active(),
             ready,
-            suspect: pool.suspect_workers(),
             restarts: sum(pool, |s| &s.restarts),
             oom_kills: sum(pool, |s| &s.oom_kills),
             hangs: sum(pool, |s| &s.hangs),

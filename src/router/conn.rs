@@ -10,14 +10,13 @@
 //! worker, and [`WorkerConn::ended`] resolves for the worker's keeper.
 //!
 //! The connection also keeps what liveness needs: when the worker was last heard from,
-//! since when it has held requests, a Ping to send, and a suspect mark that takes it out
-//! of rotation while its silence is looked into ([`crate::supervisor::liveness`]).
+//! since when it has held requests, and a Ping to send ([`crate::supervisor::liveness`]).
 
 use crate::tensor::Tensor;
 use crate::wire::{self, Fault, Frame, Timing};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::BufReader;
@@ -70,8 +69,6 @@ pub struct WorkerConn {
     activity: Arc<Activity>,
     next_id: AtomicU64,
     outstanding: AtomicUsize,
-    /// Out of rotation while its silence is looked into.
-    suspect: AtomicBool,
 }
 
 impl WorkerConn {
@@ -87,14 +84,7 @@ impl WorkerConn {
         });
         tokio::spawn(write_loop(outbox.clone(), pending.clone()));
         tokio::spawn(read_loop(reader, pending.clone(), activity.clone()));
-        Arc::new(WorkerConn {
-            outbox,
-            pending,
-            activity,
-            next_id: AtomicU64::new(1),
-            outstanding: AtomicUsize::new(0),
-            suspect: AtomicBool::new(false),
-        })
+        Arc::new(WorkerConn { outbox, pending, activity, next_id: AtomicU64::new(1), outstanding: AtomicUsize::new(0) })
     }
 
     /// Requests sent and not yet answered.
@@ -141,15 +131,6 @@ impl WorkerConn {
         if self.outbox.send(Frame::Ping { id }.encode()).is_err() {
             close(&self.pending);
         }
-    }
-
-    /// Out of rotation (or back in) while liveness looks into its silence.
-    pub fn set_suspect(&self, suspect: bool) {
-        self.suspect.store(suspect, Ordering::Relaxed);
-    }
-
-    pub fn is_suspect(&self) -> bool {
-        self.suspect.load(Ordering::Relaxed)
     }
 
     /// Sends one request and waits for its reply.

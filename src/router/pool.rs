@@ -2,9 +2,9 @@
 //!
 //! Each worker has a [`Slot`] holding its live connection (or none while it restarts).
 //! A request goes to the open connection with the fewest outstanding requests, never one
-//! suspected of hanging nor one already holding [`MAX_OUTSTANDING`]; if that worker dies
-//! mid-request (or is found hung), the request is retried once on another worker of the
-//! same version (inference is idempotent), waiting for one to come back if none is up. The
+//! already holding [`MAX_OUTSTANDING`]; if that worker dies mid-request (or is found hung,
+//! or its connection breaks), the request is retried once on another worker of the same
+//! version (inference is idempotent), waiting for one to come back if none is up. The
 //! supervisor fills and empties the slots, samples their workers' resources and sets the
 //! pool's [`Phase`]; the front records each request's outcome in the pool's measured
 //! [`Window`]; health and the rollout gate read all of it.
@@ -82,11 +82,6 @@ impl Default for Slot {
 impl Slot {
     pub fn conn(&self) -> Option<Arc<WorkerConn>> {
         self.conn.load_full().filter(|c| c.is_open())
-    }
-
-    /// The connection, when its worker answers: open and not suspected of hanging.
-    pub fn answering(&self) -> Option<Arc<WorkerConn>> {
-        self.conn().filter(|c| !c.is_suspect())
     }
 
     /// Records the cores the worker kept busy since the last sample.
@@ -213,14 +208,9 @@ impl Pool {
         self.active.store(active.min(self.slots.len()), Ordering::Relaxed);
     }
 
-    /// Workers that answer: connected and not suspected of hanging.
+    /// Workers that answer: connected (a hung one's connection is abandoned at once).
     pub fn ready_workers(&self) -> usize {
-        self.slots.iter().filter(|s| s.answering().is_some()).count()
-    }
-
-    /// Workers connected but suspected of hanging (out of rotation), now.
-    pub fn suspect_workers(&self) -> usize {
-        self.slots.iter().filter_map(Slot::conn).filter(|c| c.is_suspect()).count()
+        self.slots.iter().filter(|s| s.conn().is_some()).count()
     }
 
     /// Cores this version's workers kept busy over the last sample, and the cores they may
@@ -341,7 +331,7 @@ impl Pool {
         let mut best: Option<Arc<WorkerConn>> = None;
         let mut full = false;
         for slot in self.slots.iter() {
-            let Some(conn) = slot.answering() else { continue };
+            let Some(conn) = slot.conn() else { continue };
             if avoid.is_some_and(|a| Arc::ptr_eq(a, &conn)) {
                 continue;
             }
@@ -423,17 +413,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn suspects_are_out_of_rotation_and_a_full_worker_is_passed_over() {
+    async fn an_abandoned_worker_is_out_of_rotation_and_a_full_worker_is_passed_over() {
         let pool = pool(2);
         let (first, _a) = silent_worker();
         let (second, _b) = silent_worker();
         pool.fill(0, first.clone(), info());
         pool.fill(1, second.clone(), info());
-        first.set_suspect(true);
+        // A worker whose connection was abandoned (found hung) takes nothing more.
+        let (hung, _c) = silent_worker();
+        pool.fill(0, hung.clone(), info());
+        hung.abandon();
         assert!(Arc::ptr_eq(&picked(&pool, None), &second));
-        assert_eq!((pool.ready_workers(), pool.suspect_workers()), (1, 1), "a suspect does not count as ready");
+        assert_eq!(pool.ready_workers(), 1, "an abandoned worker does not count as ready");
         assert!(matches!(pool.pick(Some(&second)), Pick::None));
-        first.set_suspect(false);
+        pool.fill(0, first.clone(), info());
         // Fill the second worker to its bound: the first takes the next request.
         let calls: Vec<_> = (0..MAX_OUTSTANDING)
             .map(|_| {

@@ -3,12 +3,13 @@
 //! or written). A crash shows as an exit; these do not, so the keeper watches for them.
 //!
 //! A worker that holds requests and has said nothing for `server.worker_hang_timeout` is
-//! *suspect*: taken out of rotation at once (no new request goes to it) and sent a Ping.
-//! Any frame back clears it. Silence through the ping's grace makes it *hung* — unless its
-//! CPU time kept growing (a long inference on a one-thread worker, which reads pings only
-//! between batches) and it is not stopped; a worker that computes past the request
-//! timeout and the hang timeout together serves no one either, and is hung then. A hung
-//! worker's connection is abandoned (its requests retried on another worker), and the
+//! sent a Ping. Any frame back clears it. Silence through the ping's grace makes it *hung*
+//! — unless its CPU time kept growing (a long inference on a one-thread worker, which
+//! reads pings only between batches; a panic's backtrace being printed) and it is not
+//! stopped: a busy worker is no hung one, and least-outstanding routing already sends new
+//! requests elsewhere. A worker that computes past the request timeout and the hang
+//! timeout together serves no one, and is hung then. A hung worker's connection is
+//! abandoned at once (out of rotation, its requests retried on another worker), and the
 //! keeper SIGKILLs and restarts it.
 
 use crate::config::Live;
@@ -38,10 +39,7 @@ pub async fn watch(conn: &WorkerConn, pid: u32, server: &Live) -> Lost {
         let hang_after = settings.worker_hang_timeout;
         match conn.silent_for() {
             Some(silent) if silent >= hang_after => {}
-            _ => {
-                conn.set_suspect(false);
-                continue;
-            }
+            _ => continue,
         }
         if let Some(why) = ping(conn, pid, hang_after, settings.request_timeout).await {
             return Lost::Hung(why);
@@ -49,10 +47,9 @@ pub async fn watch(conn: &WorkerConn, pid: u32, server: &Live) -> Lost {
     }
 }
 
-/// Out of rotation, ping, wait: why the worker is hung, or `None` if it spoke, moved on,
-/// or is visibly computing.
+/// Ping and wait: why the worker is hung, or `None` if it spoke, moved on, or is visibly
+/// computing.
 async fn ping(conn: &WorkerConn, pid: u32, hang_after: Duration, request_timeout: Duration) -> Option<String> {
-    conn.set_suspect(true);
     let (heard, cpu_before) = (conn.heard(), Process::read(pid));
     let pinged = Instant::now();
     conn.ping();
@@ -63,7 +60,6 @@ async fn ping(conn: &WorkerConn, pid: u32, hang_after: Duration, request_timeout
     }
     let silent = conn.silent_for()?;
     if conn.heard() != heard || silent < hang_after {
-        conn.set_suspect(false);
         return None;
     }
     let now = Process::read(pid);
@@ -174,7 +170,6 @@ mod tests {
             Lost::Hung(why) => assert!(why.contains("held 1 request(s)") && why.contains("answered no ping"), "{why}"),
             other => panic!("{other:?}"),
         }
-        assert!(conn.is_suspect(), "out of rotation once suspected");
         assert!(started.elapsed() >= Duration::from_millis(300));
         conn.abandon();
         assert_eq!(waiting.await.unwrap().unwrap_err(), crate::router::CallError::Gone, "handed back for a retry");

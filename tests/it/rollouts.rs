@@ -226,7 +226,7 @@ fn an_erroring_version_is_reverted_by_itself() {
     assert!(!report.failed().is_empty(), "the erroring version failed nothing");
     let record = history(&daemon).pop().unwrap();
     assert_eq!(record["outcome"], "reverted");
-    assert!(record["reason"].as_str().unwrap().contains("error_rate critical"), "{record}");
+    assert!(record["reason"].as_str().unwrap().contains("error_rate critical"), "{record}\n{}", daemon.logs());
 }
 
 #[test]
