@@ -200,3 +200,53 @@ fn memory_goes_back_after_a_burst_of_large_requests() {
     );
     assert!(settled <= 2 * idle, "RSS stayed at {:.0} MiB after the burst (idle {:.0} MiB)", mib(settled), mib(idle));
 }
+
+/// The worker's socket file descriptors, newest (highest) last: its listener, then the
+/// supervisor's connection (twice, when the one-thread loop holds a duplicate).
+fn socket_fds(pid: i32) -> Vec<u32> {
+    let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Shuts socket `fd` of process `pid` down for both directions, from outside: the socket
+/// is taken with pidfd_getfd(2) (allowed on one's own descendants), and shutdown(2) acts on
+/// the socket itself, whichever process holds it.
+fn shut_down_socket_of(pid: i32, fd: u32) {
+    // SAFETY: plain system calls on integers; every result is checked before use.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        let ours = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+        assert!(ours >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::shutdown(ours, libc::SHUT_RDWR), 0, "shutdown: {}", std::io::Error::last_os_error());
+        libc::close(ours);
+        libc::close(pidfd);
+    }
+}
+
+#[test]
+fn a_connection_broken_under_a_live_worker_is_noticed_and_the_worker_replaced() {
+    use std::time::Duration;
+    let setup = Setup::new().model_with(ModelFiles::new("m", 1, family::good(1.0)), "version = 1\nworkers = 1\n");
+    let daemon = TestDaemon::ready(setup);
+    let body = r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}"#;
+    assert_eq!(daemon.post("/v2/models/m/infer", body).status, 200);
+    let worker = daemon.worker_pids()[0];
+    // Shut the worker's end of its connection down from inside the worker, as a failed
+    // write or an undecodable frame would: the process lives on, its connection is gone.
+    let fd = *socket_fds(worker).last().expect("the worker has a socket");
+    shut_down_socket_of(worker, fd);
+    daemon.wait_until("the broken connection noticed and the worker replaced", Duration::from_secs(20), || {
+        let w = &daemon.health()["models"]["m"]["versions"]["1"]["workers"];
+        w["disconnects"] == 1 && w["ready"] == 1 && !daemon.worker_pids().contains(&worker)
+    });
+    assert!(daemon.logs().contains("worker connection broke while the process lived"), "{}", daemon.logs());
+    assert!(daemon.get("/metrics").body.contains(r#"modeld_worker_disconnects_total{model="m",version="1"} 1"#));
+    assert_eq!(daemon.post("/v2/models/m/infer", body).status, 200);
+}
