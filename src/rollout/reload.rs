@@ -164,76 +164,77 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         worker_hang_timeout,
         log_level,
     } = new;
-    let mut out = Vec::new();
-    let mut key = |name: &str, changed: bool, was: String, is: String, applied: &str| {
-        if changed {
-            let restart = applied.is_empty();
-            let how = if restart { "takes effect on restart only (the daemon keeps the old value)" } else { applied };
-            out.push(Change { text: format!("server.{name}: {was} -> {is}: {how}"), restart });
-        }
-    };
-    let path = |p: &std::path::Path| p.display().to_string();
+    use std::time::Duration;
+    let path = |p: &std::path::PathBuf| p.display().to_string();
     let group = |g: &Option<crate::config::AdminGroup>| g.as_ref().map_or("(none)".into(), |g| g.name.clone());
-    key("listen", *listen != old.listen, old.listen.to_string(), listen.to_string(), "");
-    key("admin_socket", *admin_socket != old.admin_socket, path(&old.admin_socket), path(admin_socket), "");
-    key("admin_group", *admin_group != old.admin_group, group(&old.admin_group), group(admin_group), "");
-    key("run_dir", *run_dir != old.run_dir, path(&old.run_dir), path(run_dir), "");
-    key("state_dir", *state_dir != old.state_dir, path(&old.state_dir), path(state_dir), "");
-    let models = "applied: models whose directory moved roll out from it";
-    key("repository", *repository != old.repository, path(&old.repository), path(repository), models);
-    let applied = "applied to requests from now on";
-    key(
-        "max_body",
-        *max_body_bytes != old.max_body_bytes,
-        old.max_body_bytes.to_string(),
-        max_body_bytes.to_string(),
-        applied,
-    );
-    let d = |d: &std::time::Duration| format!("{d:?}");
-    key(
-        "request_timeout",
-        *request_timeout != old.request_timeout,
-        d(&old.request_timeout),
-        d(request_timeout),
-        applied,
-    );
-    let conns = "applied to connections from now on";
-    key(
-        "header_read_timeout",
-        *header_read_timeout != old.header_read_timeout,
-        d(&old.header_read_timeout),
-        d(header_read_timeout),
-        conns,
-    );
-    let bound = "applied to every model (a smaller bound takes hold as requests in flight finish)";
-    let (was, is) = (old.max_inflight_per_model.to_string(), max_inflight_per_model.to_string());
-    key("max_inflight_per_model", *max_inflight_per_model != old.max_inflight_per_model, was, is, bound);
-    key(
-        "shutdown_grace",
-        *shutdown_grace != old.shutdown_grace,
-        d(&old.shutdown_grace),
-        d(shutdown_grace),
-        "applied to the next stop",
-    );
-    let start = "applied to workers started from now on";
-    key(
-        "worker_start_timeout",
-        *worker_start_timeout != old.worker_start_timeout,
-        d(&old.worker_start_timeout),
-        d(worker_start_timeout),
-        start,
-    );
-    let hang = "applied to every worker from now on";
-    key(
-        "worker_hang_timeout",
-        *worker_hang_timeout != old.worker_hang_timeout,
-        d(&old.worker_hang_timeout),
-        d(worker_hang_timeout),
-        hang,
-    );
-    let level = "applied to the daemon now and to workers started from now on";
-    key("log_level", *log_level != old.log_level, old.log_level.clone(), log_level.clone(), level);
-    out
+    let duration = |d: &Duration| format!("{d:?}");
+    let shown = |v: &dyn ToString| v.to_string();
+    let requests = Some("applied to requests from now on");
+    let started = Some("applied to workers started from now on");
+    [
+        change("listen", &old.listen, listen, |a| shown(a), None),
+        change("admin_socket", &old.admin_socket, admin_socket, path, None),
+        change("admin_group", &old.admin_group, admin_group, group, None),
+        change("run_dir", &old.run_dir, run_dir, path, None),
+        change("state_dir", &old.state_dir, state_dir, path, None),
+        change(
+            "repository",
+            &old.repository,
+            repository,
+            path,
+            Some("applied: models whose directory moved roll out from it"),
+        ),
+        change("max_body", &old.max_body_bytes, max_body_bytes, |b| shown(b), requests),
+        change("request_timeout", &old.request_timeout, request_timeout, duration, requests),
+        change(
+            "header_read_timeout",
+            &old.header_read_timeout,
+            header_read_timeout,
+            duration,
+            Some("applied to connections from now on"),
+        ),
+        change(
+            "max_inflight_per_model",
+            &old.max_inflight_per_model,
+            max_inflight_per_model,
+            |n| shown(n),
+            Some("applied to every model (a smaller bound takes hold as requests in flight finish)"),
+        ),
+        change("shutdown_grace", &old.shutdown_grace, shutdown_grace, duration, Some("applied to the next stop")),
+        change("worker_start_timeout", &old.worker_start_timeout, worker_start_timeout, duration, started),
+        change(
+            "worker_hang_timeout",
+            &old.worker_hang_timeout,
+            worker_hang_timeout,
+            duration,
+            Some("applied to every worker from now on"),
+        ),
+        change(
+            "log_level",
+            &old.log_level,
+            log_level,
+            |l| l.clone(),
+            Some("applied to the daemon now and to workers started from now on"),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `server.<name>` when it changed: both values, and how it takes effect (`None`: only on
+/// a restart).
+fn change<T: PartialEq>(
+    name: &str,
+    old: &T,
+    new: &T,
+    show: impl Fn(&T) -> String,
+    applied: Option<&str>,
+) -> Option<Change> {
+    (old != new).then(|| {
+        let how = applied.unwrap_or("takes effect on restart only (the daemon keeps the old value)");
+        Change { text: format!("server.{name}: {} -> {}: {how}", show(old), show(new)), restart: applied.is_none() }
+    })
 }
 
 /// Whether the model's workers would run differently: any setting but the version (asked
