@@ -71,9 +71,10 @@ impl Live {
         Live(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(server)))
     }
 
-    /// The settings in force now.
-    pub fn get(&self) -> std::sync::Arc<ServerConfig> {
-        self.0.load_full()
+    /// The settings in force now (a cheap guard for the request path; no reference count
+    /// is taken).
+    pub fn get(&self) -> arc_swap::Guard<std::sync::Arc<ServerConfig>> {
+        self.0.load()
     }
 
     pub fn set(&self, server: ServerConfig) {

@@ -451,7 +451,8 @@ impl Engine {
                 let config = self.config();
                 let model_config = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
                 let pool = self.shared.supervisor.start(model_config, version);
-                if let Err(reason) = wait_ready(&pool, self.shared.server.get().worker_start_timeout * 2).await {
+                let timeout = self.shared.server.get().worker_start_timeout * 2;
+                if let Err(reason) = wait_ready(&pool, timeout).await {
                     self.shared.supervisor.stop(&pool).await;
                     return Err(cannot(&reason));
                 }

@@ -35,13 +35,15 @@ pub async fn watch(conn: &WorkerConn, pid: u32, server: &Live) -> Lost {
             _ = conn.ended() => return Lost::Disconnected,
             _ = tokio::time::sleep(TICK) => {}
         }
-        let settings = server.get();
-        let hang_after = settings.worker_hang_timeout;
+        let (hang_after, request_timeout) = {
+            let settings = server.get();
+            (settings.worker_hang_timeout, settings.request_timeout)
+        };
         match conn.silent_for() {
             Some(silent) if silent >= hang_after => {}
             _ => continue,
         }
-        if let Some(why) = ping(conn, pid, hang_after, settings.request_timeout).await {
+        if let Some(why) = ping(conn, pid, hang_after, request_timeout).await {
             return Lost::Hung(why);
         }
     }
