@@ -52,17 +52,36 @@ pub struct Front {
 /// A response before it becomes an HTTP message.
 pub struct Reply {
     status: StatusCode,
-    body: String,
+    body: Bytes,
     content_type: &'static str,
     retry_after: Option<Duration>,
     allow: Option<&'static str>,
     /// The version that took an inference request, sent back as `x-modeld-version`.
     version: Option<u64>,
+    /// Where the JSON header ends when binary tensor data follows it.
+    json_len: Option<usize>,
 }
 
 impl Reply {
     fn json(status: StatusCode, body: String) -> Reply {
-        Reply { status, body, content_type: "application/json", retry_after: None, allow: None, version: None }
+        Reply {
+            status,
+            body: Bytes::from(body),
+            content_type: "application/json",
+            retry_after: None,
+            allow: None,
+            version: None,
+            json_len: None,
+        }
+    }
+
+    /// An OIP infer answer: plain JSON, or a JSON header and binary outputs.
+    fn infer(encoded: oip::Encoded) -> Reply {
+        let content_type = match encoded.json_len {
+            Some(_) => "application/octet-stream",
+            None => "application/json",
+        };
+        Reply { body: Bytes::from(encoded.body), content_type, json_len: encoded.json_len, ..Reply::ok(String::new()) }
     }
 
     fn ok(body: String) -> Reply {
@@ -190,19 +209,21 @@ impl Front {
         let wants = Wants::of(req.headers(), version, &route)?;
         // The body is read before any other answer: answering while a client is still
         // sending makes many clients fail with a broken pipe instead of reading the answer.
+        let json_len = inference_header_len(req.headers())?;
         let body = self.read_body(req).await?;
-        let read = oip::parse_body(&body)?;
+        let (json, binary) = split_binary(&body, json_len)?;
+        let read = oip::parse_body(json)?;
         let _admission = admit(&route, &wants, served)?;
         let mut request = None;
         let ran = run(&route, &wants, served, |info| {
-            let parsed = oip::check(&read, &info.inputs, &info.outputs)?;
+            let parsed = oip::check(&read, binary, &info.inputs, &info.outputs)?;
             let inputs = parsed.inputs.clone();
             request = Some(parsed);
             Ok(inputs)
         })
         .await?;
         let request = request.expect("parsed before running");
-        Ok(Reply::ok(oip::infer_response(&ran.pool, &request, &ran.outputs)))
+        Ok(Reply::infer(oip::infer_response(&ran.pool, &request, &ran.outputs)))
     }
 
     async fn predict(&self, req: Request<Incoming>, batch: bool, served: &mut Served) -> Result<Reply, ApiError> {
@@ -275,6 +296,30 @@ impl Front {
                 m.plan_builds.with_label_values(&[model, &version]).inc_by(u64::from(t.plans_built));
             }
         }
+    }
+}
+
+/// The binary tensor extension's header: the length of the JSON part of the body.
+pub const INFERENCE_HEADER: &str = "inference-header-content-length";
+
+/// The JSON header's length a binary request declares, if it does.
+fn inference_header_len(headers: &hyper::HeaderMap) -> Result<Option<usize>, ApiError> {
+    let Some(value) = headers.get(INFERENCE_HEADER) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    text.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(format!("Inference-Header-Content-Length: '{text}' is not a byte count")))
+}
+
+/// The body's JSON header and the binary data after it.
+fn split_binary(body: &[u8], json_len: Option<usize>) -> Result<(&[u8], &[u8]), ApiError> {
+    match json_len {
+        None => Ok((body, &[])),
+        Some(n) if n <= body.len() => Ok(body.split_at(n)),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+            body.len()
+        ))),
     }
 }
 
@@ -377,7 +422,7 @@ async fn run(
 }
 
 fn respond(reply: Reply, head_only: bool) -> Response<Full<Bytes>> {
-    let body = if head_only { Bytes::new() } else { Bytes::from(reply.body) };
+    let body = if head_only { Bytes::new() } else { reply.body };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();
@@ -390,6 +435,9 @@ fn respond(reply: Reply, head_only: bool) -> Response<Full<Bytes>> {
     }
     if let Some(version) = reply.version {
         headers.insert(VERSION_HEADER, HeaderValue::from(version));
+    }
+    if let Some(json_len) = reply.json_len {
+        headers.insert(INFERENCE_HEADER, HeaderValue::from(json_len));
     }
     response
 }

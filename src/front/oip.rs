@@ -1,4 +1,5 @@
-//! The Open Inference Protocol (KServe v2) REST adapter, JSON tensors.
+//! The Open Inference Protocol (KServe v2) REST adapter: JSON tensors and the binary
+//! tensor data extension.
 //!
 //! `POST /v2/models/{m}[/versions/{v}]/infer` takes
 //! `{"id"?, "inputs": [{"name", "shape", "datatype", "data"}], "outputs"?: [{"name"}]}`
@@ -6,6 +7,15 @@
 //! `{"model_name", "model_version", "id"?, "outputs": [{"name", "datatype", "shape", "data"}]}`.
 //! Metadata (`GET /v2/models/{m}`) lists inputs and outputs with -1 for open dimensions.
 //! See <https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/>.
+//!
+//! Binary tensors, as Triton implements them (its `extension_binary_data.md`, and what
+//! `tritonclient.http` sends by default): the body is the JSON header, whose length the
+//! `Inference-Header-Content-Length` HTTP header gives, followed by the raw little-endian
+//! bytes of each input with `parameters.binary_data_size`, in the order the inputs are
+//! listed (BYTES elements as a 4-byte length and the bytes, BOOL one byte each — modeld's
+//! own tensor layout, so the bytes are taken whole, never element by element). Outputs
+//! come back the same way when asked: `parameters.binary_data` per output, or
+//! `parameters.binary_data_output` for all.
 
 use super::error::ApiError;
 use super::json::{self, Data};
@@ -23,6 +33,16 @@ pub struct InferRequest<'a> {
     inputs: Vec<InputTensor<'a>>,
     #[serde(default)]
     outputs: Option<Vec<RequestedOutput>>,
+    #[serde(default)]
+    parameters: RequestParameters,
+}
+
+/// Request-level parameters modeld reads; others are allowed and ignored.
+#[derive(Deserialize, Default)]
+struct RequestParameters {
+    /// Every output as binary data, unless an output says otherwise.
+    #[serde(default)]
+    binary_data_output: bool,
 }
 
 #[derive(Deserialize)]
@@ -30,25 +50,45 @@ struct InputTensor<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(borrow)]
-    data: &'a RawValue,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    parameters: InputParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct InputParameters {
+    /// The input's bytes follow the JSON header instead of a `data` field.
+    #[serde(default)]
+    binary_data_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct RequestedOutput {
     name: String,
+    #[serde(default)]
+    parameters: OutputParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct OutputParameters {
+    #[serde(default)]
+    binary_data: Option<bool>,
 }
 
 /// A parsed infer request: the tensors to run and what to answer.
 pub struct Request {
     pub id: Option<String>,
     pub inputs: Vec<Tensor>,
-    pub outputs: Option<Vec<String>>,
+    /// The outputs asked for (all when `None`), each with whether it goes back as binary.
+    pub outputs: Option<Vec<(String, bool)>>,
+    /// Outputs not named go back as binary data.
+    pub binary_output: bool,
 }
 
-/// Parses and checks an infer body against the model's signature.
+/// Parses and checks a JSON infer body against the model's signature.
 pub fn parse_infer(body: &[u8], inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<Request, ApiError> {
-    check(&parse_body(body)?, inputs_spec, outputs_spec)
+    check(&parse_body(body)?, &[], inputs_spec, outputs_spec)
 }
 
 /// Reads an infer body's JSON: what no version could take is refused here, before routing.
@@ -56,15 +96,28 @@ pub fn parse_body(body: &[u8]) -> Result<InferRequest<'_>, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
 }
 
-/// Checks a read body against one version's signature and builds its tensors. A mismatch
+/// Checks a read body against one version's signature and builds its tensors, taking the
+/// binary inputs' bytes from `binary` (what followed the JSON header) in order. A mismatch
 /// with the signature is refused as invalid for that version.
-pub fn check(req: &InferRequest, inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<Request, ApiError> {
+pub fn check(
+    req: &InferRequest,
+    binary: &[u8],
+    inputs_spec: &[TensorSpec],
+    outputs_spec: &[TensorSpec],
+) -> Result<Request, ApiError> {
     let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut rest = binary;
     for input in &req.inputs {
         if inputs.iter().any(|t: &Tensor| t.name == input.name) {
             return Err(ApiError::bad_request(format!("input '{}' is given twice", input.name)));
         }
-        inputs.push(parse_input(input, inputs_spec)?);
+        inputs.push(parse_input(input, &mut rest, inputs_spec)?);
+    }
+    if !rest.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} bytes of binary data follow the JSON header that no input's parameters.binary_data_size claims",
+            rest.len()
+        )));
     }
     for spec in inputs_spec {
         if !inputs.iter().any(|t| t.name == spec.name) {
@@ -75,8 +128,11 @@ pub fn check(req: &InferRequest, inputs_spec: &[TensorSpec], outputs_spec: &[Ten
             )));
         }
     }
-    let outputs = req.outputs.as_ref().map(|o| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>());
-    for name in outputs.iter().flatten() {
+    let binary_output = req.parameters.binary_data_output;
+    let outputs = req.outputs.as_ref().map(|o| {
+        o.iter().map(|o| (o.name.clone(), o.parameters.binary_data.unwrap_or(binary_output))).collect::<Vec<_>>()
+    });
+    for (name, _) in outputs.iter().flatten() {
         if !outputs_spec.iter().any(|s| &s.name == name) {
             return Err(ApiError::invalid_for_version(format!(
                 "unknown output '{name}' requested (the model gives {})",
@@ -84,14 +140,14 @@ pub fn check(req: &InferRequest, inputs_spec: &[TensorSpec], outputs_spec: &[Ten
             )));
         }
     }
-    Ok(Request { id: req.id.clone(), inputs, outputs })
+    Ok(Request { id: req.id.clone(), inputs, outputs, binary_output })
 }
 
 fn names(specs: &[TensorSpec]) -> String {
     specs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
 }
 
-fn parse_input(input: &InputTensor, specs: &[TensorSpec]) -> Result<Tensor, ApiError> {
+fn parse_input(input: &InputTensor, binary: &mut &[u8], specs: &[TensorSpec]) -> Result<Tensor, ApiError> {
     let name = &input.name;
     let spec = specs.iter().find(|s| &s.name == name).ok_or_else(|| {
         ApiError::invalid_for_version(format!("unexpected input '{name}' (the model takes {})", names(specs)))
@@ -107,11 +163,47 @@ fn parse_input(input: &InputTensor, specs: &[TensorSpec]) -> Result<Tensor, ApiE
     let shape = input.shape.iter().map(|d| usize::try_from(*d)).collect::<Result<Vec<_>, _>>().map_err(|_| {
         ApiError::bad_request(format!("input '{name}': shape {:?} has a negative dimension", input.shape))
     })?;
-    let parsed =
-        json::parse(input.data, dtype).map_err(|e| ApiError::bad_request(format!("input '{name}': data: {e}")))?;
-    let tensor =
-        Tensor::from_values(name.clone(), shape, parsed.values).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let tensor = match (input.data, input.parameters.binary_data_size) {
+        (Some(data), None) => {
+            let parsed =
+                json::parse(data, dtype).map_err(|e| ApiError::bad_request(format!("input '{name}': data: {e}")))?;
+            Tensor::from_values(name.clone(), shape, parsed.values).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        (None, Some(size)) => binary_input(name, dtype, shape, size, binary)?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "input '{name}' has both \"data\" and parameters.binary_data_size; send one"
+            )));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(format!(
+                "input '{name}' has no data: give \"data\", or parameters.binary_data_size with its bytes after the JSON header"
+            )));
+        }
+    };
     spec.admits(&tensor).map_err(ApiError::invalid_for_version)?;
+    Ok(tensor)
+}
+
+/// An input whose `size` bytes are the next ones of `binary`, taken whole.
+fn binary_input(
+    name: &str,
+    dtype: DType,
+    shape: Vec<usize>,
+    size: u64,
+    binary: &mut &[u8],
+) -> Result<Tensor, ApiError> {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if size > binary.len() {
+        return Err(ApiError::bad_request(format!(
+            "input '{name}': parameters.binary_data_size is {size} but only {} bytes of binary data remain after the JSON header (is Inference-Header-Content-Length right?)",
+            binary.len()
+        )));
+    }
+    let (bytes, rest) = binary.split_at(size);
+    *binary = rest;
+    let tensor = Tensor { name: name.to_string(), dtype, shape, data: bytes.to_vec() };
+    tensor.check().map_err(|e| ApiError::bad_request(format!("input '{name}': binary data: {e}")))?;
     Ok(tensor)
 }
 
@@ -129,28 +221,71 @@ struct OutputTensor<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [usize],
-    data: Data<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryOutput>,
 }
 
-/// The infer response body: the requested outputs (all when none were named).
-pub fn infer_response(pool: &Pool, request: &Request, outputs: &[Tensor]) -> String {
-    let wanted = |t: &&Tensor| request.outputs.as_ref().is_none_or(|names| names.contains(&t.name));
-    let outputs: Vec<&Tensor> = outputs.iter().filter(wanted).collect();
-    encode_response(&pool.model, &pool.version.to_string(), request.id.as_deref(), &outputs)
+/// An output sent as binary data after the JSON header.
+#[derive(Serialize)]
+struct BinaryOutput {
+    binary_data_size: usize,
 }
 
-/// An infer response body for these outputs, printed straight from their bytes.
+/// An encoded infer response: the body, and where its JSON header ends when binary
+/// outputs follow it (sent as `Inference-Header-Content-Length`).
+pub struct Encoded {
+    pub body: Vec<u8>,
+    pub json_len: Option<usize>,
+}
+
+/// The infer response: the requested outputs (all when none were named), each as JSON or
+/// as binary data as the request asked.
+pub fn infer_response(pool: &Pool, request: &Request, outputs: &[Tensor]) -> Encoded {
+    let chosen: Vec<(&Tensor, bool)> = match &request.outputs {
+        None => outputs.iter().map(|t| (t, request.binary_output)).collect(),
+        Some(wanted) => outputs
+            .iter()
+            .filter_map(|t| wanted.iter().find(|(n, _)| *n == t.name).map(|(_, binary)| (t, *binary)))
+            .collect(),
+    };
+    encode(&pool.model, &pool.version.to_string(), request.id.as_deref(), &chosen)
+}
+
+/// An all-JSON infer response body for these outputs, printed straight from their bytes.
 pub fn encode_response(model: &str, version: &str, id: Option<&str>, outputs: &[&Tensor]) -> String {
+    let chosen: Vec<(&Tensor, bool)> = outputs.iter().map(|t| (*t, false)).collect();
+    String::from_utf8(encode(model, version, id, &chosen).body).expect("JSON is UTF-8")
+}
+
+fn encode(model: &str, version: &str, id: Option<&str>, outputs: &[(&Tensor, bool)]) -> Encoded {
     let response = InferResponse {
         model_name: model,
         model_version: version.to_string(),
         id,
         outputs: outputs
             .iter()
-            .map(|t| OutputTensor { name: &t.name, datatype: t.dtype.oip_name(), shape: &t.shape, data: Data(t) })
+            .map(|(t, binary)| OutputTensor {
+                name: &t.name,
+                datatype: t.dtype.oip_name(),
+                shape: &t.shape,
+                data: (!binary).then_some(Data(t)),
+                parameters: binary.then(|| BinaryOutput { binary_data_size: t.data.len() }),
+            })
             .collect(),
     };
-    serde_json::to_string(&response).expect("response serializes")
+    let mut body = serde_json::to_vec(&response).expect("response serializes");
+    let binary: Vec<&Tensor> = outputs.iter().filter(|(_, binary)| *binary).map(|(t, _)| *t).collect();
+    if binary.is_empty() {
+        return Encoded { body, json_len: None };
+    }
+    let json_len = body.len();
+    body.reserve(binary.iter().map(|t| t.data.len()).sum());
+    for t in binary {
+        body.extend_from_slice(&t.data);
+    }
+    Encoded { body, json_len: Some(json_len) }
 }
 
 #[derive(Serialize)]

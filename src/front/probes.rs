@@ -12,7 +12,7 @@ impl Front {
     pub(super) fn probe(&self, endpoint: Endpoint) -> Result<Reply, ApiError> {
         match endpoint {
             Endpoint::ServerMetadata => Ok(Reply::ok(
-                serde_json::json!({ "name": "modeld", "version": env!("CARGO_PKG_VERSION"), "extensions": [] })
+                serde_json::json!({ "name": "modeld", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] })
                     .to_string(),
             )),
             Endpoint::Live => {

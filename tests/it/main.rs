@@ -4,6 +4,7 @@
 mod admin;
 mod bad_input;
 mod batching;
+mod binary;
 mod chaos;
 mod config_check;
 mod healing;

@@ -168,6 +168,14 @@ pub struct Answer {
     pub version: Option<u64>,
 }
 
+/// An HTTP answer whose body is bytes (binary tensors).
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
@@ -302,6 +310,26 @@ impl TestDaemon {
 
     pub fn post(&self, path: &str, body: &str) -> Answer {
         answer(self.agent.post(&self.url(path)).header("content-type", "application/json").send(body))
+    }
+
+    /// A POST of raw bytes with these headers; the answer's body as bytes, and a header.
+    pub fn post_raw(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> RawAnswer {
+        let mut request = self.agent.post(&self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        match request.send(body) {
+            Ok(mut response) => {
+                let headers = response
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                    .collect();
+                let body = response.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap_or_default();
+                RawAnswer { status: response.status().as_u16(), headers, body }
+            }
+            Err(e) => RawAnswer { status: 0, headers: Default::default(), body: e.to_string().into_bytes() },
+        }
     }
 
     /// A new agent (own connection pool), for clients on other threads.
