@@ -23,10 +23,12 @@ const LOAD_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 const MODEL_VERSION: &[&str] = &["model", "version"];
-/// The `protocol` label of `modeld_requests_total`: the Open Inference Protocol, `/predict`.
+/// The `protocol` label of `modeld_requests_total`: the Open Inference Protocol,
+/// `/predict`, TF Serving's REST API.
 pub const OIP: &str = "oip";
 pub const PREDICT: &str = "predict";
-pub const PROTOCOLS: [&str; 2] = [OIP, PREDICT];
+pub const TFSERVING: &str = "tfserving";
+pub const PROTOCOLS: [&str; 3] = [OIP, PREDICT, TFSERVING];
 /// Codes whose request counters exist from a version's start: the ones alerts read.
 const START_CODES: [&str; 5] = ["200", "400", "500", "503", "504"];
 const WORKER: &[&str] = &["model", "version", "slot"];

@@ -292,9 +292,52 @@ impl Serialize for Data<'_> {
     }
 }
 
+/// A tensor's elements as JSON values, row-major (non-finite floats named as [`Float`]
+/// names them; strings as text).
+pub fn elements(t: &Tensor) -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    let float = |v: f64| serde_json::to_value(Float(v)).expect("a float serializes");
+    match t.values() {
+        Values::Bool(v) => v.into_iter().map(Value::from).collect(),
+        Values::U8(v) => v.into_iter().map(Value::from).collect(),
+        Values::U16(v) => v.into_iter().map(Value::from).collect(),
+        Values::U32(v) => v.into_iter().map(Value::from).collect(),
+        Values::U64(v) => v.into_iter().map(Value::from).collect(),
+        Values::I8(v) => v.into_iter().map(Value::from).collect(),
+        Values::I16(v) => v.into_iter().map(Value::from).collect(),
+        Values::I32(v) => v.into_iter().map(Value::from).collect(),
+        Values::I64(v) => v.into_iter().map(Value::from).collect(),
+        Values::F32(v) => v.into_iter().map(|x| float(f64::from(x))).collect(),
+        Values::F64(v) => v.into_iter().map(float).collect(),
+        Values::Bytes(v) => v.into_iter().map(|b| Value::from(String::from_utf8_lossy(&b).into_owned())).collect(),
+    }
+}
+
+/// Elements nested into arrays of `shape` (row-major); a scalar for an empty shape.
+pub fn nest(elements: &[serde_json::Value], shape: &[usize]) -> serde_json::Value {
+    match shape {
+        [] => elements.first().cloned().unwrap_or(serde_json::Value::Null),
+        [_] => serde_json::Value::Array(elements.to_vec()),
+        [n, rest @ ..] => {
+            let stride = rest.iter().product::<usize>();
+            let rows = (0..*n).map(|i| nest(&elements[i * stride..(i + 1) * stride], rest));
+            serde_json::Value::Array(rows.collect())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tensors_nest_by_their_shape() {
+        let t = Tensor::from_values("x", vec![2, 3], Values::I64(vec![1, 2, 3, 4, 5, 6])).unwrap();
+        assert_eq!(nest(&elements(&t), &t.shape), serde_json::json!([[1, 2, 3], [4, 5, 6]]));
+        assert_eq!(nest(&elements(&t), &[3, 2]), serde_json::json!([[1, 2], [3, 4], [5, 6]]));
+        let s = Tensor::from_values("s", vec![1], Values::F32(vec![f32::NEG_INFINITY])).unwrap();
+        assert_eq!(nest(&elements(&s), &[]), serde_json::json!("-Infinity"));
+    }
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()

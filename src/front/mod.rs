@@ -15,6 +15,7 @@ pub mod oip;
 pub mod predict;
 mod probes;
 pub mod routes;
+pub mod tfserving;
 
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
@@ -194,6 +195,11 @@ impl Front {
                 served.protocol = crate::metrics::PREDICT;
                 self.predict(req, batch, served).await
             }
+            Endpoint::TfInfer { model, version, verb } => {
+                served.protocol = crate::metrics::TFSERVING;
+                served.model = Some(model.clone());
+                self.tf_infer(req, &model, version, verb, served).await
+            }
             other => self.probe(other),
         }
     }
@@ -224,6 +230,34 @@ impl Front {
         .await?;
         let request = request.expect("parsed before running");
         Ok(Reply::infer(oip::infer_response(&ran.pool, &request, &ran.outputs)))
+    }
+
+    /// TF Serving's `:predict`, `:classify` and `:regress`.
+    async fn tf_infer(
+        &self,
+        req: Request<Incoming>,
+        model: &str,
+        version: Option<u64>,
+        verb: tfserving::Verb,
+        served: &mut Served,
+    ) -> Result<Reply, ApiError> {
+        let route = self.router.model(model)?;
+        let wants = Wants::of(req.headers(), version, &route)?;
+        let body = self.read_body(req).await?;
+        let read = tfserving::parse_body(&body, verb)?;
+        let _admission = admit(&route, &wants, served)?;
+        let mut rows = 0;
+        let ran = run(&route, &wants, served, |info| {
+            let tensors = read.tensors(info)?;
+            rows = tensors.first().map_or(0, |t| t.rows());
+            Ok(tensors)
+        })
+        .await?;
+        let body = match verb {
+            tfserving::Verb::Predict => tfserving::predictions(&ran.outputs, read.layout()),
+            verb => tfserving::results(&ran.pool, &ran.info, &ran.outputs, rows, verb)?,
+        };
+        Ok(Reply::ok(body))
     }
 
     async fn predict(&self, req: Request<Incoming>, batch: bool, served: &mut Served) -> Result<Reply, ApiError> {

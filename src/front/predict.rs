@@ -183,7 +183,7 @@ pub fn answers(
 
 /// The output `/predict` reads: the one model.toml names, else the labelled one, else the
 /// first floating-point output.
-fn chosen_output<'a>(pool: &Pool, info: &ModelInfo, outputs: &'a [Tensor]) -> Result<&'a Tensor, ApiError> {
+pub(super) fn chosen_output<'a>(pool: &Pool, info: &ModelInfo, outputs: &'a [Tensor]) -> Result<&'a Tensor, ApiError> {
     let name = pool
         .predict
         .output
@@ -221,6 +221,25 @@ fn answer(row: &[f64], kind: Option<PredictKind>, labels: Option<&[String]>, ver
         None => serde_json::json!(best),
     };
     Prediction { prediction, probability: Some(probability), model_version }
+}
+
+/// How to read a row of `pool`'s output: as model.toml says, else guessed from the row.
+pub(super) fn kind_of(pool: &Pool, row: &[f64]) -> PredictKind {
+    pool.predict.kind.unwrap_or_else(|| guess_kind(row))
+}
+
+/// Every class's probability in one row of a classifier's output: the row itself for
+/// probabilities, its softmax for logits.
+pub(super) fn class_probabilities(row: &[f64], kind: PredictKind) -> Vec<f64> {
+    match kind {
+        PredictKind::Logits => {
+            let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let exp: Vec<f64> = row.iter().map(|v| (v - top).exp()).collect();
+            let sum: f64 = exp.iter().sum();
+            exp.iter().map(|e| e / sum).collect()
+        }
+        _ => row.to_vec(),
+    }
 }
 
 /// Without a declared kind: one value is a regression; a row that is already a

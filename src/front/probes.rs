@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::routes::Endpoint;
-use super::{Front, Reply, oip};
+use super::{Front, Reply, oip, tfserving};
 use crate::health;
 use crate::router::table::Hint;
 use hyper::StatusCode;
@@ -36,6 +36,22 @@ impl Front {
                 let versions: Vec<u64> = table.pools().map(|p| p.version).collect();
                 Ok(Reply::ok(oip::model_metadata(&pool, &versions)?))
             }
+            Endpoint::TfStatus { model, version } => {
+                let route = self.router.model(&model)?;
+                Ok(Reply::ok(tfserving::status(&route.table(), version)?))
+            }
+            Endpoint::TfMetadata { model, version } => {
+                let route = self.router.model(&model)?;
+                let pool = match version {
+                    Some(_) => route.pick(&Hint { version, ..Hint::default() })?,
+                    None => route
+                        .table()
+                        .stable
+                        .clone()
+                        .ok_or_else(|| ApiError::unavailable(format!("model '{model}' has no live version")))?,
+                };
+                Ok(Reply::ok(tfserving::metadata(&pool)?))
+            }
             Endpoint::ModelReady { model, version } => {
                 let route = self.router.model(&model)?;
                 let ready = match version {
@@ -63,7 +79,9 @@ impl Front {
                 self.refresh_gauges();
                 Ok(Reply { content_type: "text/plain; version=0.0.4", ..Reply::ok(self.metrics.render()) })
             }
-            Endpoint::Infer { .. } | Endpoint::Predict { .. } => unreachable!("dispatched before probes"),
+            Endpoint::Infer { .. } | Endpoint::Predict { .. } | Endpoint::TfInfer { .. } => {
+                unreachable!("dispatched before probes")
+            }
         }
     }
 

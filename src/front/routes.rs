@@ -2,6 +2,7 @@
 //! known paths with the wrong method 405 with `Allow`.
 
 use super::error::ApiError;
+use super::tfserving::Verb;
 use hyper::Method;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,22 @@ pub enum Endpoint {
     Predict {
         batch: bool,
     },
+    /// `POST /v1/models/{m}[/versions/{v}]:{predict,classify,regress}` (TF Serving REST).
+    TfInfer {
+        model: String,
+        version: Option<u64>,
+        verb: Verb,
+    },
+    /// `GET /v1/models/{m}[/versions/{v}]`: TF Serving's model status.
+    TfStatus {
+        model: String,
+        version: Option<u64>,
+    },
+    /// `GET /v1/models/{m}[/versions/{v}]/metadata`.
+    TfMetadata {
+        model: String,
+        version: Option<u64>,
+    },
     /// `GET /health`, `/ready`, `/metrics`.
     Health,
     Ready,
@@ -58,6 +75,7 @@ fn match_path(path: &str) -> Result<(Endpoint, &'static str), ApiError> {
         ["v2", "health", "live"] => get(Endpoint::Live),
         ["v2", "health", "ready"] => get(Endpoint::ServerReady),
         ["v2", "models", model, rest @ ..] => model_path(model, rest),
+        ["v1", "models", rest @ ..] => tf_path(rest, path),
         ["predict"] => Ok((Endpoint::Predict { batch: false }, "POST")),
         ["batch_predict"] => Ok((Endpoint::Predict { batch: true }, "POST")),
         ["health"] => get(Endpoint::Health),
@@ -81,6 +99,49 @@ fn model_path(model: &str, rest: &[&str]) -> Result<(Endpoint, &'static str), Ap
     }
 }
 
+/// TF Serving's paths: `{m}[/versions/{v}]` with `:verb` on the last segment for
+/// inference, or `/metadata` after it.
+fn tf_path(rest: &[&str], path: &str) -> Result<(Endpoint, &'static str), ApiError> {
+    let not_found = || ApiError::not_found(format!("no endpoint at {path}"));
+    let (model, version, tail) = match rest {
+        [model, "versions", v, tail @ ..] => {
+            let (v, verb) = split_verb(v);
+            (*model, Some((v, verb)), tail)
+        }
+        [model, tail @ ..] => (*model, None, tail),
+        [] => return Err(not_found()),
+    };
+    let (model, verb) = match version {
+        Some(_) => (model.to_string(), version.and_then(|(_, verb)| verb)),
+        None => {
+            let (m, verb) = split_verb(model);
+            (m.to_string(), verb)
+        }
+    };
+    let version = version.map(|(v, _)| parse_version(v)).transpose()?;
+    match (verb, tail) {
+        (Some(verb), []) => {
+            let verb = Verb::parse(verb).ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no endpoint at {path}: ':{verb}' is not one of :predict, :classify, :regress"
+                ))
+            })?;
+            Ok((Endpoint::TfInfer { model, version, verb }, "POST"))
+        }
+        (None, []) => Ok((Endpoint::TfStatus { model, version }, "GET")),
+        (None, ["metadata"]) => Ok((Endpoint::TfMetadata { model, version }, "GET")),
+        _ => Err(not_found()),
+    }
+}
+
+/// `name:verb` → (`name`, `verb`).
+fn split_verb(segment: &str) -> (&str, Option<&str>) {
+    match segment.split_once(':') {
+        Some((name, verb)) => (name, Some(verb)),
+        None => (segment, None),
+    }
+}
+
 fn parse_version(v: &str) -> Result<u64, ApiError> {
     crate::repo::parse_version(v)
         .ok_or_else(|| ApiError::bad_request(format!("'{v}' is not a version: versions are positive integers")))
@@ -89,6 +150,26 @@ fn parse_version(v: &str) -> Result<u64, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tf_serving_paths_route_by_verb_and_version() {
+        let tf = |m: &Method, p: &str| route(m, p).unwrap();
+        assert_eq!(
+            tf(&Method::POST, "/v1/models/iris:predict"),
+            Endpoint::TfInfer { model: "iris".into(), version: None, verb: Verb::Predict }
+        );
+        assert_eq!(
+            tf(&Method::POST, "/v1/models/iris/versions/2:classify"),
+            Endpoint::TfInfer { model: "iris".into(), version: Some(2), verb: Verb::Classify }
+        );
+        assert_eq!(tf(&Method::GET, "/v1/models/iris"), Endpoint::TfStatus { model: "iris".into(), version: None });
+        assert_eq!(
+            tf(&Method::GET, "/v1/models/iris/versions/3/metadata"),
+            Endpoint::TfMetadata { model: "iris".into(), version: Some(3) }
+        );
+        assert_eq!(route(&Method::POST, "/v1/models/iris:explain").unwrap_err().status, 404);
+        assert_eq!(route(&Method::GET, "/v1/models/iris:predict").unwrap_err().status, 405);
+    }
 
     #[test]
     fn oip_paths_resolve() {

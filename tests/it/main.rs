@@ -16,5 +16,6 @@ mod rollouts;
 mod safety;
 mod serving;
 mod shutdown;
+mod tfserving;
 mod util;
 mod workers;

@@ -1,0 +1,460 @@
+//! The TensorFlow Serving REST API, for clients written against it
+//! (<https://www.tensorflow.org/tfx/serving/api_rest>):
+//!
+//! - `POST /v1/models/{m}[/versions/{v}]:predict` with `instances` (row format: one entry
+//!   per batch row, an object keyed by input name for multi-input models) answering
+//!   `predictions` (one entry per row; an object keyed by output name unless the model has
+//!   one output), or with `inputs` (columnar: the whole tensor, or an object of them)
+//!   answering `outputs` likewise;
+//! - `:classify` with `examples` (objects keyed by input name, one row each) answering
+//!   `result`: per example every class with its score, for models that classify;
+//!   `:regress` answering one value per example, for models with one value per row;
+//! - `GET /v1/models/{m}[/versions/{v}]`: `model_version_status` (AVAILABLE, LOADING,
+//!   UNAVAILABLE, END); `GET …/metadata`: the signature as a `signature_def`.
+//!
+//! Errors are `{"error": "..."}`, as TF Serving sends them. Strings travel as JSON strings
+//! (or `{"b64": "..."}` objects); non-finite floats as modeld writes them elsewhere.
+
+use super::error::ApiError;
+use super::json;
+use super::predict;
+use crate::repo::PredictKind;
+use crate::router::pool::{Phase, Pool};
+use crate::router::table::RoutingTable;
+use crate::tensor::{DType, Tensor, TensorSpec, Values};
+use crate::wire::ModelInfo;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// What a `/v1/models/…:verb` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Predict,
+    Classify,
+    Regress,
+}
+
+impl Verb {
+    pub fn parse(verb: &str) -> Option<Verb> {
+        match verb {
+            "predict" => Some(Verb::Predict),
+            "classify" => Some(Verb::Classify),
+            "regress" => Some(Verb::Regress),
+            _ => None,
+        }
+    }
+}
+
+/// A request body, its JSON read but not yet matched to any version's signature.
+#[derive(Debug, Deserialize)]
+pub struct Body<'a> {
+    #[serde(borrow, default)]
+    instances: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    inputs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    examples: Option<&'a RawValue>,
+    /// Accepted and ignored: a model has one signature.
+    #[serde(default, rename = "signature_name")]
+    _signature_name: Option<String>,
+}
+
+/// How the request laid its tensors out, which the answer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Rows,
+    Columns,
+}
+
+pub fn parse_body(body: &[u8], verb: Verb) -> Result<Body<'_>, ApiError> {
+    let parsed: Body =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let given = [parsed.instances.is_some(), parsed.inputs.is_some(), parsed.examples.is_some()];
+    let ok = match verb {
+        Verb::Predict => given == [true, false, false] || given == [false, true, false],
+        Verb::Classify | Verb::Regress => given == [false, false, true],
+    };
+    if !ok {
+        let want = match verb {
+            Verb::Predict => "exactly one of \"instances\" (rows) or \"inputs\" (columns)",
+            _ => "\"examples\"",
+        };
+        return Err(ApiError::bad_request(format!("the body must hold {want}")));
+    }
+    Ok(parsed)
+}
+
+impl Body<'_> {
+    /// The layout of the answer.
+    pub fn layout(&self) -> Layout {
+        if self.inputs.is_some() { Layout::Columns } else { Layout::Rows }
+    }
+
+    /// The request's tensors for a version of signature `info`: refused as invalid for the
+    /// version when they do not fit it.
+    pub fn tensors(&self, info: &ModelInfo) -> Result<Vec<Tensor>, ApiError> {
+        let tensors = match (self.inputs, self.instances.or(self.examples)) {
+            (Some(columns), _) => columnar(columns, &info.inputs)?,
+            (None, Some(rows)) => row_format(rows, &info.inputs)?,
+            (None, None) => unreachable!("parse_body checked a layout is given"),
+        };
+        for (tensor, spec) in tensors.iter().zip(&info.inputs) {
+            spec.admits(tensor).map_err(ApiError::invalid_for_version)?;
+        }
+        Ok(tensors)
+    }
+}
+
+/// `inputs`: one tensor for a single-input model, or an object of them by input name.
+fn columnar(columns: &RawValue, specs: &[TensorSpec]) -> Result<Vec<Tensor>, ApiError> {
+    match (serde_json::from_str::<BTreeMap<String, &RawValue>>(columns.get()), specs) {
+        (Ok(named), _) => {
+            refuse_unknown(named.keys(), specs)?;
+            specs.iter().map(|s| tensor(s, named.get(&s.name).copied(), None)).collect()
+        }
+        (Err(_), [single]) => Ok(vec![tensor(single, Some(columns), None)?]),
+        (Err(_), _) => Err(ApiError::invalid_for_version(format!(
+            "\"inputs\" must be an object of the model's {} inputs ({})",
+            specs.len(),
+            names(specs)
+        ))),
+    }
+}
+
+/// `instances` or `examples`: one entry per batch row, an object by input name for a
+/// multi-input model (or any model, when the entries are objects).
+fn row_format(rows: &RawValue, specs: &[TensorSpec]) -> Result<Vec<Tensor>, ApiError> {
+    let entries: Vec<&RawValue> = serde_json::from_str(rows.get())
+        .map_err(|_| ApiError::bad_request("\"instances\" (or \"examples\") must be a list, one entry per row"))?;
+    if entries.is_empty() {
+        return Err(ApiError::bad_request("the list of instances is empty"));
+    }
+    let objects: Option<Vec<BTreeMap<String, &RawValue>>> =
+        entries.iter().map(|e| serde_json::from_str(e.get()).ok()).collect();
+    match (objects, specs) {
+        (Some(objects), _) => {
+            for object in &objects {
+                refuse_unknown(object.keys(), specs)?;
+            }
+            let rows = |s: &TensorSpec| objects.iter().map(|o| o.get(&s.name).copied()).collect::<Option<Vec<_>>>();
+            specs.iter().map(|s| stacked(s, rows(s), entries.len())).collect()
+        }
+        (None, [single]) => Ok(vec![tensor(single, Some(rows), Some(entries.len()))?]),
+        (None, _) => Err(ApiError::invalid_for_version(format!(
+            "the model takes {} inputs ({}): each instance must be an object of them",
+            specs.len(),
+            names(specs)
+        ))),
+    }
+}
+
+/// One input from its rows, each an object's value.
+fn stacked(spec: &TensorSpec, rows: Option<Vec<&RawValue>>, count: usize) -> Result<Tensor, ApiError> {
+    let rows = rows.ok_or_else(|| missing(spec))?;
+    let joined = format!("[{}]", rows.iter().map(|r| r.get()).collect::<Vec<_>>().join(","));
+    let raw = RawValue::from_string(joined).expect("a list of JSON values is JSON");
+    tensor(spec, Some(&raw), Some(count))
+}
+
+/// A tensor of `spec`'s type from its JSON; `rows` when it is a list of batch rows (a
+/// list of scalars for an input of rank 2 is one value per row).
+fn tensor(spec: &TensorSpec, raw: Option<&RawValue>, rows: Option<usize>) -> Result<Tensor, ApiError> {
+    let raw = raw.ok_or_else(|| missing(spec))?;
+    let name = &spec.name;
+    let parsed = match spec.dtype {
+        DType::Bytes => strings(raw),
+        dtype => json::parse(raw, dtype).map(|p| (p.shape, p.values)),
+    }
+    .map_err(|e| ApiError::bad_request(format!("input '{name}': {e}")))?;
+    let (mut shape, values) = parsed;
+    // Rows of one value each, for an input of shape [N, 1].
+    if rows.is_some() && shape.len() + 1 == spec.shape.len() && spec.shape.last() == Some(&Some(1)) {
+        shape.push(1);
+    }
+    Tensor::from_values(name.clone(), shape, values).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Strings, or `{"b64": "..."}` objects, nested in lists.
+fn strings(raw: &RawValue) -> Result<(Vec<usize>, Values), String> {
+    fn walk(v: &Value, depth: usize, shape: &mut Vec<usize>, out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+        match v {
+            Value::Array(items) => {
+                match shape.get(depth) {
+                    None => shape.push(items.len()),
+                    Some(n) if *n != items.len() => return Err("ragged list of strings".into()),
+                    Some(_) => {}
+                }
+                items.iter().try_for_each(|i| walk(i, depth + 1, shape, out))
+            }
+            Value::String(s) => Ok(out.push(s.as_bytes().to_vec())),
+            Value::Object(o) => match o.get("b64").and_then(Value::as_str) {
+                Some(b64) => {
+                    use base64::Engine;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| format!("a \"b64\" value is not base64: {e}"))?;
+                    Ok(out.push(bytes))
+                }
+                None => Err("objects in a string tensor must be {\"b64\": \"...\"}".into()),
+            },
+            other => Err(format!("expected a string, got {other}")),
+        }
+    }
+    let value: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    let (mut shape, mut out) = (Vec::new(), Vec::new());
+    walk(&value, 0, &mut shape, &mut out)?;
+    Ok((shape, Values::Bytes(out)))
+}
+
+fn missing(spec: &TensorSpec) -> ApiError {
+    ApiError::invalid_for_version(format!("missing input '{}'", spec.name))
+}
+
+fn refuse_unknown<'k>(keys: impl Iterator<Item = &'k String>, specs: &[TensorSpec]) -> Result<(), ApiError> {
+    for key in keys {
+        if !specs.iter().any(|s| &s.name == key) {
+            return Err(ApiError::invalid_for_version(format!(
+                "unexpected input '{key}' (the model takes {})",
+                names(specs)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn names(specs: &[TensorSpec]) -> String {
+    specs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// The `:predict` answer, in the request's layout.
+pub fn predictions(outputs: &[Tensor], layout: Layout) -> String {
+    let single = outputs.len() == 1;
+    let body = match layout {
+        Layout::Columns => {
+            let whole = |t: &Tensor| json::nest(&json::elements(t), &t.shape);
+            match single {
+                true => json!({ "outputs": whole(&outputs[0]) }),
+                false => {
+                    json!({ "outputs": outputs.iter().map(|t| (t.name.clone(), whole(t))).collect::<serde_json::Map<_, _>>() })
+                }
+            }
+        }
+        Layout::Rows => {
+            let rows = outputs.first().map_or(0, Tensor::rows);
+            let per_output: Vec<Vec<Value>> = outputs.iter().map(split_rows).collect();
+            let row = |i: usize| match single {
+                true => per_output[0][i].clone(),
+                false => Value::Object(
+                    outputs.iter().zip(&per_output).map(|(t, r)| (t.name.clone(), r[i].clone())).collect(),
+                ),
+            };
+            json!({ "predictions": (0..rows).map(row).collect::<Vec<_>>() })
+        }
+    };
+    body.to_string()
+}
+
+/// An output's rows, each nested by the rest of its shape.
+fn split_rows(t: &Tensor) -> Vec<Value> {
+    let elements = json::elements(t);
+    let rest = t.shape.get(1..).unwrap_or_default();
+    let stride = rest.iter().product::<usize>().max(1);
+    elements.chunks(stride).map(|row| json::nest(row, rest)).collect()
+}
+
+/// The `:classify` answer: per example, every class (its label when the model has them)
+/// with its probability; or the `:regress` answer: per example its one value.
+pub fn results(
+    pool: &Pool,
+    info: &ModelInfo,
+    outputs: &[Tensor],
+    examples: usize,
+    verb: Verb,
+) -> Result<String, ApiError> {
+    let output = predict::chosen_output(pool, info, outputs)?;
+    let values = output.to_f64();
+    if examples == 0 || values.len() % examples != 0 {
+        return Err(ApiError::internal(format!("output '{}' does not split into {examples} examples", output.name)));
+    }
+    let width = values.len() / examples;
+    let rows = values.chunks(width);
+    let result: Vec<Value> = match verb {
+        Verb::Regress if width == 1 => rows.map(|r| json::nest(&[float(r[0])], &[])).collect(),
+        Verb::Regress => {
+            return Err(ApiError::invalid_for_version(format!(
+                "regress needs one value per example; output '{}' gives {width}",
+                output.name
+            )));
+        }
+        _ => {
+            let labels = info.labels.as_ref().filter(|l| l.output == output.name).map(|l| l.names.as_slice());
+            let mut result = Vec::with_capacity(examples);
+            for row in rows {
+                let kind = predict::kind_of(pool, row);
+                if kind == PredictKind::Regression {
+                    return Err(ApiError::invalid_for_version(format!(
+                        "classify needs class scores; output '{}' is a regression (use :regress or :predict)",
+                        output.name
+                    )));
+                }
+                let classes = predict::class_probabilities(row, kind).into_iter().enumerate().map(|(i, p)| {
+                    let class = labels.and_then(|l| l.get(i)).cloned().unwrap_or_else(|| i.to_string());
+                    json!([class, float(p)])
+                });
+                result.push(Value::Array(classes.collect()));
+            }
+            result
+        }
+    };
+    Ok(json!({ "result": result }).to_string())
+}
+
+fn float(v: f64) -> Value {
+    serde_json::to_value(json::Float(v)).expect("a float serializes")
+}
+
+/// `GET /v1/models/{m}[/versions/{v}]`: the versions and their states.
+pub fn status(table: &RoutingTable, version: Option<u64>) -> Result<String, ApiError> {
+    let pools: Vec<&std::sync::Arc<Pool>> =
+        table.all_pools().filter(|p| version.is_none_or(|v| p.version == v)).collect();
+    if pools.is_empty() {
+        let what = version.map_or("no version".to_string(), |v| format!("no version {v}"));
+        return Err(ApiError::not_found(format!("{what} is being served")));
+    }
+    let statuses: Vec<Value> = pools
+        .iter()
+        .map(|p| {
+            let (state, error) = match &*p.phase() {
+                Phase::Starting => ("LOADING", None),
+                Phase::Running if p.is_ready() => ("AVAILABLE", None),
+                Phase::Running => ("UNAVAILABLE", Some("no worker is ready".to_string())),
+                Phase::Stopping => ("UNLOADING", None),
+                Phase::Failed { reason } => ("END", Some(reason.clone())),
+            };
+            let status = match error {
+                None => json!({ "error_code": "OK", "error_message": "" }),
+                Some(message) => json!({ "error_code": "UNAVAILABLE", "error_message": message }),
+            };
+            json!({ "version": p.version.to_string(), "state": state, "status": status })
+        })
+        .collect();
+    Ok(json!({ "model_version_status": statuses }).to_string())
+}
+
+/// `GET …/metadata`: the version's signature as TF Serving's `signature_def`.
+pub fn metadata(pool: &Pool) -> Result<String, ApiError> {
+    let info = pool.info().ok_or_else(|| {
+        ApiError::unavailable(format!("model '{}' version {} has not loaded yet", pool.model, pool.version))
+    })?;
+    let tensors = |specs: &[TensorSpec]| {
+        specs
+            .iter()
+            .map(|s| {
+                let dims: Vec<Value> =
+                    s.oip_shape().iter().map(|d| json!({ "size": d.to_string(), "name": "" })).collect();
+                let info = json!({
+                    "dtype": tf_dtype(s.dtype),
+                    "tensor_shape": { "dim": dims, "unknown_rank": false },
+                    "name": s.name,
+                });
+                (s.name.clone(), info)
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let signature = json!({
+        "inputs": tensors(&info.inputs),
+        "outputs": tensors(&info.outputs),
+        "method_name": "tensorflow/serving/predict",
+    });
+    Ok(json!({
+        "model_spec": { "name": pool.model, "signature_name": "", "version": pool.version.to_string() },
+        "metadata": { "signature_def": { "signature_def": { "serving_default": signature } } },
+    })
+    .to_string())
+}
+
+/// TensorFlow's name for an element type (`types.proto`).
+fn tf_dtype(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bool => "DT_BOOL",
+        DType::U8 => "DT_UINT8",
+        DType::U16 => "DT_UINT16",
+        DType::U32 => "DT_UINT32",
+        DType::U64 => "DT_UINT64",
+        DType::I8 => "DT_INT8",
+        DType::I16 => "DT_INT16",
+        DType::I32 => "DT_INT32",
+        DType::I64 => "DT_INT64",
+        DType::F32 => "DT_FLOAT",
+        DType::F64 => "DT_DOUBLE",
+        DType::Bytes => "DT_STRING",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, dtype: DType, shape: &[Option<usize>]) -> TensorSpec {
+        TensorSpec { name: name.into(), dtype, shape: shape.to_vec() }
+    }
+
+    fn info(inputs: Vec<TensorSpec>) -> ModelInfo {
+        ModelInfo { load_mode: "strict".into(), plans_built: 0, inputs, outputs: vec![], labels: None }
+    }
+
+    #[test]
+    fn rows_and_columns_build_the_same_batch() {
+        let single = info(vec![spec("x", DType::F32, &[None, Some(2)])]);
+        let rows = parse_body(br#"{"instances": [[1, 2], [3, 4]]}"#, Verb::Predict).unwrap();
+        let columns = parse_body(br#"{"inputs": [[1, 2], [3, 4]]}"#, Verb::Predict).unwrap();
+        let named = parse_body(br#"{"inputs": {"x": [[1, 2], [3, 4]]}}"#, Verb::Predict).unwrap();
+        let want = Tensor::from_values("x", vec![2, 2], Values::F32(vec![1., 2., 3., 4.])).unwrap();
+        for body in [rows, columns, named] {
+            assert_eq!(body.tensors(&single).unwrap(), vec![want.clone()]);
+        }
+    }
+
+    #[test]
+    fn multi_input_instances_are_objects_and_scalar_rows_fill_a_last_dimension_of_one() {
+        let two = info(vec![spec("a", DType::F32, &[None, Some(1)]), spec("b", DType::I64, &[None])]);
+        let body = parse_body(br#"{"instances": [{"a": 1.5, "b": 7}, {"a": 2.5, "b": 8}]}"#, Verb::Predict).unwrap();
+        let tensors = body.tensors(&two).unwrap();
+        assert_eq!(tensors[0].shape, vec![2, 1]);
+        assert_eq!(tensors[1].values(), Values::I64(vec![7, 8]));
+        let missing = parse_body(br#"{"instances": [{"a": 1.5}]}"#, Verb::Predict).unwrap();
+        let e = missing.tensors(&two).unwrap_err();
+        assert!(e.invalid_for_version && e.message.contains("missing input 'b'"), "{e:?}");
+        let stray = parse_body(br#"{"instances": [{"a": 1, "b": 2, "c": 3}]}"#, Verb::Predict).unwrap();
+        assert!(stray.tensors(&two).unwrap_err().message.contains("unexpected input 'c'"));
+    }
+
+    #[test]
+    fn strings_and_b64_fill_string_inputs() {
+        let text = info(vec![spec("s", DType::Bytes, &[None])]);
+        let body = parse_body(br#"{"instances": ["hi", {"b64": "AAE="}]}"#, Verb::Predict).unwrap();
+        let t = &body.tensors(&text).unwrap()[0];
+        assert_eq!(t.values(), Values::Bytes(vec![b"hi".to_vec(), vec![0, 1]]));
+    }
+
+    #[test]
+    fn bodies_need_exactly_one_layout() {
+        assert!(parse_body(br#"{"instances": [1], "inputs": [1]}"#, Verb::Predict).is_err());
+        assert!(parse_body(br#"{}"#, Verb::Predict).unwrap_err().message.contains("exactly one of"));
+        assert!(parse_body(br#"{"instances": [1]}"#, Verb::Classify).unwrap_err().message.contains("examples"));
+    }
+
+    #[test]
+    fn answers_follow_the_layout_and_name_outputs_only_when_several() {
+        let y = Tensor::from_values("y", vec![2, 2], Values::F32(vec![1., 2., 3., 4.])).unwrap();
+        let z = Tensor::from_values("z", vec![2], Values::I64(vec![5, 6])).unwrap();
+        assert_eq!(predictions(std::slice::from_ref(&y), Layout::Rows), r#"{"predictions":[[1.0,2.0],[3.0,4.0]]}"#);
+        assert_eq!(predictions(std::slice::from_ref(&y), Layout::Columns), r#"{"outputs":[[1.0,2.0],[3.0,4.0]]}"#);
+        let both: Value = serde_json::from_str(&predictions(&[y.clone(), z.clone()], Layout::Rows)).unwrap();
+        assert_eq!(both["predictions"][1], json!({"y": [3.0, 4.0], "z": 6}));
+        let both: Value = serde_json::from_str(&predictions(&[y, z], Layout::Columns)).unwrap();
+        assert_eq!(both["outputs"]["z"], json!([5, 6]));
+    }
+}
