@@ -188,14 +188,18 @@ fn strings(raw: &RawValue) -> Result<(Vec<usize>, Values), String> {
                 }
                 items.iter().try_for_each(|i| walk(i, depth + 1, shape, out))
             }
-            Value::String(s) => Ok(out.push(s.as_bytes().to_vec())),
+            Value::String(s) => {
+                out.push(s.as_bytes().to_vec());
+                Ok(())
+            }
             Value::Object(o) => match o.get("b64").and_then(Value::as_str) {
                 Some(b64) => {
                     use base64::Engine;
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64)
                         .map_err(|e| format!("a \"b64\" value is not base64: {e}"))?;
-                    Ok(out.push(bytes))
+                    out.push(bytes);
+                    Ok(())
                 }
                 None => Err("objects in a string tensor must be {\"b64\": \"...\"}".into()),
             },
