@@ -53,6 +53,10 @@ impl ApiError {
         )
     }
 
+    pub fn unsupported_encoding(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+    }
+
     pub fn timeout(after: Duration) -> ApiError {
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,

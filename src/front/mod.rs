@@ -8,6 +8,7 @@
 //! is counted in the metrics with the version that answered it. Errors all go through
 //! [`error::ApiError`]. The front only reads routing state; it never changes it.
 
+mod compression;
 pub mod error;
 mod floats;
 pub mod json;
@@ -168,6 +169,7 @@ impl Front {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let head_only = req.method() == hyper::Method::HEAD;
+        let gzip = compression::accepts_gzip(req.headers());
         let mut served = Served::default();
         let timeout = self.server.get().request_timeout;
         let reply = match tokio::time::timeout(timeout, self.dispatch(req, &mut served)).await {
@@ -180,7 +182,7 @@ impl Front {
         };
         self.record(&served, &reply, started.elapsed());
         let version = served.pool.as_ref().map(|p| p.version);
-        respond(Reply { version, ..reply }, head_only)
+        respond(Reply { version, ..reply }, head_only, gzip)
     }
 
     async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
@@ -288,8 +290,9 @@ impl Front {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(limit));
         }
+        let headers = req.headers().clone();
         match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
+            Ok(collected) => compression::decode_request(&headers, collected.to_bytes(), limit),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
             Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),
         }
@@ -455,11 +458,21 @@ async fn run(
     }
 }
 
-fn respond(reply: Reply, head_only: bool) -> Response<Full<Bytes>> {
-    let body = if head_only { Bytes::new() } else { reply.body };
+fn respond(reply: Reply, head_only: bool, gzip: bool) -> Response<Full<Bytes>> {
+    let compressed = gzip.then(|| compression::encode_response(&reply.body)).flatten();
+    let encoded = compressed.is_some();
+    let body = match (head_only, compressed) {
+        (true, _) => Bytes::new(),
+        (false, Some(gz)) => gz,
+        (false, None) => reply.body,
+    };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();
+    if encoded {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
     if let Some(after) = reply.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));

@@ -148,3 +148,45 @@ fn bytes_outputs_are_length_prefixed_in_binary() {
     let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
     assert_eq!(&bytes[4..4 + len], b"setosa");
 }
+
+/// One HTTP/1.1 exchange on a fresh connection: the raw response head and body.
+fn exchange(daemon: &TestDaemon, head: &str, body: &[u8]) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(daemon.addr).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (String::from_utf8_lossy(&response[..split]).to_lowercase(), response[split + 4..].to_vec())
+}
+
+#[test]
+fn gzip_bodies_go_both_ways() {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::{Read, Write};
+    let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::new("m", 1, family::good(1.0)), 1));
+    // 256 rows: a body worth compressing, and an answer too.
+    let rows = 256;
+    let body = crate::util::infer_body("x", &[rows, 4], &vec![0.25; rows * 4]);
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let head = format!(
+        "POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nAccept-Encoding: gzip\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        gz.len()
+    );
+    let (head, answer) = exchange(&daemon, &head, &gz);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(answer.as_slice()).read_to_string(&mut json).unwrap();
+    let answer: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(answer["outputs"][0]["shape"], json!([rows, 1]));
+    // A body that is not gzip says so.
+    let head = "POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nConnection: close\r\nContent-Length: 4\r\n\r\n";
+    let (head, answer) = exchange(&daemon, head, b"nope");
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(String::from_utf8_lossy(&answer).contains("not valid gzip"));
+}
