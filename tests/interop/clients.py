@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Real clients against a running modeld: every call as its users write it, default
+settings, and every output compared with onnxruntime's run of the same model.
+
+    python3 tests/interop/clients.py HOST:PORT MODELS_DIR
+"""
+import asyncio
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import requests
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+URL, MODELS = sys.argv[1], sys.argv[2]
+BASE = f"http://{URL}"
+PASSED = []
+
+
+def check(what, ok, detail=""):
+    if not ok:
+        raise SystemExit(f"FAILED: {what} {detail}")
+    PASSED.append(what)
+    print(f"  ok  {what}")
+
+
+def session(name, version=1):
+    return ort.InferenceSession(f"{MODELS}/{name}/{version}/model.onnx", providers=["CPUExecutionProvider"])
+
+
+def close(a, b, tol=1e-4):
+    return a.shape == b.shape and np.allclose(a, b, atol=tol, rtol=1e-3)
+
+
+RNG = np.random.default_rng(7)
+MLP = session("tabular_mlp")
+SQUEEZE = session("squeezenet")
+TYPES = session("types")
+TYPE_DATA = {
+    "fp32": np.float32, "fp64": np.float64, "int64": np.int64, "int32": np.int32,
+    "int8": np.int8, "uint8": np.uint8, "bool": np.bool_,
+}
+TRITON_NAMES = {
+    np.float32: "FP32", np.float64: "FP64", np.int64: "INT64", np.int32: "INT32",
+    np.int8: "INT8", np.uint8: "UINT8", np.bool_: "BOOL",
+}
+
+
+def typed(kind, rows):
+    dtype = TYPE_DATA[kind]
+    if dtype is np.bool_:
+        return RNG.integers(0, 2, (rows, 3)).astype(np.bool_)
+    return (RNG.random((rows, 3)) * 100).astype(dtype)
+
+
+def tritonclient(binary):
+    mode = "binary" if binary else "JSON"
+    c = triton.InferenceServerClient(URL)
+    check(f"tritonclient ({mode}): server live, ready", c.is_server_live() and c.is_server_ready())
+    check(f"tritonclient ({mode}): model ready", c.is_model_ready("tabular_mlp"))
+    meta = c.get_model_metadata("tabular_mlp")
+    check(f"tritonclient ({mode}): metadata", meta["inputs"][0]["shape"] == [-1, 30], meta)
+    for rows in (1, 8):
+        x = RNG.random((rows, 30), dtype=np.float32)
+        inp = triton.InferInput("features", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        outputs = None if binary else [triton.InferRequestedOutput("probabilities", binary_data=False)]
+        got = c.infer("tabular_mlp", [inp], outputs=outputs).as_numpy("probabilities")
+        want = MLP.run(None, {"features": x})[0]
+        check(f"tritonclient ({mode}): tabular_mlp batch {rows} matches onnxruntime", close(got, want))
+    image = RNG.random((1, 3, 224, 224), dtype=np.float32)
+    inp = triton.InferInput("input", list(image.shape), "FP32")
+    inp.set_data_from_numpy(image, binary_data=binary)
+    got = c.infer("squeezenet", [inp]).as_numpy(SQUEEZE.get_outputs()[0].name)
+    want = SQUEEZE.run(None, {"input": image})[0]
+    check(f"tritonclient ({mode}): squeezenet image matches onnxruntime", close(got, want, 2e-3))
+    inputs, feeds = [], {}
+    for kind in TYPE_DATA:
+        data = typed(kind, 2)
+        inp = triton.InferInput(f"x_{kind}", list(data.shape), TRITON_NAMES[TYPE_DATA[kind]])
+        inp.set_data_from_numpy(data, binary_data=binary)
+        inputs.append(inp)
+        feeds[f"x_{kind}"] = data
+    result = c.infer("types", inputs)
+    want = dict(zip([o.name for o in TYPES.get_outputs()], TYPES.run(None, feeds)))
+    same = all(np.array_equal(result.as_numpy(name), value) for name, value in want.items())
+    check(f"tritonclient ({mode}): every dtype round-trips", same)
+    iris = triton.InferInput("X", [1, 4], "FP32")
+    iris.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32), binary_data=binary)
+    labels = c.infer("iris", [iris]).get_response()["outputs"]
+    label_output = next(o["name"] for o in labels if o["datatype"] == "BYTES")
+    got = c.infer("iris", [iris]).as_numpy(label_output)
+    check(f"tritonclient ({mode}): BYTES output", got.reshape(-1)[0] in (b"setosa", "setosa"), got)
+    bad = triton.InferInput("features", [1, 29], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 29), np.float32), binary_data=binary)
+    try:
+        c.infer("tabular_mlp", [bad])
+        check(f"tritonclient ({mode}): a wrong shape is refused", False)
+    except InferenceServerException as e:
+        check(f"tritonclient ({mode}): the error carries modeld's message",
+              "dimension 1 must be 30, got 29" in e.message(), e.message())
+
+
+def kserve_client():
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def run():
+        v2 = InferenceRESTClient(RESTConfig(protocol="v2"))
+        check("kserve v2: server live", await v2.is_server_live(BASE))
+        check("kserve v2: model ready", await v2.is_model_ready(BASE, "tabular_mlp"))
+        x = RNG.random((4, 30), dtype=np.float32)
+        for binary in (False, True):
+            inp = InferInput("features", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            response = await v2.infer(BASE, InferRequest("tabular_mlp", [inp]), model_name="tabular_mlp")
+            got = response.outputs[0].as_numpy()
+            check(f"kserve v2 ({'binary' if binary else 'JSON'}): infer matches onnxruntime",
+                  close(got, MLP.run(None, {"features": x})[0]))
+        await v2.close()
+        v1 = InferenceRESTClient(RESTConfig(protocol="v1"))
+        response = await v1.infer(BASE, {"instances": x.tolist()}, model_name="tabular_mlp")
+        got = np.array(response["predictions"], np.float32)
+        check("kserve v1 (TF Serving :predict): matches onnxruntime", close(got, MLP.run(None, {"features": x})[0]))
+        await v1.close()
+
+    asyncio.run(run())
+
+
+def plain_requests():
+    x = RNG.random((3, 30), dtype=np.float32)
+    want = MLP.run(None, {"features": x})[0]
+    r = requests.post(f"{BASE}/v1/models/tabular_mlp:predict", json={"instances": x.tolist()})
+    check("requests: TF Serving row :predict", close(np.array(r.json()["predictions"], np.float32), want), r.text)
+    r = requests.post(f"{BASE}/v1/models/tabular_mlp:predict", json={"inputs": {"features": x.tolist()}})
+    check("requests: TF Serving columnar :predict", close(np.array(r.json()["outputs"], np.float32), want), r.text)
+    r = requests.get(f"{BASE}/v1/models/tabular_mlp")
+    check("requests: TF Serving status", r.json()["model_version_status"][0]["state"] == "AVAILABLE", r.text)
+    r = requests.get(f"{BASE}/v1/models/tabular_mlp/metadata")
+    sig = r.json()["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    check("requests: TF Serving metadata", sig["inputs"]["features"]["dtype"] == "DT_FLOAT", r.text)
+    r = requests.post(f"{BASE}/v1/models/iris:classify", json={"examples": [{"X": [5.1, 3.5, 1.4, 0.2]}]})
+    best = max(r.json()["result"][0], key=lambda c: c[1])[0]
+    check("requests: TF Serving :classify", best == "setosa", r.text)
+    r = requests.post(f"{BASE}/v1/models/tabular_mlp:predict", json={"instances": [[1.0] * 29]})
+    check("requests: TF Serving error form", r.status_code == 400 and "dimension 1 must be 30" in r.json()["error"], r.text)
+    r = requests.post(f"{BASE}/predict", json={"model": "tabular_mlp", "features": x[0].tolist()})
+    # This copy of tabular_mlp has no model.toml: classes are answered by index.
+    check("requests: /predict", r.json()["prediction"] == int(np.argmax(want[0])), r.text)
+    r = requests.post(f"{BASE}/batch_predict", json=[{"model": "tabular_mlp", "features": row.tolist()} for row in x])
+    check("requests: /batch_predict", len(r.json()) == 3, r.text)
+    r = requests.post(f"{BASE}/v2/models/tabular_mlp/infer", json={"inputs": []})
+    check("requests: an OIP error is {\"error\": ...}", r.status_code == 400 and "missing input" in r.json()["error"], r.text)
+
+
+tritonclient(binary=True)
+tritonclient(binary=False)
+kserve_client()
+plain_requests()
+print(f"interop suite ok: {len(PASSED)} checks passed")
