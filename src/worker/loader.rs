@@ -100,8 +100,9 @@ pub fn load(path: &Path, manifest: &Manifest) -> Result<LoadedModel, LoadError> 
                 if !failures.is_empty() {
                     tracing::info!(model = %shown, mode = mode.name(), "loaded after fallback");
                 }
-                let info = describe(mode, &source, manifest, &rewrites)
+                let mut info = describe(mode, &source, manifest, &rewrites)
                     .map_err(|reason| LoadError::Unsupported { path: shown.clone(), reason })?;
+                fill_from_declared(&mut info.outputs, &proto);
                 return Ok(LoadedModel { mode, info, source, string_outputs: rewrites.string_outputs });
             }
             Err(e) => {
@@ -111,7 +112,68 @@ pub fn load(path: &Path, manifest: &Manifest) -> Result<LoadedModel, LoadError> 
         }
     }
     // The strict failure says most about the model; the last says why nothing worked.
+    if let Some(hint) = concrete_shapes_hint(&proto, manifest) {
+        failures.push(hint);
+    }
     Err(LoadError::Unloadable { path: shown, reason: failures.join("; ") })
+}
+
+/// The ONNX graph's declared shape of a value: its rank, with the fixed sizes it gives
+/// (`None` for symbolic or missing ones); `None` when it declares no shape.
+fn declared_shape(info: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
+    let Some(pb::type_proto::Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else { return None };
+    let dims = &t.shape.as_ref()?.dim;
+    Some(
+        dims.iter()
+            .map(|d| match d.value {
+                Some(Dim::DimValue(v)) if v > 0 => Some(v as usize),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// Outputs tract could not give a rank to (their shape known only per request) take the
+/// rank, and any fixed sizes, the model declares: metadata then says `[-1, 1000]`, never
+/// `[]`.
+fn fill_from_declared(outputs: &mut [TensorSpec], proto: &pb::ModelProto) {
+    let Some(graph) = &proto.graph else { return };
+    for spec in outputs.iter_mut().filter(|s| s.shape.is_empty()) {
+        if let Some(shape) = graph.output.iter().find(|o| o.name == spec.name).and_then(declared_shape) {
+            spec.shape = shape;
+        }
+    }
+}
+
+/// What to add to model.toml when no way of loading worked and some input has open
+/// dimensions the manifest gives no concrete shape for: its `[inputs.NAME] shape`, the
+/// open sizes still to be filled in.
+fn concrete_shapes_hint(proto: &pb::ModelProto, manifest: &Manifest) -> Option<String> {
+    let graph = proto.graph.as_ref()?;
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|i| i.name.as_str()).collect();
+    let lines: Vec<String> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()) && !manifest.inputs.contains_key(&i.name))
+        .filter_map(|i| {
+            let shape = declared_shape(i)?;
+            shape.iter().any(Option::is_none).then(|| {
+                let dims: Vec<String> = shape
+                    .iter()
+                    .enumerate()
+                    .map(|(axis, d)| d.map_or(format!("<size of dim {axis}>"), |d| d.to_string()))
+                    .collect();
+                format!("[inputs.{}] shape = [{}]", i.name, dims.join(", "))
+            })
+        })
+        .collect();
+    (!lines.is_empty()).then(|| {
+        format!(
+            "the model may load once its inputs have concrete shapes: add to its model.toml {}",
+            lines.join(" and ")
+        )
+    })
 }
 
 fn try_mode(mode: LoadMode, proto: &pb::ModelProto, dir: Option<&str>, manifest: &Manifest) -> TractResult<PlanSource> {
@@ -270,5 +332,61 @@ pub fn datum_type(dtype: DType) -> DatumType {
         DType::F32 => DatumType::F32,
         DType::F64 => DatumType::F64,
         DType::Bytes => DatumType::String,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension::Value as Dim};
+
+    fn value(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|d| Dimension {
+                value: Some(d.map_or(Dim::DimParam("n".into()), Dim::DimValue)),
+                ..Default::default()
+            })
+            .collect();
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn model(inputs: Vec<pb::ValueInfoProto>, outputs: Vec<pb::ValueInfoProto>) -> pb::ModelProto {
+        pb::ModelProto {
+            graph: Some(pb::GraphProto { input: inputs, output: outputs, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outputs_without_a_shape_take_the_declared_rank() {
+        let proto = model(vec![], vec![value("logits", &[None, Some(1000)])]);
+        let mut outputs = vec![
+            TensorSpec { name: "logits".into(), dtype: DType::F32, shape: vec![] },
+            TensorSpec { name: "other".into(), dtype: DType::F32, shape: vec![] },
+        ];
+        fill_from_declared(&mut outputs, &proto);
+        assert_eq!(outputs[0].oip_shape(), vec![-1, 1000]);
+        assert!(outputs[1].shape.is_empty(), "an output the graph does not declare keeps what tract said");
+    }
+
+    #[test]
+    fn an_open_input_without_a_hint_is_told_what_to_declare() {
+        let proto = model(vec![value("images", &[Some(1), Some(3), None, None])], vec![]);
+        let hint = concrete_shapes_hint(&proto, &Manifest::default()).unwrap();
+        assert!(hint.contains("[inputs.images] shape = [1, 3, <size of dim 2>, <size of dim 3>]"), "{hint}");
+        let mut manifest = Manifest::default();
+        manifest.inputs.insert("images".into(), crate::repo::manifest::InputHint { shape: vec![1, 3, 320, 320] });
+        assert_eq!(concrete_shapes_hint(&proto, &manifest), None, "already declared");
     }
 }
