@@ -32,6 +32,12 @@ impl Graph {
         self
     }
 
+    /// An output with a declared shape (`None` dims symbolic).
+    pub fn output_shaped(mut self, name: &str, elem_type: i32, shape: &[Option<i64>]) -> Self {
+        self.graph.output.push(value_info(name, elem_type, Some(shape)));
+        self
+    }
+
     pub fn node(mut self, op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<pb::AttributeProto>) -> Self {
         self.graph.node.push(pb::NodeProto {
             op_type: op.into(),
@@ -182,7 +188,7 @@ pub fn wrong_output_shape() -> Vec<u8> {
 pub fn flatten_two_open_dims() -> Vec<u8> {
     Graph::default()
         .input("x", FLOAT, &[None, None, Some(2)])
-        .output("y", FLOAT)
+        .output_shaped("y", FLOAT, &[Some(1), None])
         .node("Flatten", &["x"], &["y"], vec![int_attr("axis", 0)])
         .encode()
 }

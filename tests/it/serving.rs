@@ -202,6 +202,8 @@ fn models_tract_refuses_by_default_load_through_the_fallbacks() {
     assert_eq!(mode("declared_wrong"), "ignore_output_shapes");
     assert_eq!(mode("flatten"), "concrete_shapes", "{}", daemon.logs());
     assert_eq!(daemon.health()["models"]["flatten"]["versions"]["1"]["load_mode"], "concrete_shapes");
+    // Typed only per request, its output still shows the rank and sizes the graph declares.
+    assert_eq!(daemon.get("/v2/models/flatten").json()["outputs"][0]["shape"], json!([1, -1]));
     assert!(daemon.logs().contains("loaded after fallback"), "{}", daemon.logs());
 
     let answer = daemon.post("/v2/models/declared_wrong/infer", &infer_body("x", &[2, 3], &[1., 2., 3., 4., 5., 6.]));
