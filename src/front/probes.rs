@@ -36,6 +36,7 @@ impl Front {
                 let versions: Vec<u64> = table.pools().map(|p| p.version).collect();
                 Ok(Reply::ok(oip::model_metadata(&pool, &versions)?))
             }
+            Endpoint::OpenApi => Ok(Reply::ok(super::routes::OPENAPI.to_string())),
             Endpoint::TfStatus { model, version } => {
                 let route = self.router.model(&model)?;
                 Ok(Reply::ok(tfserving::status(&route.table(), version)?))

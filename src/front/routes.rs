@@ -1,5 +1,6 @@
 //! The HTTP surface: which method and path reach which endpoint. Unknown paths are 404,
-//! known paths with the wrong method 405 with `Allow`.
+//! known paths with the wrong method 405 with `Allow`. `openapi.json` beside this file
+//! documents every route; a test holds the two to each other, both ways.
 
 use super::error::ApiError;
 use super::tfserving::Verb;
@@ -52,7 +53,61 @@ pub enum Endpoint {
     Health,
     Ready,
     Metrics,
+    /// `GET /openapi.json`: the API's OpenAPI 3 document.
+    OpenApi,
 }
+
+impl Endpoint {
+    /// The documented method and path template of this endpoint (as `openapi.json` names
+    /// it).
+    pub fn template(&self) -> (&'static str, &'static str) {
+        let versioned = |v: &Option<u64>, without: &'static str, with: &'static str| match v {
+            None => without,
+            Some(_) => with,
+        };
+        match self {
+            Endpoint::ServerMetadata => ("get", "/v2"),
+            Endpoint::Live => ("get", "/v2/health/live"),
+            Endpoint::ServerReady => ("get", "/v2/health/ready"),
+            Endpoint::ModelMetadata { version, .. } => {
+                ("get", versioned(version, "/v2/models/{model}", "/v2/models/{model}/versions/{version}"))
+            }
+            Endpoint::ModelReady { version, .. } => {
+                ("get", versioned(version, "/v2/models/{model}/ready", "/v2/models/{model}/versions/{version}/ready"))
+            }
+            Endpoint::Infer { version, .. } => {
+                ("post", versioned(version, "/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"))
+            }
+            Endpoint::Predict { batch: false } => ("post", "/predict"),
+            Endpoint::Predict { batch: true } => ("post", "/batch_predict"),
+            Endpoint::TfInfer { version, verb, .. } => (
+                "post",
+                match (version, verb) {
+                    (None, Verb::Predict) => "/v1/models/{model}:predict",
+                    (None, Verb::Classify) => "/v1/models/{model}:classify",
+                    (None, Verb::Regress) => "/v1/models/{model}:regress",
+                    (Some(_), Verb::Predict) => "/v1/models/{model}/versions/{version}:predict",
+                    (Some(_), Verb::Classify) => "/v1/models/{model}/versions/{version}:classify",
+                    (Some(_), Verb::Regress) => "/v1/models/{model}/versions/{version}:regress",
+                },
+            ),
+            Endpoint::TfStatus { version, .. } => {
+                ("get", versioned(version, "/v1/models/{model}", "/v1/models/{model}/versions/{version}"))
+            }
+            Endpoint::TfMetadata { version, .. } => (
+                "get",
+                versioned(version, "/v1/models/{model}/metadata", "/v1/models/{model}/versions/{version}/metadata"),
+            ),
+            Endpoint::Health => ("get", "/health"),
+            Endpoint::Ready => ("get", "/ready"),
+            Endpoint::Metrics => ("get", "/metrics"),
+            Endpoint::OpenApi => ("get", "/openapi.json"),
+        }
+    }
+}
+
+/// The API's OpenAPI 3 document, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Resolves a request line to an endpoint.
 pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
@@ -81,6 +136,7 @@ fn match_path(path: &str) -> Result<(Endpoint, &'static str), ApiError> {
         ["health"] => get(Endpoint::Health),
         ["ready"] => get(Endpoint::Ready),
         ["metrics"] => get(Endpoint::Metrics),
+        ["openapi.json"] => get(Endpoint::OpenApi),
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
 }
@@ -150,6 +206,71 @@ fn parse_version(v: &str) -> Result<u64, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every documented operation, with sample values in its path.
+    fn documented() -> Vec<(String, String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        let mut out = Vec::new();
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for method in operations.as_object().unwrap().keys() {
+                let sample = path.replace("{model}", "m").replace("{version}", "2");
+                out.push((method.clone(), path.clone(), sample));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_documented_operation_is_routed_to_the_endpoint_it_documents() {
+        for (method, path, sample) in documented() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let endpoint = route(&method, &sample).unwrap_or_else(|e| panic!("{method} {path}: {}", e.message));
+            let (m, p) = endpoint.template();
+            assert_eq!((m, p), (method.as_str().to_lowercase().as_str(), path.as_str()), "{method} {sample}");
+        }
+    }
+
+    #[test]
+    fn every_endpoint_is_documented() {
+        let documented: Vec<(String, String)> = documented().into_iter().map(|(m, p, _)| (m, p)).collect();
+        let v = Some(2);
+        let every = [
+            Endpoint::ServerMetadata,
+            Endpoint::Live,
+            Endpoint::ServerReady,
+            Endpoint::ModelMetadata { model: "m".into(), version: None },
+            Endpoint::ModelMetadata { model: "m".into(), version: v },
+            Endpoint::ModelReady { model: "m".into(), version: None },
+            Endpoint::ModelReady { model: "m".into(), version: v },
+            Endpoint::Infer { model: "m".into(), version: None },
+            Endpoint::Infer { model: "m".into(), version: v },
+            Endpoint::Predict { batch: false },
+            Endpoint::Predict { batch: true },
+            Endpoint::TfStatus { model: "m".into(), version: None },
+            Endpoint::TfStatus { model: "m".into(), version: v },
+            Endpoint::TfMetadata { model: "m".into(), version: None },
+            Endpoint::TfMetadata { model: "m".into(), version: v },
+            Endpoint::Health,
+            Endpoint::Ready,
+            Endpoint::Metrics,
+            Endpoint::OpenApi,
+        ]
+        .into_iter()
+        .chain([None, v].into_iter().flat_map(|version| {
+            [Verb::Predict, Verb::Classify, Verb::Regress].map(|verb| Endpoint::TfInfer {
+                model: "m".into(),
+                version,
+                verb,
+            })
+        }));
+        let mut seen = 0;
+        for endpoint in every {
+            let (method, path) = endpoint.template();
+            assert!(documented.contains(&(method.to_string(), path.to_string())), "{method} {path} is not documented");
+            seen += 1;
+        }
+        assert_eq!(seen, documented.len(), "openapi.json documents an operation no endpoint serves");
+    }
 
     #[test]
     fn tf_serving_paths_route_by_verb_and_version() {

@@ -153,6 +153,15 @@ def plain_requests():
     check("requests: an OIP error is {\"error\": ...}", r.status_code == 400 and "missing input" in r.json()["error"], r.text)
 
 
+def openapi():
+    from openapi_spec_validator import validate
+
+    doc = requests.get(f"{BASE}/openapi.json").json()
+    validate(doc)
+    check("/openapi.json is a valid OpenAPI 3 document", "/v2/models/{model}/infer" in doc["paths"])
+
+
+openapi()
 tritonclient(binary=True)
 tritonclient(binary=False)
 kserve_client()
