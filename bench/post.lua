@@ -1,9 +1,16 @@
--- wrk script: POST the body in $BODY_FILE as JSON to the URL given on the command line.
-local f = assert(io.open(os.getenv("BODY_FILE"), "r"))
+-- wrk script: POST the body in $BODY_FILE to the URL given on the command line, as JSON,
+-- or as OIP binary tensors when $HEADER_LENGTH gives the JSON header's length.
+local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
-wrk.headers["Content-Type"] = "application/json"
+local header_length = os.getenv("HEADER_LENGTH")
+if header_length then
+  wrk.headers["Content-Type"] = "application/octet-stream"
+  wrk.headers["Inference-Header-Content-Length"] = header_length
+else
+  wrk.headers["Content-Type"] = "application/json"
+end
 
 -- Count non-200 answers so a run with errors cannot pass for a fast one.
 local non200 = 0

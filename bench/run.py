@@ -7,7 +7,7 @@ Builds release (modeld, the in-process tract baseline, the plan study), installs
 lacks (wrk with apt-get, FastAPI/uvicorn/onnxruntime/MLServer in target/bench-venv), then
 for the tabular MLP and SqueezeNet drives, with wrk at concurrency 1, 16 and 64:
 
-  - modeld over OIP JSON (POST /v2/models/M/infer) and over /predict;
+  - modeld over OIP JSON (POST /v2/models/M/infer), OIP binary tensors and /predict;
   - the same model in-process with tract behind a minimal hyper server (OIP JSON);
   - FastAPI + uvicorn (workers = cores) + onnxruntime (/predict);
   - MLServer with a minimal onnxruntime runtime (the same OIP JSON as modeld);
@@ -26,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -86,7 +87,9 @@ def reference_input(model):
 
 
 def bodies(model, directory):
-    """Request bodies for one example: OIP JSON and /predict JSON."""
+    """Request bodies for one example: OIP JSON, OIP binary (tritonclient's default: the
+    JSON header, then the raw float32 bytes; its length in a `.len` file beside it, sent as
+    Inference-Header-Content-Length), and /predict JSON."""
     shape, data = reference_input(model)
     row = [1] + list(shape[1:])
     n = 1
@@ -100,7 +103,22 @@ def bodies(model, directory):
         path = Path(directory) / f"{model}.{name}.json"
         path.write_text(json.dumps(body))
         paths[name] = path
+    header = {"inputs": [{"name": INPUTS[model], "shape": row, "datatype": "FP32", "parameters": {"binary_data_size": 4 * n}}],
+              "parameters": {"binary_data_output": True}}
+    header = json.dumps(header).encode()
+    binary = Path(directory) / f"{model}.oip.bin"
+    binary.write_bytes(header + struct.pack(f"<{n}f", *data[:n]))
+    binary.with_suffix(".len").write_text(str(len(header)))
+    paths["oip_binary"] = binary
     return paths
+
+
+def body_headers(body):
+    """The request headers a body file goes with."""
+    body = Path(body)
+    if body.suffix == ".bin":
+        return {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": body.with_suffix(".len").read_text()}
+    return {"Content-Type": "application/json"}
 
 
 def tree_pids(pid):
@@ -199,7 +217,7 @@ def drain(server, path, body):
     """Sends one request and waits for its answer: a server still working through the
     requests a previous run left queued (wrk stops at its deadline, not the server) answers
     it only after them, so the next run starts on an idle server."""
-    request = urllib.request.Request(server.url(path), data=Path(body).read_bytes(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(server.url(path), data=Path(body).read_bytes(), headers=body_headers(body))
     with urllib.request.urlopen(request, timeout=300) as r:
         r.read()
 
@@ -227,7 +245,8 @@ def wrk(server, path, body, concurrency, seconds):
     cpu_before = tree_cpu(server.proc.pid)
     load = subprocess.Popen(
         ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(BENCH / "post.lua"), server.url(path)],
-        env={**os.environ, "BODY_FILE": str(body)},
+        env={**os.environ, "BODY_FILE": str(body),
+             **({"HEADER_LENGTH": body_headers(body)["Inference-Header-Content-Length"]} if Path(body).suffix == ".bin" else {})},
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -310,6 +329,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--models", default="tabular_mlp,squeezenet1_1")
     parser.add_argument("--repeat", type=int, default=2, help="wrk runs per row; the row shows the fastest")
+    parser.add_argument("--models-only", action="store_true", help="skip the batching, cold-start and plan sections")
     args = parser.parse_args()
     global REPEAT
     REPEAT = max(args.repeat, 1)
@@ -317,7 +337,8 @@ def main():
     cores = os.cpu_count()
     directory = tempfile.mkdtemp(prefix="modeld-bench-")
     report = [f"## Benchmark run {datetime.date.today()}", "",
-              f"- Command: `python3 bench/run.py --seconds {args.seconds} --models {args.models} --repeat {REPEAT}`",
+              f"- Command: `python3 bench/run.py --seconds {args.seconds} --models {args.models} --repeat {REPEAT}"
+              f"{' --models-only' if args.models_only else ''}`",
               f"- Each row is the fastest of {REPEAT} wrk runs of {args.seconds} s (every server alike): on 2 shared cores "
               "one run can be 15 % off the next",
               f"- Machine: {platform.machine()}, {cores} cores, {platform.platform()}; the load generator (wrk) shares the cores with the servers",
@@ -333,9 +354,10 @@ def main():
                                          check=True).stdout.strip().splitlines()), ""]
     for model in args.models.split(","):
         report += model_section(directory, model, cores, args.seconds)
-    report += batching_section(directory, args.seconds)
-    report += cold_start_section(directory)
-    report += plan_section()
+    if not args.models_only:
+        report += batching_section(directory, args.seconds)
+        report += cold_start_section(directory)
+        report += plan_section()
     text = "\n".join(report) + "\n"
     print(text)
     with open(BENCH / "RESULTS.md", "a") as f:
@@ -350,6 +372,7 @@ def model_section(directory, model, cores, seconds):
     servers = []
     for workers in sorted({1, cores}):
         servers += [(f"modeld OIP, {workers} worker(s)", lambda w=workers: start_modeld(directory, model, workers=w), oip, paths["oip"]),
+                    (f"modeld OIP binary, {workers} worker(s)", None, oip, paths["oip_binary"]),
                     (f"modeld /predict, {workers} worker(s)", None, "/predict", paths["predict"])]
     servers.append(("modeld OIP, 1 worker(s), busy_poll off", lambda: start_modeld(directory, model, workers=1, busy_poll="0s"),
                     oip, paths["oip"]))
@@ -357,6 +380,7 @@ def model_section(directory, model, cores, seconds):
         # One inference at a time on all cores, as onnxruntime runs by default.
         servers += [(f"modeld OIP, 1 worker(s) x {cores} intra-op threads",
                      lambda: start_modeld(directory, model, workers=1, intra_op=cores), oip, paths["oip"]),
+                    (f"modeld OIP binary, 1 worker(s) x {cores} intra-op threads", None, oip, paths["oip_binary"]),
                     (f"modeld /predict, 1 worker(s) x {cores} intra-op threads", None, "/predict", paths["predict"])]
     for threads, intra_op in sorted({(1, 1), (cores, 1), (1, cores)}):
         label = f"tract in-process, {threads} thread(s)" + (f" x {intra_op} intra-op threads" if intra_op > 1 else "")
@@ -399,8 +423,12 @@ def model_section(directory, model, cores, seconds):
         (m_name, m), (t_name, t) = best("modeld OIP", c), best("tract in-process", c)
         (p_name, mp) = best("modeld /predict", c)
         f, s = results[("FastAPI + onnxruntime", c)], results[("MLServer + onnxruntime", c)]
+        (b_name, b) = best("modeld OIP binary", c)
         checks = [
             (f"{m_name} / {t_name}, req/s", m["rps"] / t["rps"], 0.85),
+            (f"{b_name} / {t_name}, req/s", b["rps"] / t["rps"], 0.9),
+            (f"{b_name} / FastAPI, req/s", b["rps"] / f["rps"], 2.5),
+            (f"{b_name} / {m_name} (binary against JSON), req/s", b["rps"] / m["rps"], 1.0),
             (f"{p_name} / FastAPI, req/s", mp["rps"] / f["rps"], 5.0),
             (f"FastAPI P99 / {p_name} P99", f["p99"] / mp["p99"], 1.0),
             (f"{m_name} / MLServer, req/s", m["rps"] / s["rps"], 1.0),
