@@ -233,6 +233,11 @@ impl Serialize for Float {
     }
 }
 
+/// A float as a JSON value, named when it is not finite (see [`Float`]).
+pub fn float_value(v: f64) -> serde_json::Value {
+    serde_json::to_value(Float(v)).expect("a float serializes")
+}
+
 /// An f32 as JSON: its shortest decimal when finite (as serde prints it), else its name.
 struct Float32(f32);
 
@@ -296,7 +301,6 @@ impl Serialize for Data<'_> {
 /// names them; strings as text).
 pub fn elements(t: &Tensor) -> Vec<serde_json::Value> {
     use serde_json::Value;
-    let float = |v: f64| serde_json::to_value(Float(v)).expect("a float serializes");
     match t.values() {
         Values::Bool(v) => v.into_iter().map(Value::from).collect(),
         Values::U8(v) => v.into_iter().map(Value::from).collect(),
@@ -307,8 +311,8 @@ pub fn elements(t: &Tensor) -> Vec<serde_json::Value> {
         Values::I16(v) => v.into_iter().map(Value::from).collect(),
         Values::I32(v) => v.into_iter().map(Value::from).collect(),
         Values::I64(v) => v.into_iter().map(Value::from).collect(),
-        Values::F32(v) => v.into_iter().map(|x| float(f64::from(x))).collect(),
-        Values::F64(v) => v.into_iter().map(float).collect(),
+        Values::F32(v) => v.into_iter().map(|x| float_value(f64::from(x))).collect(),
+        Values::F64(v) => v.into_iter().map(float_value).collect(),
         Values::Bytes(v) => v.into_iter().map(|b| Value::from(String::from_utf8_lossy(&b).into_owned())).collect(),
     }
 }

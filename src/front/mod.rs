@@ -224,8 +224,9 @@ impl Front {
         let _admission = admit(&route, &wants, served)?;
         let mut request = None;
         let ran = run(&route, &wants, served, |info| {
-            let parsed = oip::check(&read, binary, &info.inputs, &info.outputs)?;
-            let inputs = parsed.inputs.clone();
+            let mut parsed = oip::check(&read, binary, &info.inputs, &info.outputs)?;
+            // The tensors go to the worker; the answer needs only the rest of the request.
+            let inputs = std::mem::take(&mut parsed.inputs);
             request = Some(parsed);
             Ok(inputs)
         })
@@ -290,9 +291,9 @@ impl Front {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(limit));
         }
-        let headers = req.headers().clone();
+        let encoding = req.headers().get(header::CONTENT_ENCODING).cloned();
         match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => compression::decode_request(&headers, collected.to_bytes(), limit),
+            Ok(collected) => compression::decode_request(encoding.as_ref(), collected.to_bytes(), limit),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
             Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),
         }
@@ -459,7 +460,7 @@ async fn run(
 }
 
 fn respond(reply: Reply, head_only: bool, gzip: bool) -> Response<Full<Bytes>> {
-    let compressed = gzip.then(|| compression::encode_response(&reply.body)).flatten();
+    let compressed = (gzip && !head_only).then(|| compression::encode_response(&reply.body)).flatten();
     let encoded = compressed.is_some();
     let body = match (head_only, compressed) {
         (true, _) => Bytes::new(),

@@ -276,13 +276,11 @@ fn encode(model: &str, version: &str, id: Option<&str>, outputs: &[(&Tensor, boo
             .collect(),
     };
     let mut body = serde_json::to_vec(&response).expect("response serializes");
-    let binary: Vec<&Tensor> = outputs.iter().filter(|(_, binary)| *binary).map(|(t, _)| *t).collect();
-    if binary.is_empty() {
+    if !outputs.iter().any(|(_, binary)| *binary) {
         return Encoded { body, json_len: None };
     }
     let json_len = body.len();
-    body.reserve(binary.iter().map(|t| t.data.len()).sum());
-    for t in binary {
+    for (t, _) in outputs.iter().filter(|(_, binary)| *binary) {
         body.extend_from_slice(&t.data);
     }
     Encoded { body, json_len: Some(json_len) }

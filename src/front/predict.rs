@@ -155,11 +155,6 @@ fn probability<S: serde::Serializer>(p: &Option<f64>, s: S) -> Result<S::Ok, S::
     }
 }
 
-/// A value as JSON, named when it is not finite.
-fn number(v: f64) -> serde_json::Value {
-    serde_json::to_value(json::Float(v)).expect("a float serializes")
-}
-
 /// Reads one answer per example from the outputs.
 pub fn answers(
     pool: &Pool,
@@ -201,8 +196,8 @@ fn answer(row: &[f64], kind: Option<PredictKind>, labels: Option<&[String]>, ver
     let model_version = version.to_string();
     if kind == PredictKind::Regression {
         let prediction = match row {
-            [v] => number(*v),
-            _ => serde_json::Value::Array(row.iter().map(|v| number(*v)).collect()),
+            [v] => json::float_value(*v),
+            _ => serde_json::Value::Array(row.iter().map(|v| json::float_value(*v)).collect()),
         };
         return Prediction { prediction, probability: None, model_version };
     }

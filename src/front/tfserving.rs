@@ -285,7 +285,7 @@ pub fn results(
     let width = values.len() / examples;
     let rows = values.chunks(width);
     let result: Vec<Value> = match verb {
-        Verb::Regress if width == 1 => rows.map(|r| json::nest(&[float(r[0])], &[])).collect(),
+        Verb::Regress if width == 1 => rows.map(|r| json::float_value(r[0])).collect(),
         Verb::Regress => {
             return Err(ApiError::invalid_for_version(format!(
                 "regress needs one value per example; output '{}' gives {width}",
@@ -305,7 +305,7 @@ pub fn results(
                 }
                 let classes = predict::class_probabilities(row, kind).into_iter().enumerate().map(|(i, p)| {
                     let class = labels.and_then(|l| l.get(i)).cloned().unwrap_or_else(|| i.to_string());
-                    json!([class, float(p)])
+                    json!([class, json::float_value(p)])
                 });
                 result.push(Value::Array(classes.collect()));
             }
@@ -313,10 +313,6 @@ pub fn results(
         }
     };
     Ok(json!({ "result": result }).to_string())
-}
-
-fn float(v: f64) -> Value {
-    serde_json::to_value(json::Float(v)).expect("a float serializes")
 }
 
 /// `GET /v1/models/{m}[/versions/{v}]`: the versions and their states.
