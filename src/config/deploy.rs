@@ -211,10 +211,9 @@ pub fn build(
     };
     duration("bake", &raw.bake, &mut d.bake, false);
     duration("keep_previous", &raw.keep_previous, &mut d.keep_previous, true);
-    let shadow_off = raw.shadow.as_deref() == Some("off");
-    duration("shadow", &raw.shadow.clone().filter(|_| !shadow_off), &mut d.shadow, true);
-    if shadow_off {
-        d.shadow = Duration::ZERO;
+    match raw.shadow.as_deref() {
+        Some("off") => d.shadow = Duration::ZERO,
+        _ => duration("shadow", &raw.shadow, &mut d.shadow, true),
     }
     d.explicit =
         Explicit { bake: raw.bake.is_some(), keep_previous: raw.keep_previous.is_some(), shadow: raw.shadow.is_some() };
