@@ -28,9 +28,17 @@ const EXACT_POWERS: [f64; 23] = [
 /// Parses `text` as a float tensor of `dtype`; `None` when it is not a float type or the
 /// text is not plain regular numbers.
 pub fn parse(text: &str, dtype: DType) -> Option<Parsed> {
+    let (parsed, end) = parse_prefix(text.as_bytes(), 0, dtype)?;
+    let rest = &text.as_bytes()[end..];
+    rest.iter().all(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')).then_some(parsed)
+}
+
+/// Parses the float tensor that starts at `at` in `bytes` (a request body being read in
+/// one pass) and returns it with the offset just after it; `None` as [`parse`].
+pub fn parse_prefix(bytes: &[u8], at: usize, dtype: DType) -> Option<(Parsed, usize)> {
     match dtype {
-        DType::F32 => scan::<f32>(text).map(|(shape, v)| Parsed { shape, values: Values::F32(v) }),
-        DType::F64 => scan::<f64>(text).map(|(shape, v)| Parsed { shape, values: Values::F64(v) }),
+        DType::F32 => scan::<f32>(bytes, at).map(|(shape, v, end)| (Parsed { shape, values: Values::F32(v) }, end)),
+        DType::F64 => scan::<f64>(bytes, at).map(|(shape, v, end)| (Parsed { shape, values: Values::F64(v) }, end)),
         _ => None,
     }
 }
@@ -51,16 +59,17 @@ impl Float for f64 {
     }
 }
 
-fn scan<T: Float>(text: &str) -> Option<(Vec<usize>, Vec<T>)> {
-    // Elements are at least two bytes apart ("1,"): reserve for a typical spacing.
-    let mut scanner = Scanner { text, at: 0, shape: Shape::default(), out: Vec::with_capacity(text.len() / 8) };
+/// Scans one number or array from `at`: its shape, elements and end offset.
+fn scan<T: Float>(text: &[u8], at: usize) -> Option<(Vec<usize>, Vec<T>, usize)> {
+    // Elements are at least two bytes apart ("1,"); a body holds little else but the array.
+    let reserve = (text.len() - at.min(text.len())) / 8;
+    let mut scanner = Scanner { text, at, shape: Shape::default(), out: Vec::with_capacity(reserve) };
     scanner.value(0)?;
-    scanner.skip_whitespace();
-    (scanner.at == text.len()).then(|| (scanner.shape.dims(), scanner.out))
+    Some((scanner.shape.dims(), scanner.out, scanner.at))
 }
 
 struct Scanner<'a, T> {
-    text: &'a str,
+    text: &'a [u8],
     at: usize,
     shape: Shape,
     out: Vec<T>,
@@ -74,7 +83,7 @@ struct Digits {
 
 impl<T: Float> Scanner<'_, T> {
     fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
+        self.text.get(self.at).copied()
     }
 
     fn skip_whitespace(&mut self) {
@@ -164,8 +173,8 @@ impl<T: Float> Scanner<'_, T> {
         }
         let v = match exact(mantissa, exponent) {
             Some(v) => v,
-            // The slice is ASCII, so on char boundaries; std's parse rounds correctly.
-            None => self.text[start..self.at].trim_start_matches('-').parse().ok()?,
+            // The number's bytes are ASCII; std's parse rounds correctly.
+            None => std::str::from_utf8(&self.text[start..self.at]).ok()?.trim_start_matches('-').parse().ok()?,
         };
         v.is_finite().then_some(if negative { -v } else { v })
     }
@@ -205,7 +214,26 @@ mod tests {
     use super::*;
 
     fn floats(text: &str) -> Option<(Vec<usize>, Vec<f32>)> {
-        scan::<f32>(text)
+        parse(text, DType::F32).map(|p| match p.values {
+            Values::F32(v) => (p.shape, v),
+            _ => unreachable!("F32 parses to F32"),
+        })
+    }
+
+    fn double(text: &str) -> f64 {
+        match parse(text, DType::F64).unwrap().values {
+            Values::F64(v) => v[0],
+            _ => unreachable!("F64 parses to F64"),
+        }
+    }
+
+    #[test]
+    fn a_prefix_ends_where_its_array_does() {
+        let body = br#"{"data": [[1, 2], [3, 4]], "shape": [2, 2]}"#;
+        let (parsed, end) = parse_prefix(body, 9, DType::F32).unwrap();
+        assert_eq!((parsed.shape, parsed.values), (vec![2, 2], Values::F32(vec![1.0, 2.0, 3.0, 4.0])));
+        assert_eq!(&body[end..end + 3], b", \"");
+        assert!(parse_prefix(body, 9, DType::I64).is_none());
     }
 
     #[test]
@@ -287,7 +315,7 @@ mod tests {
             "1e-0007",
         ];
         for n in numbers {
-            let ours = scan::<f64>(n).unwrap().1[0];
+            let ours = double(n);
             let std: f64 = n.parse().unwrap();
             assert_eq!(ours.to_bits(), std.to_bits(), "{n}");
             assert_eq!(floats(n).unwrap().1[0].to_bits(), (std as f32).to_bits(), "{n} as f32");
@@ -310,7 +338,7 @@ mod tests {
                 [format!("{value}"), format!("{value:e}"), format!("{value:.6}"), format!("{:.6}", value as f32)]
             {
                 let std: f64 = text.parse().unwrap();
-                assert_eq!(scan::<f64>(&text).unwrap().1[0].to_bits(), std.to_bits(), "{text}");
+                assert_eq!(double(&text).to_bits(), std.to_bits(), "{text}");
             }
         }
     }

@@ -12,7 +12,6 @@
 use crate::tensor::{DType, Tensor, Values};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
-use serde_json::value::RawValue;
 use std::fmt;
 
 /// A JSON array parsed for one element type: its elements row-major, and its nested shape.
@@ -22,18 +21,18 @@ pub struct Parsed {
     pub values: Values,
 }
 
-/// Parses `raw` (a number, or arbitrarily nested arrays of them) as `dtype` elements.
-pub fn parse(raw: &RawValue, dtype: DType) -> Result<Parsed, String> {
-    match super::floats::parse(raw.get(), dtype) {
+/// Parses `text` (JSON: a number, or arbitrarily nested arrays of them) as `dtype` elements.
+pub fn parse(text: &str, dtype: DType) -> Result<Parsed, String> {
+    match super::floats::parse(text, dtype) {
         Some(parsed) => Ok(parsed),
-        None => walk(raw, dtype),
+        None => walk(text, dtype),
     }
 }
 
 /// The general parse: any element type, every error worded.
-fn walk(raw: &RawValue, dtype: DType) -> Result<Parsed, String> {
+fn walk(text: &str, dtype: DType) -> Result<Parsed, String> {
     let mut walk = Walk { values: Values::with_capacity(dtype, 0), shape: Shape::default() };
-    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let mut de = serde_json::Deserializer::from_str(text);
     Level { walk: &mut walk, depth: 0 }.deserialize(&mut de).map_err(|e| strip_position(e.to_string()))?;
     Ok(Parsed { shape: walk.shape.dims(), values: walk.values })
 }
@@ -343,39 +342,35 @@ mod tests {
         assert_eq!(nest(&elements(&s), &[]), serde_json::json!("-Infinity"));
     }
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).unwrap()
-    }
-
     #[test]
     fn nested_and_flat_arrays_flatten_row_major() {
-        let p = parse(&raw("[[1, 2.5], [3, 4]]"), DType::F32).unwrap();
+        let p = parse("[[1, 2.5], [3, 4]]", DType::F32).unwrap();
         assert_eq!(p.shape, vec![2, 2]);
         assert_eq!(p.values, Values::F32(vec![1.0, 2.5, 3.0, 4.0]));
-        let p = parse(&raw("[1, 2, 3]"), DType::I64).unwrap();
+        let p = parse("[1, 2, 3]", DType::I64).unwrap();
         assert_eq!((p.shape, p.values), (vec![3], Values::I64(vec![1, 2, 3])));
     }
 
     #[test]
     fn values_are_checked_against_the_type() {
-        assert!(parse(&raw("[1, 300]"), DType::U8).unwrap_err().contains("element 1: 300 is not a valid UINT8"));
-        assert!(parse(&raw("[1.5]"), DType::I64).unwrap_err().contains("not a valid INT64"));
-        assert!(parse(&raw("[true]"), DType::F32).is_err());
-        assert!(parse(&raw("[-1]"), DType::U32).is_err());
-        assert_eq!(parse(&raw("[2.0]"), DType::I32).unwrap().values, Values::I32(vec![2]));
-        assert_eq!(parse(&raw("[true, false]"), DType::Bool).unwrap().values, Values::Bool(vec![true, false]));
-        assert_eq!(parse(&raw("[\"a\"]"), DType::Bytes).unwrap().values, Values::Bytes(vec![b"a".to_vec()]));
+        assert!(parse("[1, 300]", DType::U8).unwrap_err().contains("element 1: 300 is not a valid UINT8"));
+        assert!(parse("[1.5]", DType::I64).unwrap_err().contains("not a valid INT64"));
+        assert!(parse("[true]", DType::F32).is_err());
+        assert!(parse("[-1]", DType::U32).is_err());
+        assert_eq!(parse("[2.0]", DType::I32).unwrap().values, Values::I32(vec![2]));
+        assert_eq!(parse("[true, false]", DType::Bool).unwrap().values, Values::Bool(vec![true, false]));
+        assert_eq!(parse("[\"a\"]", DType::Bytes).unwrap().values, Values::Bytes(vec![b"a".to_vec()]));
     }
 
     #[test]
     fn ragged_arrays_are_refused() {
-        assert!(parse(&raw("[[1, 2], [3]]"), DType::F32).unwrap_err().contains("ragged"));
-        assert!(parse(&raw("[[1, 2], 3]"), DType::F32).unwrap_err().contains("ragged"));
+        assert!(parse("[[1, 2], [3]]", DType::F32).unwrap_err().contains("ragged"));
+        assert!(parse("[[1, 2], 3]", DType::F32).unwrap_err().contains("ragged"));
     }
 
     #[test]
     fn large_ints_keep_their_precision() {
-        let p = parse(&raw("[9007199254740993, -9223372036854775808]"), DType::I64).unwrap();
+        let p = parse("[9007199254740993, -9223372036854775808]", DType::I64).unwrap();
         assert_eq!(p.values, Values::I64(vec![9007199254740993, i64::MIN]));
     }
 

@@ -11,10 +11,12 @@
 mod compression;
 pub mod error;
 mod floats;
+mod infer_body;
 pub mod json;
 pub mod oip;
 pub mod predict;
 mod probes;
+mod reader;
 pub mod routes;
 pub mod tfserving;
 
@@ -220,18 +222,13 @@ impl Front {
         let json_len = inference_header_len(req.headers())?;
         let body = self.read_body(req).await?;
         let (json, binary) = split_binary(&body, json_len)?;
-        let read = oip::parse_body(json)?;
+        let request = oip::parse_body(json, binary)?;
         let _admission = admit(&route, &wants, served)?;
-        let mut request = None;
         let ran = run(&route, &wants, served, |info| {
-            let mut parsed = oip::check(&read, binary, &info.inputs, &info.outputs)?;
-            // The tensors go to the worker; the answer needs only the rest of the request.
-            let inputs = std::mem::take(&mut parsed.inputs);
-            request = Some(parsed);
-            Ok(inputs)
+            oip::check(&request, &info.inputs, &info.outputs)?;
+            Ok(request.inputs.clone())
         })
         .await?;
-        let request = request.expect("parsed before running");
         Ok(Reply::infer(oip::infer_response(&ran.pool, &request, &ran.outputs)))
     }
 

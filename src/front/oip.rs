@@ -18,65 +18,14 @@
 //! `parameters.binary_data_output` for all.
 
 use super::error::ApiError;
+use super::infer_body::{self, Input, InputData};
 use super::json::{self, Data};
 use crate::router::pool::Pool;
 use crate::tensor::{DType, Tensor, TensorSpec};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
-/// An infer body, its JSON read but not yet checked against any version's signature.
-#[derive(Deserialize)]
-pub struct InferRequest<'a> {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(borrow)]
-    inputs: Vec<InputTensor<'a>>,
-    #[serde(default)]
-    outputs: Option<Vec<RequestedOutput>>,
-    #[serde(default)]
-    parameters: RequestParameters,
-}
-
-/// Request-level parameters modeld reads; others are allowed and ignored.
-#[derive(Deserialize, Default)]
-struct RequestParameters {
-    /// Every output as binary data, unless an output says otherwise.
-    #[serde(default)]
-    binary_data_output: bool,
-}
-
-#[derive(Deserialize)]
-struct InputTensor<'a> {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    parameters: InputParameters,
-}
-
-#[derive(Deserialize, Default)]
-struct InputParameters {
-    /// The input's bytes follow the JSON header instead of a `data` field.
-    #[serde(default)]
-    binary_data_size: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct RequestedOutput {
-    name: String,
-    #[serde(default)]
-    parameters: OutputParameters,
-}
-
-#[derive(Deserialize, Default)]
-struct OutputParameters {
-    #[serde(default)]
-    binary_data: Option<bool>,
-}
-
-/// A parsed infer request: the tensors to run and what to answer.
+/// A read infer request: its tensors, built from the request alone, and what to answer.
+/// What a version's signature refuses is checked per version by [`check`].
 pub struct Request {
     pub id: Option<String>,
     pub inputs: Vec<Tensor>,
@@ -86,32 +35,25 @@ pub struct Request {
     pub binary_output: bool,
 }
 
-/// Parses and checks a JSON infer body against the model's signature.
+/// Reads a JSON infer body and checks it against the model's signature.
 pub fn parse_infer(body: &[u8], inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<Request, ApiError> {
-    check(&parse_body(body)?, &[], inputs_spec, outputs_spec)
+    let request = parse_body(body, &[])?;
+    check(&request, inputs_spec, outputs_spec)?;
+    Ok(request)
 }
 
-/// Reads an infer body's JSON: what no version could take is refused here, before routing.
-pub fn parse_body(body: &[u8]) -> Result<InferRequest<'_>, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
-}
-
-/// Checks a read body against one version's signature and builds its tensors, taking the
-/// binary inputs' bytes from `binary` (what followed the JSON header) in order. A mismatch
-/// with the signature is refused as invalid for that version.
-pub fn check(
-    req: &InferRequest,
-    binary: &[u8],
-    inputs_spec: &[TensorSpec],
-    outputs_spec: &[TensorSpec],
-) -> Result<Request, ApiError> {
-    let mut inputs = Vec::with_capacity(req.inputs.len());
+/// Reads an infer body — its JSON header, and `binary`, what followed the header — and
+/// builds its tensors, taking the binary inputs' bytes in order. What no version could take
+/// is refused here, before routing.
+pub fn parse_body(json: &[u8], binary: &[u8]) -> Result<Request, ApiError> {
+    let body = infer_body::read(json).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let mut inputs: Vec<Tensor> = Vec::with_capacity(body.inputs.len());
     let mut rest = binary;
-    for input in &req.inputs {
-        if inputs.iter().any(|t: &Tensor| t.name == input.name) {
+    for input in body.inputs {
+        if inputs.iter().any(|t| t.name == input.name) {
             return Err(ApiError::bad_request(format!("input '{}' is given twice", input.name)));
         }
-        inputs.push(parse_input(input, &mut rest, inputs_spec)?);
+        inputs.push(tensor(input, &mut rest)?);
     }
     if !rest.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -119,8 +61,31 @@ pub fn check(
             rest.len()
         )));
     }
+    let binary_output = body.parameters.binary_data_output;
+    let outputs = body.outputs.map(|o| {
+        o.into_iter().map(|o| (o.name, o.parameters.binary_data.unwrap_or(binary_output))).collect::<Vec<_>>()
+    });
+    Ok(Request { id: body.id, inputs, outputs, binary_output })
+}
+
+/// Checks a read request against one version's signature; a mismatch is refused as
+/// invalid for that version.
+pub fn check(request: &Request, inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<(), ApiError> {
+    for tensor in &request.inputs {
+        let name = &tensor.name;
+        let spec = inputs_spec.iter().find(|s| &s.name == name).ok_or_else(|| {
+            ApiError::invalid_for_version(format!("unexpected input '{name}' (the model takes {})", names(inputs_spec)))
+        })?;
+        if tensor.dtype != spec.dtype {
+            return Err(ApiError::invalid_for_version(format!(
+                "input '{name}': expected datatype {}, got {}",
+                spec.dtype, tensor.dtype
+            )));
+        }
+        spec.admits(tensor).map_err(ApiError::invalid_for_version)?;
+    }
     for spec in inputs_spec {
-        if !inputs.iter().any(|t| t.name == spec.name) {
+        if !request.inputs.iter().any(|t| t.name == spec.name) {
             return Err(ApiError::invalid_for_version(format!(
                 "missing input '{}' (the model takes {})",
                 spec.name,
@@ -128,11 +93,7 @@ pub fn check(
             )));
         }
     }
-    let binary_output = req.parameters.binary_data_output;
-    let outputs = req.outputs.as_ref().map(|o| {
-        o.iter().map(|o| (o.name.clone(), o.parameters.binary_data.unwrap_or(binary_output))).collect::<Vec<_>>()
-    });
-    for (name, _) in outputs.iter().flatten() {
+    for (name, _) in request.outputs.iter().flatten() {
         if !outputs_spec.iter().any(|s| &s.name == name) {
             return Err(ApiError::invalid_for_version(format!(
                 "unknown output '{name}' requested (the model gives {})",
@@ -140,54 +101,44 @@ pub fn check(
             )));
         }
     }
-    Ok(Request { id: req.id.clone(), inputs, outputs, binary_output })
+    Ok(())
 }
 
 fn names(specs: &[TensorSpec]) -> String {
     specs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
 }
 
-fn parse_input(input: &InputTensor, binary: &mut &[u8], specs: &[TensorSpec]) -> Result<Tensor, ApiError> {
-    let name = &input.name;
-    let spec = specs.iter().find(|s| &s.name == name).ok_or_else(|| {
-        ApiError::invalid_for_version(format!("unexpected input '{name}' (the model takes {})", names(specs)))
-    })?;
+/// One input's tensor, from its JSON data or the next bytes of `binary`.
+fn tensor(input: Input, binary: &mut &[u8]) -> Result<Tensor, ApiError> {
+    let name = input.name;
     let dtype = DType::from_oip_name(&input.datatype)
         .ok_or_else(|| ApiError::bad_request(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
-    if dtype != spec.dtype {
-        return Err(ApiError::invalid_for_version(format!(
-            "input '{name}': expected datatype {}, got {dtype}",
-            spec.dtype
-        )));
-    }
     let shape = input.shape.iter().map(|d| usize::try_from(*d)).collect::<Result<Vec<_>, _>>().map_err(|_| {
         ApiError::bad_request(format!("input '{name}': shape {:?} has a negative dimension", input.shape))
     })?;
-    let tensor = match (input.data, input.parameters.binary_data_size) {
-        (Some(data), None) => {
-            let parsed =
-                json::parse(data, dtype).map_err(|e| ApiError::bad_request(format!("input '{name}': data: {e}")))?;
-            Tensor::from_values(name.clone(), shape, parsed.values).map_err(|e| ApiError::bad_request(e.to_string()))?
+    let values = match (input.data, input.parameters.binary_data_size) {
+        (InputData::Scanned(values), None) => values,
+        (InputData::Text(text), None) => {
+            json::parse(text, dtype).map_err(|e| ApiError::bad_request(format!("input '{name}': data: {e}")))?.values
         }
-        (None, Some(size)) => binary_input(name, dtype, shape, size, binary)?,
-        (Some(_), Some(_)) => {
+        (InputData::Absent, Some(size)) => return binary_input(name, dtype, shape, size, binary),
+        (_, Some(_)) => {
             return Err(ApiError::bad_request(format!(
                 "input '{name}' has both \"data\" and parameters.binary_data_size; send one"
             )));
         }
-        (None, None) => {
+        (InputData::Absent, None) => {
             return Err(ApiError::bad_request(format!(
                 "input '{name}' has no data: give \"data\", or parameters.binary_data_size with its bytes after the JSON header"
             )));
         }
     };
-    spec.admits(&tensor).map_err(ApiError::invalid_for_version)?;
-    Ok(tensor)
+    Tensor::from_values(name, shape, values).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// An input whose `size` bytes are the next ones of `binary`, taken whole.
 fn binary_input(
-    name: &str,
+    name: String,
     dtype: DType,
     shape: Vec<usize>,
     size: u64,
@@ -202,8 +153,8 @@ fn binary_input(
     }
     let (bytes, rest) = binary.split_at(size);
     *binary = rest;
-    let tensor = Tensor { name: name.to_string(), dtype, shape, data: bytes.to_vec() };
-    tensor.check().map_err(|e| ApiError::bad_request(format!("input '{name}': binary data: {e}")))?;
+    let tensor = Tensor { name, dtype, shape, data: bytes.to_vec() };
+    tensor.check().map_err(|e| ApiError::bad_request(format!("input '{}': binary data: {e}", tensor.name)))?;
     Ok(tensor)
 }
 

@@ -85,7 +85,7 @@ fn version_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, ApiE
     let mut all = Values::with_capacity(input.dtype, 0);
     for (i, example) in examples.iter().enumerate() {
         let at = |e: String| ApiError::bad_request(if examples.len() > 1 { format!("example {i}: {e}") } else { e });
-        let parsed = json::parse(example.features, input.dtype).map_err(|e| at(format!("features: {e}")))?;
+        let parsed = json::parse(example.features.get(), input.dtype).map_err(|e| at(format!("features: {e}")))?;
         let shape = example_shape(input, &parsed.shape).map_err(at)?;
         match &row_shape {
             Some(first) if *first != shape => {

@@ -165,7 +165,7 @@ fn tensor(spec: &TensorSpec, raw: Option<&RawValue>, rows: Option<usize>) -> Res
     let name = &spec.name;
     let parsed = match spec.dtype {
         DType::Bytes => strings(raw),
-        dtype => json::parse(raw, dtype).map(|p| (p.shape, p.values)),
+        dtype => json::parse(raw.get(), dtype).map(|p| (p.shape, p.values)),
     }
     .map_err(|e| ApiError::bad_request(format!("input '{name}': {e}")))?;
     let (mut shape, values) = parsed;
