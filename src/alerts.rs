@@ -7,9 +7,10 @@
 //! interval` is needed; with the default 60 s window, scrape every 15 s or less) and only
 //! alert with at least `min_samples` requests in the window, as the health checks do.
 //! The output is YAML; strings are double-quoted with JSON escaping, which YAML reads as
-//! is. Depends only on [`crate::config`].
+//! is. Depends on [`crate::config`] and the queries of [`crate::promql`].
 
-use crate::config::{Config, HealthConfig, Levels, ModelConfig};
+use crate::config::{Config, Levels, ModelConfig};
+use crate::promql::Queries;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -65,30 +66,11 @@ fn daemon_rules(job: &str) -> Vec<Rule> {
     }]
 }
 
-/// A Prometheus range for a duration (`60s`, `2s`, `500ms`).
-fn range(d: Duration) -> String {
-    match d.subsec_millis() {
-        0 => format!("{}s", d.as_secs()),
-        _ => format!("{}ms", d.as_millis()),
-    }
-}
-
 fn model_rules(m: &ModelConfig) -> Vec<Rule> {
     let h = &m.health;
-    let w = range(h.window);
-    let sel = format!("model={}", quote(&m.name));
-    let total = format!("sum by (model, version) (increase(modeld_requests_total{{{sel}}}[{w}]))");
-    let enough = format!("{total} >= {}", h.min_samples);
-    let share = |codes: &str| {
-        format!("sum by (model, version) (increase(modeld_requests_total{{{sel},{codes}}}[{w}])) / {total}")
-    };
-    let failed = share("code=~\"5..\",code!~\"503|504\"");
-    let unavailable = share("code=~\"503|504\"");
-    let quantile = |q: &str| {
-        format!(
-            "histogram_quantile({q}, sum by (model, version, le) (rate(modeld_request_duration_seconds_bucket{{{sel}}}[{w}])))"
-        )
-    };
+    let q = Queries::new(format!("model={}", quote(&m.name)), h.window);
+    let w = q.window().to_string();
+    let enough = q.enough(h.min_samples);
     let mut rules = Vec::new();
     let mut levels = |name: &str, value: &str, op: &str, levels: Levels<f64>, what: &str| {
         for (severity, threshold) in [("warning", levels.warning), ("critical", levels.critical)] {
@@ -102,27 +84,26 @@ fn model_rules(m: &ModelConfig) -> Vec<Rule> {
             });
         }
     };
-    levels("ErrorRate", &failed, ">", h.error_rate, "error rate (share of 5xx)");
-    levels("Availability", &format!("1 - {unavailable}"), "<", h.availability, "availability (share without 503/504)");
-    levels("LatencyP95", &quantile("0.95"), ">", seconds(h.p95_latency), "P95 latency in seconds");
-    levels("LatencyP99", &quantile("0.99"), ">", seconds(h.p99_latency), "P99 latency in seconds");
-    rules.extend(resource_rules(&m.name, h, &sel));
+    levels("ErrorRate", &q.error_rate(), ">", h.error_rate, "error rate (share of 5xx)");
+    levels("Availability", &q.availability(), "<", h.availability, "availability (share without 503/504)");
+    levels("LatencyP95", &q.latency_quantile(0.95), ">", seconds(h.p95_latency), "P95 latency in seconds");
+    levels("LatencyP99", &q.latency_quantile(0.99), ">", seconds(h.p99_latency), "P99 latency in seconds");
+    rules.extend(resource_rules(&m.name, &q));
     rules
 }
 
-fn resource_rules(name: &str, h: &HealthConfig, sel: &str) -> Vec<Rule> {
-    let w = range(h.window);
+fn resource_rules(name: &str, q: &Queries) -> Vec<Rule> {
     vec![
         Rule {
             name: "ModeldOOMKill".into(),
-            expr: format!("increase(modeld_worker_oom_kills_total{{{sel}}}[{w}]) > 0"),
+            expr: format!("{} > 0", q.oom_kills()),
             for_: "0m",
             severity: "critical",
             summary: format!("{name} v{{{{ $labels.version }}}}: a worker was killed for exceeding its memory limit"),
         },
         Rule {
             name: "ModeldCrashLooping".into(),
-            expr: format!("increase(modeld_worker_restarts_total{{{sel}}}[{RESTART_WINDOW}]) > {RESTARTS}"),
+            expr: format!("{} > {RESTARTS}", q.restarts(RESTART_WINDOW)),
             for_: "0m",
             severity: "warning",
             summary: format!(
@@ -131,7 +112,7 @@ fn resource_rules(name: &str, h: &HealthConfig, sel: &str) -> Vec<Rule> {
         },
         Rule {
             name: "ModeldVersionDown".into(),
-            expr: format!("modeld_health_check_status{{{sel},check=\"model_loaded\"}} == 2"),
+            expr: q.check_critical("model_loaded"),
             for_: "1m",
             severity: "critical",
             summary: format!("{name} v{{{{ $labels.version }}}}: no worker ready, or the version failed"),
@@ -153,12 +134,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_print_as_prometheus_durations() {
-        assert_eq!(range(Duration::from_secs(60)), "60s");
-        assert_eq!(range(Duration::from_millis(1500)), "1500ms");
-    }
-
-    #[test]
     fn rules_use_the_model_thresholds() {
         let mut model = ModelConfig {
             name: "iris".into(),
@@ -167,7 +142,7 @@ mod tests {
             workers: 1,
             threads: 1,
             memory_limit: None,
-            health: HealthConfig::default(),
+            health: crate::config::HealthConfig::default(),
             deploy: Default::default(),
             batching: Default::default(),
             intra_op_threads: 1,

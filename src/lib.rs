@@ -11,6 +11,8 @@
 //! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
 //! - [`health`]: what `/health` and `/ready` say, read from live state.
 //! - [`metrics`]: every Prometheus metric, in one place.
+//! - [`promql`]: the health checks as PromQL over those metrics, for alerts and analyses.
+//! - [`k8s`]: Kubernetes manifests (and Argo Rollouts, Istio) rendered from the config.
 //! - [`rollout`]: the rollout engine: strategies, signature check, shadow phase, health
 //!   gate, persisted state, repository watch.
 //! - [`router`]: per-model routing tables swapped atomically, pools of workers,
@@ -43,8 +45,10 @@ pub mod config;
 pub mod daemon;
 pub mod front;
 pub mod health;
+pub mod k8s;
 pub mod logging;
 pub mod metrics;
+pub mod promql;
 pub mod repo;
 pub mod rollout;
 pub mod router;

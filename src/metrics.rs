@@ -22,6 +22,33 @@ const LOAD_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 /// Batch size buckets (rows per inference run).
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
+/// Every metric's name, for the queries rendered from the config (`modeld alerts render`,
+/// `modeld k8s render`) as much as for the registry: a renamed metric cannot leave a
+/// query behind.
+pub mod names {
+    pub const BATCH_SIZE: &str = "modeld_batch_size";
+    pub const BUILD_INFO: &str = "modeld_build_info";
+    pub const HEALTH_CHECK_STATUS: &str = "modeld_health_check_status";
+    pub const INFERENCE_DURATION_SECONDS: &str = "modeld_inference_duration_seconds";
+    pub const INFLIGHT_REQUESTS: &str = "modeld_inflight_requests";
+    pub const MODEL_LOAD_DURATION_SECONDS: &str = "modeld_model_load_duration_seconds";
+    pub const NONFINITE_OUTPUTS_TOTAL: &str = "modeld_nonfinite_outputs_total";
+    pub const PLAN_BUILDS_TOTAL: &str = "modeld_plan_builds_total";
+    pub const QUEUE_DURATION_SECONDS: &str = "modeld_queue_duration_seconds";
+    pub const REQUEST_DURATION_SECONDS: &str = "modeld_request_duration_seconds";
+    pub const REQUESTS_TOTAL: &str = "modeld_requests_total";
+    pub const ROLLOUT_PHASE: &str = "modeld_rollout_phase";
+    pub const SHADOW_REQUESTS_TOTAL: &str = "modeld_shadow_requests_total";
+    pub const TRAFFIC_WEIGHT_PERCENT: &str = "modeld_traffic_weight_percent";
+    pub const WORKER_CPU_SECONDS_TOTAL: &str = "modeld_worker_cpu_seconds_total";
+    pub const WORKER_DISCONNECTS_TOTAL: &str = "modeld_worker_disconnects_total";
+    pub const WORKER_HANGS_TOTAL: &str = "modeld_worker_hangs_total";
+    pub const WORKER_OOM_KILLS_TOTAL: &str = "modeld_worker_oom_kills_total";
+    pub const WORKER_RESTARTS_TOTAL: &str = "modeld_worker_restarts_total";
+    pub const WORKER_RSS_BYTES: &str = "modeld_worker_rss_bytes";
+    pub const WORKERS_UP: &str = "modeld_workers_up";
+}
+
 const MODEL_VERSION: &[&str] = &["model", "version"];
 /// The `protocol` label of `modeld_requests_total`: the Open Inference Protocol,
 /// `/predict`, TF Serving's REST API.
@@ -74,104 +101,100 @@ impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics {
             requests: counter(
-                "modeld_requests_total",
+                names::REQUESTS_TOTAL,
                 "Inference requests answered, by model, version, protocol and HTTP status code.",
                 &["model", "version", "protocol", "code"],
             ),
             request_duration: histogram(
-                "modeld_request_duration_seconds",
+                names::REQUEST_DURATION_SECONDS,
                 "Time from an inference request received to its response ready.",
                 LATENCY_BUCKETS,
                 &["model", "version", "protocol"],
             ),
             queue_duration: histogram(
-                "modeld_queue_duration_seconds",
+                names::QUEUE_DURATION_SECONDS,
                 "Time a request waited in its worker for an inference thread.",
                 QUEUE_BUCKETS,
                 MODEL_VERSION,
             ),
             inference_duration: histogram(
-                "modeld_inference_duration_seconds",
+                names::INFERENCE_DURATION_SECONDS,
                 "Time a worker spent running the model for a request.",
                 LATENCY_BUCKETS,
                 MODEL_VERSION,
             ),
             batch_size: histogram(
-                "modeld_batch_size",
+                names::BATCH_SIZE,
                 "Rows per inference run (a request's, or a merged batch's), one observation per run.",
                 BATCH_BUCKETS,
                 MODEL_VERSION,
             ),
-            inflight: gauge(
-                "modeld_inflight_requests",
-                "Requests admitted and not yet answered, by model.",
-                &["model"],
-            ),
-            workers_up: gauge("modeld_workers_up", "Workers ready to serve, by model and version.", MODEL_VERSION),
+            inflight: gauge(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered, by model.", &["model"]),
+            workers_up: gauge(names::WORKERS_UP, "Workers ready to serve, by model and version.", MODEL_VERSION),
             worker_restarts: counter(
-                "modeld_worker_restarts_total",
+                names::WORKER_RESTARTS_TOTAL,
                 "Workers restarted after they exited, by model and version.",
                 MODEL_VERSION,
             ),
             worker_oom_kills: counter(
-                "modeld_worker_oom_kills_total",
+                names::WORKER_OOM_KILLS_TOTAL,
                 "Workers killed for exceeding their memory limit, by model and version.",
                 MODEL_VERSION,
             ),
             worker_hangs: counter(
-                "modeld_worker_hangs_total",
+                names::WORKER_HANGS_TOTAL,
                 "Workers killed and restarted for hanging (holding requests without a reply or a ping answer), by model and version.",
                 MODEL_VERSION,
             ),
             worker_disconnects: counter(
-                "modeld_worker_disconnects_total",
+                names::WORKER_DISCONNECTS_TOTAL,
                 "Workers killed and restarted because their connection broke while the process lived, by model and version.",
                 MODEL_VERSION,
             ),
             nonfinite_outputs: counter(
-                "modeld_nonfinite_outputs_total",
+                names::NONFINITE_OUTPUTS_TOTAL,
                 "Requests failed because an output held NaN or ±Inf its model.toml does not allow, by model, version and output.",
                 &["model", "version", "output"],
             ),
             shadow_requests: counter(
-                "modeld_shadow_requests_total",
+                names::SHADOW_REQUESTS_TOTAL,
                 "Copies of live requests for a candidate in its shadow phase, by model, candidate version and outcome: mirrored or dropped (queue full) as offered; agreed or disagreed with stable once compared.",
                 &["model", "version", "outcome"],
             ),
-            worker_rss_bytes: gauge("modeld_worker_rss_bytes", "Resident memory of each worker process.", WORKER),
+            worker_rss_bytes: gauge(names::WORKER_RSS_BYTES, "Resident memory of each worker process.", WORKER),
             worker_cpu_seconds: prometheus::CounterVec::new(
-                Opts::new("modeld_worker_cpu_seconds_total", "CPU time used by worker processes (user + system)."),
+                Opts::new(names::WORKER_CPU_SECONDS_TOTAL, "CPU time used by worker processes (user + system)."),
                 WORKER,
             )
             .expect("valid metric"),
             model_load_duration: histogram(
-                "modeld_model_load_duration_seconds",
+                names::MODEL_LOAD_DURATION_SECONDS,
                 "Time from worker spawn to ready (load, warm-up, golden checks).",
                 LOAD_BUCKETS,
                 MODEL_VERSION,
             ),
             plan_builds: counter(
-                "modeld_plan_builds_total",
+                names::PLAN_BUILDS_TOTAL,
                 "Optimized plans built for new input shapes (at load, and on first use of a shape).",
                 MODEL_VERSION,
             ),
             health_check_status: gauge(
-                "modeld_health_check_status",
+                names::HEALTH_CHECK_STATUS,
                 "Each health check of each live version: 0 ok, 1 warning, 2 critical, -1 insufficient data.",
                 &["model", "version", "check"],
             ),
             rollout_phase: gauge(
-                "modeld_rollout_phase",
+                names::ROLLOUT_PHASE,
                 "1 for the phase each model's latest rollout is in (or ended in), 0 for the others.",
                 &["model", "phase"],
             ),
             traffic_weight: gauge(
-                "modeld_traffic_weight_percent",
+                names::TRAFFIC_WEIGHT_PERCENT,
                 "Percent of a model's unpinned traffic each live version receives.",
                 MODEL_VERSION,
             ),
             build_info: GaugeVec::new(
-                Opts::new("modeld_build_info", "Always 1; labels give the modeld version."),
+                Opts::new(names::BUILD_INFO, "Always 1; labels give the modeld version."),
                 &["version"],
             )
             .expect("valid metric"),

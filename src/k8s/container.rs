@@ -1,0 +1,129 @@
+//! The modeld config as a container runs it, and what the container needs from the
+//! cluster: the config file with its paths rewritten for the image's layout, the model
+//! versions pinned, and CPU and memory derived from the models' workers.
+//!
+//! The image (packaging/Dockerfile) runs as uid 10001 on a read-only root filesystem:
+//! the config is mounted at `/etc/modeld`, `/run/modeld` and `/var/lib/modeld/state` are
+//! empty volumes, and the models are baked into `/var/lib/modeld/models` or come from a
+//! volume claim mounted at `/models`.
+
+use super::RenderError;
+use crate::config::{Config, ModelConfig};
+use crate::repo::{ModelDir, VersionSpec};
+
+pub const CONFIG_DIR: &str = "/etc/modeld";
+pub const CONFIG_FILE: &str = "modeld.toml";
+pub const RUN_DIR: &str = "/run/modeld";
+pub const STATE_DIR: &str = "/var/lib/modeld/state";
+pub const IMAGE_MODELS: &str = "/var/lib/modeld/models";
+pub const VOLUME_MODELS: &str = "/models";
+pub const PORT: u16 = 8080;
+/// The image's user and group (packaging/Dockerfile).
+pub const UID: i64 = 10001;
+/// Memory the supervisor itself may use beside its workers (its RSS is ~10-60 MiB).
+const SUPERVISOR_MEMORY: u64 = 256 << 20;
+/// CPU for the supervisor (HTTP, JSON) beside the workers' threads, in millicores.
+const SUPERVISOR_MILLICORES: u64 = 500;
+
+/// Where the pod's models come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Models {
+    /// Baked into the image (a derived image copies them into `/var/lib/modeld/models`).
+    Image,
+    /// A PersistentVolumeClaim of this name, mounted read-only at `/models`.
+    Claim(String),
+}
+
+impl Models {
+    pub fn repository(&self) -> &'static str {
+        match self {
+            Models::Image => IMAGE_MODELS,
+            Models::Claim(_) => VOLUME_MODELS,
+        }
+    }
+}
+
+/// The container's CPU (millicores) and memory (bytes, when every model bounds its workers').
+pub struct Resources {
+    pub millicores: u64,
+    pub memory: Option<u64>,
+}
+
+/// Requests and limits from the config: each worker's threads × intra-op threads, each
+/// worker's memory_limit, plus the supervisor's share.
+pub fn resources(config: &Config) -> Resources {
+    let cores: u64 = config.models.iter().map(|m| (m.workers * m.threads * m.intra_op_threads) as u64).sum();
+    let memory: Option<u64> = config.models.iter().map(|m| m.memory_limit.map(|l| l * m.workers as u64)).sum();
+    Resources { millicores: cores * 1000 + SUPERVISOR_MILLICORES, memory: memory.map(|m| m + SUPERVISOR_MEMORY) }
+}
+
+/// The version each model serves, resolved now when the config says `latest`: a cluster
+/// rolls out what a config names, so the rendered config pins it.
+pub fn pinned_version(model: &ModelConfig) -> Result<u64, RenderError> {
+    match model.version {
+        VersionSpec::Exact(v) => Ok(v),
+        VersionSpec::Latest => ModelDir::new(&model.dir).resolve(VersionSpec::Latest).map_err(|e| {
+            RenderError::Config(format!(
+                "model '{}' has version = \"latest\", which a cluster cannot roll out by (its pods would each pick what they find); resolving it in {} failed: {e}; set version = N",
+                model.name,
+                model.dir.display()
+            ))
+        }),
+    }
+}
+
+/// The config file for the container: the operator's, with [server]'s paths and address
+/// set for the image and each model's version pinned.
+pub fn config_file(config: &Config, models: &Models) -> Result<String, RenderError> {
+    let text = std::fs::read_to_string(&config.path)
+        .map_err(|e| RenderError::Config(format!("cannot read {}: {e}", config.path.display())))?;
+    let mut table: toml::Table =
+        text.parse().map_err(|e| RenderError::Config(format!("{} is not TOML: {e}", config.path.display())))?;
+    let server = table.entry("server").or_insert_with(|| toml::Value::Table(Default::default()));
+    let server = server.as_table_mut().ok_or_else(|| RenderError::Config("[server] is not a table".into()))?;
+    server.insert("listen".into(), format!("0.0.0.0:{PORT}").into());
+    server.insert("run_dir".into(), RUN_DIR.into());
+    server.insert("state_dir".into(), STATE_DIR.into());
+    server.insert("repository".into(), models.repository().into());
+    // The admin socket lives in run_dir and belongs to the container's one user.
+    server.remove("admin_socket");
+    server.remove("admin_group");
+    let entries = table.get_mut("model").and_then(toml::Value::as_array_mut);
+    for (entry, model) in entries.into_iter().flatten().zip(&config.models) {
+        let entry = entry.as_table_mut().expect("config::load checked [[model]] entries are tables");
+        if entry.contains_key("repository") {
+            return Err(RenderError::Config(format!(
+                "model '{}' has its own repository: in a container every model comes from {}; remove the key (and put the model beside the others) to render it",
+                model.name,
+                models.repository()
+            )));
+        }
+        entry.insert("version".into(), toml::Value::Integer(pinned_version(model)? as i64));
+    }
+    let body = toml::to_string(&table).map_err(|e| RenderError::Config(format!("cannot write the config: {e}")))?;
+    Ok(format!(
+        "# Rendered by `modeld k8s render` from {}: paths and listen set for the container,\n# versions pinned. Edit the source and render again.\n{body}",
+        config.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ))
+}
+
+/// `1536Mi`, `2Gi`: a byte count as a Kubernetes quantity, rounded up to a MiB.
+pub fn quantity(bytes: u64) -> String {
+    let mib = bytes.div_ceil(1 << 20);
+    match mib % 1024 {
+        0 => format!("{}Gi", mib / 1024),
+        _ => format!("{mib}Mi"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_round_up_to_mebibytes() {
+        assert_eq!(quantity(256 << 20), "256Mi");
+        assert_eq!(quantity(2 << 30), "2Gi");
+        assert_eq!(quantity((1 << 20) + 1), "2Mi");
+    }
+}
