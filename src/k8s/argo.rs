@@ -41,12 +41,15 @@ pub fn render(plan: &Plan) -> Result<Rendered, RenderError> {
             ));
         }
         Strategy::BlueGreen => blue_green(plan, &mut out),
-        Strategy::Rolling => RolloutStrategy::Canary(Canary {
-            max_surge: Some(IntOrString::Int(1)),
-            max_unavailable: Some(IntOrString::Int(0)),
-            analysis: Some(background(plan, 0)),
-            ..Default::default()
-        }),
+        Strategy::Rolling => {
+            out.push(Object::of("service", &plan.name, &workload::service(plan, &plan.name, &plan.labels)));
+            RolloutStrategy::Canary(Canary {
+                max_surge: Some(IntOrString::Int(1)),
+                max_unavailable: Some(IntOrString::Int(0)),
+                analysis: Some(background(plan, 0)),
+                ..Default::default()
+            })
+        }
         Strategy::Canary | Strategy::AbTest => weighted(plan, &mut out),
     };
     let name = &plan.name;

@@ -112,7 +112,7 @@ fn canary(plan: &Plan) -> Rendered {
     if sticky.is_some() {
         out.note("ab_test: Istio hashes sticky_header to a pod within each subset, but its weighted split between the arms is per request: a key does not stay on one arm as on the host");
     }
-    out.note("canary: the weights after the first step are changed by hand (runbook); modeld's health gate and automatic revert need Argo Rollouts (--rollouts argo)");
+    out.note(&format!("{}: the weights after the first step are changed by hand (runbook); modeld's health gate and automatic revert need Argo Rollouts (--rollouts argo)", deploy.strategy));
     let (ns, name) = (&plan.namespace, &plan.name);
     let weights = |canary: u8| {
         format!(

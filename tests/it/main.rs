@@ -9,6 +9,7 @@ mod chaos;
 mod config_check;
 mod healing;
 mod health;
+mod k8s;
 mod load;
 mod logs;
 mod onnx;
