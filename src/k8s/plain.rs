@@ -67,19 +67,24 @@ fn blue_green(plan: &Plan) -> Rendered {
     let preview_name = format!("{}-preview", plan.name);
     out.push(Object::of("service", &preview_name, &workload::service(plan, &preview_name, &preview)));
     out.note("blue_green: Kubernetes switches the Service by hand (runbook); modeld's bake and automatic revert need Argo Rollouts (--rollouts argo)");
-    let (ns, name) = (&plan.namespace, &plan.name);
+    let (ns, name, dir) = (&plan.namespace, &plan.name, &plan.out_hint);
+    let select = |slot: &str| format!("'{{\"spec\":{{\"selector\":{{\"modeld.dev/slot\":\"{slot}\"}}}}}}'");
     let _ = write!(
         out.runbook,
         "## Blue-green\n\n\
          `{name}` (the Service clients use) selects the blue Deployment; `{name}-preview` selects green.\n\
-         To release a new version, put it on the idle slot (green here), check it through the preview Service, then switch:\n\n\
-         \x20   kubectl -n {ns} set image deployment/{name}-green modeld=IMAGE   # or apply a render whose ConfigMap names the new version to green only\n\
+         First install: `kubectl apply -f {dir}` (both slots run this render's versions).\n\n\
+         To release a new version, render the new config into a new directory (NEW) and apply its ConfigMap and the idle slot only (green here), check it through the preview Service, then switch:\n\n\
+         \x20   kubectl -n {ns} apply -f NEW/configmap-*.yaml -f NEW/deployment-{name}-green.yaml\n\
          \x20   kubectl -n {ns} rollout status deployment/{name}-green\n\
          \x20   kubectl -n {ns} port-forward service/{name}-preview 8080:80 &   # then: curl localhost:8080/ready\n\
-         \x20   kubectl -n {ns} patch service {name} -p '{{\"spec\":{{\"selector\":{{\"modeld.dev/slot\":\"green\"}}}}}}'\n\
-         \x20   kubectl -n {ns} patch service {name}-preview -p '{{\"spec\":{{\"selector\":{{\"modeld.dev/slot\":\"blue\"}}}}}}'\n\n\
+         \x20   kubectl -n {ns} patch service {name} -p {green}\n\
+         \x20   kubectl -n {ns} patch service {name}-preview -p {blue}\n\n\
          Bake for {bake} watching the thresholds (modeld's own alerts, `modeld alerts render`). Roll back at once by switching the selector back:\n\n\
-         \x20   kubectl -n {ns} patch service {name} -p '{{\"spec\":{{\"selector\":{{\"modeld.dev/slot\":\"blue\"}}}}}}'\n",
+         \x20   kubectl -n {ns} patch service {name} -p {blue}\n\n\
+         The next release goes to blue the same way. Do not re-apply service-{name}.yaml after a switch: it selects blue.\n",
+        green = select("green"),
+        blue = select("blue"),
         bake = humantime::format_duration(plan.deploy().bake),
     );
     out
@@ -120,11 +125,16 @@ fn canary(plan: &Plan) -> Rendered {
             100 - canary
         )
     };
+    let dir = &plan.out_hint;
     let _ = write!(
         out.runbook,
         "## Canary with Istio\n\n\
-         `{name}-canary` runs the new version beside `{name}-stable`; the VirtualService sends it {first} % of requests, and every request with the header `canary: true`.\n\
-         Each step below holds for {bake} while the thresholds hold (modeld's alerts, `modeld alerts render`):\n\n",
+         `{name}-canary` runs beside `{name}-stable`; the VirtualService sends it {first} % of requests, and every request with the header `canary: true`.\n\
+         First install: `kubectl apply -f {dir}` (both run this render's versions).\n\n\
+         To release a new version, render the new config into a new directory (NEW) and apply its ConfigMap and the canary only:\n\n\
+         \x20   kubectl -n {ns} apply -f NEW/configmap-*.yaml -f NEW/deployment-{name}-canary.yaml\n\
+         \x20   kubectl -n {ns} rollout status deployment/{name}-canary\n\n\
+         Then each step below holds for {bake} while the thresholds hold (modeld's alerts, `modeld alerts render`):\n\n",
         bake = humantime::format_duration(deploy.bake),
     );
     let steps: Vec<u8> = if ab { vec![deploy.split] } else { deploy.steps.clone() };
@@ -134,9 +144,10 @@ fn canary(plan: &Plan) -> Rendered {
     let _ = write!(
         out.runbook,
         "\nPromote: give `{name}-stable` the new version, then send it everything again:\n\n\
+         \x20   kubectl -n {ns} apply -f NEW/deployment-{name}-stable.yaml\n\
          \x20   kubectl -n {ns} rollout status deployment/{name}-stable\n    {}\n\n\
-         Roll back: all traffic to stable, then stop the canary:\n\n    {}\n\
-         \x20   kubectl -n {ns} scale deployment/{name}-canary --replicas 0\n",
+         Roll back: all traffic to stable, then the canary back to the old render:\n\n    {}\n\
+         \x20   kubectl -n {ns} apply -f {dir}/deployment-{name}-canary.yaml\n",
         weights(0),
         weights(0),
     );
