@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --example plan_speedup [ITERATIONS]
 
-use modeld::config::Buckets;
+use modeld::wire::Buckets;
 use modeld::repo::Manifest;
 use modeld::tensor::{Tensor, Values};
 use modeld::worker::engine::Engine;

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use modeld::config::Buckets;
+use modeld::wire::Buckets;
 use modeld::front::oip;
 use modeld::repo::Manifest;
 use modeld::tensor::Tensor;

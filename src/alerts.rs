@@ -138,7 +138,7 @@ mod tests {
         let mut model = ModelConfig {
             name: "iris".into(),
             dir: "/m/iris".into(),
-            version: crate::repo::VersionSpec::Latest,
+            version: crate::config::VersionSpec::Latest,
             workers: 1,
             threads: 1,
             memory_limit: None,

@@ -296,7 +296,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
-    let (config, report) = match config::load(&path, &overrides) {
+    let (config, report) = match config::load_checked(&path, &overrides, Some(&modeld::repo::check_version)) {
         Ok(loaded) => loaded,
         Err(e) => return config_failed(e),
     };
@@ -393,7 +393,7 @@ fn k8s_render(args: K8sRender) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path, &Overrides::default()) {
+    match config::load_checked(path, &Overrides::default(), Some(&modeld::repo::check_version)) {
         Ok((config, report)) => {
             print!("{report}");
             println!("{}: ok ({} models)", path.display(), config.models.len());

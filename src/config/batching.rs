@@ -17,7 +17,8 @@ pub enum Buckets {
 }
 
 impl Buckets {
-    /// The bucket scheme a config or a worker's command line names.
+    /// The bucket scheme a config names (and the worker's `--buckets` carries as
+    /// [`crate::wire::Buckets`]: the worker does not read the config).
     pub fn from_name(name: &str) -> Option<Buckets> {
         [Buckets::Exact, Buckets::Pow2].into_iter().find(|b| b.name() == name)
     }
@@ -26,14 +27,6 @@ impl Buckets {
         match self {
             Buckets::Exact => "exact",
             Buckets::Pow2 => "pow2",
-        }
-    }
-
-    /// The batch size a plan is built for, for `rows` rows.
-    pub fn size_for(self, rows: usize) -> usize {
-        match self {
-            Buckets::Exact => rows,
-            Buckets::Pow2 => rows.max(1).next_power_of_two(),
         }
     }
 }
@@ -113,7 +106,7 @@ fn sizes(values: &Option<Vec<i64>>, max: usize) -> Result<Option<Vec<usize>>, St
 /// Without `plan_sizes`: every bucket up to `max_batch` (1 without batching).
 fn default_plan_sizes(max_batch: usize, buckets: Buckets) -> Vec<usize> {
     match buckets {
-        Buckets::Pow2 => (0..).map(|i| 1usize << i).take_while(|s| *s <= buckets.size_for(max_batch)).collect(),
+        Buckets::Pow2 => (0..).map(|i| 1usize << i).take_while(|s| *s <= max_batch.next_power_of_two()).collect(),
         Buckets::Exact => {
             vec![1, max_batch].into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect()
         }
@@ -125,11 +118,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_round_up() {
-        assert_eq!(Buckets::Pow2.size_for(1), 1);
-        assert_eq!(Buckets::Pow2.size_for(5), 8);
-        assert_eq!(Buckets::Pow2.size_for(64), 64);
-        assert_eq!(Buckets::Exact.size_for(5), 5);
+    fn default_plan_sizes_cover_every_bucket_up_to_max_batch() {
         assert_eq!(default_plan_sizes(32, Buckets::Pow2), vec![1, 2, 4, 8, 16, 32]);
         assert_eq!(default_plan_sizes(20, Buckets::Pow2), vec![1, 2, 4, 8, 16, 32]);
         assert_eq!(default_plan_sizes(1, Buckets::Pow2), vec![1]);

@@ -94,7 +94,7 @@ pub struct ModelConfig {
     pub name: String,
     /// `<repository>/<name>`: the directory holding the version directories.
     pub dir: PathBuf,
-    pub version: crate::repo::VersionSpec,
+    pub version: VersionSpec,
     pub workers: usize,
     pub threads: usize,
     /// Most memory one worker may use, in bytes; past it the worker is killed (an OOM kill).
@@ -127,6 +127,28 @@ pub struct Overrides {
 }
 
 /// A config that could not be used: unreadable, or with errors (the report lists them).
+/// Which version of a model to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSpec {
+    Latest,
+    Exact(u64),
+}
+
+impl std::fmt::Display for VersionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionSpec::Latest => f.write_str("latest"),
+            VersionSpec::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// `path` relative to `base` when it is relative (config paths resolve against the
+/// directory of the file that names them).
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("could not read config {path}: {error}")]
@@ -135,19 +157,40 @@ pub enum ConfigError {
     Invalid(Report),
 }
 
-/// Reads and validates `path`. On success the report holds the warnings, if any.
+/// Asks the model repository whether a model's directory holds the version the config
+/// names, and which (answered by `crate::repo::check_version`: config reads no repository).
+pub type VersionCheck<'a> = &'a dyn Fn(&Path, VersionSpec) -> Result<u64, String>;
+
+/// Reads and validates `path`, without looking into the model repository. On success the
+/// report holds the warnings, if any.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<(Config, Report), ConfigError> {
+    load_checked(path, overrides, None)
+}
+
+/// As [`load`], and with `versions` warns of each model whose directory lacks the version
+/// it names (what `config check`, `serve` and a reload report).
+pub fn load_checked(
+    path: &Path,
+    overrides: &Overrides,
+    versions: Option<VersionCheck>,
+) -> Result<(Config, Report), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), error: source })?;
     let mut report = Report { file: path.display().to_string(), problems: Vec::new() };
-    let config = parse(path, &text, overrides, &mut report.problems);
+    let config = parse(path, &text, overrides, versions, &mut report.problems);
     match config {
         Some(config) if !report.has_errors() => Ok((config, report)),
         _ => Err(ConfigError::Invalid(report)),
     }
 }
 
-fn parse(path: &Path, text: &str, overrides: &Overrides, problems: &mut Vec<Problem>) -> Option<Config> {
+fn parse(
+    path: &Path,
+    text: &str,
+    overrides: &Overrides,
+    versions: Option<VersionCheck>,
+    problems: &mut Vec<Problem>,
+) -> Option<Config> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -181,7 +224,11 @@ fn parse(path: &Path, text: &str, overrides: &Overrides, problems: &mut Vec<Prob
     }
     apply_overrides(&mut server, overrides);
     let base = path.parent().unwrap_or(Path::new("."));
-    Some(validate::config(path, base, &server, &health, &models, &locator, problems))
+    let config = validate::config(path, base, &server, &health, &models, &locator, problems);
+    if let Some(versions) = versions {
+        validate::check_repositories(&config.models, &models, versions, &locator, problems);
+    }
+    Some(config)
 }
 
 fn apply_overrides(server: &mut RawServer, overrides: &Overrides) {

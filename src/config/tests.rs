@@ -5,7 +5,7 @@ use std::time::Duration;
 
 fn check(text: &str) -> Result<Config, Report> {
     let mut problems = Vec::new();
-    let config = parse(Path::new("/etc/modeld/modeld.toml"), text, &Overrides::default(), &mut problems);
+    let config = parse(Path::new("/etc/modeld/modeld.toml"), text, &Overrides::default(), None, &mut problems);
     let report = Report { file: "modeld.toml".into(), problems };
     match config {
         Some(c) if !report.has_errors() => Ok(c),
@@ -24,7 +24,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.server.run_dir, PathBuf::from("/run/modeld"));
     assert_eq!(c.server.admin_socket, PathBuf::from("/run/modeld/admin.sock"));
     assert_eq!(c.models[0].dir, PathBuf::from("/var/lib/modeld/models/iris"));
-    assert_eq!(c.models[0].version, crate::repo::VersionSpec::Latest);
+    assert_eq!(c.models[0].version, super::VersionSpec::Latest);
     assert_eq!((c.models[0].workers, c.models[0].threads), (1, 1));
 }
 
@@ -92,6 +92,7 @@ fn overrides_win_over_the_file() {
         Path::new("/x/m.toml"),
         "[server]\nlisten = \"1.2.3.4:5\"\n[[model]]\nname = \"m\"\n",
         &overrides,
+        None,
         &mut problems,
     )
     .unwrap();
@@ -106,10 +107,14 @@ fn missing_model_files_are_warnings() {
     let c = check("[[model]]\nname = \"absent\"\nversion = 3\n");
     assert!(c.is_ok());
     let mut problems = Vec::new();
-    parse(Path::new("/x/m.toml"), "[[model]]\nname = \"absent\"\nversion = 3\n", &Overrides::default(), &mut problems);
+    // The repository's answer, as crate::repo gives it: version 3 is not there.
+    let absent = |_: &Path, _: VersionSpec| Err("version 3 not found".to_string());
+    let text = "[[model]]\nname = \"absent\"\nversion = 3\n";
+    parse(Path::new("/x/m.toml"), text, &Overrides::default(), Some(&absent), &mut problems);
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].severity, Severity::Warning);
     assert_eq!(problems[0].key, "model[0].version");
+    assert_eq!(problems[0].message, "version 3 not found");
 }
 
 #[test]

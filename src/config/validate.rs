@@ -7,7 +7,7 @@ use super::health::{self, HealthConfig};
 use super::raw::{RawHealth, RawModel, RawServer, RawSize, RawVersion};
 use super::report::{KeyPath, Locator, Problem};
 use super::{AdminGroup, Config, DeployConfig, ModelConfig, ServerConfig};
-use crate::repo::{ModelDir, VersionSpec, resolve_path};
+use super::{VersionCheck, VersionSpec, resolve_path};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -163,7 +163,7 @@ fn model_configs(
                     .map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("intra_op_threads"), at, problems)),
                 busy_poll: busy_poll(&m.busy_poll, &path.key("busy_poll"), at, problems),
             };
-            let model = ModelConfig {
+            ModelConfig {
                 deploy: super::deploy::build(
                     &m.deploy.clone().unwrap_or_default(),
                     model.workers,
@@ -172,19 +172,26 @@ fn model_configs(
                     problems,
                 ),
                 ..model
-            };
-            check_repository(&model, path, at, problems);
-            model
+            }
         })
         .collect()
 }
 
 /// A missing model directory or version is a warning: the daemon still serves the other
-/// models and reports this one failed, and the files may arrive later.
-fn check_repository(model: &ModelConfig, path: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) {
-    if let Err(e) = ModelDir::new(&model.dir).resolve(model.version) {
-        let key = if model.version == VersionSpec::Latest { path.key("name") } else { path.key("version") };
-        problems.push(at.warning(&key, e.to_string()));
+/// models and reports this one failed, and the files may arrive later. `raw` are the
+/// `[[model]]` tables the models were built from, in the same order.
+pub fn check_repositories(
+    models: &[ModelConfig],
+    raw: &[(KeyPath, RawModel)],
+    versions: VersionCheck,
+    at: &Locator,
+    problems: &mut Vec<Problem>,
+) {
+    for (model, (path, _)) in models.iter().zip(raw) {
+        if let Err(e) = versions(&model.dir, model.version) {
+            let key = if model.version == VersionSpec::Latest { path.key("name") } else { path.key("version") };
+            problems.push(at.warning(&key, e));
+        }
     }
 }
 

@@ -2,8 +2,7 @@
 //! (`{"error": "..."}`, as the Open Inference Protocol specifies), so every endpoint
 //! answers the same problem the same way.
 
-use crate::router::{CallError, RouteError};
-use crate::wire::Fault;
+use crate::router::{CallError, Fault, RouteError};
 use hyper::StatusCode;
 use std::time::Duration;
 

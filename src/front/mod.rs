@@ -22,12 +22,8 @@ pub mod tfserving;
 
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
-use crate::router::mirror::Copy;
-use crate::router::pool::Pool;
-use crate::router::table::Hint;
-use crate::router::{self, CallError, ModelRoute, RouteError, Router};
+use crate::router::{self, CallError, Copy, Fault, Hint, ModelInfo, ModelRoute, Pool, RouteError, Router, Timing};
 use crate::window::Outcome;
-use crate::wire::{Fault, Timing};
 use bytes::Bytes;
 use error::ApiError;
 use http_body_util::{BodyExt, Full, Limited};
@@ -411,7 +407,7 @@ fn admit(route: &ModelRoute, wants: &Wants, served: &mut Served) -> Result<route
 /// A request that ran: where, with which signature, and what came out.
 struct Ran {
     pool: Arc<Pool>,
-    info: Arc<crate::wire::ModelInfo>,
+    info: Arc<ModelInfo>,
     outputs: Vec<crate::tensor::Tensor>,
 }
 
@@ -422,7 +418,7 @@ async fn run(
     route: &ModelRoute,
     wants: &Wants,
     served: &mut Served,
-    mut inputs_for: impl FnMut(&crate::wire::ModelInfo) -> Result<Vec<crate::tensor::Tensor>, ApiError>,
+    mut inputs_for: impl FnMut(&ModelInfo) -> Result<Vec<crate::tensor::Tensor>, ApiError>,
 ) -> Result<Ran, ApiError> {
     let mut attempts = 0;
     loop {

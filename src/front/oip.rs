@@ -20,7 +20,7 @@
 use super::error::ApiError;
 use super::infer_body::{self, Input, InputData};
 use super::json::{self, Data};
-use crate::router::pool::Pool;
+use crate::router::Pool;
 use crate::tensor::{DType, Tensor, TensorSpec};
 use serde::Serialize;
 

@@ -10,9 +10,8 @@
 use super::error::ApiError;
 use super::json;
 use crate::repo::PredictKind;
-use crate::router::pool::Pool;
+use crate::router::{ModelInfo, Pool};
 use crate::tensor::{DType, Tensor, TensorSpec, Values};
-use crate::wire::ModelInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

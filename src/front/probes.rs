@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::routes::Endpoint;
 use super::{Front, Reply, oip, tfserving};
 use crate::health;
-use crate::router::table::Hint;
+use crate::router::Hint;
 use hyper::StatusCode;
 
 impl Front {

@@ -133,8 +133,8 @@ fn blue_green(plan: &Plan, out: &mut Rendered) -> RolloutStrategy {
     out.push(Object::of("service", &plan.name, &workload::service(plan, &plan.name, &plan.labels)));
     out.push(Object::of("service", &preview, &workload::service(plan, &preview, &plan.labels)));
     let deploy = plan.deploy();
-    // The old pods must outlive the post-promotion analysis to be switched back to.
-    let keep = deploy.bake.max(deploy.keep_previous).max(MIN_INTERVAL) + MIN_INTERVAL;
+    // The old pods must outlive the post-promotion analysis (the bake) to be switched back to.
+    let keep = deploy.keep_previous.max(deploy.bake + 2 * MIN_INTERVAL);
     RolloutStrategy::BlueGreen(BlueGreen {
         active_service: plan.name.clone(),
         preview_service: preview,
@@ -171,9 +171,18 @@ fn template(plan: &Plan, out: &mut Rendered) -> Custom<AnalysisTemplateSpec> {
     let mut args: Vec<TemplateArg> =
         plan.versions.iter().map(|(model, _)| TemplateArg { name: version_arg(model), value: None }).collect();
     args.push(TemplateArg { name: "prometheus".into(), value: Some(plan.prometheus.clone()) });
+    // A blue-green bake is a run of its own, which must end for the rollout to complete;
+    // canary and rolling analyses run in the background until their rollout ends.
+    let bake = (plan.deploy().strategy == Strategy::BlueGreen).then_some(plan.deploy().bake);
     let mut metrics = Vec::new();
     for model in &plan.config.models {
-        metrics.extend(model_metrics(model));
+        metrics.extend(model_metrics(model, bake));
+        if model.deploy.consecutive_breaches > 1 {
+            out.note(&format!(
+                "model '{}': consecutive_breaches = {}: Argo Rollouts counts failed measurements over the whole run, not in a row, so {} failures anywhere fail it (stricter than the host)",
+                model.name, model.deploy.consecutive_breaches, model.deploy.consecutive_breaches
+            ));
+        }
         if model.deploy.on_inconclusive == OnInconclusive::Fail {
             out.note(&format!(
                 "model '{}': on_inconclusive = \"fail\": Argo Rollouts pauses (not aborts) a rollout whose analysis stays inconclusive past inconclusiveLimit; abort it with `kubectl argo rollouts abort`",
@@ -189,17 +198,20 @@ fn template(plan: &Plan, out: &mut Rendered) -> Custom<AnalysisTemplateSpec> {
     }
 }
 
-/// One metric per health check with a critical threshold, for one model.
-fn model_metrics(model: &ModelConfig) -> Vec<Metric> {
+/// One metric per health check with a critical threshold, for one model; measured over
+/// `bake` when given (the first measurement is at once, then one per interval).
+fn model_metrics(model: &ModelConfig, bake: Option<Duration>) -> Vec<Metric> {
     let h = &model.health;
     let d = &model.deploy;
     let selector = format!("model=\"{}\",version=\"{{{{args.{}}}}}\"", model.name, version_arg(&model.name));
     let q = Queries::new(selector, h.window);
     let interval = d.check_every.max(MIN_INTERVAL);
     let inconclusive = d.inconclusive_timeout.as_secs().div_ceil(interval.as_secs().max(1));
+    let count = bake.map(|b| i32::try_from(b.as_secs().div_ceil(interval.as_secs().max(1)) + 1).unwrap_or(i32::MAX));
     let metric = |check: &str, query: String, pass: String, fail: String| Metric {
         name: format!("{}-{check}", model.name),
         interval: promql::range(interval),
+        count,
         // The host reverts after consecutive_breaches failed judgements.
         failure_limit: d.consecutive_breaches.saturating_sub(1) as i32,
         inconclusive_limit: i32::try_from(inconclusive).unwrap_or(i32::MAX),

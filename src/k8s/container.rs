@@ -8,8 +8,9 @@
 //! volume claim mounted at `/models`.
 
 use super::RenderError;
+use crate::config::VersionSpec;
 use crate::config::{Config, ModelConfig};
-use crate::repo::{ModelDir, VersionSpec};
+use crate::repo::ModelDir;
 
 pub const CONFIG_DIR: &str = "/etc/modeld";
 pub const CONFIG_FILE: &str = "modeld.toml";

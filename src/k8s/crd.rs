@@ -228,6 +228,10 @@ pub struct TemplateArg {
 pub struct Metric {
     pub name: String,
     pub interval: String,
+    /// Measurements to take; without it a metric runs until its rollout ends (background
+    /// analysis), with it the run ends after `count` (a blue-green bake).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<i32>,
     pub failure_limit: i32,
     pub inconclusive_limit: i32,
     pub success_condition: String,

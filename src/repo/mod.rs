@@ -1,38 +1,19 @@
 //! The model repository on disk: `<repository>/<name>/<version>/model.onnx`, versions
 //! positive integers, with an optional `model.toml` beside each model.
 //!
-//! This module finds versions (and resolves `"latest"`), and reads `model.toml`
-//! ([`manifest`]) for what ONNX does not say: class labels, input shapes to load with, a
-//! warm-up input, golden examples, and how `/predict` reads the output. The supervisor reads
-//! it to resolve versions and shape `/predict` answers; the worker reads it to load, warm up
-//! and check the model. It depends on nothing else of ours but [`crate::tensor`].
+//! This module finds versions (and resolves the config's `"latest"`), and reads each
+//! version's `model.toml` for the supervisor: what ONNX does not say (class labels, input
+//! shapes to load with, a warm-up input, golden examples, how `/predict` reads the output).
+//! The manifest's types live in [`crate::wire::manifest`], since the worker reads the same
+//! file; this module re-exports them. It depends on [`crate::config`] (the version spec) and
+//! [`crate::wire`].
 
-pub mod manifest;
-
+use crate::config::VersionSpec;
 use std::path::{Path, PathBuf};
 
-pub use manifest::{Example, Golden, Manifest, ManifestError, OutputSpec, PredictKind};
-
-/// The file a version directory must hold.
-pub const MODEL_FILE: &str = "model.onnx";
-/// The optional file beside it.
-pub const MANIFEST_FILE: &str = "model.toml";
-
-/// Which version of a model to serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionSpec {
-    Latest,
-    Exact(u64),
-}
-
-impl std::fmt::Display for VersionSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VersionSpec::Latest => f.write_str("latest"),
-            VersionSpec::Exact(v) => write!(f, "{v}"),
-        }
-    }
-}
+pub use crate::wire::manifest::{
+    Example, Golden, MANIFEST_FILE, MODEL_FILE, Manifest, ManifestError, OutputSpec, PredictKind, PredictSpec,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -101,18 +82,18 @@ impl ModelDir {
     }
 }
 
+/// Whether `dir` holds the version `spec` names, and which: the repository's answer to
+/// the config's check ([`crate::config::load_checked`]).
+pub fn check_version(dir: &Path, spec: VersionSpec) -> Result<u64, String> {
+    ModelDir::new(dir).resolve(spec).map_err(|e| e.to_string())
+}
+
 /// A version directory name: a positive integer without sign or leading zeros.
 pub fn parse_version(name: &str) -> Option<u64> {
     if name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     name.parse().ok().filter(|v| *v > 0)
-}
-
-/// `path` relative to `base` when it is relative (config paths resolve against the
-/// directory of the file that names them).
-pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
 }
 
 #[cfg(test)]

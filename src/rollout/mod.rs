@@ -24,10 +24,11 @@ pub mod signature;
 pub mod state;
 pub mod watch;
 
+use crate::config::VersionSpec;
 use crate::config::{Config, ModelConfig, Overrides, Strategy};
 use crate::health::Host;
 use crate::metrics::Metrics;
-use crate::repo::{ModelDir, VersionSpec};
+use crate::repo::ModelDir;
 use crate::router::pool::Pool;
 use crate::router::table::RoutingTable;
 use crate::router::{ModelRoute, Router};

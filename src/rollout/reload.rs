@@ -21,12 +21,13 @@ impl Engine {
     async fn apply_file(self: &Arc<Self>) -> Result<Vec<String>, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.config().path.clone();
-        let (config, warnings) = crate::config::load(&path, &self.overrides).map_err(|e| {
-            // In the daemon's own log too, not only in the answer to `modeld reload`
-            // (ExecReload's output is easy to miss).
-            tracing::error!("reload: refusing the new config; the running config stays in force:\n{e}");
-            e.to_string()
-        })?;
+        let (config, warnings) = crate::config::load_checked(&path, &self.overrides, Some(&crate::repo::check_version))
+            .map_err(|e| {
+                // In the daemon's own log too, not only in the answer to `modeld reload`
+                // (ExecReload's output is easy to miss).
+                tracing::error!("reload: refusing the new config; the running config stays in force:\n{e}");
+                e.to_string()
+            })?;
         let mut lines: Vec<String> =
             warnings.problems.iter().map(|p| format!("warning: {}: {}", p.key, p.message)).collect();
         lines.extend(self.reload(config.clone()).await);

@@ -9,7 +9,8 @@
 
 use super::Engine;
 use crate::config::Config;
-use crate::repo::{ModelDir, VersionSpec};
+use crate::config::VersionSpec;
+use crate::repo::ModelDir;
 use notify::{RecursiveMode, Watcher};
 use prost::Message;
 use std::collections::HashMap;

@@ -12,14 +12,20 @@ pub mod pool;
 pub mod table;
 
 use arc_swap::ArcSwap;
-use pool::{Pool, PoolError};
+use pool::PoolError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use table::{Hint, RoutingTable, Tickets};
+use table::Tickets;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use conn::CallError;
+// What the front may name of the router (and of what crosses to the workers), so that it
+// reaches into none of the router's modules.
+pub use crate::wire::{Fault, ModelInfo, Timing};
+pub use mirror::Copy;
+pub use pool::{Phase, Pool};
+pub use table::{Hint, RoutingTable};
 
 /// Why a request could not be routed or answered.
 #[derive(Debug, Clone, PartialEq)]

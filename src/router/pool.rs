@@ -11,7 +11,7 @@
 
 use super::conn::{CallError, WorkerConn};
 use crate::config::HealthConfig;
-use crate::repo::manifest::PredictSpec;
+use crate::repo::PredictSpec;
 use crate::tensor::Tensor;
 use crate::window::Window;
 use crate::wire::ModelInfo;

@@ -141,7 +141,7 @@ impl Tickets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::PredictSpec;
+    use crate::repo::PredictSpec;
     use crate::router::pool::PoolSpec;
 
     fn pool(version: u64) -> Arc<Pool> {

@@ -9,7 +9,7 @@ use super::process::{self, Launcher, Spawned, Started, WorkerSpec};
 use crate::metrics::Metrics;
 use crate::router::conn::WorkerConn;
 use crate::router::pool::{Phase, Pool};
-use crate::worker::memory::OOM_EXIT_CODE;
+use crate::wire::OOM_EXIT_CODE;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

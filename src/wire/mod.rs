@@ -29,13 +29,50 @@
 //! `dtype` is [`DType::code`]; BYTES tensors hold `u32le length + bytes` per element.
 
 mod codec;
+pub mod manifest;
 
-use crate::tensor::{DType, Tensor, TensorSpec};
+pub use crate::tensor::{DType, Tensor, TensorSpec, Values};
 use codec::{Reader, Writer};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use codec::DecodeError;
+
+/// The batch sizes a worker builds plans for (`--buckets` on its command line, from the
+/// model's `[model.batching] buckets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buckets {
+    /// Every batch size gets its own plan.
+    Exact,
+    /// Batches are padded up to the next power of two (padding rows dropped from the
+    /// outputs), so a handful of plans cover every size.
+    Pow2,
+}
+
+impl Buckets {
+    pub fn from_name(name: &str) -> Option<Buckets> {
+        [Buckets::Exact, Buckets::Pow2].into_iter().find(|b| b.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Buckets::Exact => "exact",
+            Buckets::Pow2 => "pow2",
+        }
+    }
+
+    /// The batch size a plan is built for, for `rows` rows.
+    pub fn size_for(self, rows: usize) -> usize {
+        match self {
+            Buckets::Exact => rows,
+            Buckets::Pow2 => rows.max(1).next_power_of_two(),
+        }
+    }
+}
+
+/// Exit status of a worker whose allocation failed under its memory limit: the supervisor
+/// counts it as an OOM kill.
+pub const OOM_EXIT_CODE: i32 = 86;
 
 /// Bumped when the frame layout changes; a worker refuses a Hello of another version.
 pub const PROTOCOL_VERSION: u16 = 4;
@@ -385,6 +422,16 @@ mod tests {
         let len = u32::from_le_bytes(encoded[..4].try_into().unwrap()) as usize;
         assert_eq!(len, encoded.len() - 4);
         assert_eq!(Frame::decode(&encoded[4..]).unwrap(), frame);
+    }
+
+    #[test]
+    fn buckets_round_up() {
+        assert_eq!(Buckets::Pow2.size_for(1), 1);
+        assert_eq!(Buckets::Pow2.size_for(5), 8);
+        assert_eq!(Buckets::Pow2.size_for(64), 64);
+        assert_eq!(Buckets::Exact.size_for(5), 5);
+        assert_eq!(Buckets::from_name("pow2"), Some(Buckets::Pow2));
+        assert_eq!(Buckets::from_name("pow3"), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! dimension is not open is never batched (`max_batch` is then 1).
 
 use super::engine::{Engine, Failure};
-use crate::tensor::{DType, Tensor};
+use crate::wire::{DType, Tensor};
 use crate::wire::{Frame, Timing};
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -8,8 +8,8 @@
 //! declared warm-up or a golden example that fails stops the version with the reason.
 
 use super::engine::Engine;
-use crate::repo::{Example, Golden, Manifest};
-use crate::tensor::{DType, Tensor, TensorSpec, Values};
+use crate::wire::manifest::{Example, Golden, Manifest};
+use crate::wire::{DType, Tensor, TensorSpec, Values};
 use std::collections::BTreeMap;
 
 /// Runs the warm-up, then every golden example.

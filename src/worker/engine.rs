@@ -11,8 +11,8 @@
 use super::finite::Finite;
 use super::loader::{LoadedModel, datum_type, dtype_of};
 use super::plans::PlanCache;
-use crate::config::Buckets;
-use crate::tensor::{DType, Tensor, TensorSpec, Values};
+use crate::wire::Buckets;
+use crate::wire::{DType, Tensor, TensorSpec, Values};
 use crate::wire::{Fault, Labels, ModelInfo};
 use std::panic::AssertUnwindSafe;
 use tract_onnx::prelude::{Tensor as TractTensor, *};

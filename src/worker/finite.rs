@@ -8,9 +8,9 @@
 //! The check runs per request, after a batch is split, so one request's NaN fails only it.
 
 use super::engine::Failure;
-use crate::repo::{Manifest, OutputSpec};
-use crate::tensor::{DType, Tensor};
 use crate::wire::Fault;
+use crate::wire::manifest::{Manifest, OutputSpec};
+use crate::wire::{DType, Tensor};
 use std::collections::BTreeMap;
 
 /// Which outputs may hold which non-finite values.
@@ -101,7 +101,7 @@ fn scan(tensor: &Tensor) -> Found {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::Values;
+    use crate::wire::Values;
 
     fn f32s(name: &str, v: Vec<f32>) -> Tensor {
         Tensor::from_values(name, vec![v.len()], Values::F32(v)).unwrap()

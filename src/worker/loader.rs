@@ -13,8 +13,8 @@
 //! [`super::plans::PlanCache`] builds one optimized plan per concrete input shape (tract is
 //! several times faster on concrete shapes than on symbolic ones).
 
-use crate::repo::Manifest;
-use crate::tensor::{DType, TensorSpec};
+use crate::wire::manifest::Manifest;
+use crate::wire::{DType, TensorSpec};
 use crate::wire::{Labels, ModelInfo};
 use anyhow::bail;
 use std::path::Path;
@@ -386,7 +386,7 @@ mod tests {
         let hint = concrete_shapes_hint(&proto, &Manifest::default()).unwrap();
         assert!(hint.contains("[inputs.images] shape = [1, 3, <size of dim 2>, <size of dim 3>]"), "{hint}");
         let mut manifest = Manifest::default();
-        manifest.inputs.insert("images".into(), crate::repo::manifest::InputHint { shape: vec![1, 3, 320, 320] });
+        manifest.inputs.insert("images".into(), crate::wire::manifest::InputHint { shape: vec![1, 3, 320, 320] });
         assert_eq!(concrete_shapes_hint(&proto, &manifest), None, "already declared");
     }
 }

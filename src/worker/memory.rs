@@ -12,8 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Exit status of a worker whose allocation failed under its memory limit.
-pub const OOM_EXIT_CODE: i32 = 86;
+use crate::wire::OOM_EXIT_CODE;
 
 static EXIT_ON_OOM: AtomicBool = AtomicBool::new(false);
 

@@ -19,8 +19,8 @@ pub mod plans;
 pub mod rewrite;
 pub mod server;
 
-use crate::config::Buckets;
-use crate::repo::Manifest;
+use crate::wire::Buckets;
+use crate::wire::manifest::Manifest;
 use server::{InFlight, LoadState, Server};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -218,8 +218,8 @@ fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
 
 /// Reads a version directory's model.toml and loads its model (no plans, no checks run).
 fn load_model(dir: &Path) -> Result<(Manifest, loader::LoadedModel), String> {
-    let manifest = Manifest::read(&dir.join(crate::repo::MANIFEST_FILE)).map_err(|e| e.to_string())?;
-    let model = loader::load(&dir.join(crate::repo::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
+    let manifest = Manifest::read(&dir.join(crate::wire::manifest::MANIFEST_FILE)).map_err(|e| e.to_string())?;
+    let model = loader::load(&dir.join(crate::wire::manifest::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
     check_declared_outputs(&model.info, &manifest)?;
     Ok((manifest, model))
 }

@@ -7,7 +7,7 @@
 //! recently used one is dropped (requests still holding it finish on it).
 
 use super::loader::{PlanSource, datum_type};
-use crate::tensor::DType;
+use crate::wire::DType;
 use anyhow::{bail, ensure};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -37,6 +37,11 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The file a version directory must hold.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The optional file beside it, which the supervisor and the worker both read.
+pub const MANIFEST_FILE: &str = "model.toml";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("could not read {path}: {error}")]
