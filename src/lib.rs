@@ -4,6 +4,7 @@
 //! it spawns, one model version per pool of workers.
 //!
 //! Modules, from the edges in:
+//! - [`accept`]: the one accept loop (with backoff) of every listener.
 //! - [`admin`]: the admin socket and the CLI's client for it (`modeld status`).
 //! - [`alerts`]: Prometheus alerting rules rendered from the health thresholds.
 //! - [`config`]: `modeld.toml`, raw then validated.
@@ -39,6 +40,7 @@
 //! live version's clients, lets it answer a mirrored copy of live traffic (shadow) and
 //! then shifts real traffic to it by the strategy's steps, each judged by the health gate.
 
+pub mod accept;
 pub mod admin;
 pub mod alerts;
 pub mod config;

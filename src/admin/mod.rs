@@ -128,22 +128,15 @@ pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, Admin
 impl Admin {
     /// Answers connections until `stop`, then removes the socket.
     pub async fn serve(self: Arc<Self>, listener: UnixListener, path: PathBuf, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let admin = self.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = admin.connection(stream).await {
-                                tracing::debug!("admin connection ended: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => tracing::warn!("admin accept failed: {e}"),
-                },
-            }
-        }
+        crate::accept::until(&listener, "admin socket", stop.cancelled(), |stream| {
+            let admin = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = admin.connection(stream).await {
+                    tracing::debug!("admin connection ended: {e}");
+                }
+            });
+        })
+        .await;
         let _ = std::fs::remove_file(path);
     }
 

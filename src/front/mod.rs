@@ -124,18 +124,8 @@ impl Front {
     /// to `server.shutdown_grace` while refusing new connections.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
         let graceful = GracefulShutdown::new();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => self.clone().connection(stream, &graceful),
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
-        }
+        crate::accept::until(&listener, "HTTP", stop.cancelled(), |stream| self.clone().connection(stream, &graceful))
+            .await;
         drop(listener);
         let grace = self.server.get().shutdown_grace;
         tokio::select! {

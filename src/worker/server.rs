@@ -82,23 +82,15 @@ impl Server {
         listener: UnixListener,
         stop: impl std::future::Future<Output = T>,
     ) -> T {
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                why = &mut stop => return why,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let server = self.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = server.serve(stream).await {
-                                tracing::warn!("supervisor connection ended: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => tracing::warn!("accept failed: {e}"),
-                },
-            }
-        }
+        crate::accept::until(&listener, "worker socket", stop, |stream| {
+            let server = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(stream).await {
+                    tracing::warn!("supervisor connection ended: {e}");
+                }
+            });
+        })
+        .await
     }
 
     async fn serve(self: Arc<Self>, stream: UnixStream) -> std::io::Result<()> {
