@@ -18,11 +18,11 @@ pub mod gate;
 pub mod phase;
 pub mod plan;
 mod reload;
+pub mod repo_watch;
 pub mod runner;
 pub mod shadow;
 pub mod signature;
 pub mod state;
-pub mod watch;
 
 use crate::config::VersionSpec;
 use crate::config::{Config, ModelConfig, Overrides, Strategy};
@@ -33,16 +33,15 @@ use crate::router::pool::Pool;
 use crate::router::table::RoutingTable;
 use crate::router::{ModelRoute, Router};
 use crate::supervisor::Supervisor;
-use crate::supervisor::notify::Notifier;
 use arc_swap::ArcSwap;
 use phase::{Phase, Progress};
+use repo_watch::RepoWatch;
 use runner::{Command, Runner};
 use state::{Record, State, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch as channel};
-use watch::RepoWatch;
+use tokio::sync::{mpsc, watch};
 
 /// What the runners share with the engine.
 pub struct Shared {
@@ -133,7 +132,7 @@ impl Options {
 /// A rollout being run.
 struct Running {
     commands: mpsc::UnboundedSender<Command>,
-    progress: channel::Receiver<Progress>,
+    progress: watch::Receiver<Progress>,
 }
 
 pub struct Engine {
@@ -145,10 +144,27 @@ pub struct Engine {
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     watch: OnceLock<Arc<RepoWatch>>,
-    notifier: Arc<Notifier>,
+    observer: Arc<dyn ReloadObserver>,
     running: Mutex<HashMap<String, Running>>,
     /// The last progress of each model's latest rollout, running or ended.
-    latest: Mutex<HashMap<String, channel::Receiver<Progress>>>,
+    latest: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+}
+
+/// What the engine works with, made by the daemon.
+pub struct Parts {
+    pub router: Arc<Router>,
+    pub supervisor: Arc<Supervisor>,
+    pub host: Arc<Host>,
+    pub metrics: Arc<Metrics>,
+    pub live: crate::config::Live,
+    pub observer: Arc<dyn ReloadObserver>,
+}
+
+/// Told when the engine applies a reload: the daemon says RELOADING=1, then READY=1 with
+/// the new status, to systemd. The engine calls up through this, never owning the notifier.
+pub trait ReloadObserver: Send + Sync {
+    fn reloading(&self);
+    fn reloaded(&self, status: &str);
 }
 
 /// Who asked for a rollout (kept in its record).
@@ -174,15 +190,8 @@ impl Origin {
 impl Engine {
     /// Loads the persisted state and starts serving: each model's last promoted version
     /// (or the config's on first start), then rollouts for what the config asks anew.
-    pub fn start(
-        config: Config,
-        overrides: Overrides,
-        live: crate::config::Live,
-        router: Arc<Router>,
-        supervisor: Arc<Supervisor>,
-        host: Arc<Host>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Engine> {
+    pub fn start(config: Config, overrides: Overrides, parts: Parts) -> Arc<Engine> {
+        let Parts { router, supervisor, host, metrics, live, observer } = parts;
         let store = Store::new(&config.server.state_dir);
         let mut saved = store.load_or_set_aside();
         abort_interrupted(&mut saved);
@@ -195,7 +204,7 @@ impl Engine {
             overrides,
             reloading: tokio::sync::Mutex::new(()),
             watch: OnceLock::new(),
-            notifier: Arc::new(Notifier::from_env()),
+            observer,
             running: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
         });
@@ -219,10 +228,6 @@ impl Engine {
         }
     }
 
-    pub fn notifier(&self) -> Arc<Notifier> {
-        self.notifier.clone()
-    }
-
     pub fn router(&self) -> &Router {
         &self.router
     }
@@ -234,7 +239,7 @@ impl Engine {
             .iter()
             .map(|r| format!("rollout {} v{} by {}: {}", r.model, r.to, r.strategy, r.phase.describe()))
             .collect();
-        crate::supervisor::notify::summary(&self.router, &rollouts)
+        summary(&self.router, &rollouts)
     }
 
     /// Starts serving a model that has no route yet: its last promoted version when it
@@ -360,7 +365,7 @@ impl Engine {
             strategy: record.strategy.clone(),
             phase: Phase::Spawning,
         };
-        let (progress_tx, progress_rx) = channel::channel(first.clone());
+        let (progress_tx, progress_rx) = watch::channel(first.clone());
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         if matches!(origin, Origin::Config | Origin::Reload | Origin::Watch) {
             self.shared.update(|s| s.model(name).config_asked = Some(version));
@@ -425,7 +430,7 @@ impl Engine {
     }
 
     /// Follows the model's latest rollout.
-    pub fn follow(&self, model: &str) -> Option<channel::Receiver<Progress>> {
+    pub fn follow(&self, model: &str) -> Option<watch::Receiver<Progress>> {
         self.lock_latest().get(model).cloned()
     }
 
@@ -517,7 +522,7 @@ impl Engine {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_latest(&self) -> std::sync::MutexGuard<'_, HashMap<String, channel::Receiver<Progress>>> {
+    fn lock_latest(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Progress>>> {
         self.latest.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -548,4 +553,30 @@ async fn wait_ready(pool: &Pool, timeout: Duration) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The one-line summary for `STATUS=`: each model's stable version and state, and the
+/// rollouts in progress (described by the caller).
+fn summary(router: &Router, rollouts: &[String]) -> String {
+    let models: Vec<String> = router
+        .models()
+        .iter()
+        .map(|(name, route)| match &route.table().stable {
+            None => format!("{name} unavailable"),
+            Some(p) => {
+                let state = match &*p.phase() {
+                    crate::router::Phase::Failed { .. } => "failed",
+                    _ if p.is_ready() => "ready",
+                    _ => "starting",
+                };
+                format!("{name} v{} {state}", p.version)
+            }
+        })
+        .collect();
+    let mut line = format!("{} models: {}", models.len(), models.join(", "));
+    for r in rollouts {
+        line.push_str("; ");
+        line.push_str(r);
+    }
+    line
 }

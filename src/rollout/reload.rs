@@ -12,9 +12,9 @@ impl Engine {
     /// it is reloading meanwhile. An invalid file is refused whole, with the report, and
     /// the running config stays.
     pub async fn reload_file(self: &Arc<Self>) -> Result<Vec<String>, String> {
-        self.notifier.reloading();
+        self.observer.reloading();
         let result = self.apply_file().await;
-        self.notifier.ready(&self.status_line());
+        self.observer.reloaded(&self.status_line());
         result
     }
 

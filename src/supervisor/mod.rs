@@ -10,7 +10,6 @@
 pub mod cgroup;
 pub mod keeper;
 pub mod liveness;
-pub mod notify;
 pub mod process;
 pub mod sampler;
 pub mod signals;

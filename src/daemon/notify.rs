@@ -10,8 +10,8 @@
 //!
 //! Outside systemd (no `$NOTIFY_SOCKET`) every call does nothing.
 
-use crate::router::Router;
-use crate::router::pool::Phase;
+use crate::rollout::ReloadObserver;
+use crate::router::{Phase, Router};
 use sd_notify::NotifyState;
 use std::time::Duration;
 
@@ -67,37 +67,20 @@ impl Notifier {
     }
 }
 
-/// Whether every model's stable version is ready or has definitively failed (start-up is
-/// over, whatever its outcome).
+impl ReloadObserver for Notifier {
+    fn reloading(&self) {
+        Notifier::reloading(self);
+    }
+
+    fn reloaded(&self, status: &str) {
+        self.ready(status);
+    }
+}
+
+/// Whether start-up is over: every model's stable version ready or definitively failed.
 pub fn settled(router: &Router) -> bool {
     router.models().values().all(|route| match &route.table().stable {
         None => true,
         Some(pool) => pool.is_ready() || matches!(*pool.phase(), Phase::Failed { .. }),
     })
-}
-
-/// The one-line summary for `STATUS=`: each model's stable version and state, and the
-/// rollouts in progress (described by the caller).
-pub fn summary(router: &Router, rollouts: &[String]) -> String {
-    let models: Vec<String> = router
-        .models()
-        .iter()
-        .map(|(name, route)| match &route.table().stable {
-            None => format!("{name} unavailable"),
-            Some(p) => {
-                let state = match &*p.phase() {
-                    Phase::Failed { .. } => "failed",
-                    _ if p.is_ready() => "ready",
-                    _ => "starting",
-                };
-                format!("{name} v{} {state}", p.version)
-            }
-        })
-        .collect();
-    let mut line = format!("{} models: {}", models.len(), models.join(", "));
-    for r in rollouts {
-        line.push_str("; ");
-        line.push_str(r);
-    }
-    line
 }

@@ -6,6 +6,12 @@
 //! admin requests. The event loop beats the heartbeat that `/v2/health/live` reads and
 //! turns signals into intents. Shutdown: stop accepting, let in-flight requests finish
 //! within `shutdown_grace`, drain and stop the workers, exit 0.
+//!
+//! The daemon owns the systemd notifier ([`notify`]): it says READY, STATUS, WATCHDOG and
+//! STOPPING from its loop, and the rollout engine reports reloads through it as a
+//! [`crate::rollout::ReloadObserver`].
+
+pub mod notify;
 
 use crate::admin::{self, Admin};
 use crate::config::Live;
@@ -13,13 +19,14 @@ use crate::config::{Config, Overrides};
 use crate::front::Front;
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
-use crate::rollout::Engine;
+use crate::rollout::{Engine, Parts};
 use crate::router::Router;
 use crate::supervisor::cgroup::Cgroups;
 use crate::supervisor::process::Launcher;
 use crate::supervisor::signals::{Intent, Signals};
-use crate::supervisor::{Supervisor, notify, sampler};
+use crate::supervisor::{Supervisor, sampler};
 use anyhow::Context;
+use notify::Notifier;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -52,15 +59,17 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let host = Arc::new(Host::new());
     let stop_sampler = CancellationToken::new();
     tokio::spawn(sampler::run(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
-    let engine = Engine::start(
-        config.clone(),
-        overrides,
-        live.clone(),
-        router.clone(),
-        supervisor.clone(),
-        host.clone(),
-        metrics.clone(),
-    );
+    // The daemon owns what it tells systemd; the engine reports reloads through it.
+    let notifier = Arc::new(Notifier::from_env());
+    let parts = Parts {
+        router: router.clone(),
+        supervisor: supervisor.clone(),
+        host: host.clone(),
+        metrics: metrics.clone(),
+        live: live.clone(),
+        observer: notifier.clone(),
+    };
+    let engine = Engine::start(config.clone(), overrides, parts);
     engine.watch_repository();
 
     let listener = TcpListener::bind(server.listen)
@@ -81,7 +90,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let stop_admin = CancellationToken::new();
     let admin_task = tokio::spawn(admin.serve(admin_listener, server.admin_socket.clone(), stop_admin.clone()));
 
-    let intent = event_loop(&mut signals, &heartbeat, &engine).await;
+    let intent = event_loop(&mut signals, &heartbeat, &engine, &notifier).await;
     stop_http.cancel();
     match intent {
         Intent::FastStop => {
@@ -104,8 +113,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
 /// The supervisor's event loop: beats the heartbeat and systemd's watchdog, tells systemd
 /// when start-up is over and what the daemon is doing, reloads on SIGHUP, and returns the
 /// signal that stops the daemon.
-async fn event_loop(signals: &mut Signals, heartbeat: &Heartbeat, engine: &Arc<Engine>) -> Intent {
-    let notifier = engine.notifier();
+async fn event_loop(signals: &mut Signals, heartbeat: &Heartbeat, engine: &Arc<Engine>, notifier: &Notifier) -> Intent {
     let every = notifier.watchdog_every().map_or(HEARTBEAT_EVERY, |w| w.min(HEARTBEAT_EVERY));
     let mut tick = tokio::time::interval(every);
     let mut ready = false;
