@@ -4,9 +4,9 @@
 //!
 //!     cargo run --release --example plan_speedup [ITERATIONS]
 
-use modeld::wire::Buckets;
 use modeld::repo::Manifest;
 use modeld::tensor::{Tensor, Values};
+use modeld::wire::Buckets;
 use modeld::worker::engine::Engine;
 use std::path::Path;
 use std::time::Instant;

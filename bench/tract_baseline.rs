@@ -18,10 +18,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use modeld::wire::Buckets;
 use modeld::front::oip;
 use modeld::repo::Manifest;
 use modeld::tensor::Tensor;
+use modeld::wire::Buckets;
 use modeld::worker::engine::Engine;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ impl Baseline {
         let info = &self.engine.info;
         let request = match oip::parse_infer(&body, &info.inputs, &info.outputs) {
             Ok(r) => r,
-            Err(e) => return reply(e.status, e.body()),
+            Err(e) => return reply(e.status(), e.body()),
         };
         match self.engine.infer(request.inputs) {
             Ok(outputs) => reply(StatusCode::OK, respond(&outputs)),

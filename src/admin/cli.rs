@@ -78,7 +78,7 @@ fn render_history(records: &[Record]) -> String {
     }
     for r in records {
         let from = r.from.map_or("-".into(), |v| format!("v{v}"));
-        let outcome = r.outcome.as_deref().unwrap_or("in progress");
+        let outcome = r.outcome.map_or("in progress", |o| o.name());
         let reason = r.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
         out.push_str(&format!(
             "#{} {} {} {from} -> v{} by {} ({}): {outcome}{reason}\n",

@@ -78,10 +78,10 @@ mod tests {
         let gz = encode_response(&json).unwrap();
         let gzip = HeaderValue::from_static("gzip");
         assert_eq!(decode_request(Some(&gzip), gz.clone(), 1 << 20).unwrap(), Bytes::from(json.clone()));
-        assert_eq!(decode_request(Some(&gzip), gz, 100).unwrap_err().status, 413, "a bomb stops at the limit");
-        assert_eq!(decode_request(Some(&gzip), Bytes::from_static(b"nope"), 100).unwrap_err().status, 400);
+        assert_eq!(decode_request(Some(&gzip), gz, 100).unwrap_err().status(), 413, "a bomb stops at the limit");
+        assert_eq!(decode_request(Some(&gzip), Bytes::from_static(b"nope"), 100).unwrap_err().status(), 400);
         let br = HeaderValue::from_static("br");
-        assert_eq!(decode_request(Some(&br), Bytes::new(), 100).unwrap_err().status, 415);
+        assert_eq!(decode_request(Some(&br), Bytes::new(), 100).unwrap_err().status(), 415);
         assert_eq!(decode_request(None, Bytes::from_static(b"x"), 100).unwrap(), "x");
     }
 

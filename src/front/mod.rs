@@ -91,7 +91,7 @@ impl Reply {
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        Reply { retry_after: e.retry_after, allow: e.allow, ..Reply::json(e.status, e.body()) }
+        Reply { retry_after: e.retry_after, allow: e.allow, ..Reply::json(e.status(), e.body()) }
     }
 }
 
@@ -163,7 +163,7 @@ impl Front {
         let reply = match tokio::time::timeout(timeout, self.dispatch(req, &mut served)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
-                served.invalid = e.invalid_for_version;
+                served.invalid = e.invalid_for_version();
                 e.into()
             }
             Err(_) => ApiError::timeout(timeout).into(),

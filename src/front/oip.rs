@@ -74,19 +74,19 @@ pub fn check(request: &Request, inputs_spec: &[TensorSpec], outputs_spec: &[Tens
     for tensor in &request.inputs {
         let name = &tensor.name;
         let spec = inputs_spec.iter().find(|s| &s.name == name).ok_or_else(|| {
-            ApiError::invalid_for_version(format!("unexpected input '{name}' (the model takes {})", names(inputs_spec)))
+            ApiError::not_for_version(format!("unexpected input '{name}' (the model takes {})", names(inputs_spec)))
         })?;
         if tensor.dtype != spec.dtype {
-            return Err(ApiError::invalid_for_version(format!(
+            return Err(ApiError::not_for_version(format!(
                 "input '{name}': expected datatype {}, got {}",
                 spec.dtype, tensor.dtype
             )));
         }
-        spec.admits(tensor).map_err(ApiError::invalid_for_version)?;
+        spec.admits(tensor).map_err(ApiError::not_for_version)?;
     }
     for spec in inputs_spec {
         if !request.inputs.iter().any(|t| t.name == spec.name) {
-            return Err(ApiError::invalid_for_version(format!(
+            return Err(ApiError::not_for_version(format!(
                 "missing input '{}' (the model takes {})",
                 spec.name,
                 names(inputs_spec)
@@ -95,7 +95,7 @@ pub fn check(request: &Request, inputs_spec: &[TensorSpec], outputs_spec: &[Tens
     }
     for (name, _) in request.outputs.iter().flatten() {
         if !outputs_spec.iter().any(|s| &s.name == name) {
-            return Err(ApiError::invalid_for_version(format!(
+            return Err(ApiError::not_for_version(format!(
                 "unknown output '{name}' requested (the model gives {})",
                 names(outputs_spec)
             )));

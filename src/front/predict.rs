@@ -67,7 +67,7 @@ pub fn model_name(examples: &[Example], models: &[String]) -> Result<String, Api
 /// Stacks the examples' features into one batch tensor for the model's single input. The
 /// body was read before routing; what this refuses, this version's signature refuses.
 pub fn batch_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, ApiError> {
-    version_tensor(examples, info).map_err(|e| ApiError::invalid_for_version(e.message))
+    version_tensor(examples, info).map_err(|e| ApiError::not_for_version(e.message))
 }
 
 fn version_tensor(examples: &[Example], info: &ModelInfo) -> Result<Tensor, ApiError> {

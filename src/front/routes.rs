@@ -288,8 +288,8 @@ mod tests {
             tf(&Method::GET, "/v1/models/iris/versions/3/metadata"),
             Endpoint::TfMetadata { model: "iris".into(), version: Some(3) }
         );
-        assert_eq!(route(&Method::POST, "/v1/models/iris:explain").unwrap_err().status, 404);
-        assert_eq!(route(&Method::GET, "/v1/models/iris:predict").unwrap_err().status, 405);
+        assert_eq!(route(&Method::POST, "/v1/models/iris:explain").unwrap_err().status(), 404);
+        assert_eq!(route(&Method::GET, "/v1/models/iris:predict").unwrap_err().status(), 405);
     }
 
     #[test]
@@ -308,9 +308,9 @@ mod tests {
     #[test]
     fn wrong_methods_and_paths_are_refused() {
         let e = route(&Method::GET, "/v2/models/iris/infer").unwrap_err();
-        assert_eq!((e.status.as_u16(), e.allow), (405, Some("POST")));
-        assert_eq!(route(&Method::POST, "/health").unwrap_err().status.as_u16(), 405);
-        assert_eq!(route(&Method::GET, "/nope").unwrap_err().status.as_u16(), 404);
-        assert_eq!(route(&Method::POST, "/v2/models/iris/versions/x/infer").unwrap_err().status.as_u16(), 400);
+        assert_eq!((e.status().as_u16(), e.allow), (405, Some("POST")));
+        assert_eq!(route(&Method::POST, "/health").unwrap_err().status().as_u16(), 405);
+        assert_eq!(route(&Method::GET, "/nope").unwrap_err().status().as_u16(), 404);
+        assert_eq!(route(&Method::POST, "/v2/models/iris/versions/x/infer").unwrap_err().status().as_u16(), 400);
     }
 }

@@ -99,7 +99,7 @@ impl Body<'_> {
             (None, None) => unreachable!("parse_body checked a layout is given"),
         };
         for (tensor, spec) in tensors.iter().zip(&info.inputs) {
-            spec.admits(tensor).map_err(ApiError::invalid_for_version)?;
+            spec.admits(tensor).map_err(ApiError::not_for_version)?;
         }
         Ok(tensors)
     }
@@ -113,7 +113,7 @@ fn columnar(columns: &RawValue, specs: &[TensorSpec]) -> Result<Vec<Tensor>, Api
             specs.iter().map(|s| tensor(s, named.get(&s.name).copied(), None)).collect()
         }
         (Err(_), [single]) => Ok(vec![tensor(single, Some(columns), None)?]),
-        (Err(_), _) => Err(ApiError::invalid_for_version(format!(
+        (Err(_), _) => Err(ApiError::not_for_version(format!(
             "\"inputs\" must be an object of the model's {} inputs ({})",
             specs.len(),
             names(specs)
@@ -140,7 +140,7 @@ fn row_format(rows: &RawValue, specs: &[TensorSpec]) -> Result<Vec<Tensor>, ApiE
             specs.iter().map(|s| stacked(s, rows(s), entries.len())).collect()
         }
         (None, [single]) => Ok(vec![tensor(single, Some(rows), Some(entries.len()))?]),
-        (None, _) => Err(ApiError::invalid_for_version(format!(
+        (None, _) => Err(ApiError::not_for_version(format!(
             "the model takes {} inputs ({}): each instance must be an object of them",
             specs.len(),
             names(specs)
@@ -211,13 +211,13 @@ fn strings(raw: &RawValue) -> Result<(Vec<usize>, Values), String> {
 }
 
 fn missing(spec: &TensorSpec) -> ApiError {
-    ApiError::invalid_for_version(format!("missing input '{}'", spec.name))
+    ApiError::not_for_version(format!("missing input '{}'", spec.name))
 }
 
 fn refuse_unknown<'k>(keys: impl Iterator<Item = &'k String>, specs: &[TensorSpec]) -> Result<(), ApiError> {
     for key in keys {
         if !specs.iter().any(|s| &s.name == key) {
-            return Err(ApiError::invalid_for_version(format!(
+            return Err(ApiError::not_for_version(format!(
                 "unexpected input '{key}' (the model takes {})",
                 names(specs)
             )));
@@ -285,7 +285,7 @@ pub fn results(
     let result: Vec<Value> = match verb {
         Verb::Regress if width == 1 => rows.map(|r| json::float_value(r[0])).collect(),
         Verb::Regress => {
-            return Err(ApiError::invalid_for_version(format!(
+            return Err(ApiError::not_for_version(format!(
                 "regress needs one value per example; output '{}' gives {width}",
                 output.name
             )));
@@ -296,7 +296,7 @@ pub fn results(
             for row in rows {
                 let kind = predict::kind_of(pool, row);
                 if kind == PredictKind::Regression {
-                    return Err(ApiError::invalid_for_version(format!(
+                    return Err(ApiError::not_for_version(format!(
                         "classify needs class scores; output '{}' is a regression (use :regress or :predict)",
                         output.name
                     )));
@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(tensors[1].values(), Values::I64(vec![7, 8]));
         let missing = parse_body(br#"{"instances": [{"a": 1.5}]}"#, Verb::Predict).unwrap();
         let e = missing.tensors(&two).unwrap_err();
-        assert!(e.invalid_for_version && e.message.contains("missing input 'b'"), "{e:?}");
+        assert!(e.invalid_for_version() && e.message.contains("missing input 'b'"), "{e:?}");
         let stray = parse_body(br#"{"instances": [{"a": 1, "b": 2, "c": 3}]}"#, Verb::Predict).unwrap();
         assert!(stray.tensors(&two).unwrap_err().message.contains("unexpected input 'c'"));
     }

@@ -37,7 +37,7 @@ use arc_swap::ArcSwap;
 use phase::{Phase, Progress};
 use repo_watch::RepoWatch;
 use runner::{Command, Runner};
-use state::{Record, State, Store};
+use state::{Outcome, Record, State, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -405,7 +405,7 @@ impl Engine {
         self.shared.update(|s| {
             let m = s.model(&name);
             m.rollout = None;
-            if record.outcome.as_deref() == Some("promoted") {
+            if record.outcome == Some(Outcome::Promoted) {
                 m.previous = record.from;
                 m.live = Some(record.to);
             }
@@ -482,7 +482,7 @@ impl Engine {
                 origin: Origin::Operator.name().into(),
                 started_at: at,
                 ended_at: Some(at),
-                outcome: Some("rolled_back".into()),
+                outcome: Some(Outcome::RolledBack),
                 reason: Some(format!("operator rollback from version {from}")),
                 phases: Vec::new(),
             });
@@ -532,7 +532,7 @@ fn abort_interrupted(state: &mut State) {
     let interrupted: Vec<Record> = state.models.values_mut().filter_map(|m| m.rollout.take()).collect();
     for mut record in interrupted {
         tracing::warn!(model = %record.model, to = record.to, "a rollout was cut by a restart; serving the last promoted version");
-        record.outcome = Some("aborted".into());
+        record.outcome = Some(Outcome::Aborted);
         record.reason = Some("the daemon restarted mid-rollout; the last promoted version serves".into());
         record.ended_at = Some(state::now());
         state.remember(record);

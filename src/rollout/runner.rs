@@ -15,7 +15,7 @@
 use super::Shared;
 use super::gate::{self, Verdict};
 use super::phase::{Phase, Progress};
-use super::state::{self, PhaseEntry, Record};
+use super::state::{self, Outcome, PhaseEntry, Record};
 use super::{shadow, signature};
 use crate::config::{DeployConfig, ModelConfig, OnInconclusive, Strategy};
 use crate::router::ModelRoute;
@@ -106,17 +106,17 @@ impl Runner {
             Strategy::AbTest => self.ab_test().await,
         };
         let outcome = match &end {
-            Phase::Promoted => "promoted",
-            Phase::Reverted { .. } => "reverted",
-            _ => "failed",
+            Phase::Promoted => Outcome::Promoted,
+            Phase::Reverted { .. } => Outcome::Reverted,
+            _ => Outcome::Failed,
         };
         let reason = match &end {
             Phase::Reverted { reason } | Phase::Failed { reason } => Some(reason.clone()),
             _ => None,
         };
         self.enter(end);
-        tracing::info!(model = %self.model.name, to = self.record.to, outcome, ?reason, "rollout ended");
-        self.record.outcome = Some(outcome.into());
+        tracing::info!(model = %self.model.name, to = self.record.to, %outcome, ?reason, "rollout ended");
+        self.record.outcome = Some(outcome);
         self.record.reason = reason;
         self.record.ended_at = Some(state::now());
         self.record

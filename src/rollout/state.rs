@@ -51,13 +51,47 @@ pub struct Record {
     pub started_at: f64,
     #[serde(default)]
     pub ended_at: Option<f64>,
-    /// "promoted", "reverted", "failed", "aborted" once ended.
+    /// How it ended (none while it runs).
     #[serde(default)]
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
     pub phases: Vec<PhaseEntry>,
+}
+
+/// How a rollout ended, as the state file and `modeld history` spell it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The candidate became the live version.
+    Promoted,
+    /// The gate failed it after it took traffic; the live version serves.
+    Reverted,
+    /// It failed before taking traffic (load, golden checks, signature, shadow).
+    Failed,
+    /// A restart cut it; the last promoted version serves.
+    Aborted,
+    /// `modeld rollback`: the previous version was made live again.
+    RolledBack,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::Reverted => "reverted",
+            Outcome::Failed => "failed",
+            Outcome::Aborted => "aborted",
+            Outcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A phase the rollout entered, with the verdict or note that came with it.
@@ -202,7 +236,7 @@ mod tests {
             origin: "operator".into(),
             started_at: 1.0,
             ended_at: Some(2.0),
-            outcome: Some("promoted".into()),
+            outcome: Some(Outcome::Promoted),
             reason: None,
             phases: vec![PhaseEntry { at: 1.5, phase: "step 1/4".into(), weight: Some(10), note: None }],
         });
