@@ -17,7 +17,7 @@
 
 use super::batcher::{self, Forming, Policy, Queued, reply_frame};
 use super::engine::Engine;
-use super::server::{InFlight, InFlightGuard};
+use super::in_flight::{InFlight, InFlightGuard};
 use crate::wire::{self, Frame};
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::time::TimeSpec;

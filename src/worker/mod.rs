@@ -13,6 +13,7 @@ pub mod checks;
 pub mod direct;
 pub mod engine;
 pub mod finite;
+pub mod in_flight;
 pub mod loader;
 pub mod memory;
 pub mod plans;
@@ -21,7 +22,8 @@ pub mod server;
 
 use crate::wire::Buckets;
 use crate::wire::manifest::Manifest;
-use server::{InFlight, LoadState, Server};
+use in_flight::InFlight;
+use server::{LoadState, Server};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::UnixListener;

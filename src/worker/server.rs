@@ -10,8 +10,8 @@
 use super::batcher::{Batcher, Policy, reply_frame};
 use super::direct::DirectServer;
 use super::engine::Engine;
+use super::in_flight::InFlight;
 use crate::wire::{self, Frame, PROTOCOL_VERSION};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
@@ -23,41 +23,6 @@ pub enum LoadState {
     Loading,
     Ready(Arc<Engine>),
     Failed(String),
-}
-
-/// Requests received and not yet answered, so a graceful stop can wait for them.
-#[derive(Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-impl InFlight {
-    pub(super) fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(self.clone())
-    }
-
-    /// Returns once no request is in flight.
-    pub async fn wait_idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-pub(super) struct InFlightGuard(Arc<InFlight>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
 }
 
 pub struct Server {
@@ -93,61 +58,82 @@ impl Server {
         .await
     }
 
+    /// One connection from the supervisor: the handshake, then its frames, on one thread
+    /// ([`DirectServer`]) or through the batcher.
     async fn serve(self: Arc<Self>, stream: UnixStream) -> std::io::Result<()> {
         let (reader, writer) = stream.into_split();
         // Buffered: a burst of requests is read in one system call, not two per frame.
         let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
         let mut writer = BufWriter::new(writer);
-        match wire::recv(&mut reader).await? {
+        let Some(engine) = self.handshake(&mut reader, &mut writer).await? else {
+            return Ok(());
+        };
+        if self.direct && reader.buffer().is_empty() {
+            let stream = reader.into_inner().reunite(writer.into_inner()).map_err(std::io::Error::other)?;
+            return self.hand_to_direct(stream, engine).await;
+        }
+        let (replies, outbox) = mpsc::channel::<Vec<u8>>(1024);
+        let write_loop = tokio::spawn(write_replies(writer, outbox));
+        self.read_requests(&mut reader, engine, replies).await?;
+        write_loop.await.map_err(std::io::Error::other)?
+    }
+
+    /// Answers Hello with Ready once the model is loaded (the engine to serve with), or
+    /// with LoadFailed (`None`: the worker then exits).
+    async fn handshake(
+        &self,
+        reader: &mut (impl tokio::io::AsyncRead + Unpin),
+        writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> std::io::Result<Option<Arc<Engine>>> {
+        match wire::recv(reader).await? {
             Frame::Hello { protocol } if protocol == PROTOCOL_VERSION => {}
             other => {
                 let reason = format!("expected Hello for protocol {PROTOCOL_VERSION}, got {other:?}");
-                wire::send(&mut writer, &Frame::LoadFailed { reason: reason.clone() }).await?;
+                wire::send(writer, &Frame::LoadFailed { reason: reason.clone() }).await?;
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
             }
         }
-        let engine = match self.loaded().await {
-            LoadState::Ready(engine) => engine,
+        match self.loaded().await {
+            LoadState::Ready(engine) => {
+                wire::send(writer, &Frame::Ready(engine.info.clone())).await?;
+                Ok(Some(engine))
+            }
             LoadState::Failed(reason) => {
-                wire::send(&mut writer, &Frame::LoadFailed { reason }).await?;
+                wire::send(writer, &Frame::LoadFailed { reason }).await?;
                 self.told.notify_one();
-                return Ok(());
+                Ok(None)
             }
             LoadState::Loading => unreachable!("loaded() waits past Loading"),
-        };
-        wire::send(&mut writer, &Frame::Ready(engine.info.clone())).await?;
-        if self.direct && reader.buffer().is_empty() {
-            // One inference at a time: a plain thread reads, batches, runs and answers the
-            // frames itself, with no hand-off between threads per request.
-            let stream = reader.into_inner().reunite(writer.into_inner()).map_err(std::io::Error::other)?.into_std()?;
-            let (in_flight, server) = (self.in_flight.clone(), self.clone());
-            return tokio::task::spawn_blocking(move || {
-                DirectServer::new(stream, &engine, &server.policy, &in_flight, server.busy_poll)?.serve()
-            })
-            .await
-            .map_err(std::io::Error::other)?;
         }
+    }
+
+    /// One inference at a time: a plain thread reads, batches, runs and answers the frames
+    /// itself, with no hand-off between threads per request.
+    async fn hand_to_direct(self: Arc<Self>, stream: UnixStream, engine: Arc<Engine>) -> std::io::Result<()> {
+        let stream = stream.into_std()?;
+        tokio::task::spawn_blocking(move || {
+            DirectServer::new(stream, &engine, &self.policy, &self.in_flight, self.busy_poll)?.serve()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Reads Infer frames and runs each on its own task through the batcher, its reply
+    /// sent to `replies`; answers Ping at once, while inference threads are busy.
+    async fn read_requests(
+        &self,
+        reader: &mut (impl tokio::io::AsyncRead + Unpin),
+        engine: Arc<Engine>,
+        replies: mpsc::Sender<Vec<u8>>,
+    ) -> std::io::Result<()> {
         let batcher = self
             .batcher
             .get_or_init(|| Batcher::start(engine.clone(), self.slots.clone(), self.policy.clone()))
             .clone();
-
-        let (replies, mut outbox) = mpsc::channel::<Vec<u8>>(1024);
-        let write_loop = tokio::spawn(async move {
-            while let Some(frame) = outbox.recv().await {
-                writer.write_all(&frame).await?;
-                // Flush only when no other reply is ready, so bursts share one write.
-                if outbox.is_empty() {
-                    writer.flush().await?;
-                }
-            }
-            std::io::Result::Ok(())
-        });
-        while let Some(body) = wire::read_frame(&mut reader).await? {
+        while let Some(body) = wire::read_frame(reader).await? {
             let frame = Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let (id, inputs) = match frame {
                 Frame::Infer { id, inputs } => (id, inputs),
-                // Answered by the reader itself, while inference threads are busy.
                 Frame::Ping { id } => {
                     let _ = replies.send(Frame::Pong { id }.encode()).await;
                     continue;
@@ -168,8 +154,7 @@ impl Server {
                 drop(guard);
             });
         }
-        drop(replies);
-        write_loop.await.map_err(std::io::Error::other)?
+        Ok(())
     }
 
     async fn loaded(&self) -> LoadState {
@@ -180,4 +165,19 @@ impl Server {
             Err(_) => LoadState::Failed("loader stopped without a result".into()),
         }
     }
+}
+
+/// Writes replies as they come, flushing only when no other reply is ready so that a
+/// burst shares one write.
+async fn write_replies(
+    mut writer: BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    mut outbox: mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    while let Some(frame) = outbox.recv().await {
+        writer.write_all(&frame).await?;
+        if outbox.is_empty() {
+            writer.flush().await?;
+        }
+    }
+    Ok(())
 }
