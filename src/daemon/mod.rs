@@ -75,7 +75,10 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let listener = TcpListener::bind(server.listen)
         .await
         .with_context(|| format!("could not listen on {} (server.listen)", server.listen))?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
+    let bound = listener.local_addr()?;
+    tracing::info!("listening on http://{bound}");
+    let address_file = server.run_dir.join(ADDRESS_FILE);
+    write_address(&address_file, bound).with_context(|| format!("could not write {}", address_file.display()))?;
     let front = Arc::new(Front {
         router: router.clone(),
         metrics,
@@ -106,8 +109,21 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     stop_admin.cancel();
     stop_sampler.cancel();
     let _ = admin_task.await;
+    let _ = std::fs::remove_file(&address_file);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The file in `run_dir` holding the address HTTP listens on (`127.0.0.1:41234`, the port
+/// resolved when the config asks for port 0), for scripts and tests; removed at a clean stop.
+pub const ADDRESS_FILE: &str = "http.addr";
+
+/// Writes the address whole (a temporary file renamed into place): a reader never sees
+/// half of it.
+fn write_address(path: &std::path::Path, address: std::net::SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, format!("{address}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The supervisor's event loop: beats the heartbeat and systemd's watchdog, tells systemd

@@ -12,6 +12,24 @@ fn assert_error(answer: &crate::util::Answer, status: u16, needle: &str) {
     let message =
         answer.json()["error"].as_str().unwrap_or_else(|| panic!("no error field: {}", answer.body)).to_string();
     assert!(message.contains(needle), "error {message:?} should mention {needle:?}");
+    // The machine-readable kind agrees with the status.
+    let kinds: &[&str] = match status {
+        400 => &["bad_request", "invalid_input"],
+        404 => &["not_found"],
+        405 => &["method_not_allowed"],
+        413 => &["payload_too_large"],
+        415 => &["unsupported_encoding"],
+        500 => &["internal"],
+        503 => &["unavailable"],
+        504 => &["timeout"],
+        _ => &[],
+    };
+    let kind = answer.json()["error_type"].as_str().unwrap_or_default().to_string();
+    assert!(kinds.contains(&kind.as_str()), "error_type {kind:?} for {status}: {}", answer.body);
+}
+
+fn error_type(answer: &crate::util::Answer) -> String {
+    answer.json()["error_type"].as_str().unwrap_or_default().to_string()
 }
 
 fn mlp_daemon() -> TestDaemon {
@@ -33,7 +51,9 @@ fn bad_requests_are_answered_with_what_is_wrong() {
     };
 
     assert_error(&daemon.post(infer, "{\"inputs\": [}"), 400, "malformed JSON");
-    assert_error(&daemon.post(infer, "{}"), 400, "missing field `inputs`");
+    let malformed = daemon.post(infer, "{}");
+    assert_error(&malformed, 400, "missing field `inputs`");
+    assert_eq!(error_type(&malformed), "bad_request", "malformed whatever the version");
     assert_error(
         &daemon.post("/v2/models/nope/infer", &infer_body("features", &[1, 30], &row)),
         404,
@@ -45,7 +65,9 @@ fn bad_requests_are_answered_with_what_is_wrong() {
         "no version 9",
     );
     assert_error(&daemon.post(infer, r#"{"inputs": []}"#), 400, "missing input 'features'");
-    assert_error(&daemon.post(infer, &infer_body("feature", &[1, 30], &row)), 400, "unexpected input 'feature'");
+    let wrong_name = daemon.post(infer, &infer_body("feature", &[1, 30], &row));
+    assert_error(&wrong_name, 400, "unexpected input 'feature'");
+    assert_eq!(error_type(&wrong_name), "invalid_input", "refused by the version's signature");
     let extra = json!({"inputs": [
         {"name": "features", "shape": [1, 30], "datatype": "FP32", "data": row},
         {"name": "mask", "shape": [1], "datatype": "FP32", "data": [1.0]}

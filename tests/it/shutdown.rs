@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut daemon = TestDaemon::ready(Setup::new().model(ModelFiles::new("slow", 1, onnx::slow(256, 200)), 2));
     let workers = daemon.worker_pids();
+    let address_file = daemon.path().join("run/http.addr");
+    assert_eq!(std::fs::read_to_string(&address_file).unwrap(), format!("{}\n", daemon.addr));
     let body = infer_body("x", &[32, 256], &vec![0.5; 32 * 256]);
     let started = Instant::now();
     assert_eq!(daemon.post("/v2/models/slow/infer", &body).status, 200);
@@ -30,6 +32,7 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
         assert!(!alive(pid), "worker {pid} outlived the daemon");
     }
     assert!(daemon.logs().contains("all HTTP requests answered"), "{}", daemon.logs());
+    assert!(!address_file.exists(), "a clean stop removes the address file");
 }
 
 #[test]

@@ -224,6 +224,9 @@ impl TestDaemon {
     }
 
     fn spawn(dir: tempfile::TempDir, config: &Path) -> TestDaemon {
+        // A daemon killed before (restart) left its address behind.
+        let address_file = dir.path().join("run").join(modeld::daemon::ADDRESS_FILE);
+        let _ = std::fs::remove_file(&address_file);
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
@@ -236,20 +239,16 @@ impl TestDaemon {
             .spawn()
             .expect("modeld starts");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
-                }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
+        let addr = match listening_address(&mut child, &address_file) {
+            Some(addr) => addr,
+            None => {
                 let _ = child.kill();
                 panic!("modeld did not start listening:\n{}", logs.lock().unwrap().join("\n"));
             }
@@ -439,4 +438,20 @@ pub fn alive(pid: i32) -> bool {
 /// An OIP infer body with one FP32 input.
 pub fn infer_body(name: &str, shape: &[usize], data: &[f32]) -> String {
     serde_json::json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] }).to_string()
+}
+
+/// The address the daemon listens on, from the file it writes in its run directory once
+/// bound (`None` if it exits first or takes over 30 s).
+fn listening_address(child: &mut Child, file: &Path) -> Option<SocketAddr> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            return Some(text.trim().parse().expect("the address file holds an address"));
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
