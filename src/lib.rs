@@ -8,7 +8,8 @@
 //! - [`admin`]: the admin socket and the CLI's client for it (`modeld status`).
 //! - [`alerts`]: Prometheus alerting rules rendered from the health thresholds.
 //! - [`config`]: `modeld.toml`, raw then validated.
-//! - [`daemon`]: `modeld serve`, wiring everything and running the event loop.
+//! - [`daemon`]: `modeld serve`, wiring everything and running the event loop; it owns the
+//!   systemd notifier.
 //! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
 //! - [`health`]: what `/health` and `/ready` say, read from live state.
 //! - [`metrics`]: every Prometheus metric, in one place.
@@ -20,10 +21,18 @@
 //!   multiplexed connections to them, the shadow phase's mirror of live traffic.
 //! - [`supervisor`]: spawning, restarting and stopping workers; signals.
 //! - [`window`]: measured windows of request outcomes and latencies per version.
-//! - [`wire`]: the binary frames between supervisor and workers.
+//! - [`wire`]: what crosses between supervisor and workers: the binary frames, and the
+//!   settings and files both read (`model.toml`'s types, plan buckets, the OOM exit code).
 //! - [`worker`]: `modeld worker`, one model version with tract behind a Unix socket.
-//! - [`repo`]: the model repository on disk and `model.toml`.
+//! - [`repo`]: the model repository on disk: versions, `latest`, each version's `model.toml`.
 //! - [`tensor`]: the tensor type all of them share.
+//! - [`trim`]: returning freed memory to the system, in every process.
+//!
+//! Dependencies point one way, from the edges in: `config` depends on nothing of ours;
+//! the worker only on `wire` (and the leaf utilities `accept` and `trim`); the front names
+//! the router's re-exports, never its modules; `health` never imports `rollout`, which
+//! calls up through a trait object (`ReloadObserver`). `tests/it/architecture.rs` checks
+//! these on the source.
 //!
 //! The request path: `front` parses the body into tensors checked against the model's
 //! signature → `router` picks the pool (stable, or a candidate by weight, or a pinned
@@ -56,6 +65,7 @@ pub mod rollout;
 pub mod router;
 pub mod supervisor;
 pub mod tensor;
+pub mod trim;
 pub mod window;
 pub mod wire;
 pub mod worker;

@@ -33,7 +33,7 @@ pub async fn run(supervisor: Arc<Supervisor>, host: Arc<Host>, metrics: Arc<Metr
             _ = tick.tick() => {}
         }
         // Memory freed after a burst of large requests goes back to the system.
-        crate::worker::memory::release_free_memory();
+        crate::trim::release_free_memory();
         system.refresh_cpu_usage();
         system.refresh_memory();
         host.set(f64::from(system.global_cpu_usage()) / 100.0, system.total_memory());

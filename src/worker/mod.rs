@@ -106,7 +106,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::debug!(limit, ?how, "memory limit applied");
     }
     engine::use_intra_op_threads(args.intra_op_threads);
-    memory::trim_every(std::time::Duration::from_secs(1));
+    crate::trim::trim_every(std::time::Duration::from_secs(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(args.threads + 2)

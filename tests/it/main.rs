@@ -2,6 +2,7 @@
 //! talks to it over HTTP and signals, as an operator or client would.
 
 mod admin;
+mod architecture;
 mod bad_input;
 mod batching;
 mod binary;
