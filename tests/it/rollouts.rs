@@ -290,6 +290,8 @@ fn a_blue_green_promotion_is_rolled_back_from_the_warm_pool() {
 #[test]
 fn sighup_with_an_invalid_config_changes_nothing_and_a_valid_one_rolls_out() {
     let daemon = daemon(family::good(1.05), &deploy_line("strategy = \"blue_green\", bake = \"1s\""));
+    // Ready takes one worker; the status compared below is the settled one, both up.
+    daemon.wait_until("both workers up", Duration::from_secs(10), || daemon.cli(&["status"]).1.contains(" 2/2 "));
     let good = daemon.cli(&["status"]).1;
     let config = std::fs::read_to_string(daemon.path().join("modeld.toml")).unwrap();
     daemon.write_config(&config.replace("workers = 2", "workers = 0"));
