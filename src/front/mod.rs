@@ -215,7 +215,8 @@ impl Front {
             Ok(request.inputs.clone())
         })
         .await?;
-        Ok(Reply::infer(oip::infer_response(&ran.pool, &request, &ran.outputs)))
+        let version = ran.pool.version.to_string();
+        Ok(Reply::infer(oip::infer_response(&ran.pool.model, &version, &request, &ran.outputs)))
     }
 
     /// TF Serving's `:predict`, `:classify` and `:regress`.

@@ -191,9 +191,9 @@ pub struct Encoded {
     pub json_len: Option<usize>,
 }
 
-/// The infer response: the requested outputs (all when none were named), each as JSON or
-/// as binary data as the request asked.
-pub fn infer_response(pool: &Pool, request: &Request, outputs: &[Tensor]) -> Encoded {
+/// The infer response of `model` `version`: the requested outputs (all when none were
+/// named), each as JSON or as binary data as the request asked.
+pub fn infer_response(model: &str, version: &str, request: &Request, outputs: &[Tensor]) -> Encoded {
     let chosen: Vec<(&Tensor, bool)> = match &request.outputs {
         None => outputs.iter().map(|t| (t, request.binary_output)).collect(),
         Some(wanted) => outputs
@@ -201,7 +201,7 @@ pub fn infer_response(pool: &Pool, request: &Request, outputs: &[Tensor]) -> Enc
             .filter_map(|t| wanted.iter().find(|(n, _)| *n == t.name).map(|(_, binary)| (t, *binary)))
             .collect(),
     };
-    encode(&pool.model, &pool.version.to_string(), request.id.as_deref(), &chosen)
+    encode(model, version, request.id.as_deref(), &chosen)
 }
 
 /// An all-JSON infer response body for these outputs, printed straight from their bytes.
