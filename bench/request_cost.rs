@@ -24,7 +24,8 @@ fn main() {
     let (header, bytes) = binary_body(&features);
     let inputs = [TensorSpec { name: "features".into(), dtype: DType::F32, shape: vec![None, Some(30)] }];
     let outputs = [TensorSpec { name: "probabilities".into(), dtype: DType::F32, shape: vec![None, Some(2)] }];
-    let answer = [Tensor::from_values("probabilities", vec![1, 2], Values::F32(vec![0.48428565, 0.51571441])).unwrap()];
+    let answer =
+        [Tensor::from_values("probabilities", vec![1, 2], Values::F32(vec![0.484_285_65, 0.515_714_4])).unwrap()];
     let started = Instant::now();
     let mut bytes_out = 0;
     for _ in 0..iterations {
