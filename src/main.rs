@@ -126,6 +126,11 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Bearer tokens for the HTTP API ([auth]).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Kubernetes manifests from the config.
     K8s {
         #[command(subcommand)]
@@ -189,6 +194,21 @@ enum AlertsCommand {
         /// Write here instead of stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token: prints it once, and the [[auth.token]] table (its hash) to paste.
+    New {
+        /// The token's name, as it appears in the log and in 403 answers.
+        name: String,
+        /// The models it may use (comma-separated), or "*" for all.
+        #[arg(long, value_delimiter = ',', required = true)]
+        models: Vec<String>,
+        /// What it may do: infer, metadata, probes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "infer,metadata")]
+        scopes: Vec<String>,
     },
 }
 
@@ -278,6 +298,7 @@ fn main() -> ExitCode {
         Command::Reload { target } => with_socket(&target, |s| cli::simple(s, &Request::Reload)),
         Command::Alerts { command: AlertsCommand::Render { config, job, output } } => alerts(&config, &job, output),
         Command::K8s { command: K8sCommand::Render(args) } => k8s_render(args),
+        Command::Token { command: TokenCommand::New { name, models, scopes } } => new_token(&name, &models, &scopes),
         Command::Describe { dir } => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "warn".into()));
             ExitCode::from(modeld::worker::describe(&dir) as u8)
@@ -346,6 +367,32 @@ fn alerts(path: &std::path::Path, job: &str, output: Option<PathBuf>) -> ExitCod
             }
         }
     }
+    ExitCode::SUCCESS
+}
+
+fn new_token(name: &str, models: &[String], scopes: &[String]) -> ExitCode {
+    use modeld::config::Scope;
+    if let Some(bad) = scopes.iter().find(|s| !Scope::ALL.iter().any(|k| k.name() == s.as_str())) {
+        eprintln!("modeld: token new: unknown scope '{bad}' (expected infer, metadata or probes)");
+        return ExitCode::FAILURE;
+    }
+    let mut secret = [0u8; 32];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
+    {
+        eprintln!("modeld: token new: cannot read /dev/urandom: {e}");
+        return ExitCode::FAILURE;
+    }
+    let token: String =
+        "mdl_".chars().chain(secret.iter().flat_map(|b| format!("{b:02x}").chars().collect::<Vec<_>>())).collect();
+    let list = |items: &[String]| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+    println!("# The token, shown once: give it to the client, which sends `Authorization: Bearer <token>`.");
+    println!("token: {token}");
+    println!("# Add this to the config's [auth] (or to its tokens_file as [[token]]), then `modeld reload`:");
+    println!("[[auth.token]]");
+    println!("name = {name:?}");
+    println!("sha256 = \"{}\"", modeld::front::auth::hash_hex(&token));
+    println!("models = [{}]", list(models));
+    println!("scopes = [{}]", list(scopes));
     ExitCode::SUCCESS
 }
 

@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod peer;
 pub mod status;
 
 use crate::config::Strategy;
@@ -23,9 +24,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
+
+/// Longest request line taken (a deploy is a few hundred bytes).
+const MAX_LINE: usize = 64 * 1024;
 
 /// What the CLI may ask.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -94,6 +98,21 @@ pub enum AdminError {
 }
 
 /// Serves admin requests on its socket.
+impl Request {
+    /// Whether it changes what is served (logged with who asked), rather than reading.
+    pub fn changes_anything(&self) -> bool {
+        match self {
+            Request::Deploy { .. }
+            | Request::Rollback { .. }
+            | Request::Promote { .. }
+            | Request::Pause { .. }
+            | Request::Resume { .. }
+            | Request::Reload => true,
+            Request::Status | Request::Plan { .. } | Request::History { .. } | Request::Follow { .. } => false,
+        }
+    }
+}
+
 pub struct Admin {
     pub router: Arc<Router>,
     pub engine: Arc<Engine>,
@@ -141,16 +160,41 @@ impl Admin {
     }
 
     async fn connection(&self, stream: UnixStream) -> std::io::Result<()> {
+        let peer = peer::Peer::of(&stream)?;
+        let config = self.engine.config();
+        let group = config.server.admin_group.as_ref().map(|g| (g.name.as_str(), g.gid));
         let (reader, mut writer) = stream.into_split();
-        let mut lines = BufReader::new(reader).lines();
-        while let Some(line) = lines.next_line().await? {
-            match serde_json::from_str::<Request>(&line) {
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        if let Err(why) = peer::admit(&peer, group) {
+            tracing::warn!(uid = peer.uid, pid = ?peer.pid, "admin connection refused: {why}");
+            // Take the request first (briefly, bounded): a client still writing when the
+            // socket closes sees a broken pipe instead of the reason.
+            let mut limited = (&mut reader).take(MAX_LINE as u64);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), limited.read_until(b'\n', &mut line)).await;
+            return send(&mut writer, &answer(Err(why))).await;
+        }
+        loop {
+            line.clear();
+            let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            if line.len() > MAX_LINE {
+                let refusal = format!("admin request over {MAX_LINE} bytes; the connection is closed");
+                return send(&mut writer, &answer(Err(refusal))).await;
+            }
+            match serde_json::from_slice::<Request>(&line) {
                 Ok(Request::Follow { model }) => self.follow(&model, &mut writer).await?,
-                Ok(request) => send(&mut writer, &answer(self.handle(request).await)).await?,
+                Ok(request) => {
+                    if request.changes_anything() {
+                        tracing::info!(uid = peer.uid, pid = ?peer.pid, command = ?request, "admin command");
+                    }
+                    send(&mut writer, &answer(self.handle(request).await)).await?
+                }
                 Err(e) => send(&mut writer, &answer(Err(format!("malformed admin request: {e}")))).await?,
             }
         }
-        Ok(())
     }
 
     async fn handle(&self, request: Request) -> Result<serde_json::Value, String> {

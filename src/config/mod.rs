@@ -11,6 +11,7 @@
 //! Prometheus does, so the same config works from any working directory.
 //! This module depends on nothing else of ours.
 
+pub mod auth;
 pub mod batching;
 pub mod deploy;
 pub mod health;
@@ -18,6 +19,7 @@ pub mod raw;
 pub mod report;
 pub mod validate;
 
+pub use auth::{Auth, Scope, Token};
 pub use batching::{BatchingConfig, Buckets};
 pub use deploy::{DeployConfig, OnInconclusive, Strategy};
 pub use health::{HealthConfig, Levels};
@@ -59,6 +61,8 @@ pub struct ServerConfig {
     /// replaced) if it answers no ping and uses no CPU meanwhile.
     pub worker_hang_timeout: Duration,
     pub log_level: String,
+    /// `[auth]`: the tokens the HTTP API asks for (none: open).
+    pub auth: Auth,
 }
 
 /// `[server]` as in force now, shared by the parts that read it at each use (the front's
@@ -208,23 +212,35 @@ fn parse(
     let locator = Locator::new(text, &root);
     let mut server = RawServer::default();
     let mut health = RawHealth::default();
+    let mut auth = raw::RawAuth::default();
     let mut models = Vec::new();
     for (key, value) in root.iter() {
         match key.get_ref().as_ref() {
             "server" => server = section::<RawServer>(value, &locator, problems).unwrap_or_default(),
             "health" => health = section::<RawHealth>(value, &locator, problems).unwrap_or_default(),
+            "auth" => auth = section::<raw::RawAuth>(value, &locator, problems).unwrap_or_default(),
             "model" => models = model_sections(value, &locator, problems),
             other => problems.push(Problem {
                 key: other.to_string(),
                 line: Some(locator.line_at(key.span().start)),
-                message: "unknown section (expected [server], [health] or [[model]])".into(),
+                message: "unknown section (expected [server], [health], [auth] or [[model]])".into(),
                 severity: Severity::Error,
             }),
         }
     }
     apply_overrides(&mut server, overrides);
     let base = path.parent().unwrap_or(Path::new("."));
-    let config = validate::config(path, base, &server, &health, &models, &locator, problems);
+    let mut config = validate::config(path, base, &server, &health, &models, &locator, problems);
+    config.server.auth = auth::build(&auth, base, &locator, problems);
+    if !config.server.listen.ip().is_loopback() && !config.server.auth.enabled() {
+        problems.push(locator.warning(
+            &report::KeyPath::default().key("server").key("listen"),
+            format!(
+                "{} is not a loopback address and no [[auth.token]] is configured: anyone who reaches the port may predict; add tokens (`modeld token new`) or put an authenticating proxy in front",
+                config.server.listen
+            ),
+        ));
+    }
     if let Some(versions) = versions {
         validate::check_repositories(&config.models, &models, versions, &locator, problems);
     }

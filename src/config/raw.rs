@@ -25,6 +25,25 @@ pub struct RawServer {
     pub log_level: Option<String>,
 }
 
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub tokens_file: Option<String>,
+    pub open_probes: Option<bool>,
+    pub token: Option<Vec<RawToken>>,
+}
+
+/// One `[[auth.token]]` (or `[[token]]` in a tokens file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub name: String,
+    pub sha256: String,
+    pub models: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {

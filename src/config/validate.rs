@@ -110,6 +110,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         worker_start_timeout,
         worker_hang_timeout,
         log_level,
+        auth: super::Auth::default(),
     }
 }
 

@@ -16,6 +16,10 @@ pub enum Kind {
     /// The version the request reached does not take it (names, datatypes, shapes of its
     /// signature, or its worker's checks): counted in that version's refusals.
     InvalidForVersion,
+    /// No token, or an unknown one (with a `WWW-Authenticate` challenge).
+    Unauthorized,
+    /// A token without the scope or model asked for.
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     TooLarge,
@@ -30,6 +34,8 @@ impl Kind {
     pub fn status(self) -> StatusCode {
         match self {
             Kind::BadRequest | Kind::InvalidForVersion => StatusCode::BAD_REQUEST,
+            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -45,6 +51,8 @@ impl Kind {
         match self {
             Kind::BadRequest => "bad_request",
             Kind::InvalidForVersion => "invalid_input",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Forbidden => "forbidden",
             Kind::NotFound => "not_found",
             Kind::MethodNotAllowed => "method_not_allowed",
             Kind::TooLarge => "payload_too_large",
@@ -65,11 +73,13 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Sent as `Allow` with 405s.
     pub allow: Option<&'static str>,
+    /// Sent as `WWW-Authenticate` with 401s and 403s.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
     fn new(kind: Kind, message: impl Into<String>) -> ApiError {
-        ApiError { kind, message: message.into(), retry_after: None, allow: None }
+        ApiError { kind, message: message.into(), retry_after: None, allow: None, challenge: None }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -88,6 +98,14 @@ impl ApiError {
     /// A 400 because the version the request reached does not take it.
     pub fn not_for_version(message: impl Into<String>) -> ApiError {
         ApiError::new(Kind::InvalidForVersion, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>, challenge: String) -> ApiError {
+        ApiError { challenge: Some(challenge), ..ApiError::new(Kind::Unauthorized, message) }
+    }
+
+    pub fn forbidden(message: impl Into<String>, challenge: String) -> ApiError {
+        ApiError { challenge: Some(challenge), ..ApiError::new(Kind::Forbidden, message) }
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {

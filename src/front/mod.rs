@@ -8,6 +8,7 @@
 //! is counted in the metrics with the version that answered it. Errors all go through
 //! [`error::ApiError`]. The front only reads routing state; it never changes it.
 
+pub mod auth;
 mod compression;
 pub mod error;
 mod floats;
@@ -56,6 +57,8 @@ pub struct Reply {
     content_type: &'static str,
     retry_after: Option<Duration>,
     allow: Option<&'static str>,
+    /// `WWW-Authenticate`, with 401 and 403.
+    challenge: Option<String>,
     /// The version that took an inference request, sent back as `x-modeld-version`.
     version: Option<u64>,
     /// Where the JSON header ends when binary tensor data follows it.
@@ -70,6 +73,7 @@ impl Reply {
             content_type: "application/json",
             retry_after: None,
             allow: None,
+            challenge: None,
             version: None,
             json_len: None,
         }
@@ -91,7 +95,9 @@ impl Reply {
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        Reply { retry_after: e.retry_after, allow: e.allow, ..Reply::json(e.status(), e.body()) }
+        let status = e.status();
+        let body = e.body();
+        Reply { retry_after: e.retry_after, allow: e.allow, challenge: e.challenge, ..Reply::json(status, body) }
     }
 }
 
@@ -175,6 +181,7 @@ impl Front {
 
     async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
         let endpoint = routes::route(req.method(), req.uri().path())?;
+        auth::admit(&self.server.get().auth, req.headers(), &auth::need(&endpoint))?;
         match endpoint {
             Endpoint::Infer { model, version } => {
                 served.protocol = crate::metrics::OIP;
@@ -253,6 +260,7 @@ impl Front {
         let examples = predict::parse_body(&body, batch)?;
         let names: Vec<String> = self.router.models().keys().cloned().collect();
         let model = predict::model_name(&examples, &names)?;
+        auth::authorize(&self.server.get().auth, &headers, crate::config::Scope::Infer, Some(&model))?;
         served.model = Some(model.clone());
         let route: Arc<ModelRoute> = self.router.model(&model)?;
         let wants = Wants::of(&headers, None, &route)?;
@@ -461,6 +469,9 @@ fn respond(reply: Reply, head_only: bool, gzip: bool) -> Response<Full<Bytes>> {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
     if let Some(after) = reply.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+    }
+    if let Some(challenge) = reply.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
     if let Some(allow) = reply.allow {
         headers.insert(header::ALLOW, HeaderValue::from_static(allow));

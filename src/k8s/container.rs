@@ -89,6 +89,11 @@ pub fn config_file(config: &Config, models: &Models) -> Result<String, RenderErr
     // The admin socket lives in run_dir and belongs to the container's one user.
     server.remove("admin_socket");
     server.remove("admin_group");
+    if table.get("auth").and_then(|a| a.get("tokens_file")).is_some() {
+        return Err(RenderError::Config(
+            "[auth] tokens_file names a file on this host, which a pod does not have: put the tokens in [[auth.token]] (they are hashes), or mount a Secret and add tokens_file after rendering".into(),
+        ));
+    }
     let entries = table.get_mut("model").and_then(toml::Value::as_array_mut);
     for (entry, model) in entries.into_iter().flatten().zip(&config.models) {
         let entry = entry.as_table_mut().expect("config::load checked [[model]] entries are tables");

@@ -164,6 +164,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         worker_start_timeout,
         worker_hang_timeout,
         log_level,
+        auth,
     } = new;
     use std::time::Duration;
     let path = |p: &std::path::PathBuf| p.display().to_string();
@@ -173,58 +174,72 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
     let requests = Some("applied to requests from now on");
     let started = Some("applied to workers started from now on");
     [
-        change("listen", &old.listen, listen, |a| shown(a), None),
-        change("admin_socket", &old.admin_socket, admin_socket, path, None),
-        change("admin_group", &old.admin_group, admin_group, group, None),
-        change("run_dir", &old.run_dir, run_dir, path, None),
-        change("state_dir", &old.state_dir, state_dir, path, None),
+        change("server.listen", &old.listen, listen, |a| shown(a), None),
+        change("server.admin_socket", &old.admin_socket, admin_socket, path, None),
+        change("server.admin_group", &old.admin_group, admin_group, group, None),
+        change("server.run_dir", &old.run_dir, run_dir, path, None),
+        change("server.state_dir", &old.state_dir, state_dir, path, None),
         change(
-            "repository",
+            "server.repository",
             &old.repository,
             repository,
             path,
             Some("applied: models whose directory moved roll out from it"),
         ),
-        change("max_body", &old.max_body_bytes, max_body_bytes, |b| shown(b), requests),
-        change("request_timeout", &old.request_timeout, request_timeout, duration, requests),
+        change("server.max_body", &old.max_body_bytes, max_body_bytes, |b| shown(b), requests),
+        change("server.request_timeout", &old.request_timeout, request_timeout, duration, requests),
         change(
-            "header_read_timeout",
+            "server.header_read_timeout",
             &old.header_read_timeout,
             header_read_timeout,
             duration,
             Some("applied to connections from now on"),
         ),
         change(
-            "max_inflight_per_model",
+            "server.max_inflight_per_model",
             &old.max_inflight_per_model,
             max_inflight_per_model,
             |n| shown(n),
             Some("applied to every model (a smaller bound takes hold as requests in flight finish)"),
         ),
-        change("shutdown_grace", &old.shutdown_grace, shutdown_grace, duration, Some("applied to the next stop")),
-        change("worker_start_timeout", &old.worker_start_timeout, worker_start_timeout, duration, started),
         change(
-            "worker_hang_timeout",
+            "server.shutdown_grace",
+            &old.shutdown_grace,
+            shutdown_grace,
+            duration,
+            Some("applied to the next stop"),
+        ),
+        change("server.worker_start_timeout", &old.worker_start_timeout, worker_start_timeout, duration, started),
+        change(
+            "server.worker_hang_timeout",
             &old.worker_hang_timeout,
             worker_hang_timeout,
             duration,
             Some("applied to every worker from now on"),
         ),
         change(
-            "log_level",
+            "server.log_level",
             &old.log_level,
             log_level,
             |l| l.clone(),
             Some("applied to the daemon now and to workers started from now on"),
         ),
+        change("[auth]", &old.auth, auth, tokens, Some("applied to requests from now on, on open connections too")),
     ]
     .into_iter()
     .flatten()
     .collect()
 }
 
-/// `server.<name>` when it changed: both values, and how it takes effect (`None`: only on
-/// a restart).
+/// The tokens, by name (never their hashes), and whether probes are open.
+fn tokens(auth: &crate::config::Auth) -> String {
+    let names: Vec<&str> = auth.tokens.iter().map(|t| t.name.as_str()).collect();
+    let probes = if auth.open_probes { "open probes" } else { "probes need a token" };
+    format!("{} token(s) [{}], {probes}", names.len(), names.join(", "))
+}
+
+/// `key` (`server.listen`) when it changed: both values, and how it takes effect (`None`:
+/// only on a restart).
 fn change<T: PartialEq>(
     name: &str,
     old: &T,
@@ -234,7 +249,7 @@ fn change<T: PartialEq>(
 ) -> Option<Change> {
     (old != new).then(|| {
         let how = applied.unwrap_or("takes effect on restart only (the daemon keeps the old value)");
-        Change { text: format!("server.{name}: {} -> {}: {how}", show(old), show(new)), restart: applied.is_none() }
+        Change { text: format!("{name}: {} -> {}: {how}", show(old), show(new)), restart: applied.is_none() }
     })
 }
 

@@ -93,3 +93,54 @@ fn a_second_daemon_on_the_same_run_dir_refuses_to_start() {
     // The first one is untouched.
     assert_eq!(daemon.get("/ready").status, 200);
 }
+
+/// The daemon checks who connects (SO_PEERCRED), not only the socket's mode: with the mode
+/// loosened, `nobody` is still refused; a mutating command is logged with who sent it; an
+/// endless request line is cut off.
+#[test]
+fn the_admin_socket_admits_by_peer_credentials_and_bounds_its_lines() {
+    let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::bundled("iris", 1), 1));
+    let socket = daemon.path().join("run/admin.sock");
+
+    let (code, out, err) = daemon.cli(&["pause", "iris"]);
+    assert_ne!(code, 0, "no rollout to pause: {out}");
+    assert!(!err.is_empty());
+    let me = nix::unistd::geteuid().as_raw();
+    assert!(
+        daemon
+            .logs()
+            .lines()
+            .any(|l| l.contains("admin command") && l.contains(&format!("uid={me}")) && l.contains("Pause")),
+        "{}",
+        daemon.logs()
+    );
+
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    std::io::Write::write_all(&mut stream, &vec![b'a'; 70_000]).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.contains("admin request over 65536 bytes"), "{answer}");
+
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping the `nobody` half: running the CLI as another user needs root");
+        return;
+    }
+    // Let `nobody` reach and open the socket, so that only the credential check refuses it.
+    for dir in [daemon.path().to_path_buf(), daemon.path().join("run")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("permission denied: user nobody") && err.contains("is not root"), "{err}");
+    assert!(daemon.logs().contains("admin connection refused"), "{}", daemon.logs());
+}

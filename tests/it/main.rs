@@ -3,6 +3,7 @@
 
 mod admin;
 mod architecture;
+mod auth;
 mod bad_input;
 mod batching;
 mod binary;
