@@ -42,6 +42,13 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     for dir in [&server.run_dir, &sockets_dir, &server.state_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("could not create directory {}", dir.display()))?;
     }
+    // Worker sockets: only the supervisor's user may enter (each worker also checks that
+    // its peer is the supervisor).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sockets_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("could not restrict {}", sockets_dir.display()))?;
+    }
     // Bound first: if another daemon answers on it, nothing else may start.
     let admin_listener = admin::bind(&server.admin_socket, server.admin_group.as_ref().map(|g| g.gid)).await?;
     let metrics = Arc::new(Metrics::new());

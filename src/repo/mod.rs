@@ -23,6 +23,8 @@ pub enum RepoError {
     NoVersions { path: PathBuf },
     #[error("version {version} not found: {path} does not exist")]
     MissingVersion { version: u64, path: PathBuf },
+    #[error("{path} leads outside the model repository (to {target}); symlinks must stay inside it")]
+    Escapes { path: PathBuf, target: PathBuf },
 }
 
 /// One model's directory in the repository.
@@ -73,6 +75,21 @@ impl ModelDir {
                 let path = self.model_file(version);
                 if path.is_file() { Ok(version) } else { Err(RepoError::MissingVersion { version, path }) }
             }
+        }
+        .and_then(|version| self.confined(version))
+    }
+
+    /// The version, if its model file (after symlinks) lies inside the repository that
+    /// holds this model's directory.
+    fn confined(&self, version: u64) -> Result<u64, RepoError> {
+        let path = self.model_file(version);
+        let repository = self.root.parent().unwrap_or(&self.root);
+        let (Ok(target), Ok(inside)) = (path.canonicalize(), repository.canonicalize()) else {
+            return Ok(version);
+        };
+        match target.starts_with(&inside) {
+            true => Ok(version),
+            false => Err(RepoError::Escapes { path, target }),
         }
     }
 

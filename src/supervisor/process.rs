@@ -15,6 +15,11 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
+/// The variables a worker inherits: where programs are, its locale and time zone,
+/// backtraces when asked for, and the journal's stream (for its log format). Everything
+/// else it needs comes on its command line.
+const WORKER_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "RUST_BACKTRACE", "JOURNAL_STREAM"];
+
 /// Longest path a Unix socket address holds (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -107,13 +112,23 @@ impl Launcher {
             .args(["--plan-sizes", &join(&spec.batching.plan_sizes)])
             .args(["--max-plans", &spec.batching.max_plans.to_string()])
             .args(["--parent-pid", &std::process::id().to_string()])
+            // A minimal environment: nothing of the supervisor's (NOTIFY_SOCKET, secrets an
+            // operator exported) reaches a process that parses models.
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| WORKER_ENV.iter().any(|w| k == *w)))
             .env("MODELD_LOG", &self.server.get().log_level)
-            // Only the supervisor speaks to systemd.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches only the child's own flags.
+        unsafe {
+            command.pre_exec(|| {
+                // No setuid binary or file capability can raise what a worker may do.
+                match libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
         if !spec.batching.preferred.is_empty() {
             command.args(["--preferred", &join(&spec.batching.preferred)]);
         }

@@ -140,6 +140,7 @@ async fn serve(args: WorkerArgs, span: tracing::Span) -> anyhow::Result<i32> {
         batcher: std::sync::OnceLock::new(),
         direct: args.threads <= 1,
         busy_poll: std::time::Duration::from_micros(args.busy_poll_us),
+        supervisor: u32::try_from(args.parent_pid).ok(),
     });
     let load_args = args.clone();
     tokio::task::spawn_blocking(move || {

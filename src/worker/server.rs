@@ -38,6 +38,8 @@ pub struct Server {
     pub direct: bool,
     /// How long the direct loop polls for the next request before sleeping.
     pub busy_poll: std::time::Duration,
+    /// The supervisor's pid: the only process whose connections are served.
+    pub supervisor: Option<u32>,
 }
 
 impl Server {
@@ -48,6 +50,10 @@ impl Server {
         stop: impl std::future::Future<Output = T>,
     ) -> T {
         crate::accept::until(&listener, "worker socket", stop, |stream| {
+            if let Err(why) = self.admit_supervisor(&stream) {
+                tracing::warn!("refused a connection on the worker socket: {why}");
+                return;
+            }
             let server = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = server.serve(stream).await {
@@ -56,6 +62,17 @@ impl Server {
             });
         })
         .await
+    }
+
+    /// Whether the peer is the supervisor (SO_PEERCRED): the socket's directory keeps other
+    /// users out, and this keeps out other processes of the same user.
+    fn admit_supervisor(&self, stream: &UnixStream) -> Result<(), String> {
+        let Some(supervisor) = self.supervisor else { return Ok(()) };
+        let cred = stream.peer_cred().map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+        match cred.pid() {
+            Some(pid) if pid as u32 == supervisor => Ok(()),
+            pid => Err(format!("pid {pid:?} (uid {}) is not the supervisor (pid {supervisor})", cred.uid())),
+        }
     }
 
     /// One connection from the supervisor: the handshake, then its frames, on one thread

@@ -15,6 +15,7 @@ mod k8s;
 mod load;
 mod logs;
 mod onnx;
+mod privilege;
 mod rollouts;
 mod safety;
 mod serving;
