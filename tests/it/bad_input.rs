@@ -203,10 +203,11 @@ fn a_corrupt_model_fails_alone_with_tract_reason() {
             .model(ModelFiles::new("garbage", 1, garbage), 1)
             .model(ModelFiles::new("truncated", 1, truncated), 1),
     );
-    daemon.wait_until("both broken versions to fail", Duration::from_secs(30), || {
+    daemon.wait_until("both broken versions to fail and the good one to load", Duration::from_secs(30), || {
         let h = daemon.health();
         h["models"]["garbage"]["versions"]["1"]["state"] == "failed"
             && h["models"]["truncated"]["versions"]["1"]["state"] == "failed"
+            && h["models"]["tabular_mlp"]["versions"]["1"]["state"] != "loading"
     });
     let health = daemon.health();
     assert_eq!(health["status"], "unhealthy");
