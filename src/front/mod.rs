@@ -1,7 +1,8 @@
 //! The HTTP front: hyper 1 over TCP (HTTP/1.1 keep-alive), the protocol adapters and the
 //! probes.
 //!
-//! A request is routed to an [`routes::Endpoint`]; inference endpoints admit the request
+//! A request is routed to an [`routes::Endpoint`] and admitted by its bearer token when
+//! `[auth]` configures tokens ([`auth`]); inference endpoints admit the request
 //! against the model's in-flight bound, parse and check the body against the model's
 //! signature ([`oip`], [`predict`]), run it through the router and encode the answer.
 //! Everything a request does runs under `server.request_timeout`; every inference request
