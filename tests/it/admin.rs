@@ -106,14 +106,13 @@ fn the_admin_socket_admits_by_peer_credentials_and_bounds_its_lines() {
     assert_ne!(code, 0, "no rollout to pause: {out}");
     assert!(!err.is_empty());
     let me = nix::unistd::geteuid().as_raw();
-    assert!(
+    // The log line reaches the test's reader thread a moment after the CLI returns.
+    daemon.wait_until("the command logged with its sender", std::time::Duration::from_secs(5), || {
         daemon
             .logs()
             .lines()
-            .any(|l| l.contains("admin command") && l.contains(&format!("uid={me}")) && l.contains("Pause")),
-        "{}",
-        daemon.logs()
-    );
+            .any(|l| l.contains("admin command") && l.contains(&format!("uid={me}")) && l.contains("Pause"))
+    });
 
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     std::io::Write::write_all(&mut stream, &vec![b'a'; 70_000]).unwrap();

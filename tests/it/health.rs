@@ -76,7 +76,10 @@ fn a_failing_version_breaches_the_error_rate_and_recovers() {
         last = check(&daemon, "lookup", "error_rate");
         last["status"] == "ok"
     });
-    assert_eq!(last["value"], 0.0);
+    // Ok is below the warning threshold (1 %); the window may still hold a tail of the
+    // errors as it slides past them.
+    let rate = last["value"].as_f64().unwrap();
+    assert!(rate < 0.01, "recovered means under the warning threshold: {last}");
 }
 
 #[test]
