@@ -34,6 +34,8 @@ fn walk(text: &str, dtype: DType) -> Result<Parsed, String> {
     let mut walk = Walk { values: Values::with_capacity(dtype, 0), shape: Shape::default() };
     let mut de = serde_json::Deserializer::from_str(text);
     Level { walk: &mut walk, depth: 0 }.deserialize(&mut de).map_err(|e| strip_position(e.to_string()))?;
+    // One value and nothing after it, as the float scanner takes it (fuzz/regressions/floats).
+    de.end().map_err(|e| strip_position(e.to_string()))?;
     Ok(Parsed { shape: walk.shape.dims(), values: walk.values })
 }
 
@@ -360,6 +362,22 @@ mod tests {
         assert_eq!(parse("[2.0]", DType::I32).unwrap().values, Values::I32(vec![2]));
         assert_eq!(parse("[true, false]", DType::Bool).unwrap().values, Values::Bool(vec![true, false]));
         assert_eq!(parse("[\"a\"]", DType::Bytes).unwrap().values, Values::Bytes(vec![b"a".to_vec()]));
+    }
+
+    /// Found by the `floats` fuzz target: text after the value was ignored by the general
+    /// parse (the float scanner refused it), so `7[9` read as `7`.
+    #[test]
+    fn text_after_the_value_is_refused_on_every_path() {
+        for dtype in [DType::F32, DType::F64, DType::I64] {
+            let regression = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fuzz/regressions/floats/trailing_text_after_the_value"
+            ))
+            .unwrap();
+            assert!(parse(&regression, dtype).unwrap_err().contains("trailing characters"), "{dtype}");
+            assert!(parse("[1] x", dtype).is_err(), "{dtype}");
+            assert!(parse("[1, \"2\"] 3", dtype).is_err(), "{dtype}");
+        }
     }
 
     #[test]

@@ -223,4 +223,99 @@ mod tests {
         // A stable hash: this value is fixed forever.
         assert_eq!(fnv1a(b"alice"), 0x508b_2abb_65a0_3907);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            // No proptest-regressions files beside the source: a failure prints its input.
+            ProptestConfig { failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        /// The table a reload builds from the same pools: a new table, the same `Arc`s.
+        fn rebuilt(table: &RoutingTable) -> RoutingTable {
+            let c = table.candidate.as_ref().unwrap();
+            RoutingTable {
+                candidate: Some(Candidate {
+                    pool: c.pool.clone(),
+                    weight: c.weight,
+                    sticky_header: c.sticky_header.clone(),
+                }),
+                ..RoutingTable::stable(table.stable.clone().unwrap())
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Consecutive tickets (what `Tickets` hands out), from anywhere: the candidate's
+            /// share is its weight, to within one request per hundred and the window's ends.
+            #[test]
+            fn consecutive_tickets_follow_the_weight(weight in 0u8..=100, start in any::<u64>(), n in 100u64..5000) {
+                let table = with_candidate(weight, None);
+                let tickets = start..start.saturating_add(n);
+                let n = tickets.end - tickets.start;
+                let hits = to_v2(&table, tickets) as f64;
+                let expected = n as f64 * f64::from(weight) / 100.0;
+                prop_assert!((hits - expected).abs() <= 0.01 * n as f64 + 1.0, "{hits} of {n} at weight {weight}");
+                prop_assert_eq!(u32::from(table.weight(table.stable.as_ref().unwrap())) + u32::from(weight), 100);
+            }
+
+            /// Random tickets (requests racing for them): the share is within a few percent.
+            #[test]
+            fn random_tickets_follow_the_weight(weight in 0u8..=100, tickets in prop::collection::vec(any::<u64>(), 4000)) {
+                let table = with_candidate(weight, None);
+                let hits = tickets.iter().filter(|t| table.choose(&Hint::default(), **t).unwrap().version == 2).count();
+                let share = hits as f64 / tickets.len() as f64;
+                prop_assert!((share - f64::from(weight) / 100.0).abs() <= 0.04, "{share} at weight {weight}");
+                if weight == 0 || weight == 100 {
+                    prop_assert_eq!(hits, tickets.len() * usize::from(weight) / 100, "0 and 100 are exact");
+                }
+            }
+
+            /// A sticky key picks one pool whatever the ticket, and the same pool in the
+            /// table a reload builds from the same pools, and the same version in a table
+            /// of new pools (a restart).
+            #[test]
+            fn sticky_keys_are_stable(
+                weight in 0u8..=100,
+                key in any::<String>(),
+                tickets in prop::collection::vec(any::<u64>(), 1..20),
+            ) {
+                let table = with_candidate(weight, Some("x-user"));
+                let hint = Hint { sticky_key: Some(&key), ..Hint::default() };
+                let first = table.choose(&hint, tickets[0]).unwrap().clone();
+                let reloaded = rebuilt(&table);
+                let restarted = with_candidate(weight, Some("x-user"));
+                for t in &tickets {
+                    prop_assert!(Arc::ptr_eq(table.choose(&hint, *t).unwrap(), &first));
+                    prop_assert!(Arc::ptr_eq(reloaded.choose(&hint, *t).unwrap(), &first));
+                    prop_assert_eq!(restarted.choose(&hint, *t).unwrap().version, first.version);
+                }
+                match weight {
+                    0 => prop_assert_eq!(first.version, 1),
+                    100 => prop_assert_eq!(first.version, 2),
+                    _ => {}
+                }
+                // Raising the weight only moves keys to the candidate, never back.
+                if first.version == 2 && weight < 100 {
+                    let raised = with_candidate(weight + 1, Some("x-user"));
+                    prop_assert_eq!(raised.choose(&hint, tickets[0]).unwrap().version, 2);
+                }
+            }
+
+            /// Many random keys split by the weight, as tickets do.
+            #[test]
+            fn sticky_keys_follow_the_weight(weight in 0u8..=100, keys in prop::collection::vec(any::<String>(), 2000)) {
+                let table = with_candidate(weight, Some("x-user"));
+                let hits = keys
+                    .iter()
+                    .filter(|k| table.choose(&Hint { sticky_key: Some(k), ..Hint::default() }, 0).unwrap().version == 2)
+                    .count();
+                let share = hits as f64 / keys.len() as f64;
+                prop_assert!((share - f64::from(weight) / 100.0).abs() <= 0.06, "{share} at weight {weight}");
+            }
+        }
+    }
 }

@@ -480,4 +480,191 @@ mod tests {
         tokio::spawn(async move { send(&mut a, &sent).await.unwrap() });
         assert_eq!(recv(&mut b).await.unwrap(), frame);
     }
+
+    /// One frame of each kind: the seeds of the `wire_frame` fuzz target.
+    fn sample_frames() -> Vec<(&'static str, Frame)> {
+        let t = Tensor::from_values("x", vec![2, 2], Values::F32(vec![1., 2., 3., 4.])).unwrap();
+        let s = Tensor::from_values("l", vec![2], Values::Bytes(vec![b"a".to_vec(), b"".to_vec()])).unwrap();
+        let i = Tensor::from_values("i", vec![1, 3], Values::I64(vec![-1, 0, i64::MAX])).unwrap();
+        let b = Tensor::from_values("b", vec![2], Values::Bool(vec![true, false])).unwrap();
+        let info = ModelInfo {
+            load_mode: "strict".into(),
+            plans_built: 3,
+            inputs: vec![TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![None, Some(4)] }],
+            outputs: vec![TensorSpec { name: "p".into(), dtype: DType::F32, shape: vec![None, Some(2)] }],
+            labels: Some(Labels { output: "p".into(), names: vec!["a".into(), "b".into()] }),
+        };
+        let timing = Timing {
+            queued: Duration::from_micros(12),
+            computed: Duration::from_micros(3400),
+            batch: 2,
+            leads: true,
+            plans_built: 1,
+        };
+        vec![
+            ("hello", Frame::Hello { protocol: PROTOCOL_VERSION }),
+            ("ready", Frame::Ready(info.clone())),
+            ("ready_unlabelled", Frame::Ready(ModelInfo { labels: None, outputs: vec![], ..info })),
+            ("load_failed", Frame::LoadFailed { reason: "no model.onnx".into() }),
+            ("infer", Frame::Infer { id: 7, inputs: vec![t.clone(), s.clone(), i.clone(), b] }),
+            ("infer_empty", Frame::Infer { id: 8, inputs: vec![] }),
+            ("output", Frame::Output { id: u64::MAX, timing, outputs: vec![t, i, s] }),
+            ("failed_bad_input", Frame::Failed { id: 3, fault: Fault::BadInput, message: "no".into() }),
+            ("failed_internal", Frame::Failed { id: 4, fault: Fault::Internal, message: "oops".into() }),
+            (
+                "failed_non_finite",
+                Frame::Failed { id: 5, fault: Fault::NonFinite { output: "y".into() }, message: "NaN".into() },
+            ),
+            ("ping", Frame::Ping { id: 9 }),
+            ("pong", Frame::Pong { id: 9 }),
+        ]
+    }
+
+    /// The fuzz target's seeds (fuzz/seeds/wire_frame, frame bodies without the length
+    /// prefix) still decode; `MODELD_WRITE_FUZZ_SEEDS=1 cargo test --lib wire::tests::fuzz_seeds`
+    /// writes them afresh after a protocol change.
+    #[test]
+    fn fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/wire_frame");
+        if std::env::var_os("MODELD_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, frame) in sample_frames() {
+                std::fs::write(dir.join(name), &frame.encode()[4..]).unwrap();
+            }
+        }
+        for (name, frame) in sample_frames() {
+            round_trip(frame.clone());
+            if let Ok(body) = std::fs::read(dir.join(name)) {
+                assert!(Frame::decode(&body).is_ok(), "fuzz seed {name} no longer decodes; rewrite the seeds");
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            // No proptest-regressions files beside the source: a failure prints its input.
+            ProptestConfig { failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        fn dtype() -> impl Strategy<Value = DType> {
+            prop::sample::select(DType::ALL.to_vec())
+        }
+
+        /// A tensor of any type, with a random shape of up to 3 dimensions and random
+        /// elements (random byte strings for BYTES).
+        fn tensor() -> impl Strategy<Value = Tensor> {
+            (any::<String>(), dtype(), prop::collection::vec(0usize..4, 0..4)).prop_flat_map(|(name, dtype, shape)| {
+                let count = crate::tensor::element_count(&shape);
+                let data = match dtype.size() {
+                    Some(size) => prop::collection::vec(any::<u8>(), count * size).boxed(),
+                    None => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..6), count)
+                        .prop_map(|items| Values::Bytes(items).into_bytes())
+                        .boxed(),
+                };
+                data.prop_map(move |data| Tensor { name: name.clone(), dtype, shape: shape.clone(), data })
+            })
+        }
+
+        fn spec() -> impl Strategy<Value = TensorSpec> {
+            let dim = prop::option::of(0..=i64::MAX as usize);
+            (any::<String>(), dtype(), prop::collection::vec(dim, 0..5)).prop_map(|(name, dtype, shape)| TensorSpec {
+                name,
+                dtype,
+                shape,
+            })
+        }
+
+        fn info() -> impl Strategy<Value = ModelInfo> {
+            let labels = (any::<String>(), prop::collection::vec(any::<String>(), 0..5))
+                .prop_map(|(output, names)| Labels { output, names });
+            (
+                any::<String>(),
+                any::<u32>(),
+                prop::collection::vec(spec(), 0..4),
+                prop::collection::vec(spec(), 0..4),
+                prop::option::of(labels),
+            )
+                .prop_map(|(load_mode, plans_built, inputs, outputs, labels)| ModelInfo {
+                    load_mode,
+                    plans_built,
+                    inputs,
+                    outputs,
+                    labels,
+                })
+        }
+
+        fn timing() -> impl Strategy<Value = Timing> {
+            (any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), any::<u32>()).prop_map(
+                |(queued, computed, batch, leads, plans_built)| Timing {
+                    queued: Duration::from_micros(queued),
+                    computed: Duration::from_micros(computed),
+                    batch,
+                    leads,
+                    plans_built,
+                },
+            )
+        }
+
+        fn fault() -> impl Strategy<Value = Fault> {
+            prop_oneof![
+                Just(Fault::BadInput),
+                Just(Fault::Internal),
+                any::<String>().prop_map(|output| Fault::NonFinite { output }),
+            ]
+        }
+
+        fn frame() -> impl Strategy<Value = Frame> {
+            let tensors = || prop::collection::vec(tensor(), 0..4);
+            prop_oneof![
+                any::<u16>().prop_map(|protocol| Frame::Hello { protocol }),
+                info().prop_map(Frame::Ready),
+                any::<String>().prop_map(|reason| Frame::LoadFailed { reason }),
+                (any::<u64>(), tensors()).prop_map(|(id, inputs)| Frame::Infer { id, inputs }),
+                (any::<u64>(), timing(), tensors()).prop_map(|(id, timing, outputs)| Frame::Output {
+                    id,
+                    timing,
+                    outputs
+                }),
+                (any::<u64>(), fault(), any::<String>()).prop_map(|(id, fault, message)| Frame::Failed {
+                    id,
+                    fault,
+                    message
+                }),
+                any::<u64>().prop_map(|id| Frame::Ping { id }),
+                any::<u64>().prop_map(|id| Frame::Pong { id }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn frames_round_trip(frame in frame()) {
+                let encoded = frame.encode();
+                let len = u32::from_le_bytes(encoded[..4].try_into().unwrap()) as usize;
+                prop_assert_eq!(len, encoded.len() - 4);
+                prop_assert_eq!(Frame::decode(&encoded[4..]).unwrap(), frame.clone());
+                // The borrowed-tensor encoder writes the same bytes.
+                if let Frame::Infer { id, inputs } = &frame {
+                    prop_assert_eq!(encode_infer(*id, inputs), encoded.clone());
+                }
+            }
+
+            /// Every strict prefix of a frame is truncated, and a trailing byte is refused:
+            /// a frame's length is exactly what its fields say.
+            #[test]
+            fn cut_or_padded_frames_are_errors(frame in frame(), extra in any::<u8>()) {
+                let body = &frame.encode()[4..];
+                for cut in 0..body.len() {
+                    prop_assert!(Frame::decode(&body[..cut]).is_err(), "prefix of {} bytes decodes", cut);
+                }
+                let mut padded = body.to_vec();
+                padded.push(extra);
+                prop_assert_eq!(Frame::decode(&padded), Err(DecodeError::Trailing(1)));
+            }
+        }
+    }
 }
