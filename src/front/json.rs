@@ -194,7 +194,8 @@ fn push_scalar(values: &mut Values, v: Scalar) -> Option<()> {
             Scalar::Bool(b) => b,
             _ => return None,
         }),
-        Values::F32(out) => out.push(float(v)? as f32),
+        // A finite number past FP32's range would silently become infinity: refused.
+        Values::F32(out) => out.push(Some(float(v)? as f32).filter(|x| x.is_finite())?),
         Values::F64(out) => out.push(float(v)?),
         Values::U8(out) => out.push(int(v)?),
         Values::U16(out) => out.push(int(v)?),
@@ -378,6 +379,15 @@ mod tests {
             assert!(parse("[1] x", dtype).is_err(), "{dtype}");
             assert!(parse("[1, \"2\"] 3", dtype).is_err(), "{dtype}");
         }
+    }
+
+    #[test]
+    fn numbers_past_fp32s_range_are_refused_not_made_infinite() {
+        let e = parse("[1, 1e39]", DType::F32).unwrap_err();
+        assert!(e.starts_with("element 1: ") && e.ends_with("is not a valid FP32 value"), "{e}");
+        assert!(parse("[-3.5e38]", DType::F32).is_err());
+        assert_eq!(parse("[3.4e38]", DType::F32).unwrap().values, Values::F32(vec![3.4e38]));
+        assert_eq!(parse("[1e39]", DType::F64).unwrap().values, Values::F64(vec![1e39]));
     }
 
     #[test]
