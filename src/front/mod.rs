@@ -182,7 +182,15 @@ impl Front {
 
     async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
         let endpoint = routes::route(req.method(), req.uri().path())?;
-        auth::admit(&self.server.get().auth, req.headers(), &auth::need(&endpoint))?;
+        let admitted = auth::admit(&self.server.get().auth, req.headers(), &auth::need(&endpoint));
+        if let Err(refusal) = admitted {
+            // Read the body first, as for every other answer: a client still sending when
+            // the answer comes sees a broken pipe instead of the 401.
+            if req.method() == hyper::Method::POST {
+                let _ = self.read_body(req).await;
+            }
+            return Err(refusal);
+        }
         match endpoint {
             Endpoint::Infer { model, version } => {
                 served.protocol = crate::metrics::OIP;

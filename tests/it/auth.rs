@@ -121,6 +121,13 @@ fn every_route_family_asks_for_the_right_token() {
     assert_eq!(status, 403);
     assert!(challenge.unwrap().contains(r#"scope="infer:tabular_mlp""#));
     assert_eq!(conn.send("POST", "/v2/models/tabular_mlp/infer", Some("tok-infer-iris"), "{}").0, 403);
+    // A large body without a token: the 401 arrives whole, after the body was taken.
+    let image = format!(
+        r#"{{"inputs": [{{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [{}]}}]}}"#,
+        vec!["0.25"; 150_000].join(",")
+    );
+    let (status, _, text) = conn.send("POST", "/v2/models/iris/infer", None, &image);
+    assert_eq!(status, 401, "{text}");
     // Probes and /metrics are open (open_probes = true).
     for path in ["/v2/health/live", "/v2/health/ready", "/v2/models/iris/ready", "/ready", "/health", "/metrics"] {
         assert_eq!(conn.send("GET", path, None, "").0, 200, "{path}");
