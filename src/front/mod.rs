@@ -25,6 +25,7 @@ pub mod tfserving;
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::router::{self, CallError, Copy, Fault, Hint, ModelInfo, ModelRoute, Pool, RouteError, Router, Timing};
+use crate::tensor::Tensor;
 use crate::window::Outcome;
 use bytes::Bytes;
 use error::ApiError;
@@ -224,11 +225,14 @@ impl Front {
         let json_len = inference_header_len(req.headers())?;
         let body = self.read_body(req).await?;
         let (json, binary) = split_binary(&body, json_len)?;
-        let request = oip::parse_body(json, binary)?;
+        let mut request = oip::parse_body(json, binary)?;
         let _admission = admit(&route, &wants, served)?;
-        let ran = run(&route, &wants, served, |info| {
-            oip::check(&request, &info.inputs, &info.outputs)?;
-            Ok(request.inputs.clone())
+        // The tensors move to the worker; the answer needs only the rest of the request.
+        let mut parsed = Some(std::mem::take(&mut request.inputs));
+        let ran = run(&route, &wants, served, |info, retried| {
+            let inputs = retried.or_else(|| parsed.take()).expect("one attempt holds the inputs at a time");
+            oip::check_inputs(&inputs, request.outputs.as_deref(), &info.inputs, &info.outputs)?;
+            Ok(inputs)
         })
         .await?;
         let version = ran.pool.version.to_string();
@@ -250,7 +254,7 @@ impl Front {
         let read = tfserving::parse_body(&body, verb)?;
         let _admission = admit(&route, &wants, served)?;
         let mut rows = 0;
-        let ran = run(&route, &wants, served, |info| {
+        let ran = run(&route, &wants, served, |info, _| {
             let tensors = read.tensors(info)?;
             rows = tensors.first().map_or(0, |t| t.rows());
             Ok(tensors)
@@ -274,7 +278,7 @@ impl Front {
         let route: Arc<ModelRoute> = self.router.model(&model)?;
         let wants = Wants::of(&headers, None, &route)?;
         let _admission = admit(&route, &wants, served)?;
-        let ran = run(&route, &wants, served, |info| Ok(vec![predict::batch_tensor(&examples, info)?])).await?;
+        let ran = run(&route, &wants, served, |info, _| Ok(vec![predict::batch_tensor(&examples, info)?])).await?;
         let answers = predict::answers(&ran.pool, &ran.info, &ran.outputs, examples.len())?;
         let body = match batch {
             true => serde_json::to_string(&answers),
@@ -416,7 +420,7 @@ fn admit(route: &ModelRoute, wants: &Wants, served: &mut Served) -> Result<route
 struct Ran {
     pool: Arc<Pool>,
     info: Arc<ModelInfo>,
-    outputs: Vec<crate::tensor::Tensor>,
+    outputs: Vec<Tensor>,
 }
 
 /// Picks the pool, waits for its signature (while it starts), builds the inputs against
@@ -426,17 +430,25 @@ async fn run(
     route: &ModelRoute,
     wants: &Wants,
     served: &mut Served,
-    mut inputs_for: impl FnMut(&ModelInfo) -> Result<Vec<crate::tensor::Tensor>, ApiError>,
+    mut inputs_for: impl FnMut(&ModelInfo, Option<Vec<Tensor>>) -> Result<Vec<Tensor>, ApiError>,
 ) -> Result<Ran, ApiError> {
     let mut attempts = 0;
+    // The inputs of an attempt whose version retired, handed to the next one.
+    let mut retried = None;
     loop {
         attempts += 1;
         let pool = route.pick(&wants.hint())?;
         served.on(&pool);
         let outcome = match pool.wait_info().await {
             Ok(info) => {
-                let inputs = inputs_for(&info)?;
-                router::infer(&pool, &inputs).await.map(|(outputs, timing)| (info, inputs, outputs, timing))
+                let inputs = inputs_for(&info, retried.take())?;
+                match router::infer(&pool, &inputs).await {
+                    Ok((outputs, timing)) => Ok((info, inputs, outputs, timing)),
+                    Err(e) => {
+                        retried = Some(inputs);
+                        Err(e)
+                    }
+                }
             }
             Err(e) => Err(router::pool_error(&pool, e)),
         };

@@ -71,7 +71,18 @@ pub fn parse_body(json: &[u8], binary: &[u8]) -> Result<Request, ApiError> {
 /// Checks a read request against one version's signature; a mismatch is refused as
 /// invalid for that version.
 pub fn check(request: &Request, inputs_spec: &[TensorSpec], outputs_spec: &[TensorSpec]) -> Result<(), ApiError> {
-    for tensor in &request.inputs {
+    check_inputs(&request.inputs, request.outputs.as_deref(), inputs_spec, outputs_spec)
+}
+
+/// [`check`] on a request's tensors and requested outputs, held apart from it (the front
+/// moves the tensors to the worker).
+pub fn check_inputs(
+    inputs: &[Tensor],
+    outputs: Option<&[(String, bool)]>,
+    inputs_spec: &[TensorSpec],
+    outputs_spec: &[TensorSpec],
+) -> Result<(), ApiError> {
+    for tensor in inputs {
         let name = &tensor.name;
         let spec = inputs_spec.iter().find(|s| &s.name == name).ok_or_else(|| {
             ApiError::not_for_version(format!("unexpected input '{name}' (the model takes {})", names(inputs_spec)))
@@ -85,7 +96,7 @@ pub fn check(request: &Request, inputs_spec: &[TensorSpec], outputs_spec: &[Tens
         spec.admits(tensor).map_err(ApiError::not_for_version)?;
     }
     for spec in inputs_spec {
-        if !request.inputs.iter().any(|t| t.name == spec.name) {
+        if !inputs.iter().any(|t| t.name == spec.name) {
             return Err(ApiError::not_for_version(format!(
                 "missing input '{}' (the model takes {})",
                 spec.name,
@@ -93,7 +104,7 @@ pub fn check(request: &Request, inputs_spec: &[TensorSpec], outputs_spec: &[Tens
             )));
         }
     }
-    for (name, _) in request.outputs.iter().flatten() {
+    for (name, _) in outputs.into_iter().flatten() {
         if !outputs_spec.iter().any(|s| &s.name == name) {
             return Err(ApiError::not_for_version(format!(
                 "unknown output '{name}' requested (the model gives {})",
