@@ -220,35 +220,22 @@ fn model_metrics(model: &ModelConfig, bake: Option<Duration>) -> Vec<Metric> {
         provider: Provider { prometheus: Prometheus { address: "{{args.prometheus}}".into(), query } },
     };
     let guarded = |value: String| format!("({value}) and on (model, version) ({})", q.enough(h.min_samples));
-    let mut metrics = Vec::new();
-    if let Some(t) = h.error_rate.critical {
-        metrics.push(metric(
-            "error-rate",
-            guarded(q.error_rate()),
-            format!("result[0] <= {t}"),
-            format!("result[0] > {t}"),
-        ));
-    }
-    if let Some(t) = h.availability.critical {
-        metrics.push(metric(
-            "availability",
-            guarded(q.availability()),
-            format!("result[0] >= {t}"),
-            format!("result[0] < {t}"),
-        ));
-    }
-    for (check, q_value, level) in
-        [("p95-latency", 0.95, h.p95_latency.critical), ("p99-latency", 0.99, h.p99_latency.critical)]
-    {
-        if let Some(t) = level.map(|d| d.as_secs_f64()) {
-            metrics.push(metric(
-                check,
-                guarded(q.latency_quantile(q_value)),
-                format!("result[0] <= {t}"),
-                format!("result[0] > {t}"),
-            ));
-        }
-    }
+    let seconds = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    // (check, query, critical threshold, whether the value must stay at most it)
+    let checks = [
+        ("error-rate", q.error_rate(), h.error_rate.critical, true),
+        ("availability", q.availability(), h.availability.critical, false),
+        ("p95-latency", q.latency_quantile(0.95), seconds(h.p95_latency.critical), true),
+        ("p99-latency", q.latency_quantile(0.99), seconds(h.p99_latency.critical), true),
+    ];
+    let mut metrics: Vec<Metric> = checks
+        .into_iter()
+        .filter_map(|(check, query, threshold, at_most)| {
+            let t = threshold?;
+            let (pass, fail) = if at_most { ("<=", ">") } else { (">=", "<") };
+            Some(metric(check, guarded(query), format!("result[0] {pass} {t}"), format!("result[0] {fail} {t}")))
+        })
+        .collect();
     // Any OOM kill is critical, whatever the traffic.
     metrics.push(metric("oom-kills", q.oom_kills(), "result[0] == 0".into(), "result[0] > 0".into()));
     metrics

@@ -75,7 +75,8 @@ pub fn pinned_version(model: &ModelConfig) -> Result<u64, RenderError> {
 
 /// The config file for the container: the operator's, with [server]'s paths and address
 /// set for the image and each model's version pinned.
-pub fn config_file(config: &Config, models: &Models) -> Result<String, RenderError> {
+/// `versions` are the models' pinned versions, in the config's order ([`pinned_version`]).
+pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)]) -> Result<String, RenderError> {
     let text = std::fs::read_to_string(&config.path)
         .map_err(|e| RenderError::Config(format!("cannot read {}: {e}", config.path.display())))?;
     let mut table: toml::Table =
@@ -95,7 +96,7 @@ pub fn config_file(config: &Config, models: &Models) -> Result<String, RenderErr
         ));
     }
     let entries = table.get_mut("model").and_then(toml::Value::as_array_mut);
-    for (entry, model) in entries.into_iter().flatten().zip(&config.models) {
+    for ((entry, model), (_, version)) in entries.into_iter().flatten().zip(&config.models).zip(versions) {
         let entry = entry.as_table_mut().expect("config::load checked [[model]] entries are tables");
         if entry.contains_key("repository") {
             return Err(RenderError::Config(format!(
@@ -104,7 +105,7 @@ pub fn config_file(config: &Config, models: &Models) -> Result<String, RenderErr
                 models.repository()
             )));
         }
-        entry.insert("version".into(), toml::Value::Integer(pinned_version(model)? as i64));
+        entry.insert("version".into(), toml::Value::Integer(*version as i64));
     }
     let body = toml::to_string(&table).map_err(|e| RenderError::Config(format!("cannot write the config: {e}")))?;
     Ok(format!(

@@ -93,7 +93,7 @@ impl Plan {
             .iter()
             .map(|m| container::pinned_version(m).map(|v| (m.name.clone(), v)))
             .collect::<Result<Vec<_>, _>>()?;
-        let config_text = container::config_file(&config, &options.models)?;
+        let config_text = container::config_file(&config, &options.models, &versions)?;
         let labels = Labels::from([
             ("app.kubernetes.io/name".to_string(), "modeld".to_string()),
             ("app.kubernetes.io/instance".to_string(), options.name.clone()),
@@ -184,10 +184,6 @@ impl Object {
     fn of(kind: &str, name: &str, object: &impl Serialize) -> Object {
         let value = serde_json::to_value(object).expect("objects serialize");
         Object { file: format!("{kind}-{name}.yaml"), value }
-    }
-
-    pub fn kind(&self) -> &str {
-        self.value["kind"].as_str().unwrap_or_default()
     }
 }
 

@@ -87,8 +87,6 @@ pub fn pod_template(plan: &Plan, labels: &Labels) -> PodTemplateSpec {
 }
 
 fn server_container(plan: &Plan) -> Container {
-    let port = IntOrString::String("http".into());
-    let http_get = |path: &str| HTTPGetAction { path: Some(path.into()), port: port.clone(), ..Default::default() };
     Container {
         name: "modeld".into(),
         image: Some(plan.image.clone()),
@@ -105,29 +103,11 @@ fn server_container(plan: &Plan) -> Container {
         }]),
         resources: Some(resources(&plan.resources)),
         // The daemon answers live as soon as it listens; restart it if it stops answering.
-        liveness_probe: Some(Probe {
-            http_get: Some(http_get("/v2/health/live")),
-            period_seconds: Some(10),
-            timeout_seconds: Some(5),
-            failure_threshold: Some(3),
-            ..Default::default()
-        }),
-        readiness_probe: Some(Probe {
-            http_get: Some(http_get("/ready")),
-            period_seconds: Some(PROBE_PERIOD),
-            timeout_seconds: Some(3),
-            failure_threshold: Some(3),
-            ..Default::default()
-        }),
+        liveness_probe: Some(probe("/v2/health/live", 10, 5, 3)),
+        readiness_probe: Some(probe("/ready", PROBE_PERIOD, 3, 3)),
         // Loading, warming up and checking golden examples may take worker_start_timeout:
         // liveness waits for that before it may restart the pod.
-        startup_probe: Some(Probe {
-            http_get: Some(http_get("/ready")),
-            period_seconds: Some(PROBE_PERIOD),
-            timeout_seconds: Some(3),
-            failure_threshold: Some(startup_failures(plan.worker_start_timeout_seconds)),
-            ..Default::default()
-        }),
+        startup_probe: Some(probe("/ready", PROBE_PERIOD, 3, startup_failures(plan.worker_start_timeout_seconds))),
         volume_mounts: Some(volume_mounts(plan)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -136,6 +116,21 @@ fn server_container(plan: &Plan) -> Container {
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// An HTTP GET probe of `path` on the `http` port.
+fn probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(timeout),
+        failure_threshold: Some(failures),
         ..Default::default()
     }
 }
