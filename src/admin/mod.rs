@@ -144,6 +144,16 @@ pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, Admin
     Ok(listener)
 }
 
+/// Reads one request line into `line`, at most `MAX_LINE + 1` bytes: a longer one is
+/// refused by the caller. Returns the bytes read (0 at the end of the stream).
+async fn read_line(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    line.clear();
+    reader.take(MAX_LINE as u64 + 1).read_until(b'\n', line).await
+}
+
 impl Admin {
     /// Answers connections until `stop`, then removes the socket.
     pub async fn serve(self: Arc<Self>, listener: UnixListener, path: PathBuf, stop: CancellationToken) {
@@ -170,14 +180,11 @@ impl Admin {
             tracing::warn!(uid = peer.uid, pid = ?peer.pid, "admin connection refused: {why}");
             // Take the request first (briefly, bounded): a client still writing when the
             // socket closes sees a broken pipe instead of the reason.
-            let mut limited = (&mut reader).take(MAX_LINE as u64);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), limited.read_until(b'\n', &mut line)).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read_line(&mut reader, &mut line)).await;
             return send(&mut writer, &answer(Err(why))).await;
         }
         loop {
-            line.clear();
-            let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
-            if read == 0 {
+            if read_line(&mut reader, &mut line).await? == 0 {
                 return Ok(());
             }
             if line.len() > MAX_LINE {

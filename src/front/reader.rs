@@ -45,11 +45,7 @@ impl<'a> Reader<'a> {
     /// Whether the next value is `null` (then read).
     pub fn null(&mut self) -> bool {
         self.skip_whitespace();
-        let null = self.bytes[self.at..].starts_with(b"null");
-        if null {
-            self.at += 4;
-        }
-        null
+        self.literal(b"null").is_some()
     }
 
     /// Reads an object, calling `member` with each key; `member` reads the value.
