@@ -144,6 +144,9 @@ enum Command {
     Describe {
         #[arg(long)]
         dir: PathBuf,
+        /// The user to become before reading the model (as a worker would).
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -299,9 +302,9 @@ fn main() -> ExitCode {
         Command::Alerts { command: AlertsCommand::Render { config, job, output } } => alerts(&config, &job, output),
         Command::K8s { command: K8sCommand::Render(args) } => k8s_render(args),
         Command::Token { command: TokenCommand::New { name, models, scopes } } => new_token(&name, &models, &scopes),
-        Command::Describe { dir } => {
+        Command::Describe { dir, user } => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "warn".into()));
-            ExitCode::from(modeld::worker::describe(&dir) as u8)
+            ExitCode::from(modeld::worker::describe(&dir, user.as_deref()) as u8)
         }
         Command::Worker(args) => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "info".into()));

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub admin_socket: PathBuf,
     /// The group given the admin socket (its members may run operator commands).
     pub admin_group: Option<AdminGroup>,
+    /// The user workers run as when the supervisor is started as root (`None`: no such
+    /// user, so they stay root; see [`ServerConfig::workers_switch_to`]).
+    pub worker_user: Option<WorkerUser>,
     pub run_dir: PathBuf,
     pub state_dir: PathBuf,
     pub repository: PathBuf,
@@ -83,6 +86,29 @@ impl Live {
 
     pub fn set(&self, server: ServerConfig) {
         self.0.store(std::sync::Arc::new(server));
+    }
+}
+
+/// A user by name, with the ids it had when the config was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The service user the packages create: workers of a root supervisor run as it unless
+/// `worker_user` names another.
+pub const SERVICE_USER: &str = "modeld";
+
+impl ServerConfig {
+    /// The user a worker is started as, when it differs from the supervisor's: only a
+    /// supervisor running as root can (and must) hand workers to an unprivileged user.
+    pub fn workers_switch_to(&self) -> Option<&WorkerUser> {
+        match nix::unistd::geteuid().is_root() {
+            true => self.worker_user.as_ref().filter(|user| user.uid != 0),
+            false => None,
+        }
     }
 }
 

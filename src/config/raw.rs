@@ -12,6 +12,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub admin_socket: Option<String>,
     pub admin_group: Option<String>,
+    pub worker_user: Option<String>,
     pub run_dir: Option<String>,
     pub state_dir: Option<String>,
     pub repository: Option<String>,

@@ -6,7 +6,7 @@
 use super::health::{self, HealthConfig};
 use super::raw::{RawHealth, RawModel, RawServer, RawSize, RawVersion};
 use super::report::{KeyPath, Locator, Problem};
-use super::{AdminGroup, Config, DeployConfig, ModelConfig, ServerConfig};
+use super::{AdminGroup, Config, DeployConfig, ModelConfig, SERVICE_USER, ServerConfig, WorkerUser};
 use super::{VersionCheck, VersionSpec, resolve_path};
 use std::collections::HashSet;
 use std::path::Path;
@@ -63,6 +63,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
             None
         }
     });
+    let worker_user = worker_user(raw.worker_user.as_deref(), &key("worker_user"), at, problems);
     let admin_socket = match &raw.admin_socket {
         Some(p) => resolve_path(base, Path::new(p)),
         None => run_dir.join("admin.sock"),
@@ -99,6 +100,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         listen,
         admin_socket,
         admin_group,
+        worker_user,
         run_dir,
         state_dir,
         repository: path_or(&raw.repository, "/var/lib/modeld/models"),
@@ -112,6 +114,40 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         log_level,
         auth: super::Auth::default(),
     }
+}
+
+/// `worker_user`, looked up now: a name given that does not exist is an error; without
+/// one, the service user if the host has it. A root supervisor with no user to hand its
+/// workers to is warned of (they would parse models as root).
+fn worker_user(name: Option<&str>, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> Option<WorkerUser> {
+    let root = nix::unistd::geteuid().is_root();
+    let wanted = name.unwrap_or(SERVICE_USER);
+    let user = match nix::unistd::User::from_name(wanted) {
+        Ok(user) => user,
+        Err(e) => {
+            problems.push(at.error(key, format!("could not look up user '{wanted}': {e}")));
+            return None;
+        }
+    };
+    let Some(user) = user else {
+        match name {
+            Some(_) => problems.push(at.error(key, format!("user '{wanted}' does not exist"))),
+            None if root => problems.push(at.warning(
+                key,
+                format!("workers will run as root: there is no user '{SERVICE_USER}' to run them as; create it or name another user here"),
+            )),
+            None => {}
+        }
+        return None;
+    };
+    let user = WorkerUser { name: wanted.to_string(), uid: user.uid.as_raw(), gid: user.gid.as_raw() };
+    if name.is_some() && !root && user.uid != nix::unistd::geteuid().as_raw() {
+        problems.push(at.warning(
+            key,
+            format!("ignored: workers run as the supervisor's own user; only a supervisor started as root hands them to '{wanted}'"),
+        ));
+    }
+    Some(user)
 }
 
 fn model_configs(

@@ -49,6 +49,13 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         std::fs::set_permissions(&sockets_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("could not restrict {}", sockets_dir.display()))?;
     }
+    match server.workers_switch_to() {
+        Some(user) => tracing::info!(user = %user.name, uid = user.uid, "workers run as an unprivileged user"),
+        None if nix::unistd::geteuid().is_root() => {
+            tracing::warn!("workers run as root: set server.worker_user (or create the user 'modeld')")
+        }
+        None => {}
+    }
     // Bound first: if another daemon answers on it, nothing else may start.
     let admin_listener = admin::bind(&server.admin_socket, server.admin_group.as_ref().map(|g| g.gid)).await?;
     let metrics = Arc::new(Metrics::new());

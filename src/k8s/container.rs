@@ -90,6 +90,8 @@ pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)])
     // The admin socket lives in run_dir and belongs to the container's one user.
     server.remove("admin_socket");
     server.remove("admin_group");
+    // The container starts as its unprivileged user: there is no other to hand workers to.
+    server.remove("worker_user");
     if table.get("auth").and_then(|a| a.get("tokens_file")).is_some() {
         return Err(RenderError::Config(
             "[auth] tokens_file names a file on this host, which a pod does not have: put the tokens in [[auth.token]] (they are hashes), or mount a Secret and add tokens_file after rendering".into(),

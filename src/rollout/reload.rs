@@ -153,6 +153,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         listen,
         admin_socket,
         admin_group,
+        worker_user,
         run_dir,
         state_dir,
         repository,
@@ -169,6 +170,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
     use std::time::Duration;
     let path = |p: &std::path::PathBuf| p.display().to_string();
     let group = |g: &Option<crate::config::AdminGroup>| g.as_ref().map_or("(none)".into(), |g| g.name.clone());
+    let user = |u: &Option<crate::config::WorkerUser>| u.as_ref().map_or("(none)".into(), |u| u.name.clone());
     let duration = |d: &Duration| format!("{d:?}");
     let shown = |v: &dyn ToString| v.to_string();
     let requests = Some("applied to requests from now on");
@@ -177,6 +179,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         change("server.listen", &old.listen, listen, |a| shown(a), None),
         change("server.admin_socket", &old.admin_socket, admin_socket, path, None),
         change("server.admin_group", &old.admin_group, admin_group, group, None),
+        change("server.worker_user", &old.worker_user, worker_user, user, started),
         change("server.run_dir", &old.run_dir, run_dir, path, None),
         change("server.state_dir", &old.state_dir, state_dir, path, None),
         change(

@@ -87,11 +87,18 @@ impl Keeper {
             Ok(socket) => socket,
             Err(reason) => return self.fail(reason),
         };
+        self.keep(&spec, &socket).await;
+        // A worker that became another user cannot remove its socket from this directory.
+        let _ = std::fs::remove_file(&socket);
+    }
+
+    /// Starts the worker, and again after each exit, until the pool stops or fails.
+    async fn keep(&self, spec: &WorkerSpec, socket: &std::path::Path) {
         let mut exits = Exits(VecDeque::new());
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
-            let Spawned { mut child, cgroup } = match self.launcher.spawn(&spec, &socket) {
+            let Spawned { mut child, cgroup } = match self.launcher.spawn(spec, socket) {
                 Ok(spawned) => spawned,
                 Err(e) => {
                     return self.fail(format!("could not start worker {}: {e}", self.launcher.exe.display()));
@@ -99,8 +106,8 @@ impl Keeper {
             };
             let ooms_before = cgroup.as_deref().map_or(0, cgroup::oom_kills);
             self.pool.slots[spec.slot].pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
-            let exit = match self.start(&mut child, &socket).await {
-                None => return self.stop_worker(&spec, &mut child).await,
+            let exit = match self.start(&mut child, socket).await {
+                None => return self.stop_worker(spec, &mut child).await,
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),
                 Some(Started::Lost { reason, status }) => Exit { reason, status, served: false },
                 Some(Started::Ready { conn, info }) => {
@@ -119,9 +126,9 @@ impl Keeper {
                             self.pool.empty(spec.slot);
                             exited(status)
                         }
-                        _ = self.stop.cancelled() => return self.stop_worker(&spec, &mut child).await,
+                        _ = self.stop.cancelled() => return self.stop_worker(spec, &mut child).await,
                         lost = liveness::watch(&conn, pid, &self.launcher.server) => {
-                            self.lost(&spec, &mut child, &conn, lost).await
+                            self.lost(spec, &mut child, &conn, lost).await
                         }
                     }
                 }
@@ -133,7 +140,7 @@ impl Keeper {
             let oom = exit.status.and_then(|s| s.code()) == Some(OOM_EXIT_CODE)
                 || cgroup.as_deref().is_some_and(|dir| cgroup::oom_kills(dir) > ooms_before);
             let served = exit.served;
-            let reason = self.record_exit(&spec, exit, oom);
+            let reason = self.record_exit(spec, exit, oom);
             if !served && exits.record() {
                 return self.fail(format!(
                     "crash loop: worker exited {CRASH_LIMIT} times within {CRASH_WINDOW:?} before getting ready; last: {reason}"

@@ -129,6 +129,10 @@ impl Launcher {
                 }
             });
         }
+        // The worker joins its cgroup and binds its socket as root, then becomes this user.
+        if let Some(user) = self.server.get().workers_switch_to() {
+            command.args(["--user", &user.name]);
+        }
         if !spec.batching.preferred.is_empty() {
             command.args(["--preferred", &join(&spec.batching.preferred)]);
         }
@@ -147,10 +151,13 @@ impl Launcher {
     /// The signature a worker would report for the version in `dir`, read by a short-lived
     /// `modeld describe` process (the supervisor never loads a model itself).
     pub async fn describe(&self, dir: &Path) -> Result<ModelInfo, String> {
-        let child = Command::new(&self.exe)
-            .arg("describe")
-            .arg("--dir")
-            .arg(dir)
+        let mut command = Command::new(&self.exe);
+        command.arg("describe").arg("--dir").arg(dir);
+        // It parses the model as workers do: as the worker user.
+        if let Some(user) = self.server.get().workers_switch_to() {
+            command.args(["--user", &user.name]);
+        }
+        let child = command
             .env("MODELD_LOG", "error")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())

@@ -17,6 +17,7 @@ pub mod in_flight;
 pub mod loader;
 pub mod memory;
 pub mod plans;
+pub mod privileges;
 pub mod rewrite;
 pub mod server;
 
@@ -24,6 +25,7 @@ use crate::wire::Buckets;
 use crate::wire::manifest::Manifest;
 use in_flight::InFlight;
 use server::{LoadState, Server};
+use std::os::unix::net::UnixListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::UnixListener;
@@ -82,6 +84,10 @@ pub struct WorkerArgs {
     /// How long to poll the socket after answering before sleeping, in microseconds.
     #[arg(long, default_value_t = 0)]
     pub busy_poll_us: u64,
+    /// The user to become once the socket is bound, before the model is read (given by a
+    /// supervisor running as root).
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 impl WorkerArgs {
@@ -100,11 +106,18 @@ impl WorkerArgs {
 
 /// Runs the worker until SIGTERM, its parent's death, or a failed load.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    die_with_parent(args.parent_pid)?;
+    // What may need root comes first: the cgroup and the socket in the supervisor's
+    // directory. Then the worker user, before any byte of the model is read.
     if let Some(limit) = args.memory_limit {
         let how = memory::enforce(limit, args.cgroup.as_deref())?;
         tracing::debug!(limit, ?how, "memory limit applied");
     }
+    let listener = bind(&args.socket)?;
+    if let Some(user) = &args.user {
+        privileges::become_user(user)?;
+    }
+    // After the change of user, which clears the parent-death signal.
+    die_with_parent(args.parent_pid)?;
     engine::use_intra_op_threads(args.intra_op_threads);
     crate::trim::trim_every(std::time::Duration::from_secs(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -113,7 +126,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let span = tracing::info_span!("worker", model = %args.model, version = args.version);
-    let code = runtime.block_on(serve(args, span.clone()).instrument(span))?;
+    let code = runtime.block_on(serve(args, listener, span.clone()).instrument(span))?;
     std::process::exit(code)
 }
 
@@ -127,8 +140,9 @@ fn die_with_parent(parent_pid: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: WorkerArgs, span: tracing::Span) -> anyhow::Result<i32> {
-    let listener = bind(&args.socket)?;
+async fn serve(args: WorkerArgs, listener: StdListener, span: tracing::Span) -> anyhow::Result<i32> {
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
     let mut term = signal(SignalKind::terminate())?;
     let (load_tx, load_rx) = watch::channel(LoadState::Loading);
     let server = Arc::new(Server {
@@ -231,9 +245,13 @@ fn load_model(dir: &Path) -> Result<(Manifest, loader::LoadedModel), String> {
 /// written to stdout as a Ready frame (or a LoadFailed frame, exiting 3), so the
 /// supervisor can compare signatures without loading a model itself (`modeld plan`, and
 /// recreate before it stops the old version).
-pub fn describe(dir: &Path) -> i32 {
+pub fn describe(dir: &Path, user: Option<&str>) -> i32 {
     use std::io::Write;
-    let (frame, code) = match load_model(dir) {
+    let loaded = match user.map(privileges::become_user).transpose() {
+        Ok(_) => load_model(dir),
+        Err(e) => Err(e.to_string()),
+    };
+    let (frame, code) = match loaded {
         Ok((_, model)) => (crate::wire::Frame::Ready(model.info), 0),
         Err(reason) => (crate::wire::Frame::LoadFailed { reason }, 3),
     };
@@ -256,15 +274,16 @@ fn check_declared_outputs(info: &crate::wire::ModelInfo, manifest: &Manifest) ->
     Ok(())
 }
 
-fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+fn bind(socket: &Path) -> anyhow::Result<StdListener> {
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("could not remove stale socket {}: {e}", socket.display()),
     }
-    UnixListener::bind(socket).map_err(|e| anyhow::anyhow!("could not bind worker socket {}: {e}", socket.display()))
+    StdListener::bind(socket).map_err(|e| anyhow::anyhow!("could not bind worker socket {}: {e}", socket.display()))
 }
 
+/// Removes the socket, where the worker may (after a change of user the supervisor does).
 fn cleanup(socket: &Path) {
     let _ = std::fs::remove_file(socket);
 }

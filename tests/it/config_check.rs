@@ -95,3 +95,15 @@ fn config_check_reports_syntax_errors_and_unknown_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("could not read config /nonexistent/modeld.toml"));
 }
+
+#[test]
+fn a_worker_user_that_does_not_exist_is_an_error() {
+    let (_dir, path) = write("[server]\nworker_user = \"no-such-user-here\"\n\n[[model]]\nname = \"a\"\n");
+    let out = Command::new(BIN).args(["config", "check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("modeld.toml:2: error: server.worker_user: user 'no-such-user-here' does not exist"),
+        "{text}"
+    );
+}

@@ -2,6 +2,9 @@
 //! only the supervisor's user enters, a worker that serves only its supervisor, and model
 //! files confined to the repository.
 
+use crate::load::{Load, Pattern};
+use crate::onnx::family;
+use crate::rollouts;
 use crate::util::{ModelFiles, Setup, TestDaemon};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -76,5 +79,101 @@ fn a_symlink_out_of_the_repository_is_refused() {
     daemon.wait_until("iris refused", Duration::from_secs(20), || {
         daemon.health().to_string().contains("leads outside the model repository")
     });
+    assert_ne!(daemon.post("/predict", r#"{"model": "iris", "features": [1, 2, 3, 4]}"#).status, 200);
+}
+
+/// Running the test as root is what a root supervisor needs; as another user these are
+/// skipped with a word.
+fn root_or_skip(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipping {test}: a supervisor hands workers to another user only when it runs as root");
+    }
+    root
+}
+
+/// The ids a process runs with, as /proc says: "Uid:" and "Gid:" (real, effective,
+/// saved, filesystem) and "Groups:".
+fn ids(pid: i32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    (field("Uid:").unwrap(), field("Gid:").unwrap(), field("Groups:").unwrap_or_default())
+}
+
+/// A supervisor started as root hands its workers (and the signature reading of a
+/// deploy) to `worker_user`, while their sockets stay in its own 0700 directory.
+#[test]
+fn workers_of_a_root_supervisor_run_as_the_worker_user() {
+    if !root_or_skip("workers_of_a_root_supervisor_run_as_the_worker_user") {
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+    let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+    let setup = Setup::new()
+        .server("worker_user = \"nobody\"")
+        .server_section(rollouts::HEALTH)
+        .model_with(
+            ModelFiles::new("m", 1, family::good(1.0)),
+            &rollouts::deploy_line("strategy = \"blue_green\", bake = \"1s\""),
+        )
+        .files(ModelFiles::new("m", 2, family::good(1.05)))
+        // The repository must be readable by the worker user.
+        .before_start(|dir| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap());
+    let mut daemon = TestDaemon::ready(setup);
+    assert!(daemon.logs().contains("workers run as an unprivileged user"), "{}", daemon.logs());
+    let workers = daemon.worker_pids();
+    assert_eq!(workers.len(), 2);
+    for pid in &workers {
+        let (uids, gids, groups) = ids(*pid);
+        assert_eq!(uids, vec![uid.to_string(); 4].join(" "), "worker {pid} uids");
+        assert_eq!(gids, vec![gid.to_string(); 4].join(" "), "worker {pid} gids");
+        assert!(groups.split_whitespace().all(|g| g == gid.to_string()), "worker {pid} kept root's groups: {groups}");
+    }
+    let sockets = daemon.path().join("run/workers");
+    let meta = std::fs::metadata(&sockets).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o777, std::os::unix::fs::MetadataExt::uid(&meta)), (0o700, 0));
+
+    // A deploy under load reads v2's signature as the worker user too, and its workers
+    // are nobody's; every request is answered right.
+    let load = Load::start(&daemon, "m", Pattern::default());
+    let (code, out, _) = rollouts::deploy(&daemon, &[]);
+    let report = load.stop();
+    assert_eq!(code, 0, "{out}\n{}", daemon.logs());
+    report.assert_failures_only_from(None);
+    // (v1's workers may still be kept for a quick rollback.)
+    let v2: Vec<i32> = daemon.worker_pids().into_iter().filter(|p| !workers.contains(p)).collect();
+    assert_eq!(v2.len(), 2, "v2's workers beside {workers:?}");
+    assert!(v2.iter().all(|p| ids(*p).0 == vec![uid.to_string(); 4].join(" ")));
+
+    // The sockets a worker could not remove (it is not the directory's owner) are removed
+    // by the supervisor.
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+    let left: Vec<_> = std::fs::read_dir(&sockets).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "sockets left behind: {left:?}");
+}
+
+/// A repository the worker user cannot read fails the version with the reason, instead of
+/// quietly loading the model as root.
+#[test]
+fn a_model_the_worker_user_cannot_read_fails_with_the_reason() {
+    if !root_or_skip("a_model_the_worker_user_cannot_read_fails_with_the_reason") {
+        return;
+    }
+    // The test's directory is root's alone: nobody cannot enter it.
+    let daemon = TestDaemon::start(
+        Setup::new()
+            .server("worker_user = \"nobody\"")
+            .model(ModelFiles::bundled("iris", 1), 1)
+            .before_start(|dir| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap()),
+    );
+    daemon.wait_until("iris failed", Duration::from_secs(20), || {
+        let health = daemon.health().to_string();
+        health.contains("Permission denied") || health.contains("permission denied")
+    });
+    let health = daemon.health().to_string();
+    assert!(health.contains("models/iris/1"), "the reason names the path: {health}");
     assert_ne!(daemon.post("/predict", r#"{"model": "iris", "features": [1, 2, 3, 4]}"#).status, 200);
 }
