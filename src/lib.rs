@@ -56,6 +56,7 @@ pub mod config;
 pub mod daemon;
 pub mod front;
 pub mod health;
+#[cfg(feature = "k8s")]
 pub mod k8s;
 pub mod logging;
 pub mod metrics;
@@ -68,4 +69,5 @@ pub mod tensor;
 pub mod trim;
 pub mod window;
 pub mod wire;
+#[cfg(feature = "tract")]
 pub mod worker;

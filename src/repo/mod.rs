@@ -105,6 +105,34 @@ pub fn check_version(dir: &Path, spec: VersionSpec) -> Result<u64, String> {
     ModelDir::new(dir).resolve(spec).map_err(|e| e.to_string())
 }
 
+/// Why a model file is not (yet) a whole ONNX model.
+#[derive(Debug, thiserror::Error)]
+pub enum Incomplete {
+    #[error("it is cut short or not protobuf ({0})")]
+    Malformed(prost::DecodeError),
+    #[error("it has no graph")]
+    NoGraph,
+}
+
+/// Whether `bytes` are a whole ONNX `ModelProto` with a graph, as a file being copied in
+/// is not: every field's length is read to the end (a cut field fails), the graph is taken
+/// as bytes (no copy) and the rest skipped. What is inside the graph is the loader's to
+/// judge, in a worker.
+pub fn check_onnx(bytes: bytes::Bytes) -> Result<(), Incomplete> {
+    use prost::Message;
+    match ModelHead::decode(bytes).map_err(Incomplete::Malformed)?.graph {
+        Some(_) => Ok(()),
+        None => Err(Incomplete::NoGraph),
+    }
+}
+
+/// The outer layer of ONNX's `ModelProto` (onnx.proto): only `graph`, field 7.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ModelHead {
+    #[prost(bytes = "bytes", optional, tag = "7")]
+    graph: Option<bytes::Bytes>,
+}
+
 /// A version directory name: a positive integer without sign or leading zeros.
 pub fn parse_version(name: &str) -> Option<u64> {
     if name.starts_with('0') || !name.bytes().all(|b| b.is_ascii_digit()) {
@@ -140,5 +168,26 @@ mod tests {
         assert_eq!(model.resolve(VersionSpec::Latest).unwrap(), 3);
         assert_eq!(model.resolve(VersionSpec::Exact(1)).unwrap(), 1);
         assert!(matches!(model.resolve(VersionSpec::Exact(2)), Err(RepoError::MissingVersion { version: 2, .. })));
+    }
+
+    /// The light check gives the verdict of a full decode (tract's ModelProto) on every
+    /// prefix of a model file, as a copy in progress leaves it.
+    #[cfg(feature = "tract")]
+    #[test]
+    fn the_onnx_check_agrees_with_a_full_decode_on_every_cut() {
+        use prost::Message;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/iris/1/model.onnx");
+        let whole = std::fs::read(dir).unwrap();
+        let mut cut_short = 0;
+        for len in 0..=whole.len() {
+            let prefix = &whole[..len];
+            let full = tract_onnx::pb::ModelProto::decode(prefix).is_ok_and(|m| m.graph.is_some());
+            let light = check_onnx(bytes::Bytes::copy_from_slice(prefix));
+            assert_eq!(light.is_ok(), full, "prefix of {len} bytes: {light:?}");
+            cut_short += usize::from(matches!(light, Err(Incomplete::Malformed(_))));
+        }
+        assert!(check_onnx(whole.into()).is_ok());
+        assert!(cut_short > 0);
+        assert!(matches!(check_onnx(bytes::Bytes::new()), Err(Incomplete::NoGraph)));
     }
 }

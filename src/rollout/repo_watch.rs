@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::config::VersionSpec;
 use crate::repo::ModelDir;
 use notify::{RecursiveMode, Watcher};
-use prost::Message;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -111,14 +110,10 @@ async fn complete_latest(dir: &Path) -> Option<u64> {
         return None;
     }
     let bytes = tokio::fs::read(&file).await.ok()?;
-    match tract_onnx::pb::ModelProto::decode(bytes.as_slice()) {
-        Ok(proto) if proto.graph.is_some() => Some(version),
-        Ok(_) => {
-            tracing::warn!("{} has no graph; not deploying it", file.display());
-            None
-        }
-        Err(e) => {
-            tracing::warn!("{} is not a complete ONNX model ({e}); not deploying it", file.display());
+    match crate::repo::check_onnx(bytes.into()) {
+        Ok(()) => Some(version),
+        Err(why) => {
+            tracing::warn!("{} is not a complete ONNX model: {why}; not deploying it", file.display());
             None
         }
     }
