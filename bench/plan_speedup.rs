@@ -33,7 +33,10 @@ fn main() -> anyhow::Result<()> {
         let symbolic_ms = time(iterations, || symbolic.run(tvec![tensor.clone()]).map(drop))?;
 
         // modeld's engine: a plan optimized for this exact shape (built on first use).
-        let engine = Engine::new(modeld::worker::loader::load(&path, &Manifest::default())?, Buckets::Exact, 8);
+        let engine = Engine::new(
+            modeld::worker::tract::TractBackend::loaded(modeld::worker::loader::load(&path, &Manifest::default())?, 8),
+            Buckets::Exact,
+        );
         let request = Tensor::from_values(input, shape.clone(), Values::F32(data.clone()))?;
         let concrete_ms =
             time(iterations, || engine.infer(vec![request.clone()]).map(drop).map_err(|f| anyhow::anyhow!(f.message)))?;

@@ -37,10 +37,10 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.next().map_or(Ok(cores), |t| t.parse())?;
     let intra_op: usize = args.next().map_or(Ok(1), |t| t.parse())?;
-    modeld::worker::engine::use_intra_op_threads(intra_op);
+    modeld::worker::tract::use_intra_op_threads(intra_op);
     let manifest = Manifest::read(&dir.join("model.toml"))?;
     let model = modeld::worker::loader::load(&dir.join("model.onnx"), &manifest)?;
-    let engine = Arc::new(Engine::new(model, Buckets::Exact, 64));
+    let engine = Arc::new(Engine::new(modeld::worker::tract::TractBackend::loaded(model, 64), Buckets::Exact));
     let baseline = Arc::new(Baseline { engine });
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

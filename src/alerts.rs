@@ -147,6 +147,8 @@ mod tests {
             batching: Default::default(),
             intra_op_threads: 1,
             busy_poll: std::time::Duration::ZERO,
+            engine: Default::default(),
+            onnxruntime: Default::default(),
         };
         model.health.error_rate.critical = Some(0.1);
         let rules = model_rules(&model);

@@ -69,5 +69,5 @@ pub mod tensor;
 pub mod trim;
 pub mod window;
 pub mod wire;
-#[cfg(feature = "tract")]
+#[cfg(feature = "worker")]
 pub mod worker;

@@ -147,6 +147,8 @@ enum Command {
         /// The user to become before reading the model (as a worker would).
         #[arg(long)]
         user: Option<String>,
+        #[command(flatten)]
+        engine: modeld::worker::EngineArgs,
     },
 }
 
@@ -302,9 +304,9 @@ fn main() -> ExitCode {
         Command::Alerts { command: AlertsCommand::Render { config, job, output } } => alerts(&config, &job, output),
         Command::K8s { command: K8sCommand::Render(args) } => k8s_render(args),
         Command::Token { command: TokenCommand::New { name, models, scopes } } => new_token(&name, &models, &scopes),
-        Command::Describe { dir, user } => {
+        Command::Describe { dir, user, engine } => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "warn".into()));
-            ExitCode::from(modeld::worker::describe(&dir, user.as_deref()) as u8)
+            ExitCode::from(modeld::worker::describe(&dir, user.as_deref(), &engine) as u8)
         }
         Command::Worker(args) => {
             modeld::logging::init(&std::env::var("MODELD_LOG").unwrap_or_else(|_| "info".into()));
@@ -447,9 +449,29 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok((config, report)) => {
             print!("{report}");
             println!("{}: ok ({} models)", path.display(), config.models.len());
+            report_onnxruntime(&config);
             ExitCode::SUCCESS
         }
         Err(e) => config_failed(e),
+    }
+}
+
+/// What `config check` found of ONNX Runtime, when a model is on it or a library is set:
+/// the file and version loaded, or why none could be.
+fn report_onnxruntime(config: &config::Config) {
+    let on_it: Vec<&str> =
+        config.models.iter().filter(|m| m.engine == config::Engine::OnnxRuntime).map(|m| m.name.as_str()).collect();
+    let library = config.server.onnxruntime_library.as_deref();
+    if on_it.is_empty() && library.is_none() {
+        return;
+    }
+    let models = match on_it.is_empty() {
+        true => String::new(),
+        false => format!(" for {}", on_it.join(", ")),
+    };
+    match modeld::worker::onnxruntime::runtime(library) {
+        Ok(runtime) => println!("onnxruntime{models}: {} (version {})", runtime.path, runtime.version),
+        Err(why) => println!("warning: onnxruntime{models}: {why}"),
     }
 }
 

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// The user workers run as when the supervisor is started as root (`None`: no such
     /// user, so they stay root; see [`ServerConfig::workers_switch_to`]).
     pub worker_user: Option<WorkerUser>,
+    /// The ONNX Runtime shared library (`onnxruntime_library`, else `ORT_DYLIB_PATH` when
+    /// the config was read); `None`: `libonnxruntime.so` from the system's library path.
+    pub onnxruntime_library: Option<PathBuf>,
     pub run_dir: PathBuf,
     pub state_dir: PathBuf,
     pub repository: PathBuf,
@@ -140,7 +143,47 @@ pub struct ModelConfig {
     /// How long a worker polls its socket after answering before it sleeps, while requests
     /// come that close together (zero: never).
     pub busy_poll: Duration,
+    /// The engine that runs the model (a version's model.toml may name another).
+    pub engine: Engine,
+    /// `[model.onnxruntime]`: session options when the engine is ONNX Runtime.
+    pub onnxruntime: OnnxRuntimeOptions,
 }
+
+/// `engine`: which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// tract: pure Rust, nothing to install.
+    #[default]
+    Tract,
+    /// ONNX Runtime, its shared library loaded by each worker at start.
+    OnnxRuntime,
+}
+
+impl Engine {
+    pub const NAMES: [(&'static str, Engine); 2] = [("tract", Engine::Tract), ("onnxruntime", Engine::OnnxRuntime)];
+
+    pub fn name(self) -> &'static str {
+        Engine::NAMES.iter().find(|(_, e)| *e == self).map_or("tract", |(n, _)| n)
+    }
+}
+
+/// `[model.onnxruntime]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnnxRuntimeOptions {
+    /// Graph optimization level: "disable", "basic", "extended" or "all".
+    pub optimization: String,
+    /// Whether sessions use ONNX Runtime's CPU memory arena.
+    pub memory_arena: bool,
+}
+
+impl Default for OnnxRuntimeOptions {
+    fn default() -> OnnxRuntimeOptions {
+        OnnxRuntimeOptions { optimization: "all".into(), memory_arena: true }
+    }
+}
+
+/// The optimization levels `[model.onnxruntime] optimization` takes.
+pub const OPTIMIZATION_LEVELS: [&str; 4] = ["disable", "basic", "extended", "all"];
 
 impl Config {
     pub fn model(&self, name: &str) -> Option<&ModelConfig> {

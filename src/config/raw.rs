@@ -13,6 +13,7 @@ pub struct RawServer {
     pub admin_socket: Option<String>,
     pub admin_group: Option<String>,
     pub worker_user: Option<String>,
+    pub onnxruntime_library: Option<String>,
     pub run_dir: Option<String>,
     pub state_dir: Option<String>,
     pub repository: Option<String>,
@@ -59,9 +60,19 @@ pub struct RawModel {
     pub batching: Option<RawBatching>,
     pub intra_op_threads: Option<i64>,
     pub busy_poll: Option<String>,
+    pub engine: Option<String>,
+    pub onnxruntime: Option<RawOnnxRuntime>,
 }
 
 /// `[model.batching]`: dynamic batching and plan buckets in the worker.
+/// `[model.onnxruntime]`: session options of the ONNX Runtime engine.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnnxRuntime {
+    pub optimization: Option<String>,
+    pub memory_arena: Option<bool>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBatching {

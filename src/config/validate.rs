@@ -64,6 +64,10 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         }
     });
     let worker_user = worker_user(raw.worker_user.as_deref(), &key("worker_user"), at, problems);
+    let onnxruntime_library = match &raw.onnxruntime_library {
+        Some(p) => Some(resolve_path(base, Path::new(p))),
+        None => std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()).map(Into::into),
+    };
     let admin_socket = match &raw.admin_socket {
         Some(p) => resolve_path(base, Path::new(p)),
         None => run_dir.join("admin.sock"),
@@ -101,6 +105,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         admin_socket,
         admin_group,
         worker_user,
+        onnxruntime_library,
         run_dir,
         state_dir,
         repository: path_or(&raw.repository, "/var/lib/modeld/models"),
@@ -114,6 +119,38 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         log_level,
         auth: super::Auth::default(),
     }
+}
+
+fn engine(name: Option<&str>, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> super::Engine {
+    let Some(name) = name else { return super::Engine::default() };
+    match super::Engine::NAMES.iter().find(|(n, _)| *n == name) {
+        Some((_, engine)) => *engine,
+        None => {
+            problems.push(at.error(key, format!("'{name}' is not an engine (tract or onnxruntime)")));
+            super::Engine::default()
+        }
+    }
+}
+
+fn onnxruntime(
+    raw: Option<&super::raw::RawOnnxRuntime>,
+    key: &KeyPath,
+    at: &Locator,
+    problems: &mut Vec<Problem>,
+) -> super::OnnxRuntimeOptions {
+    let mut options = super::OnnxRuntimeOptions::default();
+    let Some(raw) = raw else { return options };
+    if let Some(level) = &raw.optimization {
+        match super::OPTIMIZATION_LEVELS.contains(&level.as_str()) {
+            true => options.optimization = level.clone(),
+            false => problems.push(at.error(
+                &key.key("optimization"),
+                format!("'{level}' is not an optimization level ({})", super::OPTIMIZATION_LEVELS.join(", ")),
+            )),
+        }
+    }
+    options.memory_arena = raw.memory_arena.unwrap_or(options.memory_arena);
+    options
 }
 
 /// `worker_user`, looked up now: a name given that does not exist is an error; without
@@ -199,6 +236,8 @@ fn model_configs(
                     .intra_op_threads
                     .map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("intra_op_threads"), at, problems)),
                 busy_poll: busy_poll(&m.busy_poll, &path.key("busy_poll"), at, problems),
+                engine: engine(m.engine.as_deref(), &path.key("engine"), at, problems),
+                onnxruntime: onnxruntime(m.onnxruntime.as_ref(), &path.key("onnxruntime"), at, problems),
             };
             ModelConfig {
                 deploy: super::deploy::build(

@@ -172,7 +172,7 @@ mod tests {
 
     /// The light check gives the verdict of a full decode (tract's ModelProto) on every
     /// prefix of a model file, as a copy in progress leaves it.
-    #[cfg(feature = "tract")]
+    #[cfg(feature = "worker")]
     #[test]
     fn the_onnx_check_agrees_with_a_full_decode_on_every_cut() {
         use prost::Message;

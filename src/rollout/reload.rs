@@ -154,6 +154,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         admin_socket,
         admin_group,
         worker_user,
+        onnxruntime_library,
         run_dir,
         state_dir,
         repository,
@@ -170,6 +171,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
     use std::time::Duration;
     let path = |p: &std::path::PathBuf| p.display().to_string();
     let group = |g: &Option<crate::config::AdminGroup>| g.as_ref().map_or("(none)".into(), |g| g.name.clone());
+    let library = |p: &Option<std::path::PathBuf>| p.as_ref().map_or("(none)".into(), |p| p.display().to_string());
     let user = |u: &Option<crate::config::WorkerUser>| u.as_ref().map_or("(none)".into(), |u| u.name.clone());
     let duration = |d: &Duration| format!("{d:?}");
     let shown = |v: &dyn ToString| v.to_string();
@@ -180,6 +182,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         change("server.admin_socket", &old.admin_socket, admin_socket, path, None),
         change("server.admin_group", &old.admin_group, admin_group, group, None),
         change("server.worker_user", &old.worker_user, worker_user, user, started),
+        change("server.onnxruntime_library", &old.onnxruntime_library, onnxruntime_library, library, started),
         change("server.run_dir", &old.run_dir, run_dir, path, None),
         change("server.state_dir", &old.state_dir, state_dir, path, None),
         change(

@@ -110,9 +110,9 @@ impl Supervisor {
                 dir: dir.version_dir(version),
                 threads: model.threads,
                 memory_limit: model.memory_limit,
-                intra_op_threads: model.intra_op_threads,
                 busy_poll: model.busy_poll,
                 batching: model.batching.clone(),
+                engine: process::EngineSpec::of(model),
             },
             slots: (0..model.workers).map(|_| None).collect(),
             pool: pool.clone(),
@@ -148,7 +148,7 @@ impl Supervisor {
     /// The signature `version` of `model` would serve with, loaded by a short-lived
     /// process; no worker starts.
     pub async fn describe(&self, model: &ModelConfig, version: u64) -> Result<crate::wire::ModelInfo, String> {
-        self.launcher.describe(&ModelDir::new(&model.dir).version_dir(version)).await
+        self.launcher.describe(&ModelDir::new(&model.dir).version_dir(version), &process::EngineSpec::of(model)).await
     }
 
     /// Every pool the supervisor runs now.

@@ -47,9 +47,28 @@ pub struct WorkerSpec {
     pub dir: PathBuf,
     pub threads: usize,
     pub memory_limit: Option<u64>,
-    pub intra_op_threads: usize,
     pub busy_poll: std::time::Duration,
     pub batching: BatchingConfig,
+    pub engine: EngineSpec,
+}
+
+/// The engine a version runs on and its options, as the config gives them (the version's
+/// model.toml may still name another engine, which the worker applies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSpec {
+    pub engine: crate::config::Engine,
+    pub onnxruntime: crate::config::OnnxRuntimeOptions,
+    pub intra_op_threads: usize,
+}
+
+impl EngineSpec {
+    pub fn of(model: &crate::config::ModelConfig) -> EngineSpec {
+        EngineSpec {
+            engine: model.engine,
+            onnxruntime: model.onnxruntime.clone(),
+            intra_op_threads: model.intra_op_threads,
+        }
+    }
 }
 
 impl WorkerSpec {
@@ -104,7 +123,7 @@ impl Launcher {
             .arg("--socket")
             .arg(socket)
             .args(["--threads", &spec.threads.to_string()])
-            .args(["--intra-op-threads", &spec.intra_op_threads.to_string()])
+            .args(self.engine_args(&spec.engine))
             .args(["--busy-poll-us", &spec.busy_poll.as_micros().to_string()])
             .args(["--max-batch", &spec.batching.max_batch.to_string()])
             .args(["--batch-delay-us", &spec.batching.delay.as_micros().to_string()])
@@ -150,9 +169,9 @@ impl Launcher {
 
     /// The signature a worker would report for the version in `dir`, read by a short-lived
     /// `modeld describe` process (the supervisor never loads a model itself).
-    pub async fn describe(&self, dir: &Path) -> Result<ModelInfo, String> {
+    pub async fn describe(&self, dir: &Path, engine: &EngineSpec) -> Result<ModelInfo, String> {
         let mut command = Command::new(&self.exe);
-        command.arg("describe").arg("--dir").arg(dir);
+        command.arg("describe").arg("--dir").arg(dir).args(self.engine_args(engine));
         // It parses the model as workers do: as the worker user.
         if let Some(user) = self.server.get().workers_switch_to() {
             command.args(["--user", &user.name]);
@@ -177,6 +196,23 @@ impl Launcher {
             Ok(Frame::LoadFailed { reason }) => Err(reason),
             _ => Err(format!("describing {} {}", dir.display(), describe_exit(output.status))),
         }
+    }
+
+    /// The engine's command-line arguments, for a worker and for `describe` alike.
+    fn engine_args(&self, engine: &EngineSpec) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--engine".into(),
+            engine.engine.name().into(),
+            "--intra-op-threads".into(),
+            engine.intra_op_threads.to_string().into(),
+            "--ort-optimization".into(),
+            engine.onnxruntime.optimization.clone().into(),
+            format!("--ort-memory-arena={}", engine.onnxruntime.memory_arena).into(),
+        ];
+        if let Some(library) = &self.server.get().onnxruntime_library {
+            args.extend(["--onnxruntime-library".into(), library.clone().into_os_string()]);
+        }
+        args
     }
 
     /// `server.worker_start_timeout` in force.

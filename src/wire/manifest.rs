@@ -53,6 +53,9 @@ pub enum ManifestError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The engine for this version, over the config's choice for the model.
+    #[serde(default)]
+    pub engine: Option<super::engine::EngineKind>,
     #[serde(default)]
     pub labels: Option<LabelsSpec>,
     #[serde(default)]

@@ -29,6 +29,7 @@
 //! `dtype` is [`DType::code`]; BYTES tensors hold `u32le length + bytes` per element.
 
 mod codec;
+pub mod engine;
 pub mod manifest;
 
 pub use crate::tensor::{DType, Tensor, TensorSpec, Values};

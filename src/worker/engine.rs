@@ -1,26 +1,47 @@
 //! One model version, ready to run requests: checks each request against the model's
-//! signature, converts tensors to and from tract's, and runs the plan for their shapes.
+//! signature and runs it on the model's [`Backend`] (tract's plans, or an ONNX Runtime
+//! session), the same way for both.
 //!
 //! Nothing a request carries can crash the worker: a request that does not fit the model is
-//! a [`Fault::BadInput`], a failure inside tract (even a panic) a [`Fault::Internal`].
+//! a [`Fault::BadInput`], a failure inside the engine (even a panic) a [`Fault::Internal`].
 //!
 //! For a model whose inputs and outputs all have an open first dimension (a batch
-//! dimension), a run of `rows` rows is padded up to its bucket (a power of two by default)
-//! so a few plans cover every batch size, and the padding rows are dropped from the outputs.
+//! dimension), on an engine that builds per shape (tract) a run of `rows` rows is padded up
+//! to its bucket (a power of two by default) so a few plans cover every batch size, and the
+//! padding rows are dropped from the outputs.
 
 use super::finite::Finite;
-use super::loader::{LoadedModel, datum_type, dtype_of};
-use super::plans::PlanCache;
 use crate::wire::Buckets;
-use crate::wire::{DType, Tensor, TensorSpec, Values};
 use crate::wire::{Fault, Labels, ModelInfo};
+use crate::wire::{Tensor, TensorSpec, Values};
 use std::panic::AssertUnwindSafe;
-use tract_onnx::prelude::{Tensor as TractTensor, *};
-use tract_onnx::tract_core::ndarray::ArrayD;
+
+/// What runs a loaded model: tract ([`super::tract::TractBackend`]) or ONNX Runtime
+/// ([`super::onnxruntime::OrtBackend`]).
+pub trait Backend: Send + Sync {
+    /// Runs inputs in the model's input order; the outputs come in the model's output
+    /// order, as the engine gives them (class indices still indices).
+    fn execute(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure>;
+    /// Whether the engine builds something per concrete set of shapes (a plan), so that
+    /// batches are padded to a few bucket sizes.
+    fn per_shape(&self) -> bool;
+    /// Builds ahead what running `shapes` needs.
+    fn prepare(&self, shapes: &[Vec<usize>]) -> Result<(), String>;
+    /// How many plans have been built so far.
+    fn builds(&self) -> u64;
+}
+
+/// A model as an engine loaded it: its signature, and what runs it.
+pub struct Loaded {
+    pub info: ModelInfo,
+    pub backend: Box<dyn Backend>,
+    /// Outputs the engine gives as class indices that are served as these strings.
+    pub string_outputs: Vec<Labels>,
+}
 
 pub struct Engine {
     pub info: ModelInfo,
-    plans: PlanCache,
+    backend: Box<dyn Backend>,
     string_outputs: Vec<Labels>,
     buckets: Buckets,
     /// Every input and output has an open first dimension: requests can be stacked.
@@ -44,7 +65,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn bad_input(message: impl Into<String>) -> Failure {
+    pub(super) fn bad_input(message: impl Into<String>) -> Failure {
         Failure { fault: Fault::BadInput, message: message.into() }
     }
     pub(super) fn internal(message: impl Into<String>) -> Failure {
@@ -52,21 +73,12 @@ impl Failure {
     }
 }
 
-/// Lets every inference in this process split its matrix products across `threads`
-/// threads (process-wide: tract keeps one executor); 1 keeps them on the calling thread.
-pub fn use_intra_op_threads(threads: usize) {
-    if threads > 1 {
-        tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(threads));
-    }
-}
-
 impl Engine {
-    pub fn new(model: LoadedModel, buckets: Buckets, max_plans: usize) -> Engine {
-        let dtypes = model.info.inputs.iter().map(|s| s.dtype).collect();
+    pub fn new(model: Loaded, buckets: Buckets) -> Engine {
         let open_first = |specs: &[TensorSpec]| specs.iter().all(|s| s.has_open_batch());
         let batchable = open_first(&model.info.inputs) && open_first(&model.info.outputs);
         Engine {
-            plans: PlanCache::new(model.source, dtypes, max_plans),
+            backend: model.backend,
             info: model.info,
             string_outputs: model.string_outputs,
             buckets,
@@ -76,7 +88,7 @@ impl Engine {
     }
 
     pub fn plan_builds(&self) -> u64 {
-        self.plans.builds()
+        self.backend.builds()
     }
 
     /// Runs one request: its inputs in any order, named as the model names them.
@@ -92,7 +104,7 @@ impl Engine {
     /// Builds ahead the plans for `sizes` rows (bucketed), where every other dimension is
     /// known from the model or `hints` ([`Engine::plan_builds`] counts them).
     pub fn build_plans(&self, sizes: &[usize], hints: &std::collections::BTreeMap<String, Vec<usize>>) {
-        if !self.batchable {
+        if !self.batchable || !self.backend.per_shape() {
             return;
         }
         let rest: Option<Vec<Vec<usize>>> = self
@@ -109,8 +121,8 @@ impl Engine {
         for rows in buckets {
             let shapes: Vec<Vec<usize>> =
                 rest.iter().map(|r| std::iter::once(rows).chain(r.iter().copied()).collect()).collect();
-            if let Err(e) = self.plans.get(&shapes) {
-                tracing::warn!("could not build the plan for {shapes:?} ahead: {e:#}");
+            if let Err(e) = self.backend.prepare(&shapes) {
+                tracing::warn!("could not build the plan for {shapes:?} ahead: {e}");
             }
         }
     }
@@ -119,41 +131,31 @@ impl Engine {
     /// dimension), padded to their bucket.
     pub fn run(&self, mut inputs: Vec<Tensor>) -> Result<Run, Failure> {
         let rows = inputs.first().map_or(1, Tensor::rows);
-        let padded = if self.batchable { self.buckets.size_for(rows) } else { rows };
+        let padded = if self.batchable && self.backend.per_shape() { self.buckets.size_for(rows) } else { rows };
         if padded != rows {
             inputs.iter_mut().for_each(|t| t.pad_rows(padded));
         }
-        let builds = self.plans.builds();
+        let builds = self.backend.builds();
         let mut outputs = self.execute(inputs)?;
         if padded != rows {
             outputs = outputs.iter().map(|t| t.slice_rows(0, rows)).collect();
         }
-        Ok(Run { outputs, plans_built: (self.plans.builds() - builds) as u32 })
+        Ok(Run { outputs, plans_built: (self.backend.builds() - builds) as u32 })
     }
 
     fn execute(&self, ordered: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
-        let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
-        let values = ordered.into_iter().map(to_tract).collect::<Result<TVec<TValue>, _>>()?;
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let plan = self.plans.get(&shapes).map_err(|e| build_failure(&shapes, e))?;
-            plan.run(values).map_err(|e| Failure::internal(format!("inference failed: {e:#}")))
-        }));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.backend.execute(ordered)));
         let outputs = match outcome {
             Ok(result) => result?,
             Err(panic) => {
                 return Err(Failure::internal(format!("inference panicked: {}", panic_text(&panic))));
             }
         };
-        self.info
-            .outputs
-            .iter()
-            .zip(outputs)
-            .map(|(spec, value)| {
-                let tensor = from_tract(&spec.name, &value)?;
-                match self.string_outputs.iter().find(|l| l.output == spec.name) {
-                    Some(labels) => index_to_strings(tensor, &labels.names),
-                    None => Ok(tensor),
-                }
+        outputs
+            .into_iter()
+            .map(|tensor| match self.string_outputs.iter().find(|l| l.output == tensor.name) {
+                Some(labels) => index_to_strings(tensor, &labels.names),
+                None => Ok(tensor),
             })
             .collect()
     }
@@ -168,13 +170,6 @@ fn index_to_strings(tensor: Tensor, names: &[String]) -> Result<Tensor, Failure>
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| Failure::internal(format!("output '{}' gave a class index out of range", tensor.name)))?;
     Tensor::from_values(tensor.name, tensor.shape, Values::Bytes(strings)).map_err(|e| Failure::internal(e.to_string()))
-}
-
-fn build_failure(shapes: &[Vec<usize>], e: TractError) -> Failure {
-    // A plan that cannot be built for these shapes is the request's fault: the model
-    // declared it could take them only up to what its graph allows (e.g. a sequence too
-    // short for a convolution).
-    Failure::bad_input(format!("the model cannot run on input shapes {shapes:?}: {e:#}"))
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -202,50 +197,4 @@ pub fn order_inputs(specs: &[TensorSpec], mut inputs: Vec<Tensor>) -> Result<Vec
         return Err(Failure::bad_input(format!("unexpected input '{}'", extra.name)));
     }
     Ok(ordered)
-}
-
-fn to_tract(t: Tensor) -> Result<TValue, Failure> {
-    let fail = |e: TractError| Failure::bad_input(format!("input '{}': {e:#}", t.name));
-    let tensor = match t.dtype {
-        DType::Bytes => {
-            let Values::Bytes(items) = t.values() else { unreachable!("BYTES tensor") };
-            let strings = items.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
-            ArrayD::from_shape_vec(t.shape.clone(), strings)
-                .map_err(|e| Failure::bad_input(format!("input '{}': {e}", t.name)))?
-                .into()
-        }
-        DType::Bool => {
-            // Any nonzero byte is true; normalising keeps every bool a valid 0 or 1.
-            let bytes: Vec<u8> = t.data.iter().map(|b| u8::from(*b != 0)).collect();
-            // SAFETY: `bytes` holds exactly one 0-or-1 byte per element (checked by
-            // `TensorSpec::admits`), the layout of tract's Bool tensors.
-            unsafe { TractTensor::from_raw_dt(DatumType::Bool, &t.shape, &bytes) }.map_err(fail)?
-        }
-        dtype => {
-            // SAFETY: `TensorSpec::admits` verified the byte length is element count × element
-            // size for this plain numeric type, and every bit pattern is a valid value.
-            unsafe { TractTensor::from_raw_dt(datum_type(dtype), &t.shape, &t.data) }.map_err(fail)?
-        }
-    };
-    Ok(tensor.into_tvalue())
-}
-
-/// Converts one output of tract's into ours, named after the model's output.
-pub fn from_tract(name: &str, value: &TValue) -> Result<Tensor, Failure> {
-    let shape = value.shape().to_vec();
-    let dt = value.datum_type();
-    let unsupported = || Failure::internal(format!("output '{name}' has element type {dt:?}, which is not served"));
-    let dtype = dtype_of(dt).ok_or_else(unsupported)?;
-    let data = match dt {
-        DatumType::String => {
-            let view = value.to_plain_array_view::<String>().map_err(|_| unsupported())?;
-            Values::Bytes(view.iter().map(|s| s.as_bytes().to_vec()).collect()).into_bytes()
-        }
-        DatumType::TDim => {
-            let cast = value.cast_to::<i64>().map_err(|_| unsupported())?;
-            cast.as_bytes().to_vec()
-        }
-        _ => value.as_bytes().to_vec(),
-    };
-    Ok(Tensor { name: name.to_string(), dtype, shape, data })
 }

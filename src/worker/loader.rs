@@ -220,6 +220,18 @@ fn describe(
     for spec in outputs.iter_mut().filter(|o| rewrites.string_outputs.iter().any(|l| l.output == o.name)) {
         spec.dtype = DType::Bytes;
     }
+    let labels = labels(manifest, zipmap_labels, &outputs)?;
+    Ok(ModelInfo { load_mode: mode.name().into(), plans_built: 0, inputs, outputs, labels })
+}
+
+/// The class labels served with the model: `model.toml`'s `[labels]` (for the output it
+/// names, else the one `/predict` reads, else the ZipMap's, else the first), or the ZipMap's
+/// own labels. Shared by both engines, so both describe a model alike.
+pub fn labels(
+    manifest: &Manifest,
+    zipmap_labels: Option<Labels>,
+    outputs: &[TensorSpec],
+) -> Result<Option<Labels>, String> {
     let labels = match &manifest.labels {
         Some(spec) => Some(Labels {
             output: spec
@@ -238,7 +250,7 @@ fn describe(
     {
         return Err(format!("labels name output '{}', which the model does not have", l.output));
     }
-    Ok(ModelInfo { load_mode: mode.name().into(), plans_built: 0, inputs, outputs, labels })
+    Ok(labels)
 }
 
 fn typed_specs(model: &TypedModel, inputs: bool) -> Result<Vec<TensorSpec>, String> {

@@ -16,12 +16,15 @@ pub mod finite;
 pub mod in_flight;
 pub mod loader;
 pub mod memory;
+pub mod onnxruntime;
 pub mod plans;
 pub mod privileges;
 pub mod rewrite;
 pub mod server;
+pub mod tract;
 
 use crate::wire::Buckets;
+use crate::wire::engine::{EngineKind, GraphOptimization};
 use crate::wire::manifest::Manifest;
 use in_flight::InFlight;
 use server::{LoadState, Server};
@@ -60,9 +63,8 @@ pub struct WorkerArgs {
     /// The cgroup to join, whose memory.max the supervisor set.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
-    /// Threads one inference may use inside tract.
-    #[arg(long, default_value_t = 1)]
-    pub intra_op_threads: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Rows per inference run (1: requests are never merged).
     #[arg(long, default_value_t = 1)]
     pub max_batch: usize,
@@ -88,6 +90,45 @@ pub struct WorkerArgs {
     /// supervisor running as root).
     #[arg(long)]
     pub user: Option<String>,
+}
+
+/// The engine and its settings, on the command line of a worker and of `describe` alike
+/// (a version's model.toml may name another engine, which wins).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// tract or onnxruntime.
+    #[arg(long = "engine", default_value = "tract")]
+    pub kind: String,
+    /// Threads one inference may use inside the engine.
+    #[arg(long, default_value_t = 1)]
+    pub intra_op_threads: usize,
+    /// ONNX Runtime's graph optimization level: disable, basic, extended or all.
+    #[arg(long, default_value = "all")]
+    pub ort_optimization: String,
+    /// Whether ONNX Runtime sessions use its CPU memory arena.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ort_memory_arena: bool,
+    /// The ONNX Runtime shared library (default: libonnxruntime.so from the library path).
+    #[arg(long)]
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn kind(&self) -> Result<EngineKind, String> {
+        EngineKind::from_name(&self.kind).ok_or_else(|| format!("unknown engine '{}'", self.kind))
+    }
+
+    fn onnxruntime(&self, sessions: usize) -> Result<onnxruntime::Settings, String> {
+        let optimization = GraphOptimization::from_name(&self.ort_optimization)
+            .ok_or_else(|| format!("unknown ONNX Runtime optimization level '{}'", self.ort_optimization))?;
+        Ok(onnxruntime::Settings {
+            library: self.onnxruntime_library.clone(),
+            optimization,
+            memory_arena: self.ort_memory_arena,
+            intra_op_threads: self.intra_op_threads,
+            sessions,
+        })
+    }
 }
 
 impl WorkerArgs {
@@ -118,7 +159,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     // After the change of user, which clears the parent-death signal.
     die_with_parent(args.parent_pid)?;
-    engine::use_intra_op_threads(args.intra_op_threads);
+    tract::use_intra_op_threads(args.engine.intra_op_threads);
     crate::trim::trim_every(std::time::Duration::from_secs(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -215,16 +256,15 @@ async fn wait_failed(mut load: watch::Receiver<LoadState>) -> String {
 /// Loads the model, builds the plans asked for ahead, runs the warm-up and golden checks.
 fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
     let started = std::time::Instant::now();
-    let (manifest, model) = load_model(&args.dir)?;
-    let mode = model.mode;
-    let mut engine = engine::Engine::new(model, args.buckets(), args.max_plans);
+    let (manifest, model) = load_model(&args.dir, &args.engine, args.threads.max(1), args.max_plans)?;
+    let mut engine = engine::Engine::new(model, args.buckets());
     engine.finite = finite::Finite::from_manifest(&manifest);
     let hints = manifest.inputs.iter().map(|(name, hint)| (name.clone(), hint.shape.clone())).collect();
     engine.build_plans(&args.plan_sizes, &hints);
     checks::run_all(&engine, &manifest)?;
     engine.info.plans_built = engine.plan_builds() as u32;
     tracing::info!(
-        mode = mode.name(),
+        mode = %engine.info.load_mode,
         elapsed_ms = started.elapsed().as_millis() as u64,
         plans = engine.plan_builds(),
         batchable = engine.batchable,
@@ -233,22 +273,38 @@ fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
     Ok(engine)
 }
 
-/// Reads a version directory's model.toml and loads its model (no plans, no checks run).
-fn load_model(dir: &Path) -> Result<(Manifest, loader::LoadedModel), String> {
+/// Reads a version directory's model.toml and loads its model on the engine it names, else
+/// on the one given (no plans, no checks run). `sessions`: inferences that may run at once.
+fn load_model(
+    dir: &Path,
+    engine: &EngineArgs,
+    sessions: usize,
+    max_plans: usize,
+) -> Result<(Manifest, engine::Loaded), String> {
     let manifest = Manifest::read(&dir.join(crate::wire::manifest::MANIFEST_FILE)).map_err(|e| e.to_string())?;
-    let model = loader::load(&dir.join(crate::wire::manifest::MODEL_FILE), &manifest).map_err(|e| e.to_string())?;
-    check_declared_outputs(&model.info, &manifest)?;
-    Ok((manifest, model))
+    let path = dir.join(crate::wire::manifest::MODEL_FILE);
+    let kind = match manifest.engine {
+        Some(kind) => kind,
+        None => engine.kind()?,
+    };
+    let loaded = match kind {
+        EngineKind::Tract => {
+            tract::TractBackend::loaded(loader::load(&path, &manifest).map_err(|e| e.to_string())?, max_plans)
+        }
+        EngineKind::OnnxRuntime => onnxruntime::load(&path, &manifest, &engine.onnxruntime(sessions)?)?,
+    };
+    check_declared_outputs(&loaded.info, &manifest)?;
+    Ok((manifest, loaded))
 }
 
 /// `modeld describe`: the signature a worker would report for a version directory,
 /// written to stdout as a Ready frame (or a LoadFailed frame, exiting 3), so the
 /// supervisor can compare signatures without loading a model itself (`modeld plan`, and
 /// recreate before it stops the old version).
-pub fn describe(dir: &Path, user: Option<&str>) -> i32 {
+pub fn describe(dir: &Path, user: Option<&str>, engine: &EngineArgs) -> i32 {
     use std::io::Write;
     let loaded = match user.map(privileges::become_user).transpose() {
-        Ok(_) => load_model(dir),
+        Ok(_) => load_model(dir, engine, 1, 1),
         Err(e) => Err(e.to_string()),
     };
     let (frame, code) = match loaded {

@@ -16,6 +16,7 @@ use crate::wire::Labels;
 use tract_onnx::pb;
 
 /// ONNX TensorProto element types used here.
+const ONNX_FLOAT: i32 = 1;
 const ONNX_INT64: i32 = 7;
 const ONNX_STRING: i32 = 8;
 
@@ -33,7 +34,7 @@ pub fn apply(proto: &mut pb::ModelProto) -> Rewrites {
         return Rewrites::default();
     };
     name_anonymous_dims(graph);
-    Rewrites { zipmap_labels: replace_trailing_zipmap(graph), string_outputs: index_string_labels(graph) }
+    Rewrites { zipmap_labels: replace_trailing_zipmap(graph, false), string_outputs: index_string_labels(graph) }
 }
 
 fn name_anonymous_dims(graph: &mut pb::GraphProto) {
@@ -54,7 +55,31 @@ fn name_anonymous_dims(graph: &mut pb::GraphProto) {
     }
 }
 
-fn replace_trailing_zipmap(graph: &mut pb::GraphProto) -> Option<Labels> {
+/// Only the ZipMap rewrite, for ONNX Runtime: it runs the rest as exported, but a sequence
+/// of maps is no tensor to serve either. ONNX Runtime tells a graph output's shape only as
+/// declared, so the new output declares ZipMap's input shape, [rows, classes].
+pub fn apply_zipmap(proto: &mut pb::ModelProto) -> Option<Labels> {
+    replace_trailing_zipmap(proto.graph.as_mut()?, true)
+}
+
+/// ZipMap's input: float probabilities of `classes` classes for any number of rows.
+fn probabilities_type(classes: usize) -> pb::TypeProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = |value| Dimension { value: Some(value), ..Default::default() };
+    pb::TypeProto {
+        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+            elem_type: ONNX_FLOAT,
+            shape: Some(pb::TensorShapeProto {
+                dim: vec![dim(Value::DimParam("zipmap_rows".into())), dim(Value::DimValue(classes as i64))],
+            }),
+        })),
+        ..Default::default()
+    }
+}
+
+/// Replaces each ZipMap feeding a graph output by an Identity; the output's type is left
+/// for the engine to infer (tract), or declared as ZipMap's input (`declare`).
+fn replace_trailing_zipmap(graph: &mut pb::GraphProto, declare: bool) -> Option<Labels> {
     let mut labels = None;
     for node in graph.node.iter_mut().filter(|n| n.op_type == "ZipMap") {
         let Some(output) = node.output.first().cloned() else {
@@ -63,8 +88,8 @@ fn replace_trailing_zipmap(graph: &mut pb::GraphProto) -> Option<Labels> {
         let Some(graph_output) = graph.output.iter_mut().find(|o| o.name == output) else {
             continue;
         };
-        graph_output.r#type = None;
         let names = class_names(node, "classlabels_strings", "classlabels_int64s");
+        graph_output.r#type = (declare && !names.is_empty()).then(|| probabilities_type(names.len()));
         node.op_type = "Identity".into();
         node.domain.clear();
         node.attribute.clear();
