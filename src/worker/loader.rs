@@ -120,7 +120,7 @@ pub fn load(path: &Path, manifest: &Manifest) -> Result<LoadedModel, LoadError> 
 
 /// The ONNX graph's declared shape of a value: its rank, with the fixed sizes it gives
 /// (`None` for symbolic or missing ones); `None` when it declares no shape.
-fn declared_shape(info: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
+pub fn declared_shape(info: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
     use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
     let Some(pb::type_proto::Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else { return None };
     let dims = &t.shape.as_ref()?.dim;

@@ -138,7 +138,7 @@ fn identify(path: &Path) -> Option<(String, String)> {
 pub fn load(path: &Path, manifest: &Manifest, settings: &Settings) -> Result<Loaded, String> {
     let runtime = runtime(settings.library.as_deref())?;
     let shown = path.display();
-    let (source, zipmap_labels) = model_source(path)?;
+    let (source, zipmap_labels, undeclared) = model_source(path)?;
     let sessions = (0..settings.sessions.max(1))
         .map(|_| open_session(runtime, &source, settings).map(Mutex::new))
         .collect::<Result<Vec<_>, _>>()
@@ -146,8 +146,11 @@ pub fn load(path: &Path, manifest: &Manifest, settings: &Settings) -> Result<Loa
     let first = sessions[0].lock().unwrap_or_else(|e| e.into_inner());
     let specs = |outlets: &[ort::value::Outlet]| outlets.iter().map(spec).collect::<Result<Vec<_>, String>>();
     let inputs = specs(first.inputs()).map_err(|e| format!("model {shown}: {e}"))?;
-    let outputs = specs(first.outputs()).map_err(|e| format!("model {shown}: {e}"))?;
+    let mut outputs = specs(first.outputs()).map_err(|e| format!("model {shown}: {e}"))?;
     drop(first);
+    if !undeclared.is_empty() {
+        shapes_from_tract(&mut outputs, &undeclared, path, manifest);
+    }
     let labels = super::loader::labels(manifest, zipmap_labels, &outputs).map_err(|e| format!("model {shown}: {e}"))?;
     tracing::info!(library = %runtime.path, version = %runtime.version, sessions = sessions.len(), "loaded on ONNX Runtime");
     let info = crate::wire::ModelInfo { load_mode: "onnxruntime".into(), plans_built: 0, inputs, outputs, labels };
@@ -162,15 +165,42 @@ enum Source {
     Rewritten(Vec<u8>),
 }
 
-fn model_source(path: &Path) -> Result<(Source, Option<crate::wire::Labels>), String> {
+/// The model's source for ONNX Runtime, the ZipMap's labels if one went, and the graph
+/// outputs that declare no shape (ONNX Runtime then knows neither their rank nor sizes).
+fn model_source(path: &Path) -> Result<(Source, Option<crate::wire::Labels>, Vec<String>), String> {
     use prost::Message;
     let bytes = std::fs::read(path).map_err(|e| format!("could not read ONNX model {}: {e}", path.display()))?;
     let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
         .map_err(|e| format!("could not read ONNX model {}: {e}", path.display()))?;
-    match super::rewrite::apply_zipmap(&mut proto) {
-        Some(labels) => Ok((Source::Rewritten(proto.encode_to_vec()), Some(labels))),
+    let labels = super::rewrite::apply_zipmap(&mut proto);
+    let undeclared = proto.graph.as_ref().map_or_else(Vec::new, |graph| {
+        graph.output.iter().filter(|o| super::loader::declared_shape(o).is_none()).map(|o| o.name.clone()).collect()
+    });
+    match labels {
+        Some(labels) => Ok((Source::Rewritten(proto.encode_to_vec()), Some(labels), undeclared)),
         // As exported: ONNX Runtime finds external weights next to the file.
-        None => Ok((Source::File(path.to_path_buf()), None)),
+        None => Ok((Source::File(path.to_path_buf()), None, undeclared)),
+    }
+}
+
+/// Outputs the graph gives no shape take the one tract infers, as a tract worker would
+/// report it: both engines then describe the model alike (a rollout between them compares
+/// equal signatures), and an open first dimension lets requests be batched. If tract cannot
+/// load the model, those outputs keep an unknown shape (each answer has its own).
+fn shapes_from_tract(outputs: &mut [TensorSpec], undeclared: &[String], path: &Path, manifest: &Manifest) {
+    match super::loader::load(path, manifest) {
+        Ok(model) => {
+            for spec in outputs.iter_mut().filter(|o| undeclared.contains(&o.name)) {
+                if let Some(inferred) = model.info.outputs.iter().find(|t| t.name == spec.name && t.dtype == spec.dtype)
+                {
+                    spec.shape = inferred.shape.clone();
+                }
+            }
+        }
+        Err(e) => tracing::warn!(
+            outputs = ?undeclared,
+            "the model declares no shape for these outputs and tract could not infer one ({e}); their shape is unknown until each answer"
+        ),
     }
 }
 

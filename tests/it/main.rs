@@ -9,6 +9,7 @@ mod batching;
 mod binary;
 mod chaos;
 mod config_check;
+mod engines;
 mod healing;
 mod health;
 mod k8s;

@@ -6,14 +6,14 @@ use crate::util::{ModelFiles, Setup, TestDaemon, fixtures, infer_body};
 use serde_json::{Value, json};
 
 /// (model, input name, output name, abs tolerance, rel tolerance)
-const REFERENCES: [(&str, &str, &str, f32, f32); 4] = [
+pub const REFERENCES: [(&str, &str, &str, f32, f32); 4] = [
     ("tabular_mlp", "features", "probabilities", 1e-4, 1e-3),
     ("lstm_clf", "frames", "probs", 1e-4, 1e-3),
     ("kws_conv_gru", "mfcc", "logits", 2e-4, 2e-3),
     ("squeezenet1_1", "input", "logits", 2e-4, 2e-3),
 ];
 
-fn npz(model: &str, key: &str) -> (Vec<usize>, Vec<f32>) {
+pub fn npz(model: &str, key: &str) -> (Vec<usize>, Vec<f32>) {
     let path = fixtures().join("reference").join(format!("{model}.ref.npz"));
     let mut archive = npyz::npz::NpzArchive::open(&path).expect("npz opens");
     let array = archive.by_name(key).expect("npz readable").unwrap_or_else(|| panic!("{key} in {model}.ref.npz"));
@@ -21,14 +21,14 @@ fn npz(model: &str, key: &str) -> (Vec<usize>, Vec<f32>) {
     (shape, array.into_vec::<f32>().expect("f32 array"))
 }
 
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= atol + rtol * w.abs(), "{what}[{i}]: got {g}, ONNX Runtime gave {w}");
     }
 }
 
-fn floats(v: &Value) -> Vec<f32> {
+pub fn floats(v: &Value) -> Vec<f32> {
     v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
 }
 
