@@ -20,9 +20,9 @@ setup() {
         "$PYTHON" -m venv "$VENV"
     fi
     if ! "$VENV/bin/python" -c 'import pytriton, onnxruntime, numpy, tritonclient.http' 2>/dev/null; then
-        # numpy<2: PyTriton 0.5-0.7 and the tritonclient it pins are built against numpy 1.
-        # tritonclient[http]: only for bench/pytriton_check.py, small.
-        "$VENV/bin/pip" install -q nvidia-pytriton onnxruntime 'numpy<2' 'tritonclient[http]'
+        # numpy<2: nvidia-pytriton requires numpy<2 (0.7.0: numpy>=1.21,<2); pinned here so pip
+        # never tries otherwise. tritonclient[http,grpc] comes with nvidia-pytriton.
+        "$VENV/bin/pip" install -q nvidia-pytriton onnxruntime 'numpy<2'
     fi
 }
 
@@ -31,9 +31,11 @@ if [ "${1:-}" = setup ]; then
     exit 0
 fi
 
-# PyTriton's Python backend stub is linked against libpython of the interpreter running the
-# model's code; without the directory holding it on LD_LIBRARY_PATH the stub fails to start
-# ("libpython3.X.so.1.0: cannot open shared object file") and the model never gets ready.
+# PyTriton's Python backend stub links libpython3.X.so.1.0 and must get the one of the venv's
+# interpreter. Without LD_LIBRARY_PATH it fails ("cannot open shared object file") or, worse,
+# loads another Python's library of the same minor version: here Debian's 3.11.2 under pyenv's
+# 3.11.7 stdlib, and the model fails to load with "'_thread.RLock' object has no attribute
+# '_recursion_count'". See bench/PYTRITON.md.
 LIBDIR="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
 LDLIB="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LDLIBRARY"))')"
 if [ ! -e "$LIBDIR/$LDLIB" ]; then
