@@ -208,11 +208,23 @@ impl Rendered {
 /// Renders the manifests for `config`.
 pub fn render(config: Config, options: Options) -> Result<Rendered, RenderError> {
     let rollouts = options.rollouts;
+    let on_onnxruntime: Vec<String> = config
+        .models
+        .iter()
+        .filter(|m| m.engine == crate::config::Engine::OnnxRuntime)
+        .map(|m| m.name.clone())
+        .collect();
     let plan = Plan::new(config, options)?;
     let mut rendered = match rollouts {
         Rollouts::Kubernetes => plain::render(&plan),
         Rollouts::Argo => argo::render(&plan)?,
     };
+    if !on_onnxruntime.is_empty() {
+        rendered.note(&format!(
+            "engine onnxruntime ({}): the image must carry libonnxruntime.so at server.onnxruntime_library's path (packaging/Dockerfile does not); without it those versions fail to load, with the reason in /health",
+            on_onnxruntime.join(", ")
+        ));
+    }
     rendered.objects.insert(0, Object::of("configmap", &plan.config_map, &workload::config_map(&plan)));
     rendered.runbook = runbook(&plan, &rendered);
     Ok(rendered)

@@ -348,15 +348,15 @@ fn to_ort(tensor: Tensor) -> Result<ort::session::SessionInputValue<'static>, Fa
         DynTensor::new(&Allocator::default(), element_type(tensor.dtype), tensor.shape.clone()).map_err(fail)?;
     let data: &[u8] = &tensor.data;
     if !data.is_empty() {
-        let bytes: Vec<u8> = match tensor.dtype {
-            // Any nonzero byte is true; normalising keeps every bool a valid 0 or 1.
-            DType::Bool => data.iter().map(|b| u8::from(*b != 0)).collect(),
-            _ => data.to_vec(),
-        };
         // SAFETY: the tensor was allocated on the CPU for `shape` elements of this element
         // type; `TensorSpec::admits` checked that `data` is exactly that many elements of
-        // that size, so the copy fills it without overrunning it.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.data_ptr_mut().cast::<u8>(), bytes.len()) };
+        // that size, so the slice covers the tensor's buffer and nothing past it.
+        let buffer = unsafe { std::slice::from_raw_parts_mut(value.data_ptr_mut().cast::<u8>(), data.len()) };
+        buffer.copy_from_slice(data);
+        if tensor.dtype == DType::Bool {
+            // Any nonzero byte is true; normalising keeps every bool a valid 0 or 1.
+            buffer.iter_mut().for_each(|b| *b = u8::from(*b != 0));
+        }
     }
     Ok(value.into())
 }

@@ -38,7 +38,11 @@ fn reference_models_on_onnxruntime_match_the_references_and_tract() {
             .model(ModelFiles::reference(model), 1)
             .model_with(ModelFiles::new(&format!("{model}_ort"), 1, onnx), "engine = \"onnxruntime\"\n");
     }
+    let types = crate::onnx::passthrough_types();
+    let setup = setup.model_with(ModelFiles::new("types", 1, types), "engine = \"onnxruntime\"\n");
     let daemon = TestDaemon::ready(setup);
+    // Every element type, booleans normalised, crosses ONNX Runtime intact.
+    crate::serving::element_types_cross_intact(&daemon, "types");
     for (model, input, output, atol, rtol) in REFERENCES {
         let ort = format!("{model}_ort");
         let tract_meta = daemon.get(&format!("/v2/models/{model}")).json();

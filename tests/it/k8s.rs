@@ -186,3 +186,21 @@ fn what_cannot_be_rendered_is_refused_with_the_reason() {
     let result = render(&own, &[]);
     assert!(text(&result.stderr).contains("model 'iris' has its own repository"), "{}", text(&result.stderr));
 }
+
+/// A model on ONNX Runtime renders, with a note that the image must carry the library.
+#[test]
+fn a_model_on_onnxruntime_is_rendered_with_a_note_on_its_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ort.toml");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    std::fs::write(
+        &config,
+        format!("[server]\nrepository = {repo:?}\n[[model]]\nname = \"iris\"\nversion = 2\nengine = \"onnxruntime\"\n"),
+    )
+    .unwrap();
+    let result = render(&config, &[]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let stderr = text(&result.stderr);
+    assert!(stderr.contains("note: engine onnxruntime (iris): the image must carry libonnxruntime.so"), "{stderr}");
+    assert!(text(&result.stdout).contains("engine = \"onnxruntime\""), "the ConfigMap keeps the engine");
+}

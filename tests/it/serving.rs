@@ -165,6 +165,11 @@ fn predict_without_labels_answers_class_index_or_value() {
 #[test]
 fn every_element_type_crosses_intact() {
     let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::new("types", 1, onnx::passthrough_types()), 1));
+    element_types_cross_intact(&daemon, "types");
+}
+
+/// Every element type through `model` (serving `onnx::passthrough_types`), both ways.
+pub fn element_types_cross_intact(daemon: &TestDaemon, model: &str) {
     let cases = [
         ("f32", "FP32", json!([1.5, -2.25, 3.0, 1e-7])),
         ("f64", "FP64", json!([1.000000000001, -2.5, 1e300, 0.0])),
@@ -178,7 +183,7 @@ fn every_element_type_crosses_intact() {
         .iter()
         .map(|(n, t, data)| json!({"name": format!("x_{n}"), "shape": [2, 2], "datatype": t, "data": data}))
         .collect();
-    let answer = daemon.post("/v2/models/types/infer", &json!({ "inputs": inputs }).to_string());
+    let answer = daemon.post(&format!("/v2/models/{model}/infer"), &json!({ "inputs": inputs }).to_string());
     assert_eq!(answer.status, 200, "{}", answer.body);
     let body = answer.json();
     for (n, t, data) in cases {
