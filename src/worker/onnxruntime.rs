@@ -53,12 +53,13 @@ fn load_runtime(library: Option<&Path>) -> Result<Runtime, String> {
     let path = library.map_or_else(|| PathBuf::from(DEFAULT_LIBRARY), Path::to_path_buf);
     let shown = path.display().to_string();
     let hint = "set [server] onnxruntime_library to a libonnxruntime.so (the onnxruntime wheel on PyPI carries one in onnxruntime/capi/)";
-    if let Some(why) = dlopen_error(&path) {
-        return Err(format!("ONNX Runtime library {shown} cannot be loaded: {why}; {hint}"));
-    }
     let loaded = std::panic::catch_unwind(|| ort::init_from(&path))
         .map_err(|_| format!("loading the ONNX Runtime library {shown} panicked; {hint}"))?;
-    let builder = loaded.map_err(|e| format!("ONNX Runtime library {shown}: {}; {hint}", chain(&e)))?;
+    let builder = loaded.map_err(|e| match dlopen_error(&path) {
+        // ort words any loader failure as "dlopen failed": the loader itself says why.
+        Some(why) => format!("ONNX Runtime library {shown} cannot be loaded: {why}; {hint}"),
+        None => format!("ONNX Runtime library {shown}: {e}; {hint}"),
+    })?;
     let environment = builder
         .with_name("modeld")
         .with_telemetry(false)
@@ -68,11 +69,15 @@ fn load_runtime(library: Option<&Path>) -> Result<Runtime, String> {
     Ok(Runtime { path: file, version, environment })
 }
 
+fn c_path(path: &Path) -> Option<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).ok()
+}
+
 /// Why the dynamic loader refuses `path` (its own words: "cannot open shared object file:
 /// No such file or directory", "invalid ELF header"), if it does.
 fn dlopen_error(path: &Path) -> Option<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let c_path = c_path(path)?;
     // SAFETY: dlopen and dlerror are called with a valid NUL-terminated path; the message
     // dlerror returns is copied before any other dl call; a handle opened here is closed.
     unsafe {
@@ -89,22 +94,10 @@ fn dlopen_error(path: &Path) -> Option<String> {
     }
 }
 
-/// An error with its sources ("dlopen failed: ...: cannot open shared object file").
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 /// The file the library was loaded from and its version (`OrtGetApiBase()->
 /// GetVersionString()`), asked of the copy already loaded (`RTLD_NOLOAD`).
 fn identify(path: &Path) -> Option<(String, String)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let c_path = c_path(path)?;
     // SAFETY: dlopen with RTLD_NOLOAD only returns (and references) a library this process
     // already loaded; the symbol is ONNX Runtime's documented entry point, of this type;
     // dladdr and the version getter write or return only data owned by the library, which
@@ -154,7 +147,8 @@ pub fn load(path: &Path, manifest: &Manifest, settings: &Settings) -> Result<Loa
     let labels = super::loader::labels(manifest, zipmap_labels, &outputs).map_err(|e| format!("model {shown}: {e}"))?;
     tracing::info!(library = %runtime.path, version = %runtime.version, sessions = sessions.len(), "loaded on ONNX Runtime");
     let info = crate::wire::ModelInfo { load_mode: "onnxruntime".into(), plans_built: 0, inputs, outputs, labels };
-    let backend = OrtBackend { sessions, outputs: info.outputs.iter().map(|o| o.name.clone()).collect() };
+    let names = |specs: &[TensorSpec]| specs.iter().map(|o| o.name.clone()).collect();
+    let backend = OrtBackend { sessions, inputs: names(&info.inputs), outputs: names(&info.outputs) };
     Ok(Loaded { info, backend: Box::new(backend), string_outputs: Vec::new() })
 }
 
@@ -281,6 +275,8 @@ fn element_type(dtype: DType) -> TensorElementType {
 /// mutably in `ort`).
 pub struct OrtBackend {
     sessions: Vec<Mutex<Session>>,
+    /// The model's input names, in order.
+    inputs: Vec<String>,
     /// The model's output names, in order.
     outputs: Vec<String>,
 }
@@ -300,13 +296,12 @@ impl OrtBackend {
 
 impl Backend for OrtBackend {
     fn execute(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
-        let mut session = self.session();
-        let names: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
         let values = inputs
             .into_iter()
-            .zip(names)
-            .map(|(tensor, name)| to_ort(tensor).map(|value| (name, value)))
+            .zip(&self.inputs)
+            .map(|(tensor, name)| to_ort(tensor).map(|value| (name.as_str(), value)))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut session = self.session();
         let mut outputs =
             session.run(values).map_err(|e| Failure::internal(format!("inference failed on ONNX Runtime: {e}")))?;
         self.outputs
