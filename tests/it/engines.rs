@@ -7,7 +7,6 @@
 //! runs them with `ORT_DYLIB_PATH` naming its libonnxruntime.so, and `MODELD_OLD_ORT`
 //! naming an older ONNX Runtime than the engine takes.
 
-use crate::load::{Load, Pattern};
 use crate::onnx::family;
 use crate::rollouts;
 use crate::serving::{REFERENCES, assert_close, floats, npz};
@@ -155,19 +154,11 @@ fn an_engine_switch_is_an_ordinary_rollout() {
         .files(ModelFiles::new("m", 2, family::good(1.0)).with_manifest("engine = \"onnxruntime\"\n"))
         .files(ModelFiles::new("m", 3, family::good(1.0)).with_manifest("engine = \"tract\"\n"));
     let daemon = TestDaemon::ready(setup);
-    for (version, mode) in [("2", "onnxruntime"), ("3", "strict")] {
-        let load = Load::start(&daemon, "m", Pattern::default());
-        std::thread::sleep(Duration::from_millis(300));
-        let (code, out, err) = daemon.cli(&["deploy", "m", "--version", version]);
-        std::thread::sleep(Duration::from_millis(300));
-        let report = load.stop();
-        assert_eq!(code, 0, "v{version}: {out}{err}\n{}", daemon.logs());
-        assert!(out.contains("promoted"), "{out}");
-        report.assert_failures_only_from(None);
-        assert!(report.shots.len() > 100, "only {} requests were sent", report.shots.len());
+    for (version, mode) in [(2, "onnxruntime"), (3, "strict")] {
+        let (report, _) = rollouts::promote_under_load(&daemon, version, &[]);
         eprintln!("FIGURE engine switch to v{version} ({mode}): {} requests, none failed", report.shots.len());
         let meta = daemon.get("/v2/models/m").json();
-        assert_eq!(meta["parameters"]["version"], version);
+        assert_eq!(meta["parameters"]["version"], version.to_string());
         assert_eq!(meta["parameters"]["load_mode"], mode);
     }
 }

@@ -45,8 +45,14 @@ pub fn history(daemon: &TestDaemon) -> Vec<Value> {
 
 /// Deploys v2 with `modeld deploy`, following it; returns (exit code, output, seconds).
 pub fn deploy(daemon: &TestDaemon, extra: &[&str]) -> (i32, String, f64) {
+    deploy_version(daemon, 2, extra)
+}
+
+/// Deploys `version` of `m` with `modeld deploy`, following it.
+fn deploy_version(daemon: &TestDaemon, version: u64, extra: &[&str]) -> (i32, String, f64) {
     let started = Instant::now();
-    let mut args = vec!["deploy", "m", "--version", "2"];
+    let version = version.to_string();
+    let mut args = vec!["deploy", "m", "--version", &version];
     args.extend_from_slice(extra);
     let (code, out, err) = daemon.cli(&args);
     (code, format!("{out}{err}"), started.elapsed().as_secs_f64())
@@ -61,18 +67,25 @@ fn figure(what: &str, report: &Report, seconds: f64) {
     );
 }
 
-/// Runs a good v1 -> v2 rollout under load and checks nothing failed.
-fn good_rollout(name: &str, settings: &str, extra: &[&str]) -> (TestDaemon, Report) {
-    let daemon = daemon(family::good(1.05), &deploy_line(settings));
-    let load = Load::start(&daemon, "m", Pattern::default());
+/// Deploys `version` of `m` under a bounded load and checks the rollout promoted it with
+/// no failed request; returns the load's report and how long the rollout took.
+pub fn promote_under_load(daemon: &TestDaemon, version: u64, extra: &[&str]) -> (Report, f64) {
+    let load = Load::start(daemon, "m", Pattern::default());
     std::thread::sleep(Duration::from_millis(300));
-    let (code, out, seconds) = deploy(&daemon, extra);
+    let (code, out, seconds) = deploy_version(daemon, version, extra);
     std::thread::sleep(Duration::from_millis(300));
     let report = load.stop();
-    assert_eq!(code, 0, "{out}\n{}", daemon.logs());
+    assert_eq!(code, 0, "v{version}: {out}\n{}", daemon.logs());
     assert!(out.contains("promoted"), "{out}");
     report.assert_failures_only_from(None);
     assert!(report.shots.len() > 100, "only {} requests were sent", report.shots.len());
+    (report, seconds)
+}
+
+/// Runs a good v1 -> v2 rollout under load and checks nothing failed.
+fn good_rollout(name: &str, settings: &str, extra: &[&str]) -> (TestDaemon, Report) {
+    let daemon = daemon(family::good(1.05), &deploy_line(settings));
+    let (report, seconds) = promote_under_load(&daemon, 2, extra);
     let tail: Vec<_> = report.shots.iter().rev().take(20).collect();
     assert!(tail.iter().all(|s| s.version == Some(2)), "traffic is not on v2 at the end");
     assert_eq!(stable_version(&daemon), 2);
