@@ -31,7 +31,7 @@ use bytes::Bytes;
 use error::ApiError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -182,30 +182,28 @@ impl Front {
     }
 
     async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
-        let endpoint = routes::route(req.method(), req.uri().path())?;
-        let admitted = auth::admit(&self.server.get().auth, req.headers(), &auth::need(&endpoint));
-        if let Err(refusal) = admitted {
-            // Read the body first, as for every other answer: a client still sending when
-            // the answer comes sees a broken pipe instead of the 401.
-            if req.method() == hyper::Method::POST {
-                let _ = self.read_body(req).await;
-            }
-            return Err(refusal);
-        }
+        let (head, body) = req.into_parts();
+        // Every body is read before any answer, refusals too: a client still sending when
+        // the answer comes sees a broken pipe instead of it. What the read found is judged
+        // where the body is used, so each refusal keeps its precedence.
+        let body = self.read_body(&head.headers, body).await;
+        let endpoint = routes::route(&head.method, head.uri.path())?;
+        auth::admit(&self.server.get().auth, &head.headers, &auth::need(&endpoint))?;
+        let headers = &head.headers;
         match endpoint {
             Endpoint::Infer { model, version } => {
                 served.protocol = crate::metrics::OIP;
                 served.model = Some(model.clone());
-                self.infer(req, &model, version, served).await
+                self.infer(headers, body, &model, version, served).await
             }
             Endpoint::Predict { batch } => {
                 served.protocol = crate::metrics::PREDICT;
-                self.predict(req, batch, served).await
+                self.predict(headers, body, batch, served).await
             }
             Endpoint::TfInfer { model, version, verb } => {
                 served.protocol = crate::metrics::TFSERVING;
                 served.model = Some(model.clone());
-                self.tf_infer(req, &model, version, verb, served).await
+                self.tf_infer(headers, body, &model, version, verb, served).await
             }
             other => self.probe(other),
         }
@@ -213,17 +211,16 @@ impl Front {
 
     async fn infer(
         &self,
-        req: Request<Incoming>,
+        headers: &HeaderMap,
+        body: Result<Bytes, ApiError>,
         model: &str,
         version: Option<u64>,
         served: &mut Served,
     ) -> Result<Reply, ApiError> {
         let route = self.router.model(model)?;
-        let wants = Wants::of(req.headers(), version, &route)?;
-        // The body is read before any other answer: answering while a client is still
-        // sending makes many clients fail with a broken pipe instead of reading the answer.
-        let json_len = inference_header_len(req.headers())?;
-        let body = self.read_body(req).await?;
+        let wants = Wants::of(headers, version, &route)?;
+        let json_len = inference_header_len(headers)?;
+        let body = body?;
         let (json, binary) = split_binary(&body, json_len)?;
         let mut request = oip::parse_body(json, binary)?;
         let _admission = admit(&route, &wants, served)?;
@@ -242,15 +239,16 @@ impl Front {
     /// TF Serving's `:predict`, `:classify` and `:regress`.
     async fn tf_infer(
         &self,
-        req: Request<Incoming>,
+        headers: &HeaderMap,
+        body: Result<Bytes, ApiError>,
         model: &str,
         version: Option<u64>,
         verb: tfserving::Verb,
         served: &mut Served,
     ) -> Result<Reply, ApiError> {
         let route = self.router.model(model)?;
-        let wants = Wants::of(req.headers(), version, &route)?;
-        let body = self.read_body(req).await?;
+        let wants = Wants::of(headers, version, &route)?;
+        let body = body?;
         let read = tfserving::parse_body(&body, verb)?;
         let _admission = admit(&route, &wants, served)?;
         let mut rows = 0;
@@ -267,16 +265,21 @@ impl Front {
         Ok(Reply::ok(body))
     }
 
-    async fn predict(&self, req: Request<Incoming>, batch: bool, served: &mut Served) -> Result<Reply, ApiError> {
-        let headers = req.headers().clone();
-        let body = self.read_body(req).await?;
+    async fn predict(
+        &self,
+        headers: &HeaderMap,
+        body: Result<Bytes, ApiError>,
+        batch: bool,
+        served: &mut Served,
+    ) -> Result<Reply, ApiError> {
+        let body = body?;
         let examples = predict::parse_body(&body, batch)?;
         let names: Vec<String> = self.router.models().keys().cloned().collect();
         let model = predict::model_name(&examples, &names)?;
-        auth::authorize(&self.server.get().auth, &headers, crate::config::Scope::Infer, Some(&model))?;
+        auth::authorize(&self.server.get().auth, headers, crate::config::Scope::Infer, Some(&model))?;
         served.model = Some(model.clone());
         let route: Arc<ModelRoute> = self.router.model(&model)?;
-        let wants = Wants::of(&headers, None, &route)?;
+        let wants = Wants::of(headers, None, &route)?;
         let _admission = admit(&route, &wants, served)?;
         let ran = run(&route, &wants, served, |info, _| Ok(vec![predict::batch_tensor(&examples, info)?])).await?;
         let answers = predict::answers(&ran.pool, &ran.info, &ran.outputs, examples.len())?;
@@ -289,16 +292,17 @@ impl Front {
 
     /// Reads the whole body, refusing it past `max_body` (by its declared length at once,
     /// else as it streams in).
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
         let limit = self.server.get().max_body_bytes;
         let declared =
-            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(limit));
         }
-        let encoding = req.headers().get(header::CONTENT_ENCODING).cloned();
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => compression::decode_request(encoding.as_ref(), collected.to_bytes(), limit),
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => {
+                compression::decode_request(headers.get(header::CONTENT_ENCODING), collected.to_bytes(), limit)
+            }
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
             Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),
         }

@@ -228,3 +228,22 @@ fn config_check_warns_of_an_open_port_and_a_readable_tokens_file() {
     assert_ne!(code, Some(0));
     assert!(out.contains("auth.token[0].sha256") && out.contains("not a SHA-256"), "{out}");
 }
+
+/// Any refusal, not only the token check's, comes after the body was read: a large body
+/// to an unknown model or to a probe is answered whole, and the keep-alive connection
+/// goes on serving.
+#[test]
+fn every_refusal_reads_the_body_first() {
+    let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::bundled("iris", 2), 1));
+    let mut conn = Conn::open(&daemon);
+    let image = format!(
+        r#"{{"inputs": [{{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [{}]}}]}}"#,
+        vec!["0.25"; 150_000].join(",")
+    );
+    for path in ["/v2/models/nope/infer", "/v1/models/nope:predict", "/v2/health/live"] {
+        let (status, _, text) = conn.send("POST", path, None, &image);
+        assert!(matches!(status, 404 | 405), "POST {path}: {status} {text}");
+    }
+    let row = format!(r#"{{"inputs": [{{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": {IRIS_ROW}}}]}}"#);
+    assert_eq!(conn.send("POST", "/v2/models/iris/infer", None, &row).0, 200);
+}
