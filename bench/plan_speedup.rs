@@ -34,7 +34,11 @@ fn main() -> anyhow::Result<()> {
 
         // modeld's engine: a plan optimized for this exact shape (built on first use).
         let engine = Engine::new(
-            modeld::worker::tract::TractBackend::loaded(modeld::worker::loader::load(&path, &Manifest::default())?, 8),
+            modeld::worker::tract::TractBackend::loaded(
+                modeld::worker::loader::load(&path, &Manifest::default())?,
+                modeld::worker::device::Placement::Cpu,
+                8,
+            ),
             Buckets::Exact,
         );
         let request = Tensor::from_values(input, shape.clone(), Values::F32(data.clone()))?;

@@ -40,7 +40,10 @@ fn main() -> anyhow::Result<()> {
     modeld::worker::tract::use_intra_op_threads(intra_op);
     let manifest = Manifest::read(&dir.join("model.toml"))?;
     let model = modeld::worker::loader::load(&dir.join("model.onnx"), &manifest)?;
-    let engine = Arc::new(Engine::new(modeld::worker::tract::TractBackend::loaded(model, 64), Buckets::Exact));
+    let engine = Arc::new(Engine::new(
+        modeld::worker::tract::TractBackend::loaded(model, modeld::worker::device::Placement::Cpu, 64),
+        Buckets::Exact,
+    ));
     let baseline = Arc::new(Baseline { engine });
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

@@ -148,6 +148,7 @@ mod tests {
             intra_op_threads: 1,
             busy_poll: std::time::Duration::ZERO,
             engine: Default::default(),
+            device: Default::default(),
             onnxruntime: Default::default(),
         };
         model.health.error_rate.critical = Some(0.1);

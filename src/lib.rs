@@ -55,6 +55,7 @@ pub mod alerts;
 pub mod config;
 pub mod daemon;
 pub mod front;
+pub mod gpu;
 pub mod health;
 #[cfg(feature = "k8s")]
 pub mod k8s;

@@ -450,6 +450,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             print!("{report}");
             println!("{}: ok ({} models)", path.display(), config.models.len());
             report_onnxruntime(&config);
+            report_gpus(&config);
             ExitCode::SUCCESS
         }
         Err(e) => config_failed(e),
@@ -472,6 +473,25 @@ fn report_onnxruntime(config: &config::Config) {
     match modeld::worker::onnxruntime::runtime(library) {
         Ok(runtime) => println!("onnxruntime{models}: {} (version {})", runtime.path, runtime.version),
         Err(why) => println!("warning: onnxruntime{models}: {why}"),
+    }
+}
+
+/// What `config check` found of the GPUs, when a model asks for one: NVML's driver and
+/// GPUs, or why there are none (a warning: those versions will fail, or run on the CPU
+/// under `cuda-or-cpu`).
+fn report_gpus(config: &config::Config) {
+    let on_gpu: Vec<&str> = config.models.iter().filter(|m| m.device.is_gpu()).map(|m| m.name.as_str()).collect();
+    if on_gpu.is_empty() {
+        return;
+    }
+    let models = on_gpu.join(", ");
+    let telemetry = modeld::gpu::Telemetry::probe();
+    match telemetry.inventory() {
+        Ok(found) => {
+            let gpus: Vec<String> = found.gpus.iter().map(|g| format!("{} {}", g.index, g.name)).collect();
+            println!("gpus for {models}: driver {}, {}", found.driver, gpus.join(", "));
+        }
+        Err(why) => println!("warning: gpus for {models}: {why}"),
     }
 }
 

@@ -28,6 +28,14 @@ const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 pub mod names {
     pub const BATCH_SIZE: &str = "modeld_batch_size";
     pub const BUILD_INFO: &str = "modeld_build_info";
+    pub const GPU_ECC_UNCORRECTED_ERRORS: &str = "modeld_gpu_ecc_uncorrected_errors";
+    pub const GPU_MEMORY_TOTAL_BYTES: &str = "modeld_gpu_memory_total_bytes";
+    pub const GPU_MEMORY_USED_BYTES: &str = "modeld_gpu_memory_used_bytes";
+    pub const GPU_POWER_WATTS: &str = "modeld_gpu_power_watts";
+    pub const GPU_TEMPERATURE_CELSIUS: &str = "modeld_gpu_temperature_celsius";
+    pub const GPU_UTILIZATION_RATIO: &str = "modeld_gpu_utilization_ratio";
+    pub const GPU_XID_ERRORS_TOTAL: &str = "modeld_gpu_xid_errors_total";
+    pub const WORKER_GPU_MEMORY_BYTES: &str = "modeld_worker_gpu_memory_bytes";
     pub const HEALTH_CHECK_STATUS: &str = "modeld_health_check_status";
     pub const INFERENCE_DURATION_SECONDS: &str = "modeld_inference_duration_seconds";
     pub const INFLIGHT_REQUESTS: &str = "modeld_inflight_requests";
@@ -83,6 +91,21 @@ pub struct Metrics {
     pub rollout_phase: IntGaugeVec,
     pub traffic_weight: IntGaugeVec,
     pub build_info: GaugeVec,
+    /// Per GPU (`gpu` index, `name`), from NVML; no series without GPU telemetry.
+    pub gpu_memory_used: IntGaugeVec,
+    pub gpu_memory_total: IntGaugeVec,
+    pub gpu_utilization: GaugeVec,
+    pub gpu_temperature: IntGaugeVec,
+    pub gpu_power: GaugeVec,
+    pub gpu_ecc_uncorrected: IntGaugeVec,
+    pub gpu_xid_errors: IntCounterVec,
+    pub worker_gpu_memory_bytes: IntGaugeVec,
+}
+
+const GPU: &[&str] = &["gpu", "name"];
+
+fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -198,6 +221,26 @@ impl Metrics {
                 &["version"],
             )
             .expect("valid metric"),
+            gpu_memory_used: gauge(names::GPU_MEMORY_USED_BYTES, "GPU memory in use, by every process.", GPU),
+            gpu_memory_total: gauge(names::GPU_MEMORY_TOTAL_BYTES, "GPU memory in all.", GPU),
+            gpu_utilization: float_gauge(
+                names::GPU_UTILIZATION_RATIO,
+                "Share of NVML's last sample period in which a kernel ran on the GPU.",
+                GPU,
+            ),
+            gpu_temperature: gauge(names::GPU_TEMPERATURE_CELSIUS, "GPU core temperature.", GPU),
+            gpu_power: float_gauge(names::GPU_POWER_WATTS, "GPU power draw.", GPU),
+            gpu_ecc_uncorrected: gauge(
+                names::GPU_ECC_UNCORRECTED_ERRORS,
+                "Uncorrected ECC errors since the driver loaded (volatile count).",
+                GPU,
+            ),
+            gpu_xid_errors: counter(names::GPU_XID_ERRORS_TOTAL, "Critical Xid errors the driver reported.", GPU),
+            worker_gpu_memory_bytes: gauge(
+                names::WORKER_GPU_MEMORY_BYTES,
+                "GPU memory each worker holds, as NVML reads it.",
+                &["model", "version", "slot", "gpu"],
+            ),
             registry: Registry::new(),
         };
         m.register_all();
@@ -228,6 +271,14 @@ impl Metrics {
             Box::new(self.rollout_phase.clone()),
             Box::new(self.traffic_weight.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.gpu_memory_used.clone()),
+            Box::new(self.gpu_memory_total.clone()),
+            Box::new(self.gpu_utilization.clone()),
+            Box::new(self.gpu_temperature.clone()),
+            Box::new(self.gpu_power.clone()),
+            Box::new(self.gpu_ecc_uncorrected.clone()),
+            Box::new(self.gpu_xid_errors.clone()),
+            Box::new(self.worker_gpu_memory_bytes.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

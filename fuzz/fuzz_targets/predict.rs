@@ -12,6 +12,7 @@ fn info(dtype: DType, shape: &[Option<usize>]) -> ModelInfo {
     ModelInfo {
         load_mode: "strict".into(),
         plans_built: 0,
+        device: "cpu".into(),
         inputs: vec![TensorSpec { name: "x".into(), dtype, shape: shape.to_vec() }],
         outputs: vec![TensorSpec { name: "y".into(), dtype: DType::F32, shape: vec![None, Some(3)] }],
         labels: None,

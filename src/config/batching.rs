@@ -59,8 +59,29 @@ impl Default for BatchingConfig {
     }
 }
 
-pub fn build(raw: &RawBatching, path: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> BatchingConfig {
-    let mut b = BatchingConfig::default();
+impl BatchingConfig {
+    /// What a model on a GPU starts from: a kernel launch costs about the same for 1 row
+    /// as for 32, so requests are merged up to 32 rows, the first waiting at most 2 ms.
+    pub fn gpu() -> BatchingConfig {
+        let max_batch = 32;
+        BatchingConfig {
+            max_batch,
+            delay: Duration::from_millis(2),
+            plan_sizes: default_plan_sizes(max_batch, Buckets::Pow2),
+            ..BatchingConfig::default()
+        }
+    }
+}
+
+/// `[model.batching]` over `base` (the CPU's or the GPU's defaults).
+pub fn build(
+    raw: &RawBatching,
+    base: BatchingConfig,
+    path: &KeyPath,
+    at: &Locator,
+    problems: &mut Vec<Problem>,
+) -> BatchingConfig {
+    let mut b = base;
     if let Some(n) = raw.max_batch {
         b.max_batch = at_least(n, 1, 4096, &path.key("max_batch"), at, problems);
     }

@@ -33,6 +33,8 @@ pub struct HealthConfig {
     pub memory: Levels<f64>,
     /// The version's workers' busy cores, as a share of the cores they may use.
     pub cpu: Levels<f64>,
+    /// On a GPU: the largest worker's GPU memory as a share of its GPU's.
+    pub gpu_memory: Levels<f64>,
 }
 
 impl Default for HealthConfig {
@@ -48,6 +50,7 @@ impl Default for HealthConfig {
             availability: Levels { warning: Some(0.999), critical: Some(0.95) },
             memory: Levels { warning: Some(0.80), critical: Some(0.95) },
             cpu: Levels { warning: Some(0.80), critical: Some(0.95) },
+            gpu_memory: Levels { warning: Some(0.80), critical: Some(0.95) },
         }
     }
 }
@@ -85,6 +88,7 @@ pub fn apply(
     percents("availability", &raw.availability, &mut h.availability, false);
     percents("memory", &raw.memory, &mut h.memory, true);
     percents("cpu", &raw.cpu, &mut h.cpu, true);
+    percents("gpu_memory", &raw.gpu_memory, &mut h.gpu_memory, true);
     for (name, raw, levels) in
         [("p95_latency", &raw.p95_latency, &mut h.p95_latency), ("p99_latency", &raw.p99_latency, &mut h.p99_latency)]
     {

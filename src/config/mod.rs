@@ -147,6 +147,8 @@ pub struct ModelConfig {
     pub engine: Engine,
     /// `[model.onnxruntime]`: session options when the engine is ONNX Runtime.
     pub onnxruntime: OnnxRuntimeOptions,
+    /// `device`: the CPU, or GPUs through tract's CUDA backend.
+    pub device: Device,
 }
 
 /// `engine`: which engine runs a model.
@@ -164,6 +166,66 @@ impl Engine {
 
     pub fn name(self) -> &'static str {
         Engine::NAMES.iter().find(|(_, e)| *e == self).map_or("tract", |(n, _)| n)
+    }
+}
+
+/// `device`: where a model's workers run it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// `cuda` (every GPU of the host), `cuda:N` or `cuda:N,M…`: worker `i` runs on
+    /// `gpus[i % gpus.len()]`, seeing only that GPU. `or_cpu` (`cuda-or-cpu`): a worker that
+    /// finds no usable GPU runs on the CPU instead of failing the version.
+    Cuda { gpus: Vec<u32>, or_cpu: bool },
+}
+
+impl Device {
+    /// Parses `cpu`, `cuda`, `cuda:N`, `cuda:N,M…` or `cuda-or-cpu`.
+    pub fn parse(text: &str) -> Result<Device, String> {
+        let usage = "cpu, cuda, cuda:N, cuda:N,M… or cuda-or-cpu";
+        match text {
+            "cpu" => return Ok(Device::Cpu),
+            "cuda" => return Ok(Device::Cuda { gpus: vec![], or_cpu: false }),
+            "cuda-or-cpu" => return Ok(Device::Cuda { gpus: vec![], or_cpu: true }),
+            _ => {}
+        }
+        let Some(list) = text.strip_prefix("cuda:") else {
+            return Err(format!("'{text}' is not a device ({usage})"));
+        };
+        let mut gpus = Vec::new();
+        for item in list.split(',') {
+            let gpu = item.trim().parse::<u32>().ok().filter(|n| *n < 256);
+            match gpu {
+                Some(gpu) if !gpus.contains(&gpu) => gpus.push(gpu),
+                Some(gpu) => return Err(format!("'{text}' names GPU {gpu} twice")),
+                None => return Err(format!("'{text}': '{item}' is not a GPU index from 0 to 255 ({usage})")),
+            }
+        }
+        Ok(Device::Cuda { gpus, or_cpu: false })
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Cuda { .. })
+    }
+
+    /// What the worker is told: `cpu`, `cuda` or `cuda-or-cpu`.
+    pub fn worker_kind(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda { or_cpu: false, .. } => "cuda",
+            Device::Cuda { or_cpu: true, .. } => "cuda-or-cpu",
+        }
+    }
+
+    /// The GPU worker `slot` runs on, out of the `host_gpus` the host has (`None`: the
+    /// CPU, or a host whose GPUs are not known, where the worker sees them all).
+    pub fn gpu_for(&self, slot: usize, host_gpus: Option<u32>) -> Option<u32> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda { gpus, .. } if !gpus.is_empty() => Some(gpus[slot % gpus.len()]),
+            Device::Cuda { .. } => host_gpus.filter(|n| *n > 0).map(|n| (slot % n as usize) as u32),
+        }
     }
 }
 

@@ -62,6 +62,7 @@ pub struct RawModel {
     pub busy_poll: Option<String>,
     pub engine: Option<String>,
     pub onnxruntime: Option<RawOnnxRuntime>,
+    pub device: Option<String>,
 }
 
 /// `[model.batching]`: dynamic batching and plan buckets in the worker.
@@ -138,6 +139,7 @@ pub struct RawHealth {
     pub p99_latency: Option<RawLatencyLevels>,
     pub availability: Option<RawLevels>,
     pub memory: Option<RawLevels>,
+    pub gpu_memory: Option<RawLevels>,
     pub cpu: Option<RawLevels>,
 }
 

@@ -6,7 +6,7 @@
 use super::health::{self, HealthConfig};
 use super::raw::{RawHealth, RawModel, RawServer, RawSize, RawVersion};
 use super::report::{KeyPath, Locator, Problem};
-use super::{AdminGroup, Config, DeployConfig, ModelConfig, SERVICE_USER, ServerConfig, WorkerUser};
+use super::{AdminGroup, BatchingConfig, Config, DeployConfig, ModelConfig, SERVICE_USER, ServerConfig, WorkerUser};
 use super::{VersionCheck, VersionSpec, resolve_path};
 use std::collections::HashSet;
 use std::path::Path;
@@ -132,6 +132,34 @@ fn engine(name: Option<&str>, key: &KeyPath, at: &Locator, problems: &mut Vec<Pr
     }
 }
 
+fn device(
+    text: Option<&str>,
+    engine: super::Engine,
+    key: &KeyPath,
+    at: &Locator,
+    problems: &mut Vec<Problem>,
+) -> super::Device {
+    let device = match text.map(super::Device::parse) {
+        None => return super::Device::Cpu,
+        Some(Ok(device)) => device,
+        Some(Err(message)) => {
+            problems.push(at.error(key, message));
+            return super::Device::Cpu;
+        }
+    };
+    // `cuda-or-cpu` on ONNX Runtime would always be the CPU: allowed, the worker says so.
+    if matches!(device, super::Device::Cuda { or_cpu: false, .. }) && engine == super::Engine::OnnxRuntime {
+        problems.push(at.error(
+            key,
+            format!(
+                "'{}' needs engine = \"tract\": the onnxruntime engine runs on the CPU only",
+                text.unwrap_or_default()
+            ),
+        ));
+    }
+    device
+}
+
 fn onnxruntime(
     raw: Option<&super::raw::RawOnnxRuntime>,
     key: &KeyPath,
@@ -213,6 +241,8 @@ fn model_configs(
                 problems.push(at.error(&path.key("version"), message));
                 VersionSpec::Latest
             });
+            let engine = engine(m.engine.as_deref(), &path.key("engine"), at, problems);
+            let device = device(m.device.as_deref(), engine, &path.key("device"), at, problems);
             let model = ModelConfig {
                 name: m.name.clone(),
                 dir: repository.join(&m.name),
@@ -228,16 +258,20 @@ fn model_configs(
                     None => health.clone(),
                 },
                 deploy: DeployConfig::default(),
-                batching: match &m.batching {
-                    Some(raw) => super::batching::build(raw, &path.key("batching"), at, problems),
-                    None => Default::default(),
+                batching: {
+                    let base = if device.is_gpu() { BatchingConfig::gpu() } else { BatchingConfig::default() };
+                    match &m.batching {
+                        Some(raw) => super::batching::build(raw, base, &path.key("batching"), at, problems),
+                        None => base,
+                    }
                 },
                 intra_op_threads: m
                     .intra_op_threads
                     .map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("intra_op_threads"), at, problems)),
                 busy_poll: busy_poll(&m.busy_poll, &path.key("busy_poll"), at, problems),
-                engine: engine(m.engine.as_deref(), &path.key("engine"), at, problems),
+                engine,
                 onnxruntime: onnxruntime(m.onnxruntime.as_ref(), &path.key("onnxruntime"), at, problems),
+                device,
             };
             ModelConfig {
                 deploy: super::deploy::build(

@@ -63,14 +63,16 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let heartbeat = Arc::new(Heartbeat::new());
     heartbeat.beat();
     let live = Live::new(server.clone());
+    let gpus = crate::gpu::Telemetry::start();
     let launcher = Launcher {
         exe: std::env::current_exe().context("could not find the modeld binary to start workers")?,
         sockets_dir,
         server: live.clone(),
         cgroups: config.models.iter().any(|m| m.memory_limit.is_some()).then(Cgroups::detect).flatten(),
+        host_gpus: gpus.gpu_count(),
     };
     let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone()));
-    let host = Arc::new(Host::new());
+    let host = Arc::new(Host::new(gpus));
     let stop_sampler = CancellationToken::new();
     tokio::spawn(sampler::run(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
     // The daemon owns what it tells systemd; the engine reports reloads through it.

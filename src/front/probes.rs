@@ -5,6 +5,7 @@ use super::error::ApiError;
 use super::routes::Endpoint;
 use super::{Front, Reply, oip, tfserving};
 use crate::health;
+use crate::metrics::Metrics;
 use crate::router::Hint;
 use hyper::StatusCode;
 
@@ -89,7 +90,16 @@ impl Front {
     /// Sets the gauges that describe current state from that state, just before a scrape.
     fn refresh_gauges(&self) {
         let m = &self.metrics;
-        for gauge in [&m.inflight, &m.workers_up, &m.worker_rss_bytes, &m.health_check_status, &m.traffic_weight] {
+        let gpus = self.host.gpus.readings();
+        set_gpu_gauges(m, &gpus);
+        for gauge in [
+            &m.inflight,
+            &m.workers_up,
+            &m.worker_rss_bytes,
+            &m.health_check_status,
+            &m.traffic_weight,
+            &m.worker_gpu_memory_bytes,
+        ] {
             gauge.reset();
         }
         for (name, route) in self.router.models().iter() {
@@ -104,12 +114,47 @@ impl Front {
                 for (slot, s) in pool.slots.iter().enumerate() {
                     let rss = s.rss_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64;
                     m.worker_rss_bytes.with_label_values(&[name, &version, &slot.to_string()]).set(rss);
+                    if let Some(gpu) = gpus.processes.get(&s.pid.load(std::sync::atomic::Ordering::Relaxed)) {
+                        let labels = [name.as_str(), &version, &slot.to_string(), &gpu.gpu.to_string()];
+                        m.worker_gpu_memory_bytes.with_label_values(&labels).set(gpu.memory_bytes as i64);
+                    }
                 }
                 for (check, verdict) in health::evaluate(pool, &self.host) {
                     m.health_check_status.with_label_values(&[name, &version, check]).set(verdict.status.gauge());
                 }
             }
         }
+    }
+}
+
+/// Sets the GPU series from the last readings (none without GPU telemetry).
+fn set_gpu_gauges(m: &Metrics, readings: &health::GpuReadings) {
+    for gauge in [&m.gpu_memory_used, &m.gpu_memory_total, &m.gpu_temperature, &m.gpu_ecc_uncorrected] {
+        gauge.reset();
+    }
+    m.gpu_utilization.reset();
+    m.gpu_power.reset();
+    for gpu in &readings.gpus {
+        let index = gpu.index.to_string();
+        let labels = [index.as_str(), gpu.name.as_str()];
+        let set = |gauge: &prometheus::IntGaugeVec, value: Option<u64>| {
+            if let Some(v) = value {
+                gauge.with_label_values(&labels).set(v as i64);
+            }
+        };
+        set(&m.gpu_memory_used, gpu.memory_used_bytes);
+        set(&m.gpu_memory_total, gpu.memory_total_bytes);
+        set(&m.gpu_temperature, gpu.temperature_celsius.map(u64::from));
+        set(&m.gpu_ecc_uncorrected, gpu.ecc_uncorrected);
+        if let Some(v) = gpu.utilization {
+            m.gpu_utilization.with_label_values(&labels).set(v);
+        }
+        if let Some(v) = gpu.power_watts {
+            m.gpu_power.with_label_values(&labels).set(v);
+        }
+        // The readings hold the running total; the counter catches up to it.
+        let xids = m.gpu_xid_errors.with_label_values(&labels);
+        xids.inc_by(gpu.xid_errors.saturating_sub(xids.get()));
     }
 }
 

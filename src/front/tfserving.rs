@@ -400,7 +400,14 @@ mod tests {
     }
 
     fn info(inputs: Vec<TensorSpec>) -> ModelInfo {
-        ModelInfo { load_mode: "strict".into(), plans_built: 0, inputs, outputs: vec![], labels: None }
+        ModelInfo {
+            load_mode: "strict".into(),
+            plans_built: 0,
+            device: "cpu".into(),
+            inputs,
+            outputs: vec![],
+            labels: None,
+        }
     }
 
     #[test]

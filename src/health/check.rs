@@ -40,8 +40,10 @@ pub struct Check {
     pub threshold: Value,
 }
 
-/// The check names, in the order reports list them.
-pub const NAMES: [&str; 7] = ["model_loaded", "memory", "cpu", "error_rate", "latency", "availability", "oom"];
+/// The check names, in the order reports list them; the last two only for a version on a
+/// GPU.
+pub const NAMES: [&str; 9] =
+    ["model_loaded", "memory", "cpu", "error_rate", "latency", "availability", "oom", "gpu_memory", "gpu_errors"];
 
 fn above<T: PartialOrd>(value: T, levels: &Levels<T>) -> Status {
     match (levels.critical.as_ref(), levels.warning.as_ref()) {
@@ -150,6 +152,44 @@ pub fn oom(kills: usize, window: Duration) -> Check {
     Check { status, value: json!(kills), threshold: json!({ "critical": 1, "window_seconds": window.as_secs_f64() }) }
 }
 
+/// What the version's workers hold on their GPUs, as NVML reads it.
+pub struct GpuUse {
+    /// The largest worker's GPU memory and its GPU's total, in bytes.
+    pub largest: Option<(u64, u64)>,
+    /// The GPUs its workers run on.
+    pub gpus: std::collections::BTreeSet<u32>,
+}
+
+/// The largest worker's GPU memory as a share of its GPU's: a candidate that exhausts GPU
+/// memory fails the gate as one killed for memory does. Without telemetry (or before the
+/// workers hold memory) there is nothing to judge.
+pub fn gpu_memory(usage: Result<&GpuUse, &str>, h: &HealthConfig) -> Check {
+    let threshold = levels_json(&h.gpu_memory);
+    match usage.map(|u| u.largest) {
+        Ok(Some((used, total))) => {
+            let share = used as f64 / total.max(1) as f64;
+            let value = json!({ "bytes": used, "share": share, "gpu_total_bytes": total });
+            Check { status: above(share, &h.gpu_memory), value, threshold }
+        }
+        Ok(None) => Check { status: Status::InsufficientData, value: json!({ "bytes": null }), threshold },
+        Err(why) => Check { status: Status::InsufficientData, value: json!({ "telemetry": why }), threshold },
+    }
+}
+
+/// Xid errors and new uncorrected ECC errors on the version's GPUs within the window: any
+/// one is critical (the GPU's results can no longer be trusted).
+pub fn gpu_errors(errors: Result<(usize, &GpuUse), &str>, window: Duration) -> Check {
+    let threshold = json!({ "critical": 1, "window_seconds": window.as_secs_f64() });
+    match errors {
+        Ok((count, usage)) if !usage.gpus.is_empty() => {
+            let status = if count > 0 { Status::Critical } else { Status::Ok };
+            Check { status, value: json!({ "errors": count, "gpus": usage.gpus }), threshold }
+        }
+        Ok(_) => Check { status: Status::InsufficientData, value: json!({ "gpus": [] }), threshold },
+        Err(why) => Check { status: Status::InsufficientData, value: json!({ "telemetry": why }), threshold },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +238,26 @@ mod tests {
         // Two workers of one core each, both pegged: critical.
         assert_eq!(cpu(Some((1.98, 2.0)), Some(0.5), &h).status, Status::Critical);
         assert_eq!(cpu(Some((1.7, 2.0)), None, &h).status, Status::Warning);
+    }
+
+    #[test]
+    fn gpu_memory_and_errors_judge_the_versions_own_gpus() {
+        let h = HealthConfig::default();
+        let usage = |used: u64| GpuUse { largest: Some((used, 100)), gpus: [1].into() };
+        assert_eq!(gpu_memory(Ok(&usage(50)), &h).status, Status::Ok);
+        assert_eq!(gpu_memory(Ok(&usage(85)), &h).status, Status::Warning);
+        let exhausted = gpu_memory(Ok(&usage(99)), &h);
+        assert_eq!(exhausted.status, Status::Critical);
+        assert_eq!(exhausted.value["bytes"], 99);
+        let idle = GpuUse { largest: None, gpus: Default::default() };
+        assert_eq!(gpu_memory(Ok(&idle), &h).status, Status::InsufficientData);
+        let absent = gpu_memory(Err("NVML not available"), &h);
+        assert_eq!(absent.status, Status::InsufficientData);
+        assert_eq!(absent.value["telemetry"], "NVML not available");
+        let window = Duration::from_secs(60);
+        assert_eq!(gpu_errors(Ok((0, &usage(1))), window).status, Status::Ok);
+        assert_eq!(gpu_errors(Ok((1, &usage(1))), window).status, Status::Critical);
+        assert_eq!(gpu_errors(Ok((0, &idle)), window).status, Status::InsufficientData);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Health: for each model and live version, its state, role and checks — model_loaded,
-//! memory, cpu, error_rate, latency, availability, oom ([`check`]) — rolled up into
+//! memory, cpu, error_rate, latency, availability, oom, and on a GPU gpu_memory and
+//! gpu_errors ([`check`]) — rolled up into
 //! healthy (all ok, or too few samples to judge) / unhealthy (any critical) / degraded
 //! (any warning).
 //!
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use crate::gpu::Readings as GpuReadings;
 pub use check::{Check, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -37,6 +39,9 @@ pub struct Report {
     pub status: Overall,
     pub uptime_seconds: f64,
     pub models: BTreeMap<String, ModelHealth>,
+    /// The host's GPUs as last read (absent without GPU telemetry).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::gpu::GpuReading>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +60,9 @@ pub struct VersionHealth {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_mode: Option<String>,
+    /// Where its workers run the model ("cpu", "cuda:0 (<GPU>)", or why a GPU was not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub workers: Workers,
     /// What the measured window holds, beside the checks that judge it.
     pub window: WindowSummary,
@@ -132,7 +140,8 @@ pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
         Status::Warning => Overall::Degraded,
         Status::Critical => Overall::Unhealthy,
     };
-    Report { status, uptime_seconds: started.elapsed().as_secs_f64(), models }
+    let gpus = host.gpus.readings().gpus.clone();
+    Report { status, uptime_seconds: started.elapsed().as_secs_f64(), models, gpus }
 }
 
 fn model_health(table: &RoutingTable, host: &Host) -> ModelHealth {
@@ -169,7 +178,7 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
     let h = &*pool.health();
     let failed = matches!(*pool.phase(), Phase::Failed { .. });
     let max_rss = pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0);
-    BTreeMap::from([
+    let mut checks = BTreeMap::from([
         ("model_loaded", check::model_loaded(pool.ready_workers(), pool.active(), failed)),
         ("memory", check::memory(max_rss, pool.memory_limit, host.total_memory(), h)),
         ("cpu", check::cpu(pool.cpu(), host.cpu_busy(), h)),
@@ -177,7 +186,35 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
         ("latency", check::latency(window, h)),
         ("availability", check::availability(window, h)),
         ("oom", check::oom(pool.ooms_within(h.window), h.window)),
-    ])
+    ]);
+    if on_gpu(pool) {
+        let readings = host.gpus.readings();
+        let usage = gpu_use(pool, &readings);
+        let telemetry = host.gpus.inventory().map(|_| &usage);
+        let errors = telemetry.map(|u| (readings.errors_within(&u.gpus, h.window), u));
+        checks.insert("gpu_memory", check::gpu_memory(telemetry, h));
+        checks.insert("gpu_errors", check::gpu_errors(errors, h.window));
+    }
+    checks
+}
+
+/// Whether the version's workers run on a GPU (as they reported when ready).
+fn on_gpu(pool: &Pool) -> bool {
+    pool.info().is_some_and(|info| info.device.starts_with("cuda"))
+}
+
+/// The GPUs the version's workers hold memory on, and the largest holding.
+pub fn gpu_use(pool: &Pool, readings: &crate::gpu::Readings) -> check::GpuUse {
+    let mut usage = check::GpuUse { largest: None, gpus: Default::default() };
+    for slot in &pool.slots {
+        let Some(process) = readings.processes.get(&slot.pid.load(Ordering::Relaxed)) else { continue };
+        usage.gpus.insert(process.gpu);
+        let total = readings.gpu(process.gpu).and_then(|g| g.memory_total_bytes).unwrap_or(0);
+        if usage.largest.is_none_or(|(used, _)| process.memory_bytes > used) {
+            usage.largest = Some((process.memory_bytes, total));
+        }
+    }
+    usage
 }
 
 /// How `/health` and `modeld status` name a version: its number, and when a second pool
@@ -210,6 +247,7 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
         role,
         reason,
         load_mode: pool.info().map(|i| i.load_mode.clone()),
+        device: pool.info().map(|i| i.device.clone()),
         workers: Workers {
             configured: pool.active(),
             ready,
@@ -250,16 +288,17 @@ pub fn not_ready(router: &Router) -> Vec<String> {
 }
 
 /// Host-wide measurements, sampled by the supervisor.
-#[derive(Default)]
 pub struct Host {
     /// CPU busy share as f64 bits; NaN bits until two samples exist.
     cpu_busy: AtomicU64,
     total_memory: AtomicU64,
+    /// The GPUs, read by their own thread (absent on a CPU host).
+    pub gpus: Arc<crate::gpu::Telemetry>,
 }
 
 impl Host {
-    pub fn new() -> Host {
-        Host { cpu_busy: AtomicU64::new(f64::NAN.to_bits()), total_memory: AtomicU64::new(0) }
+    pub fn new(gpus: Arc<crate::gpu::Telemetry>) -> Host {
+        Host { cpu_busy: AtomicU64::new(f64::NAN.to_bits()), total_memory: AtomicU64::new(0), gpus }
     }
 
     pub fn set(&self, cpu_busy: f64, total_memory: u64) {

@@ -44,18 +44,29 @@ impl Models {
     }
 }
 
-/// The container's CPU (millicores) and memory (bytes, when every model bounds its workers').
+/// The container's CPU (millicores), memory (bytes, when every model bounds its workers')
+/// and NVIDIA GPUs (`nvidia.com/gpu`, from the device plugin).
 pub struct Resources {
     pub millicores: u64,
     pub memory: Option<u64>,
+    pub gpus: u64,
 }
 
 /// Requests and limits from the config: each worker's threads × intra-op threads, each
-/// worker's memory_limit, plus the supervisor's share.
+/// worker's memory_limit, plus the supervisor's share; and as many GPUs as the model that
+/// names most of them (`cuda:N,M` two, `cuda` one). In the pod they are numbered from 0.
 pub fn resources(config: &Config) -> Resources {
     let cores: u64 = config.models.iter().map(|m| (m.workers * m.threads * m.intra_op_threads) as u64).sum();
     let memory: Option<u64> = config.models.iter().map(|m| m.memory_limit.map(|l| l * m.workers as u64)).sum();
-    Resources { millicores: cores * 1000 + SUPERVISOR_MILLICORES, memory: memory.map(|m| m + SUPERVISOR_MEMORY) }
+    let gpus = config.models.iter().map(|m| gpus_wanted(&m.device)).max().unwrap_or(0);
+    Resources { millicores: cores * 1000 + SUPERVISOR_MILLICORES, memory: memory.map(|m| m + SUPERVISOR_MEMORY), gpus }
+}
+
+fn gpus_wanted(device: &crate::config::Device) -> u64 {
+    match device {
+        crate::config::Device::Cpu => 0,
+        crate::config::Device::Cuda { gpus, .. } => gpus.len().max(1) as u64,
+    }
 }
 
 /// The version each model serves, resolved now when the config says `latest`: a cluster
@@ -108,6 +119,13 @@ pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)])
             )));
         }
         entry.insert("version".into(), toml::Value::Integer(*version as i64));
+        // The pod sees only the GPUs the device plugin gave it, numbered from 0: the host's
+        // indices mean nothing there, so `cuda:N,M` spreads over all of them.
+        if let crate::config::Device::Cuda { gpus, or_cpu: false } = &model.device
+            && !gpus.is_empty()
+        {
+            entry.insert("device".into(), "cuda".into());
+        }
     }
     let body = toml::to_string(&table).map_err(|e| RenderError::Config(format!("cannot write the config: {e}")))?;
     Ok(format!(
@@ -128,6 +146,15 @@ pub fn quantity(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpus_are_asked_for_as_many_as_a_model_names() {
+        use crate::config::Device;
+        assert_eq!(gpus_wanted(&Device::Cpu), 0);
+        assert_eq!(gpus_wanted(&Device::parse("cuda").unwrap()), 1);
+        assert_eq!(gpus_wanted(&Device::parse("cuda-or-cpu").unwrap()), 1);
+        assert_eq!(gpus_wanted(&Device::parse("cuda:2,3").unwrap()), 2);
+    }
 
     #[test]
     fn quantities_round_up_to_mebibytes() {

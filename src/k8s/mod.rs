@@ -214,6 +214,7 @@ pub fn render(config: Config, options: Options) -> Result<Rendered, RenderError>
         .filter(|m| m.engine == crate::config::Engine::OnnxRuntime)
         .map(|m| m.name.clone())
         .collect();
+    let on_gpu: Vec<String> = config.models.iter().filter(|m| m.device.is_gpu()).map(|m| m.name.clone()).collect();
     let plan = Plan::new(config, options)?;
     let mut rendered = match rollouts {
         Rollouts::Kubernetes => plain::render(&plan),
@@ -223,6 +224,12 @@ pub fn render(config: Config, options: Options) -> Result<Rendered, RenderError>
         rendered.note(&format!(
             "engine onnxruntime ({}): the image must carry libonnxruntime.so at server.onnxruntime_library's path (packaging/Dockerfile does not); without it those versions fail to load, with the reason in /health",
             on_onnxruntime.join(", ")
+        ));
+    }
+    if !on_gpu.is_empty() {
+        rendered.note(&format!(
+            "device cuda ({}): the pod asks for nvidia.com/gpu (the NVIDIA device plugin must run on the nodes) and the image must carry the CUDA 13 libraries (cudart, nvrtc, cublas, cudnn; packaging/Dockerfile does not); the node's driver provides libcuda",
+            on_gpu.join(", ")
         ));
     }
     rendered.objects.insert(0, Object::of("configmap", &plan.config_map, &workload::config_map(&plan)));

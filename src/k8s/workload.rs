@@ -145,6 +145,9 @@ fn resources(r: &Resources) -> ResourceRequirements {
     if let Some(memory) = r.memory {
         amounts.insert("memory".into(), Quantity(container::quantity(memory)));
     }
+    if r.gpus > 0 {
+        amounts.insert("nvidia.com/gpu".into(), Quantity(r.gpus.to_string()));
+    }
     // Requests equal limits: the pod is Guaranteed, and its workers get what they were sized for.
     ResourceRequirements { requests: Some(amounts.clone()), limits: Some(amounts), ..Default::default() }
 }

@@ -2,9 +2,10 @@
 //! reports, and against the stable version it would replace, as Flagger's and Argo
 //! Rollouts' analyses do.
 //!
-//! - **Fail**: any of the candidate's error_rate, latency, availability, oom, memory or
-//!   model_loaded checks is critical (the deployment protocol's rollback triggers:
-//!   error rate > 5 %, P95 > 1 s, availability < 95 %, any OOM kill); or, compared with
+//! - **Fail**: any of the candidate's error_rate, latency, availability, oom, memory,
+//!   model_loaded, and on a GPU gpu_memory and gpu_errors checks is critical (the
+//!   deployment protocol's rollback triggers: error rate > 5 %, P95 > 1 s, availability
+//!   < 95 %, any OOM kill; GPU memory is held to the same as host memory); or, compared with
 //!   stable, its error rate is higher by more than `max_error_rate_increase`, its share of
 //!   requests refused as invalid for it higher by more than `max_client_error_increase`,
 //!   or its P95 above stable's by `max_latency_ratio` (and by at least 10 ms, so noise on
@@ -38,7 +39,8 @@ pub enum Verdict {
 }
 
 /// The checks whose critical status fails a candidate.
-const GATING: [&str; 6] = ["error_rate", "latency", "availability", "oom", "memory", "model_loaded"];
+const GATING: [&str; 8] =
+    ["error_rate", "latency", "availability", "oom", "memory", "model_loaded", "gpu_memory", "gpu_errors"];
 
 /// What the gate judges from, read at one moment.
 #[derive(Debug, Clone)]

@@ -123,7 +123,7 @@ mod tests {
     }
 
     fn info(inputs: Vec<TensorSpec>, outputs: Vec<TensorSpec>) -> ModelInfo {
-        ModelInfo { load_mode: "strict".into(), plans_built: 0, inputs, outputs, labels: None }
+        ModelInfo { load_mode: "strict".into(), plans_built: 0, device: "cpu".into(), inputs, outputs, labels: None }
     }
 
     fn mlp(features: usize) -> ModelInfo {

@@ -369,7 +369,14 @@ mod tests {
     }
 
     fn info() -> ModelInfo {
-        ModelInfo { load_mode: "test".into(), plans_built: 0, inputs: vec![], outputs: vec![], labels: None }
+        ModelInfo {
+            load_mode: "test".into(),
+            plans_built: 0,
+            device: "cpu".into(),
+            inputs: vec![],
+            outputs: vec![],
+            labels: None,
+        }
     }
 
     /// A connection to a worker that reads requests and never answers, so each one sent

@@ -106,7 +106,7 @@ impl Keeper {
             };
             let ooms_before = cgroup.as_deref().map_or(0, cgroup::oom_kills);
             self.pool.slots[spec.slot].pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
-            let exit = match self.start(&mut child, socket).await {
+            let exit = match self.start(spec, &mut child, socket).await {
                 None => return self.stop_worker(spec, &mut child).await,
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),
                 Some(Started::Lost { reason, status }) => Exit { reason, status, served: false },
@@ -183,9 +183,10 @@ impl Keeper {
     }
 
     /// Waits for the worker's handshake; `None` if the pool is stopped meanwhile.
-    async fn start(&self, child: &mut Child, socket: &std::path::Path) -> Option<Started> {
+    async fn start(&self, spec: &WorkerSpec, child: &mut Child, socket: &std::path::Path) -> Option<Started> {
+        let timeout = self.launcher.start_timeout_for(spec);
         tokio::select! {
-            started = self.launcher.handshake(child, socket) => Some(started),
+            started = self.launcher.handshake(child, socket, timeout) => Some(started),
             _ = self.stop.cancelled() => None,
         }
     }

@@ -18,7 +18,18 @@ use tokio::process::{Child, Command};
 /// The variables a worker inherits: where programs are, its locale and time zone,
 /// backtraces when asked for, and the journal's stream (for its log format). Everything
 /// else it needs comes on its command line.
-const WORKER_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "RUST_BACKTRACE", "JOURNAL_STREAM"];
+/// `LD_LIBRARY_PATH`, `CUDA_HOME` and `CUDA_PATH` say where an operator's CUDA (or ONNX
+/// Runtime) libraries are.
+const WORKER_ENV: &[&str] =
+    &["PATH", "LANG", "LC_ALL", "TZ", "RUST_BACKTRACE", "JOURNAL_STREAM", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH"];
+
+/// Under the state directory: tract-cuda's compiled kernels, kept across restarts so only
+/// a host's first CUDA worker spends about a minute compiling them.
+pub const KERNEL_CACHE_DIR: &str = "kernel-cache";
+
+/// The least time a worker on a GPU gets to become ready: its first plan compiles CUDA
+/// kernels (about a minute on an H200), more on a busy host.
+pub const GPU_START_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Longest path a Unix socket address holds (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -34,6 +45,8 @@ pub struct Launcher {
     pub server: crate::config::Live,
     /// Delegated cgroups for memory limits, when the system gives them.
     pub cgroups: Option<Cgroups>,
+    /// The host's GPUs, as NVML counted them (`None`: no telemetry).
+    pub host_gpus: Option<u32>,
 }
 
 /// What one worker process is asked to serve.
@@ -59,6 +72,7 @@ pub struct EngineSpec {
     pub engine: crate::config::Engine,
     pub onnxruntime: crate::config::OnnxRuntimeOptions,
     pub intra_op_threads: usize,
+    pub device: crate::config::Device,
 }
 
 impl EngineSpec {
@@ -67,6 +81,7 @@ impl EngineSpec {
             engine: model.engine,
             onnxruntime: model.onnxruntime.clone(),
             intra_op_threads: model.intra_op_threads,
+            device: model.device.clone(),
         }
     }
 }
@@ -124,6 +139,7 @@ impl Launcher {
             .arg(socket)
             .args(["--threads", &spec.threads.to_string()])
             .args(self.engine_args(&spec.engine))
+            .args(["--device", spec.engine.device.worker_kind()])
             .args(["--busy-poll-us", &spec.busy_poll.as_micros().to_string()])
             .args(["--max-batch", &spec.batching.max_batch.to_string()])
             .args(["--batch-delay-us", &spec.batching.delay.as_micros().to_string()])
@@ -138,6 +154,9 @@ impl Launcher {
             .env("MODELD_LOG", &self.server.get().log_level)
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if spec.engine.device.is_gpu() {
+            self.show_gpu(&mut command, spec);
+        }
         // SAFETY: prctl is async-signal-safe and touches only the child's own flags.
         unsafe {
             command.pre_exec(|| {
@@ -165,6 +184,41 @@ impl Launcher {
             }
         }
         Ok(Spawned { child: command.spawn()?, cgroup })
+    }
+
+    /// A worker on a GPU sees only its own (numbered as NVML numbers them), and keeps
+    /// compiled kernels in the state directory.
+    fn show_gpu(&self, command: &mut Command, spec: &WorkerSpec) {
+        command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+        if let Some(gpu) = spec.engine.device.gpu_for(spec.slot, self.host_gpus) {
+            command.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
+        }
+        let cache = self.server.get().state_dir.join(KERNEL_CACHE_DIR);
+        match self.kernel_cache(&cache) {
+            Ok(()) => {
+                command.env("XDG_CACHE_HOME", &cache);
+            }
+            Err(e) => tracing::warn!("CUDA kernels will not be cached: {} cannot be prepared: {e}", cache.display()),
+        }
+    }
+
+    /// Creates the kernel cache, owned by the workers' user when they run as another.
+    fn kernel_cache(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        if let Some(user) = self.server.get().workers_switch_to() {
+            let (uid, gid) = (nix::unistd::Uid::from_raw(user.uid), nix::unistd::Gid::from_raw(user.gid));
+            nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    /// How long a worker of `spec` may take to become ready: `worker_start_timeout`, and
+    /// on a GPU at least [`GPU_START_TIMEOUT`] for the first kernel compilation.
+    pub fn start_timeout_for(&self, spec: &WorkerSpec) -> Duration {
+        match spec.engine.device.is_gpu() {
+            true => self.start_timeout().max(GPU_START_TIMEOUT),
+            false => self.start_timeout(),
+        }
     }
 
     /// The signature a worker would report for the version in `dir`, read by a short-lived
@@ -225,9 +279,9 @@ impl Launcher {
         self.server.get().shutdown_grace
     }
 
-    /// Connects to the worker's socket and waits for Ready, while watching the process.
-    pub async fn handshake(&self, child: &mut Child, socket: &Path) -> Started {
-        let timeout = self.start_timeout();
+    /// Connects to the worker's socket and waits for Ready (up to `timeout`), while
+    /// watching the process.
+    pub async fn handshake(&self, child: &mut Child, socket: &Path, timeout: Duration) -> Started {
         let attempt = async {
             let mut stream = connect(socket).await?;
             wire::send(&mut stream, &Frame::Hello { protocol: PROTOCOL_VERSION }).await?;

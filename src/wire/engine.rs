@@ -29,6 +29,33 @@ impl EngineKind {
     }
 }
 
+/// Where a worker runs its model: the CPU, a GPU through tract's CUDA backend (the worker
+/// sees only its GPU), or a GPU when one can be used and the CPU otherwise. Without
+/// `CudaOrCpu` a missing GPU fails the version: never a silent fall back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    Cuda,
+    CudaOrCpu,
+}
+
+impl DeviceKind {
+    pub const ALL: [DeviceKind; 3] = [DeviceKind::Cpu, DeviceKind::Cuda, DeviceKind::CudaOrCpu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::CudaOrCpu => "cuda-or-cpu",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DeviceKind> {
+        DeviceKind::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
 /// ONNX Runtime's graph optimization level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GraphOptimization {
@@ -65,6 +92,9 @@ mod tests {
     fn names_round_trip() {
         for e in EngineKind::ALL {
             assert_eq!(EngineKind::from_name(e.name()), Some(e));
+        }
+        for d in DeviceKind::ALL {
+            assert_eq!(DeviceKind::from_name(d.name()), Some(d));
         }
         for o in GraphOptimization::ALL {
             assert_eq!(GraphOptimization::from_name(o.name()), Some(o));

@@ -76,7 +76,7 @@ impl Buckets {
 pub const OOM_EXIT_CODE: i32 = 86;
 
 /// Bumped when the frame layout changes; a worker refuses a Hello of another version.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest frame either side accepts (1 GiB): a corrupt length never allocates more.
 pub const MAX_FRAME: usize = 1 << 30;
@@ -88,6 +88,9 @@ pub struct ModelInfo {
     pub load_mode: String,
     /// Plans built while loading (warm-up, golden examples, plans built ahead).
     pub plans_built: u32,
+    /// Where the model runs: "cpu", "cuda:0 (<GPU name>)", or with `cuda-or-cpu` on a
+    /// host without a usable GPU, "cpu" and why.
+    pub device: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub labels: Option<Labels>,
@@ -381,6 +384,7 @@ fn read_specs(r: &mut Reader) -> Result<Vec<TensorSpec>, DecodeError> {
 fn write_info(w: &mut Writer, info: &ModelInfo) {
     w.str(&info.load_mode);
     w.u32(info.plans_built);
+    w.str(&info.device);
     write_specs(w, &info.inputs);
     write_specs(w, &info.outputs);
     match &info.labels {
@@ -399,6 +403,7 @@ fn write_info(w: &mut Writer, info: &ModelInfo) {
 fn read_info(r: &mut Reader) -> Result<ModelInfo, DecodeError> {
     let load_mode = r.str()?;
     let plans_built = r.u32()?;
+    let device = r.str()?;
     let inputs = read_specs(r)?;
     let outputs = read_specs(r)?;
     let labels = match r.u8()? {
@@ -410,7 +415,7 @@ fn read_info(r: &mut Reader) -> Result<ModelInfo, DecodeError> {
             Some(Labels { output, names })
         }
     };
-    Ok(ModelInfo { load_mode, plans_built, inputs, outputs, labels })
+    Ok(ModelInfo { load_mode, plans_built, device, inputs, outputs, labels })
 }
 
 #[cfg(test)]
@@ -471,6 +476,7 @@ mod tests {
         let info = ModelInfo {
             load_mode: "strict".into(),
             plans_built: 3,
+            device: "cuda:0 (NVIDIA H200)".into(),
             inputs: vec![TensorSpec { name: "x".into(), dtype: DType::F32, shape: vec![None, Some(4)] }],
             outputs: vec![TensorSpec { name: "p".into(), dtype: DType::F32, shape: vec![None, Some(2)] }],
             labels: Some(Labels { output: "p".into(), names: vec!["a".into(), "b".into()] }),
@@ -563,13 +569,15 @@ mod tests {
             (
                 any::<String>(),
                 any::<u32>(),
+                any::<String>(),
                 prop::collection::vec(spec(), 0..4),
                 prop::collection::vec(spec(), 0..4),
                 prop::option::of(labels),
             )
-                .prop_map(|(load_mode, plans_built, inputs, outputs, labels)| ModelInfo {
+                .prop_map(|(load_mode, plans_built, device, inputs, outputs, labels)| ModelInfo {
                     load_mode,
                     plans_built,
+                    device,
                     inputs,
                     outputs,
                     labels,

@@ -221,7 +221,7 @@ fn describe(
         spec.dtype = DType::Bytes;
     }
     let labels = labels(manifest, zipmap_labels, &outputs)?;
-    Ok(ModelInfo { load_mode: mode.name().into(), plans_built: 0, inputs, outputs, labels })
+    Ok(ModelInfo { load_mode: mode.name().into(), plans_built: 0, device: "cpu".into(), inputs, outputs, labels })
 }
 
 /// The class labels served with the model: `model.toml`'s `[labels]` (for the output it

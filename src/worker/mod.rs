@@ -10,6 +10,7 @@
 
 pub mod batcher;
 pub mod checks;
+pub mod device;
 pub mod direct;
 pub mod engine;
 pub mod finite;
@@ -24,7 +25,7 @@ pub mod server;
 pub mod tract;
 
 use crate::wire::Buckets;
-use crate::wire::engine::{EngineKind, GraphOptimization};
+use crate::wire::engine::{DeviceKind, EngineKind, GraphOptimization};
 use crate::wire::manifest::Manifest;
 use in_flight::InFlight;
 use server::{LoadState, Server};
@@ -111,11 +112,18 @@ pub struct EngineArgs {
     /// The ONNX Runtime shared library (default: libonnxruntime.so from the library path).
     #[arg(long)]
     pub onnxruntime_library: Option<PathBuf>,
+    /// cpu, cuda (the one GPU CUDA_VISIBLE_DEVICES shows) or cuda-or-cpu.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 impl EngineArgs {
     fn kind(&self) -> Result<EngineKind, String> {
         EngineKind::from_name(&self.kind).ok_or_else(|| format!("unknown engine '{}'", self.kind))
+    }
+
+    fn device(&self) -> Result<DeviceKind, String> {
+        DeviceKind::from_name(&self.device).ok_or_else(|| format!("unknown device '{}'", self.device))
     }
 
     fn onnxruntime(&self, sessions: usize) -> Result<onnxruntime::Settings, String> {
@@ -287,12 +295,15 @@ fn load_model(
         Some(kind) => kind,
         None => engine.kind()?,
     };
-    let loaded = match kind {
+    let device = device::resolve(engine.device()?, kind)?;
+    let mut loaded = match kind {
         EngineKind::Tract => {
-            tract::TractBackend::loaded(loader::load(&path, &manifest).map_err(|e| e.to_string())?, max_plans)
+            let model = loader::load(&path, &manifest).map_err(|e| e.to_string())?;
+            tract::TractBackend::loaded(model, device.placement, max_plans)
         }
         EngineKind::OnnxRuntime => onnxruntime::load(&path, &manifest, &engine.onnxruntime(sessions)?)?,
     };
+    loaded.info.device = device.described;
     check_declared_outputs(&loaded.info, &manifest)?;
     Ok((manifest, loaded))
 }

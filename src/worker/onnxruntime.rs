@@ -146,7 +146,14 @@ pub fn load(path: &Path, manifest: &Manifest, settings: &Settings) -> Result<Loa
     }
     let labels = super::loader::labels(manifest, zipmap_labels, &outputs).map_err(|e| format!("model {shown}: {e}"))?;
     tracing::info!(library = %runtime.path, version = %runtime.version, sessions = sessions.len(), "loaded on ONNX Runtime");
-    let info = crate::wire::ModelInfo { load_mode: "onnxruntime".into(), plans_built: 0, inputs, outputs, labels };
+    let info = crate::wire::ModelInfo {
+        load_mode: "onnxruntime".into(),
+        plans_built: 0,
+        device: "cpu".into(),
+        inputs,
+        outputs,
+        labels,
+    };
     let names = |specs: &[TensorSpec]| specs.iter().map(|o| o.name.clone()).collect();
     let backend = OrtBackend { sessions, inputs: names(&info.inputs), outputs: names(&info.outputs) };
     Ok(Loaded { info, backend: Box::new(backend), string_outputs: Vec::new() })

@@ -5,7 +5,13 @@
 //! model may only type at all once its inputs are concrete, so every request runs on a plan
 //! built for exactly its shapes. The cache is bounded: past `capacity` plans the least
 //! recently used one is dropped (requests still holding it finish on it).
+//!
+//! On a GPU ([`Placement::Cuda`]) a plan is prepared by tract-cuda's runtime instead: its
+//! transform moves the operators to CUDA kernels before optimization. The first plan of a
+//! process compiles those kernels (about a minute; cached on disk under
+//! `XDG_CACHE_HOME`, which the supervisor points at its state directory).
 
+use super::device::Placement;
 use super::loader::{PlanSource, datum_type};
 use crate::wire::DType;
 use anyhow::{bail, ensure};
@@ -14,13 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 
-pub type Plan = Arc<TypedRunnableModel>;
+pub type Plan = Arc<dyn Runnable>;
 
 /// The shapes of a request's inputs, in the model's input order.
 pub type ShapeKey = Vec<Vec<usize>>;
 
 pub struct PlanCache {
     source: PlanSource,
+    placement: Placement,
     input_dtypes: Vec<DType>,
     capacity: usize,
     entries: Mutex<HashMap<ShapeKey, (Plan, u64)>>,
@@ -29,9 +36,10 @@ pub struct PlanCache {
 }
 
 impl PlanCache {
-    pub fn new(source: PlanSource, input_dtypes: Vec<DType>, capacity: usize) -> PlanCache {
+    pub fn new(source: PlanSource, placement: Placement, input_dtypes: Vec<DType>, capacity: usize) -> PlanCache {
         PlanCache {
             source,
+            placement,
             input_dtypes,
             capacity: capacity.max(1),
             entries: Mutex::new(HashMap::new()),
@@ -74,22 +82,30 @@ impl PlanCache {
 
     fn build(&self, shapes: &[Vec<usize>]) -> TractResult<Plan> {
         let started = std::time::Instant::now();
-        let plan = match &self.source {
-            PlanSource::Symbolic(model) => {
-                let bindings = bind_symbols(model, shapes)?;
-                model.set_symbols(&bindings)?.into_optimized()?.into_runnable()?
-            }
+        let model = match &self.source {
+            PlanSource::Symbolic(model) => model.set_symbols(&bind_symbols(model, shapes)?)?,
             PlanSource::Concrete(model) => {
                 let mut model = model.clone();
                 for (ix, (shape, dtype)) in shapes.iter().zip(&self.input_dtypes).enumerate() {
                     model.set_input_fact(ix, InferenceFact::dt_shape(datum_type(*dtype), shape.clone()))?;
                 }
-                model.into_optimized()?.into_runnable()?
+                model.into_typed()?.into_decluttered()?
             }
+        };
+        let plan: Plan = match self.placement {
+            Placement::Cpu => Arc::new(model.into_optimized()?.into_runnable()?),
+            Placement::Cuda => Arc::from(cuda_runtime()?.prepare(model)?),
         };
         tracing::debug!(?shapes, elapsed_ms = started.elapsed().as_millis() as u64, "built plan");
         Ok(plan)
     }
+}
+
+/// tract-cuda's runtime (registered with tract by linking the crate; checked by
+/// [`super::device::resolve`] before any plan is built).
+fn cuda_runtime() -> TractResult<&'static dyn tract_onnx::tract_core::runtime::Runtime> {
+    tract_onnx::tract_core::runtime::runtime_for_name("cuda")?
+        .ok_or_else(|| anyhow::anyhow!("tract's CUDA runtime is not registered in this build"))
 }
 
 /// Binds each symbol of the typed model's input shapes to the request's dimension,

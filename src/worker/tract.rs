@@ -1,6 +1,7 @@
 //! The tract engine: optimized plans per concrete shape ([`PlanCache`]), and tensors
 //! converted to and from tract's.
 
+use super::device::Placement;
 use super::engine::{Backend, Failure, Loaded};
 use super::loader::{LoadedModel, datum_type, dtype_of};
 use super::plans::PlanCache;
@@ -15,11 +16,12 @@ pub struct TractBackend {
 }
 
 impl TractBackend {
-    /// The engine for a model tract loaded, keeping at most `max_plans` plans.
-    pub fn loaded(model: LoadedModel, max_plans: usize) -> Loaded {
+    /// The engine for a model tract loaded, its plans built for `placement`, keeping at
+    /// most `max_plans` plans.
+    pub fn loaded(model: LoadedModel, placement: Placement, max_plans: usize) -> Loaded {
         let dtypes = model.info.inputs.iter().map(|s| s.dtype).collect();
         let outputs = model.info.outputs.iter().map(|o| o.name.clone()).collect();
-        let backend = TractBackend { plans: PlanCache::new(model.source, dtypes, max_plans), outputs };
+        let backend = TractBackend { plans: PlanCache::new(model.source, placement, dtypes, max_plans), outputs };
         Loaded { info: model.info, backend: Box::new(backend), string_outputs: model.string_outputs }
     }
 }

@@ -18,9 +18,11 @@ const RULES: &[(&str, &[&str])] = &[
     ("tensor", &[]),
     ("metrics", &[]),
     ("window", &[]),
+    // GPU telemetry (NVML) is a leaf the health checks read.
+    ("gpu", &[]),
     ("promql", &["metrics"]),
     // The gate reads health, never the reverse.
-    ("health", &["config", "router", "window"]),
+    ("health", &["config", "router", "window", "gpu"]),
     // The front names the router's re-exports, not its modules or the wire.
     ("front", &["accept", "config", "health", "metrics", "repo", "router", "tensor", "window"]),
 ];

@@ -10,6 +10,7 @@ mod binary;
 mod chaos;
 mod config_check;
 mod engines;
+mod gpu;
 mod healing;
 mod health;
 mod k8s;

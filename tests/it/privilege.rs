@@ -28,7 +28,19 @@ fn workers_run_without_new_privileges_and_with_a_minimal_environment() {
             .filter(|kv| !kv.is_empty())
             .map(|kv| String::from_utf8_lossy(kv).split('=').next().unwrap_or_default().to_string())
             .collect();
-        let allowed = ["PATH", "LANG", "LC_ALL", "TZ", "RUST_BACKTRACE", "JOURNAL_STREAM", "MODELD_LOG"];
+        // Where libraries are (CUDA's, ONNX Runtime's) passes too: cargo sets LD_LIBRARY_PATH.
+        let allowed = [
+            "PATH",
+            "LANG",
+            "LC_ALL",
+            "TZ",
+            "RUST_BACKTRACE",
+            "JOURNAL_STREAM",
+            "LD_LIBRARY_PATH",
+            "CUDA_HOME",
+            "CUDA_PATH",
+            "MODELD_LOG",
+        ];
         // The test runner's environment (CARGO_*, HOME, ...) reached the daemon, not its workers.
         assert!(keys.iter().all(|k| allowed.contains(&k.as_str())), "worker {pid} environment: {keys:?}");
         assert!(keys.contains(&"MODELD_LOG".to_string()));

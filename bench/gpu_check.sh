@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 16, as one script for a borrowed GPU machine (under 10 minutes):
+#   1. every reference model on CUDA against the CPU, on its reference input and 32 times
+#      that (bench/gpu_compare.rs): outputs within tolerance, ms per run, the GPU's speedup;
+#   2. a blue-green swap of a model from the CPU to the GPU (device = "cpu" -> "cuda", a
+#      config reload) under load: every request answered 200;
+#   3. GPU telemetry reads real values: /metrics modeld_gpu_* and the worker's GPU memory,
+#      /health's gpus and the version's gpu_memory and gpu_errors checks.
+# Such a machine reaches no registry: build here first and carry the binaries:
+#   cargo build --release --bin modeld --example gpu_compare
+#   bench/gpu_check.sh            (MODELD=… GPU_COMPARE=… to use others)
+# Exit 0: every check passed; 1: one failed; 2: no GPU here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODELD=${MODELD:-target/release/modeld}
+GPU_COMPARE=${GPU_COMPARE:-target/release/examples/gpu_compare}
+fail() { echo "FAILED: $*" >&2; exit 1; }
+[ -e /dev/nvidiactl ] || { echo "no NVIDIA GPU on this host (/dev/nvidiactl)"; exit 2; }
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
+echo "modeld $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u)"
+
+echo "== 1. reference models: CPU against CUDA"
+"$GPU_COMPARE" 20 || fail "gpu_compare"
+
+echo "== 2. CPU -> GPU blue-green under load"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null; rm -rf "$work"' EXIT
+mkdir -p "$work/models/tabular_mlp/1"
+cp tests/fixtures/reference/tabular_mlp.onnx "$work/models/tabular_mlp/1/model.onnx"
+config() {
+  cat > "$work/modeld.toml" <<TOML
+[server]
+listen = "127.0.0.1:0"
+repository = "models"
+run_dir = "run"
+state_dir = "state"
+admin_socket = "run/admin.sock"
+
+[[model]]
+name = "tabular_mlp"
+version = 1
+workers = 1
+device = "$1"
+[model.deploy]
+strategy = "blue_green"
+bake = "20s"
+TOML
+}
+config cpu
+"$MODELD" serve --config "$work/modeld.toml" > "$work/log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do [ -s "$work/run/http.addr" ] && break; sleep 0.1; done
+url="http://$(cat "$work/run/http.addr")"
+for _ in $(seq 100); do curl -sf "$url/v2/health/ready" >/dev/null && break; sleep 0.2; done
+row=$(seq -s, 30 | sed 's/[0-9]\+/0.1/g')
+body="{\"inputs\":[{\"name\":\"features\",\"shape\":[1,30],\"datatype\":\"FP32\",\"data\":[$row]}]}"
+load() {
+  while [ ! -e "$work/stop" ]; do
+    curl -s -o /dev/null -w '%{http_code}\n' -H 'content-type: application/json' -d "$body" \
+      "$url/v2/models/tabular_mlp/infer" >> "$work/codes.$1"
+  done
+}
+for i in 1 2 3 4; do load "$i" & done
+sleep 3
+config cuda
+started=$(date +%s)
+"$MODELD" reload --config "$work/modeld.toml" --socket "$work/run/admin.sock"
+# The GPU worker compiles tract's kernels first (about a minute), then bakes 20 s.
+until "$MODELD" history tabular_mlp --socket "$work/run/admin.sock" | grep -Eq 'promoted|reverted|failed'; do
+  [ $(( $(date +%s) - started )) -lt 480 ] || fail "the swap did not end in 8 minutes"
+  sleep 2
+done
+touch "$work/stop"; wait $(jobs -p | grep -v "^$daemon$") 2>/dev/null || true
+"$MODELD" history tabular_mlp --socket "$work/run/admin.sock"
+total=$(cat "$work"/codes.* | wc -l); bad=$(cat "$work"/codes.* | grep -vc '^200$' || true)
+echo "  requests during the swap: $total, not 200: $bad, took $(( $(date +%s) - started )) s"
+"$MODELD" history tabular_mlp --socket "$work/run/admin.sock" | grep -q promoted || fail "the GPU version was not promoted"
+[ "$bad" -eq 0 ] || fail "$bad requests failed during the swap"
+health=$(curl -s "$url/health")
+echo "$health" | grep -q '"device":"cuda:0' || fail "the version does not run on CUDA: $health"
+
+echo "== 3. GPU telemetry"
+sleep 2
+metrics=$(curl -s "$url/metrics")
+echo "$metrics" | grep -E '^modeld_(gpu_|worker_gpu_memory)' | head -20
+echo "$metrics" | grep -Eq '^modeld_gpu_memory_total_bytes\{.*\} [1-9]' || fail "no GPU memory total"
+echo "$metrics" | grep -Eq '^modeld_worker_gpu_memory_bytes\{.*\} [1-9]' || fail "no worker GPU memory"
+echo "$health" | grep -o '"gpus":\[[^]]*\]' | head -c 600; echo
+echo "$health" | grep -q '"gpu_memory":{"status":"ok"' || fail "gpu_memory check not ok: $health"
+echo "$health" | grep -q '"gpu_errors":{"status":"ok"' || fail "gpu_errors check not ok: $health"
+echo "all GPU checks passed"
