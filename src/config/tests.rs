@@ -338,3 +338,36 @@ deploy = { strategy = "canary", check_every = "250ms", consecutive_breaches = 3,
     assert_eq!((recreate.shadow, recreate.check_every), (Duration::ZERO, Duration::from_millis(250)));
     assert_eq!(canary.with_strategy(Strategy::Canary), *canary);
 }
+
+#[test]
+fn devices_parse_spread_and_bring_gpu_batching() {
+    assert_eq!(Device::parse("cpu"), Ok(Device::Cpu));
+    assert_eq!(Device::parse("cuda:1, 3"), Ok(Device::Cuda { gpus: vec![1, 3], or_cpu: false }));
+    assert!(Device::parse("cuda:").unwrap_err().contains("'' is not a GPU index"));
+    assert!(Device::parse("cuda:256").is_err());
+    assert!(Device::parse("CUDA").is_err());
+    // Worker i on GPU i mod the GPUs: the listed ones, or all the host has.
+    let listed = Device::parse("cuda:2,0").unwrap();
+    assert_eq!((0..3).map(|slot| listed.gpu_for(slot, Some(8))).collect::<Vec<_>>(), [Some(2), Some(0), Some(2)]);
+    let all = Device::parse("cuda").unwrap();
+    assert_eq!((0..3).map(|slot| all.gpu_for(slot, Some(2))).collect::<Vec<_>>(), [Some(0), Some(1), Some(0)]);
+    assert_eq!(all.gpu_for(1, None), None, "unknown GPUs: the worker sees them all");
+    assert_eq!(Device::Cpu.gpu_for(0, Some(2)), None);
+
+    let c = check(
+        "[[model]]\nname = \"g\"\ndevice = \"cuda\"\n\n[[model]]\nname = \"h\"\ndevice = \"cuda\"\n\
+         [model.batching]\ndelay = \"5ms\"\n\n[[model]]\nname = \"c\"\n",
+    )
+    .unwrap();
+    assert_eq!((c.models[0].batching.max_batch, c.models[0].batching.delay), (32, Duration::from_millis(2)));
+    assert_eq!(c.models[0].batching.plan_sizes, [1, 2, 4, 8, 16, 32]);
+    // A key set over the GPU's defaults keeps the rest of them.
+    assert_eq!((c.models[1].batching.max_batch, c.models[1].batching.delay), (32, Duration::from_millis(5)));
+    assert_eq!(c.models[2].batching.max_batch, 1, "the CPU's default is unchanged");
+}
+
+#[test]
+fn gpu_memory_thresholds_are_percent_like_memory() {
+    let c = check("[health]\ngpu_memory = { warning = 70.0, critical = 90.0 }\n[[model]]\nname = \"m\"\n").unwrap();
+    assert_eq!(c.models[0].health.gpu_memory, Levels { warning: Some(0.70), critical: Some(0.90) });
+}
