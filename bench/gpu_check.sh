@@ -24,7 +24,7 @@ echo "== 1. reference models: CPU against CUDA"
 
 echo "== 2. CPU -> GPU blue-green under load"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/models/tabular_mlp/1"
 cp tests/fixtures/reference/tabular_mlp.onnx "$work/models/tabular_mlp/1/model.onnx"
 config() {
@@ -77,15 +77,16 @@ echo "  requests during the swap: $total, not 200: $bad, took $(( $(date +%s) - 
 "$MODELD" history tabular_mlp --socket "$work/run/admin.sock" | grep -q promoted || fail "the GPU version was not promoted"
 [ "$bad" -eq 0 ] || fail "$bad requests failed during the swap"
 health=$(curl -s "$url/health")
-echo "$health" | grep -q '"device":"cuda:0' || fail "the version does not run on CUDA: $health"
+grep -q '"device":"cuda:0' <<<"$health" || fail "the version does not run on CUDA: $health"
 
 echo "== 3. GPU telemetry"
 sleep 2
 metrics=$(curl -s "$url/metrics")
-echo "$metrics" | grep -E '^modeld_(gpu_|worker_gpu_memory)' | head -20
-echo "$metrics" | grep -Eq '^modeld_gpu_memory_total_bytes\{.*\} [1-9]' || fail "no GPU memory total"
-echo "$metrics" | grep -Eq '^modeld_worker_gpu_memory_bytes\{.*\} [1-9]' || fail "no worker GPU memory"
-echo "$health" | grep -o '"gpus":\[[^]]*\]' | head -c 600; echo
-echo "$health" | grep -q '"gpu_memory":{"status":"ok"' || fail "gpu_memory check not ok: $health"
-echo "$health" | grep -q '"gpu_errors":{"status":"ok"' || fail "gpu_errors check not ok: $health"
+health=$(curl -s "$url/health")
+grep -E '^modeld_(gpu_|worker_gpu_memory)' <<<"$metrics" || fail "no GPU series in /metrics"
+grep -Eq '^modeld_gpu_memory_total_bytes\{.*\} [1-9]' <<<"$metrics" || fail "no GPU memory total"
+grep -Eq '^modeld_worker_gpu_memory_bytes\{.*\} [1-9]' <<<"$metrics" || fail "no worker GPU memory"
+grep -o '"gpus":\[[^]]*\]' <<<"$health" || fail "no gpus in /health"
+grep -q '"gpu_memory":{"status":"ok"' <<<"$health" || fail "gpu_memory check not ok: $health"
+grep -q '"gpu_errors":{"status":"ok"' <<<"$health" || fail "gpu_errors check not ok: $health"
 echo "all GPU checks passed"

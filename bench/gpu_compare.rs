@@ -77,7 +77,13 @@ fn main() -> anyhow::Result<()> {
 /// The reference models, and any `MODEL.onnx:INPUT` given (a random input of its declared
 /// shape, batch dimension 1).
 fn cases(extra: &[String]) -> anyhow::Result<Vec<Case>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    // From the repository's root when run there (a binary carried to another machine),
+    // else where it was built.
+    let here = Path::new("tests/fixtures/reference");
+    let dir = match here.is_dir() {
+        true => here.to_path_buf(),
+        false => Path::new(env!("CARGO_MANIFEST_DIR")).join(here),
+    };
     let mut cases = Vec::new();
     for (name, input, tolerance) in MODELS {
         let mut npz = npyz::npz::NpzArchive::open(dir.join(format!("{name}.ref.npz")))?;

@@ -358,6 +358,7 @@ def main():
         report += batching_section(directory, args.seconds)
         report += cold_start_section(directory)
         report += plan_section()
+        report += gpu_section()
     text = "\n".join(report) + "\n"
     print(text)
     with open(BENCH / "RESULTS.md", "a") as f:
@@ -538,6 +539,15 @@ def cold_start_section(directory):
 def plan_section():
     out = subprocess.run([str(ROOT / "target/release/examples/plan_speedup"), "30"], capture_output=True, text=True, check=True).stdout
     return ["### Plans for concrete shapes against one symbolic plan (tract, same input)", "", out]
+
+
+def gpu_section():
+    """CPU against CUDA for every reference model at 1 and 32 times its input, when this host
+    has an NVIDIA GPU (the full GPU checks are bench/gpu_check.sh)."""
+    if not os.path.exists("/dev/nvidiactl"):
+        return ["### GPU", "", "No NVIDIA GPU on this host (/dev/nvidiactl): GPU variants not run.", ""]
+    run = subprocess.run([str(ROOT / "target/release/examples/gpu_compare"), "20"], capture_output=True, text=True)
+    return ["### GPU: CPU against CUDA (tract, same input)", "", run.stdout + run.stderr, ""]
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ pub struct GpuReading {
     pub power_watts: Option<f64>,
     /// Uncorrected ECC errors since the driver loaded.
     pub ecc_uncorrected: Option<u64>,
-    /// Critical Xid events seen since modeld started, and the last one's code.
+    /// Critical Xid events seen since modeld started (application ones too), and the last
+    /// one's code.
     pub xid_errors: u64,
     pub last_xid: Option<u64>,
 }
@@ -255,17 +256,32 @@ fn xid_events(nvml: &nvml_wrapper::Nvml, count: u32) -> Option<nvml_wrapper::Eve
     Some(set)
 }
 
+/// Xid codes that report an application's fault, not the GPU's (a bad memory access, a
+/// killed or preempted context): the NVIDIA device plugin ignores them too. They are counted,
+/// not held against a version.
+const APPLICATION_XIDS: [u64; 6] = [13, 31, 43, 45, 68, 109];
+
 fn record_xid(current: &mut Readings, event: &nvml_wrapper::struct_wrappers::event::EventData) {
     let Ok(index) = event.device.index() else { return };
     let code = event.event_data.as_ref().map(|xid| match xid {
         nvml_wrapper::enums::event::XidError::Value(v) => *v,
         nvml_wrapper::enums::event::XidError::Unknown => 0,
     });
-    tracing::error!(gpu = index, xid = ?code, "GPU reported a critical Xid error");
-    current.record_errors(index, 1);
+    count_xid(current, index, code);
+}
+
+/// Counts an Xid of GPU `index`; only one that reports the GPU's fault is an error.
+fn count_xid(current: &mut Readings, index: u32, code: Option<u64>) {
     if let Some(gpu) = current.gpus.iter_mut().find(|g| g.index == index) {
         gpu.xid_errors += 1;
         gpu.last_xid = code;
+    }
+    match code.is_some_and(|c| APPLICATION_XIDS.contains(&c)) {
+        true => tracing::warn!(gpu = index, xid = ?code, "GPU reported an application Xid (a process's fault)"),
+        false => {
+            tracing::error!(gpu = index, xid = ?code, "GPU reported a critical Xid error");
+            current.record_errors(index, 1);
+        }
     }
 }
 
@@ -285,6 +301,18 @@ mod tests {
         // An error older than the window no longer counts.
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(readings.errors_within(&both, Duration::from_millis(10)), 0);
+    }
+
+    #[test]
+    fn xids_are_counted_and_only_the_gpus_faults_are_errors() {
+        let mut readings = Readings { gpus: vec![GpuReading { index: 0, ..Default::default() }], ..Default::default() };
+        count_xid(&mut readings, 0, Some(43));
+        count_xid(&mut readings, 0, Some(79));
+        count_xid(&mut readings, 0, None);
+        assert_eq!((readings.gpus[0].xid_errors, readings.gpus[0].last_xid), (3, None));
+        // 43 (a context stopped) is the application's; 79 (fell off the bus) and an
+        // unknown code are the GPU's.
+        assert_eq!(readings.errors_within(&[0].into(), Duration::from_secs(60)), 2);
     }
 
     #[test]

@@ -169,6 +169,10 @@ impl Engine {
     }
 }
 
+/// The least time a worker on a GPU gets to become ready: a host's first CUDA worker
+/// compiles tract's kernels (about a minute on an H200), more on a busy host.
+pub const GPU_START_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// `device`: where a model's workers run it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Device {
@@ -207,6 +211,15 @@ impl Device {
 
     pub fn is_gpu(&self) -> bool {
         matches!(self, Device::Cuda { .. })
+    }
+
+    /// How long a worker may take to become ready: `worker_start_timeout`, and on a GPU at
+    /// least [`GPU_START_TIMEOUT`].
+    pub fn start_timeout(&self, worker_start_timeout: Duration) -> Duration {
+        match self.is_gpu() {
+            true => worker_start_timeout.max(GPU_START_TIMEOUT),
+            false => worker_start_timeout,
+        }
     }
 
     /// What the worker is told: `cpu`, `cuda` or `cuda-or-cpu`.

@@ -127,8 +127,11 @@ impl Front {
     }
 }
 
-/// Sets the GPU series from the last readings (none without GPU telemetry).
+/// Sets the GPU series from the last readings (none without GPU telemetry). One scrape at a
+/// time: the Xid counter catches up to the readings' total, which two at once would overshoot.
 fn set_gpu_gauges(m: &Metrics, readings: &health::GpuReadings) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for gauge in [&m.gpu_memory_used, &m.gpu_memory_total, &m.gpu_temperature, &m.gpu_ecc_uncorrected] {
         gauge.reset();
     }

@@ -203,13 +203,18 @@ fn on_gpu(pool: &Pool) -> bool {
     pool.info().is_some_and(|info| info.device.starts_with("cuda"))
 }
 
-/// The GPUs the version's workers hold memory on, and the largest holding.
+/// The GPUs the version's workers were started on (and, where NVML lists them, compute
+/// on), and the largest GPU memory one of them holds. The GPU a worker was given counts even
+/// while NVML does not list its process: an Xid that kills the worker is still the
+/// version's, and in a PID namespace NVML's pids are not the workers'.
 pub fn gpu_use(pool: &Pool, readings: &crate::gpu::Readings) -> check::GpuUse {
     let mut usage = check::GpuUse { largest: None, gpus: Default::default() };
     for slot in &pool.slots {
+        usage.gpus.extend(slot.gpu());
         let Some(process) = readings.processes.get(&slot.pid.load(Ordering::Relaxed)) else { continue };
         usage.gpus.insert(process.gpu);
-        let total = readings.gpu(process.gpu).and_then(|g| g.memory_total_bytes).unwrap_or(0);
+        // A GPU whose total NVML did not give cannot be judged by share.
+        let Some(total) = readings.gpu(process.gpu).and_then(|g| g.memory_total_bytes) else { continue };
         if usage.largest.is_none_or(|(used, _)| process.memory_bytes > used) {
             usage.largest = Some((process.memory_bytes, total));
         }

@@ -99,6 +99,13 @@ impl Plan {
             ("app.kubernetes.io/instance".to_string(), options.name.clone()),
         ]);
         let server = config.server.clone();
+        // The slowest model's: a GPU's first kernel compilation gets its 10 minutes.
+        let start_timeout = config
+            .models
+            .iter()
+            .map(|m| m.device.start_timeout(server.worker_start_timeout))
+            .max()
+            .unwrap_or(server.worker_start_timeout);
         Ok(Plan {
             // The ConfigMap's name follows its content, so a new config rolls the pods.
             config_map: format!("{}-config-{:08x}", options.name, fnv1a(config_text.as_bytes()) as u32),
@@ -115,7 +122,7 @@ impl Plan {
             load_balancer: options.load_balancer,
             prometheus: options.prometheus,
             shutdown_grace_seconds: server.shutdown_grace.as_secs() as i64,
-            worker_start_timeout_seconds: server.worker_start_timeout.as_secs() as i64,
+            worker_start_timeout_seconds: start_timeout.as_secs() as i64,
             out_hint: options.out_hint,
         })
     }

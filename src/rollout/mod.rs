@@ -294,7 +294,7 @@ impl Engine {
     fn fall_back_if_it_cannot_serve(self: &Arc<Self>, model: ModelConfig, first: Arc<Pool>) {
         let engine = self.clone();
         tokio::spawn(async move {
-            let timeout = engine.shared.server.get().worker_start_timeout * 2;
+            let timeout = model.device.start_timeout(engine.shared.server.get().worker_start_timeout) * 2;
             let mut pool = first;
             while let Err(reason) = wait_ready(&pool, timeout).await {
                 let Ok(route) = engine.router.model(&model.name) else { return };
@@ -457,7 +457,7 @@ impl Engine {
                 let config = self.config();
                 let model_config = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
                 let pool = self.shared.supervisor.start(model_config, version);
-                let timeout = self.shared.server.get().worker_start_timeout * 2;
+                let timeout = model_config.device.start_timeout(self.shared.server.get().worker_start_timeout) * 2;
                 if let Err(reason) = wait_ready(&pool, timeout).await {
                     self.shared.supervisor.stop(&pool).await;
                     return Err(cannot(&reason));

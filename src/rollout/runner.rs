@@ -160,7 +160,8 @@ impl Runner {
 
     /// Waits until `want` of the candidate's workers are ready. Err: why it cannot be.
     async fn wait_ready(&mut self, pool: &Arc<Pool>, want: usize) -> Result<(), String> {
-        let deadline = Instant::now() + self.shared.server.get().worker_start_timeout * 2;
+        let deadline =
+            Instant::now() + self.model.device.start_timeout(self.shared.server.get().worker_start_timeout) * 2;
         loop {
             if let PoolPhase::Failed { reason } = &*pool.phase() {
                 return Err(format!("version {} failed to start: {reason}", pool.version));

@@ -46,6 +46,9 @@ pub enum Phase {
 pub struct Slot {
     conn: ArcSwapOption<WorkerConn>,
     pub pid: AtomicU32,
+    /// The GPU its worker was started on, as NVML numbers them ([`Slot::NO_GPU`]: none
+    /// or unknown).
+    pub gpu: AtomicU32,
     pub restarts: AtomicU64,
     pub oom_kills: AtomicU64,
     /// Workers of this slot killed for hanging (holding requests without a word).
@@ -67,6 +70,7 @@ impl Default for Slot {
         Slot {
             conn: ArcSwapOption::empty(),
             pid: AtomicU32::new(0),
+            gpu: AtomicU32::new(Slot::NO_GPU),
             restarts: AtomicU64::new(0),
             oom_kills: AtomicU64::new(0),
             hangs: AtomicU64::new(0),
@@ -80,6 +84,13 @@ impl Default for Slot {
 }
 
 impl Slot {
+    pub const NO_GPU: u32 = u32::MAX;
+
+    /// The GPU its worker was started on, if any is known.
+    pub fn gpu(&self) -> Option<u32> {
+        Some(self.gpu.load(Ordering::Relaxed)).filter(|g| *g != Slot::NO_GPU)
+    }
+
     pub fn conn(&self) -> Option<Arc<WorkerConn>> {
         self.conn.load_full().filter(|c| c.is_open())
     }

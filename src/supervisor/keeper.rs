@@ -8,7 +8,7 @@ use super::liveness::{self, Lost};
 use super::process::{self, Launcher, Spawned, Started, WorkerSpec};
 use crate::metrics::Metrics;
 use crate::router::conn::WorkerConn;
-use crate::router::pool::{Phase, Pool};
+use crate::router::pool::{Phase, Pool, Slot};
 use crate::wire::OOM_EXIT_CODE;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -106,6 +106,8 @@ impl Keeper {
             };
             let ooms_before = cgroup.as_deref().map_or(0, cgroup::oom_kills);
             self.pool.slots[spec.slot].pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
+            let gpu = self.launcher.gpu_for(spec).unwrap_or(Slot::NO_GPU);
+            self.pool.slots[spec.slot].gpu.store(gpu, Ordering::Relaxed);
             let exit = match self.start(spec, &mut child, socket).await {
                 None => return self.stop_worker(spec, &mut child).await,
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),

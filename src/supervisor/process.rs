@@ -27,10 +27,6 @@ const WORKER_ENV: &[&str] =
 /// a host's first CUDA worker spends about a minute compiling them.
 pub const KERNEL_CACHE_DIR: &str = "kernel-cache";
 
-/// The least time a worker on a GPU gets to become ready: its first plan compiles CUDA
-/// kernels (about a minute on an H200), more on a busy host.
-pub const GPU_START_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// Longest path a Unix socket address holds (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -190,16 +186,31 @@ impl Launcher {
     /// compiled kernels in the state directory.
     fn show_gpu(&self, command: &mut Command, spec: &WorkerSpec) {
         command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-        if let Some(gpu) = spec.engine.device.gpu_for(spec.slot, self.host_gpus) {
+        if let Some(gpu) = self.gpu_for(spec) {
             command.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
         }
-        let cache = self.server.get().state_dir.join(KERNEL_CACHE_DIR);
-        match self.kernel_cache(&cache) {
-            Ok(()) => {
-                command.env("XDG_CACHE_HOME", &cache);
+        // Absolute: tract ignores a relative XDG_CACHE_HOME (and would write under the
+        // worker's working directory).
+        let state = self.server.get().state_dir.join(KERNEL_CACHE_DIR);
+        let cache = std::path::absolute(&state).unwrap_or(state);
+        let cache = match self.kernel_cache(&cache) {
+            Ok(()) => cache,
+            Err(e) => {
+                let scratch = std::env::temp_dir().join("modeld-kernel-cache");
+                tracing::warn!(
+                    "{} cannot hold CUDA kernels ({e}); workers compile them into {} instead, which may not outlive a restart",
+                    cache.display(),
+                    scratch.display()
+                );
+                scratch
             }
-            Err(e) => tracing::warn!("CUDA kernels will not be cached: {} cannot be prepared: {e}", cache.display()),
-        }
+        };
+        command.env("XDG_CACHE_HOME", &cache);
+    }
+
+    /// The GPU the worker of `spec` runs on, when it is on one and the GPU is known.
+    pub fn gpu_for(&self, spec: &WorkerSpec) -> Option<u32> {
+        spec.engine.device.gpu_for(spec.slot, self.host_gpus)
     }
 
     /// Creates the kernel cache, owned by the workers' user when they run as another.
@@ -212,13 +223,10 @@ impl Launcher {
         Ok(())
     }
 
-    /// How long a worker of `spec` may take to become ready: `worker_start_timeout`, and
-    /// on a GPU at least [`GPU_START_TIMEOUT`] for the first kernel compilation.
+    /// How long a worker of `spec` may take to become ready (on a GPU, long enough for the
+    /// first kernel compilation).
     pub fn start_timeout_for(&self, spec: &WorkerSpec) -> Duration {
-        match spec.engine.device.is_gpu() {
-            true => self.start_timeout().max(GPU_START_TIMEOUT),
-            false => self.start_timeout(),
-        }
+        spec.engine.device.start_timeout(self.start_timeout())
     }
 
     /// The signature a worker would report for the version in `dir`, read by a short-lived
@@ -307,7 +315,9 @@ impl Launcher {
                 }
             }
             _ = tokio::time::sleep(timeout) => Started::Lost {
-                reason: format!("worker did not report ready within {timeout:?} (server.worker_start_timeout)"),
+                reason: format!(
+                    "worker did not report ready within {timeout:?} (server.worker_start_timeout; at least 10 minutes on a GPU)"
+                ),
                 status: None,
             },
         }

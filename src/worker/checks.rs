@@ -4,12 +4,13 @@
 //! The warm-up builds the first plan and touches the weights, so the first real request
 //! does not pay for it. Without a declared warm-up input, zeros shaped from the model's
 //! declared inputs (open dimensions set to 1) are used; if the model refuses those, the
-//! worker logs it and goes on, since such a default only guesses at valid input. A
-//! declared warm-up or a golden example that fails stops the version with the reason.
+//! worker logs it and goes on, since such a default only guesses at valid input (on a GPU,
+//! a failure of the device's stops it). A declared warm-up or a golden example that fails
+//! stops the version with the reason.
 
 use super::engine::Engine;
 use crate::wire::manifest::{Example, Golden, Manifest};
-use crate::wire::{DType, Tensor, TensorSpec, Values};
+use crate::wire::{DType, Fault, Tensor, TensorSpec, Values};
 use std::collections::BTreeMap;
 
 /// Runs the warm-up, then every golden example.
@@ -27,10 +28,18 @@ fn warm_up(engine: &Engine, manifest: &Manifest) -> Result<(), String> {
         return engine.infer(inputs).map(drop).map_err(|f| format!("warm-up failed: {}", f.message));
     }
     let inputs = engine.info.inputs.iter().map(|spec| zeros(spec, manifest)).collect::<Vec<_>>();
-    if let Err(f) = engine.infer(inputs) {
-        tracing::warn!("default warm-up (zeros) was refused, going on without: {}", f.message);
+    match engine.infer(inputs) {
+        // On a GPU a server-side failure is the device's (no plan, its memory): the version
+        // must not take traffic it would fail.
+        Err(f) if f.fault == Fault::Internal && engine.info.device.starts_with("cuda") => {
+            Err(format!("warm-up on {} failed: {}", engine.info.device, f.message))
+        }
+        Err(f) => {
+            tracing::warn!("default warm-up (zeros) was refused, going on without: {}", f.message);
+            Ok(())
+        }
+        Ok(_) => Ok(()),
     }
-    Ok(())
 }
 
 fn zeros(spec: &TensorSpec, manifest: &Manifest) -> Tensor {

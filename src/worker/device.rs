@@ -53,13 +53,15 @@ fn resolve_with(
     }
 }
 
-/// The name of CUDA device 0, once the driver and tract-cuda's libraries are known to load.
+/// The name of CUDA device 0, once the driver and tract-cuda's libraries are known to load
+/// and tract-cuda could set itself up on the device: its context (which compiles its
+/// kernels with NVRTC on a host's first run, or loads them from the cache), and this
+/// thread's stream with its cuBLAS and cuDNN handles. tract-cuda panics where these fail;
+/// here that is the reason the device cannot be used.
 fn probe_cuda() -> Result<String, String> {
     tract_cuda::utils::ensure_cuda_runtime_dependencies("the CUDA libraries tract needs are missing")
         .map_err(|e| format!("{e:#}"))?;
-    // The libraries load, so cudarc's calls return errors rather than panic; a panic here
-    // would still only fail this version, never the worker's caller.
-    std::panic::catch_unwind(|| {
+    let probe = std::panic::catch_unwind(|| {
         let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "unset".into());
         let count = cudarc::driver::CudaContext::device_count().map_err(|e| format!("no CUDA device: {e}"))?;
         if count < 1 {
@@ -67,9 +69,11 @@ fn probe_cuda() -> Result<String, String> {
         }
         let context = cudarc::driver::CudaContext::new(0)
             .map_err(|e| format!("CUDA device 0 (CUDA_VISIBLE_DEVICES={visible}) cannot be used: {e}"))?;
-        context.name().map_err(|e| format!("CUDA device 0 has no name: {e}"))
-    })
-    .unwrap_or_else(|_| Err("probing the CUDA device panicked".into()))
+        let name = context.name().map_err(|e| format!("CUDA device 0 has no name: {e}"))?;
+        tract_cuda::with_cuda_stream(|_| Ok(())).map_err(|e| format!("tract-cuda cannot run on {name}: {e:#}"))?;
+        Ok(name)
+    });
+    probe.unwrap_or_else(|panic| Err(format!("tract-cuda could not start: {}", super::engine::panic_text(&panic))))
 }
 
 #[cfg(test)]

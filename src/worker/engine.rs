@@ -172,7 +172,7 @@ fn index_to_strings(tensor: Tensor, names: &[String]) -> Result<Tensor, Failure>
     Tensor::from_values(tensor.name, tensor.shape, Values::Bytes(strings)).map_err(|e| Failure::internal(e.to_string()))
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

@@ -208,9 +208,13 @@ async fn serve(args: WorkerArgs, listener: StdListener, span: tracing::Span) -> 
     let load_args = args.clone();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let state = match load_and_check(&load_args) {
-            Ok(engine) => LoadState::Ready(Arc::new(engine)),
-            Err(reason) => LoadState::Failed(reason),
+        // A panic inside an engine (tract-cuda's context, a library's assertion) fails the
+        // load with its message instead of leaving the supervisor waiting for an answer.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_and_check(&load_args)));
+        let state = match loaded {
+            Ok(Ok(engine)) => LoadState::Ready(Arc::new(engine)),
+            Ok(Err(reason)) => LoadState::Failed(reason),
+            Err(panic) => LoadState::Failed(format!("loading panicked: {}", engine::panic_text(&panic))),
         };
         let _ = load_tx.send(state);
     });

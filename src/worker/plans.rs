@@ -89,12 +89,13 @@ impl PlanCache {
                 for (ix, (shape, dtype)) in shapes.iter().zip(&self.input_dtypes).enumerate() {
                     model.set_input_fact(ix, InferenceFact::dt_shape(datum_type(*dtype), shape.clone()))?;
                 }
-                model.into_typed()?.into_decluttered()?
+                model.into_typed()?
             }
         };
+        // Optimizing declutters first; tract-cuda's transform expects a decluttered model.
         let plan: Plan = match self.placement {
             Placement::Cpu => Arc::new(model.into_optimized()?.into_runnable()?),
-            Placement::Cuda => Arc::from(cuda_runtime()?.prepare(model)?),
+            Placement::Cuda => Arc::from(cuda_runtime()?.prepare(model.into_decluttered()?)?),
         };
         tracing::debug!(?shapes, elapsed_ms = started.elapsed().as_millis() as u64, "built plan");
         Ok(plan)

@@ -11,6 +11,7 @@ use tract_onnx::tract_core::ndarray::ArrayD;
 
 pub struct TractBackend {
     plans: PlanCache,
+    placement: Placement,
     /// The model's output names, in order.
     outputs: Vec<String>,
 }
@@ -21,7 +22,8 @@ impl TractBackend {
     pub fn loaded(model: LoadedModel, placement: Placement, max_plans: usize) -> Loaded {
         let dtypes = model.info.inputs.iter().map(|s| s.dtype).collect();
         let outputs = model.info.outputs.iter().map(|o| o.name.clone()).collect();
-        let backend = TractBackend { plans: PlanCache::new(model.source, placement, dtypes, max_plans), outputs };
+        let plans = PlanCache::new(model.source, placement, dtypes, max_plans);
+        let backend = TractBackend { plans, placement, outputs };
         Loaded { info: model.info, backend: Box::new(backend), string_outputs: model.string_outputs }
     }
 }
@@ -30,7 +32,7 @@ impl Backend for TractBackend {
     fn execute(&self, ordered: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
         let shapes: Vec<Vec<usize>> = ordered.iter().map(|t| t.shape.clone()).collect();
         let values = ordered.into_iter().map(to_tract).collect::<Result<TVec<TValue>, _>>()?;
-        let plan = self.plans.get(&shapes).map_err(|e| build_failure(&shapes, e))?;
+        let plan = self.plans.get(&shapes).map_err(|e| build_failure(self.placement, &shapes, e))?;
         let outputs = plan.run(values).map_err(|e| Failure::internal(format!("inference failed: {e:#}")))?;
         self.outputs.iter().zip(outputs).map(|(name, value)| from_tract(name, &value)).collect()
     }
@@ -56,11 +58,16 @@ pub fn use_intra_op_threads(threads: usize) {
     }
 }
 
-fn build_failure(shapes: &[Vec<usize>], e: TractError) -> Failure {
-    // A plan that cannot be built for these shapes is the request's fault: the model
-    // declared it could take them only up to what its graph allows (e.g. a sequence too
-    // short for a convolution).
-    Failure::bad_input(format!("the model cannot run on input shapes {shapes:?}: {e:#}"))
+fn build_failure(placement: Placement, shapes: &[Vec<usize>], e: TractError) -> Failure {
+    match placement {
+        // A plan that cannot be built for these shapes is the request's fault: the model
+        // declared it could take them only up to what its graph allows (e.g. a sequence
+        // too short for a convolution).
+        Placement::Cpu => Failure::bad_input(format!("the model cannot run on input shapes {shapes:?}: {e:#}")),
+        // On a GPU it may as well be the device's (its memory, a kernel that did not
+        // compile): a server error, which the health gate counts.
+        Placement::Cuda => Failure::internal(format!("no CUDA plan for input shapes {shapes:?}: {e:#}")),
+    }
 }
 
 fn to_tract(t: Tensor) -> Result<TValue, Failure> {

@@ -32,7 +32,7 @@ fn cuda_without_a_gpu_fails_the_version_with_the_reason() {
     });
     let health = daemon.health();
     let reason = health["models"]["tabular_mlp"]["versions"]["1"]["reason"].as_str().unwrap_or_default().to_string();
-    assert!(reason.contains("device cuda: ") && reason.to_lowercase().contains("cuda"), "{health}");
+    assert!(reason.starts_with("device cuda: ") && reason.contains("libcuda.so"), "{health}");
     // Nothing answers in the GPU's place.
     let (body, _) = tabular_request();
     let answer = daemon.post("/v2/models/tabular_mlp/infer", &body);
@@ -41,7 +41,11 @@ fn cuda_without_a_gpu_fails_the_version_with_the_reason() {
     assert!(health.get("gpus").is_none(), "{health}");
     let metrics = daemon.get("/metrics").body;
     assert!(!metrics.contains("modeld_gpu_"), "GPU series without a GPU:\n{metrics}");
-    assert!(!daemon.logs().contains("GPU telemetry thread"), "{}", daemon.logs());
+    // Said once, as information: nothing is wrong with a host that has no GPU.
+    let logs = daemon.logs();
+    let said: Vec<&str> = logs.lines().filter(|l| l.contains("GPU telemetry") || l.contains("NVML")).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains(" INFO ") && said[0].contains("GPU telemetry off: NVML not available"), "{said:?}");
 }
 
 #[test]
