@@ -260,6 +260,7 @@ class Bench:
         self.args = args
         self.rows = []  # dicts: model, server, setup, request, c, result or failure, check
         self.failures = []
+        self.ceiling = {}  # model: (runs/s of all processes, ms per run, processes), ONNX Runtime alone
 
     def measure_server(self, model, server_name, setup, start, requests, concurrencies):
         """Starts one server, and for each request kind (label, path, body, check kind)
@@ -301,6 +302,7 @@ class Bench:
             server.stop()
 
     def model(self, directory, model, concurrencies, library, cores):
+        """Every server on `model`, then ONNX Runtime alone."""
         paths = run.bodies(model, directory)
         oip = f"/v2/models/{model}/infer"
         both = [("OIP JSON", oip, paths["oip"], "oip"), ("OIP binary", oip, paths["oip_binary"], "oip")]
@@ -317,6 +319,18 @@ class Bench:
         for spec in self.args.configs["triton"][model]:
             self.measure_server(model, "Triton (PyTriton) + onnxruntime", describe("triton", spec),
                                 lambda s=spec: start_triton(model, s), both, concurrencies)
+        self.ort_alone(model, cores)
+
+    def ort_alone(self, model, cores):
+        """ONNX Runtime alone on the model, one process per core of one intra-op thread each,
+        at once, for the wrk run's length: the ceiling of any server built on it."""
+        script = [str(VENV / "bin/python"), str(BENCH / "ort_alone.py"), str(REFERENCE / f"{model}.onnx"),
+                  str(REFERENCE / f"{model}.ref.npz"), run.INPUTS[model], str(self.args.seconds)]
+        procs = [subprocess.Popen(script, stdout=subprocess.PIPE, text=True) for _ in range(cores)]
+        results = [json.loads(p.communicate()[0]) for p in procs]
+        rate = sum(r["runs"] / r["seconds"] for r in results)
+        ms = sum(r["seconds"] * 1000 / r["runs"] for r in results) / len(results)
+        self.ceiling[model] = (rate, ms, cores)
 
     def best(self, model, server, request, c):
         rows = [r for r in self.rows if r["model"] == model and r["server"] == server and r["request"] == request and r["c"] == c]
@@ -380,6 +394,18 @@ class Bench:
             ratio("MLP: modeld onnxruntime binary / modeld tract binary", m, (ort, "OIP binary"), (tract, "OIP binary"), c, 0.9)
             ratio("MLP: modeld onnxruntime binary / Triton binary", m, (ort, "OIP binary"), (triton, "OIP binary"), c)
             ratio("MLP: modeld tract JSON / tract in-process JSON", m, (tract, "OIP JSON"), ("tract in-process", "OIP JSON"), c)
+        if self.ceiling:
+            lines += ["", "ONNX Runtime alone (`bench/ort_alone.py`: no server, no client, one row per run, one process per core "
+                      "of 1 intra-op thread, all at once, the same onnxruntime): the most any server on it could serve here.", "",
+                      "| model | processes | ms per run | runs/s, all processes | Triton binary / this | modeld onnxruntime binary / this |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for model, (rate, ms, procs) in self.ceiling.items():
+                share = []
+                for server in ("Triton (PyTriton) + onnxruntime", "modeld onnxruntime"):
+                    best = [self.best(model, server, "OIP binary", c) for c in sorted({r["c"] for r in self.rows if r["model"] == model})]
+                    best = [b for b in best if b]
+                    share.append(f"{max(b['r']['rps'] for b in best) / rate:.2f}" if best else "-")
+                lines.append(f"| {LABELS[model]} | {procs} | {ms:.2f} | {rate:.0f} | {share[0]} | {share[1]} |")
         lines.append("")
         if self.failures:
             lines += ["Did not work in this run:", ""] + [f"- {f}" for f in self.failures] + [""]
