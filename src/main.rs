@@ -490,6 +490,18 @@ fn report_gpus(config: &config::Config) {
         Ok(found) => {
             let gpus: Vec<String> = found.gpus.iter().map(|g| format!("{} {}", g.index, g.name)).collect();
             println!("gpus for {models}: driver {}, {}", found.driver, gpus.join(", "));
+            for model in &config.models {
+                if let config::Device::Cuda { gpus, .. } = &model.device
+                    && let Some(missing) = gpus.iter().find(|g| **g as usize >= found.gpus.len())
+                {
+                    println!(
+                        "warning: model {}: device names GPU {missing}, but this host has {} (0 to {}): its workers there will fail to load",
+                        model.name,
+                        found.gpus.len(),
+                        found.gpus.len() - 1
+                    );
+                }
+            }
         }
         Err(why) => println!("warning: gpus for {models}: {why}"),
     }
