@@ -5,15 +5,24 @@
 #   2. a blue-green swap of a model from the CPU to the GPU (device = "cpu" -> "cuda", a
 #      config reload) under load: every request answered 200;
 #   3. GPU telemetry reads real values: /metrics modeld_gpu_* and the worker's GPU memory,
-#      /health's gpus and the version's gpu_memory and gpu_errors checks.
+#      /health's gpus and the version's gpu_memory and gpu_errors checks;
+#   4. the dynamic batcher on the GPU: BATCH_MODEL (mobilenet_v2 when given, else
+#      SqueezeNet) at 32 connections for 15 s, one worker, batching off against max_batch
+#      32 / 2 ms, with bench/load.rs as the client (target: >= 5x images/s).
 # Such a machine reaches no registry: build here first and carry the binaries:
-#   cargo build --release --bin modeld --example gpu_compare
-#   bench/gpu_check.sh            (MODELD=… GPU_COMPARE=… to use others)
+#   cargo build --release --bin modeld --example gpu_compare --example load
+#   bench/gpu_check.sh            (MODELD=… GPU_COMPARE=… LOAD=… to use others;
+#                                  BATCH_MODEL=x.onnx BATCH_INPUT=name BATCH_SHAPE=1,3,224,224)
 # Exit 0: every check passed; 1: one failed; 2: no GPU here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELD=${MODELD:-target/release/modeld}
 GPU_COMPARE=${GPU_COMPARE:-target/release/examples/gpu_compare}
+LOAD=${LOAD:-target/release/examples/load}
+BATCH_MODEL=${BATCH_MODEL:-tests/fixtures/reference/squeezenet1_1.onnx}
+BATCH_INPUT=${BATCH_INPUT:-input}
+BATCH_SHAPE=${BATCH_SHAPE:-1,3,224,224}
+DEVICE=${DEVICE:-cuda}
 fail() { echo "FAILED: $*" >&2; exit 1; }
 [ -e /dev/nvidiactl ] || { echo "no NVIDIA GPU on this host (/dev/nvidiactl)"; exit 2; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
@@ -89,4 +98,26 @@ grep -Eq '^modeld_worker_gpu_memory_bytes\{.*\} [1-9]' <<<"$metrics" || fail "no
 grep -o '"gpus":\[[^]]*\]' <<<"$health" || fail "no gpus in /health"
 grep -q '"gpu_memory":{"status":"ok"' <<<"$health" || fail "gpu_memory check not ok: $health"
 grep -q '"gpu_errors":{"status":"ok"' <<<"$health" || fail "gpu_errors check not ok: $health"
+kill "$daemon"; wait "$daemon" 2>/dev/null || true
+
+echo "== 4. dynamic batching on $DEVICE: $(basename "$BATCH_MODEL") at c=32, off against max_batch 32 / 2 ms"
+batching_run() { # $1: max_batch; prints the client's JSON line
+  local dir="$work/batch-$1" pid addr
+  mkdir -p "$dir/models/m/1"
+  cp "$BATCH_MODEL" "$dir/models/m/1/model.onnx"
+  printf '[server]\nlisten = "127.0.0.1:0"\nrepository = "models"\nrun_dir = "run"\nstate_dir = "%s"\nadmin_socket = "run/admin.sock"\n\n[[model]]\nname = "m"\nworkers = 1\ndevice = "%s"\n[model.batching]\nmax_batch = %s\ndelay = "2ms"\n' \
+    "$work/state" "$DEVICE" "$1" > "$dir/modeld.toml"
+  "$MODELD" serve --config "$dir/modeld.toml" > "$dir/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [ -s "$dir/run/http.addr" ] && break; sleep 0.1; done
+  addr=$(cat "$dir/run/http.addr")
+  for _ in $(seq 3000); do curl -sf "http://$addr/v2/health/ready" >/dev/null && break; sleep 0.2; done
+  "$LOAD" "http://$addr/v2/models/m/infer" "$BATCH_INPUT" "$BATCH_SHAPE" 32 15
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+off=$(batching_run 1); echo "  off: $off"
+on=$(batching_run 32); echo "  on:  $on"
+rps() { sed 's/.*"rps": \([0-9.]*\).*/\1/' <<<"$1"; }
+for run in "$off" "$on"; do grep -q '"non_2xx": 0, "errors": 0' <<<"$run" || fail "failed requests: $run"; done
+awk -v on="$(rps "$on")" -v off="$(rps "$off")" 'BEGIN { printf "  batching on / off: %.2fx images/s (target >= 5x)\n", on / off }'
 echo "all GPU checks passed"
