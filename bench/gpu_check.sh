@@ -9,9 +9,11 @@
 #   4. the dynamic batcher on the GPU: BATCH_MODEL (mobilenet_v2 when given, else
 #      SqueezeNet) at 32 connections for 15 s, one worker, batching off against max_batch
 #      32 / 2 ms, with bench/load.rs as the client (target: >= 5x images/s).
-# Such a machine reaches no registry: build here first and carry the binaries:
-#   cargo build --release --bin modeld --example gpu_compare --example load
-#   bench/gpu_check.sh            (MODELD=… GPU_COMPARE=… LOAD=… to use others;
+# Such a machine reaches no registry: build here first, and carry the binaries packed
+# (78 MB of them; 15 MB as target/gpu-check.tar.xz, inside the device tool's 64 MiB carry):
+#   bench/gpu_check.sh pack       (builds, then writes target/gpu-check.tar.xz)
+#   bench/gpu_check.sh            (there: unpacks it when the binaries are missing;
+#                                  MODELD=… GPU_COMPARE=… LOAD=… to use others;
 #                                  BATCH_MODEL=x.onnx BATCH_INPUT=name BATCH_SHAPE=1,3,224,224)
 # Exit 0: every check passed; 1: one failed; 2: no GPU here.
 set -euo pipefail
@@ -24,6 +26,13 @@ BATCH_INPUT=${BATCH_INPUT:-input}
 BATCH_SHAPE=${BATCH_SHAPE:-1,3,224,224}
 DEVICE=${DEVICE:-cuda}
 fail() { echo "FAILED: $*" >&2; exit 1; }
+packed=target/gpu-check.tar.xz
+if [ "${1:-}" = pack ]; then
+  cargo build --release --bin modeld --example gpu_compare --example load
+  tar cJf "$packed" target/release/modeld target/release/examples/gpu_compare target/release/examples/load
+  echo "wrote $packed ($(du -h "$packed" | cut -f1))"; exit 0
+fi
+[ -x "$MODELD" ] || [ ! -f "$packed" ] || tar xJf "$packed"
 [ -e /dev/nvidiactl ] || { echo "no NVIDIA GPU on this host (/dev/nvidiactl)"; exit 2; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
 echo "modeld $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u)"
