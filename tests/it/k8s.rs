@@ -187,41 +187,36 @@ fn what_cannot_be_rendered_is_refused_with_the_reason() {
     assert!(text(&result.stderr).contains("model 'iris' has its own repository"), "{}", text(&result.stderr));
 }
 
-/// A model on ONNX Runtime renders, with a note that the image must carry the library.
-#[test]
-fn a_model_on_onnxruntime_is_rendered_with_a_note_on_its_library() {
+/// Renders the bundled iris v2 with `lines` added to its `[[model]]`; (stdout, stderr) of a
+/// render that must succeed.
+fn render_iris_with(lines: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ort.toml");
+    let config = dir.path().join("modeld.toml");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     std::fs::write(
         &config,
-        format!("[server]\nrepository = {repo:?}\n[[model]]\nname = \"iris\"\nversion = 2\nengine = \"onnxruntime\"\n"),
+        format!("[server]\nrepository = {repo:?}\n[[model]]\nname = \"iris\"\nversion = 2\n{lines}"),
     )
     .unwrap();
     let result = render(&config, &[]);
     assert!(result.status.success(), "{}", text(&result.stderr));
-    let stderr = text(&result.stderr);
+    (text(&result.stdout), text(&result.stderr))
+}
+
+/// A model on ONNX Runtime renders, with a note that the image must carry the library.
+#[test]
+fn a_model_on_onnxruntime_is_rendered_with_a_note_on_its_library() {
+    let (stdout, stderr) = render_iris_with("engine = \"onnxruntime\"\n");
     assert!(stderr.contains("note: engine onnxruntime (iris): the image must carry libonnxruntime.so"), "{stderr}");
-    assert!(text(&result.stdout).contains("engine = \"onnxruntime\""), "the ConfigMap keeps the engine");
+    assert!(stdout.contains("engine = \"onnxruntime\""), "the ConfigMap keeps the engine");
 }
 
 /// A model on GPUs asks the pod for as many as it names, spreads over what the pod gets
 /// (numbered from 0 there), and says what the image and nodes need.
 #[test]
 fn a_model_on_gpus_asks_for_them_and_spreads_over_the_pods() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gpu.toml");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    std::fs::write(
-        &config,
-        format!("[server]\nrepository = {repo:?}\n[[model]]\nname = \"iris\"\nversion = 2\nworkers = 2\ndevice = \"cuda:2,3\"\n"),
-    )
-    .unwrap();
-    let result = render(&config, &[]);
-    assert!(result.status.success(), "{}", text(&result.stderr));
-    let stderr = text(&result.stderr);
+    let (stdout, stderr) = render_iris_with("workers = 2\ndevice = \"cuda:2,3\"\n");
     assert!(stderr.contains("note: device cuda (iris): the pod asks for nvidia.com/gpu"), "{stderr}");
-    let stdout = text(&result.stdout);
     let gpus: Vec<&str> = stdout.lines().filter(|l| l.contains("nvidia.com/gpu:")).map(str::trim).collect();
     assert!(!gpus.is_empty() && gpus.iter().all(|l| *l == "nvidia.com/gpu: \"2\""), "2 GPUs asked for: {gpus:?}");
     assert!(stdout.contains("device = \"cuda\""), "host GPU indices replaced in the ConfigMap:\n{stdout}");
