@@ -187,7 +187,8 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
         ("availability", check::availability(window, h)),
         ("oom", check::oom(pool.ooms_within(h.window), h.window)),
     ]);
-    if on_gpu(pool) {
+    // As its workers reported when ready.
+    if pool.info().is_some_and(|info| info.on_gpu()) {
         let readings = host.gpus.readings();
         let usage = gpu_use(pool, &readings);
         let telemetry = host.gpus.inventory().map(|_| &usage);
@@ -196,11 +197,6 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
         checks.insert("gpu_errors", check::gpu_errors(errors, h.window));
     }
     checks
-}
-
-/// Whether the version's workers run on a GPU (as they reported when ready).
-fn on_gpu(pool: &Pool) -> bool {
-    pool.info().is_some_and(|info| info.device.starts_with("cuda"))
 }
 
 /// The GPUs the version's workers were started on (and, where NVML lists them, compute

@@ -96,6 +96,14 @@ pub struct ModelInfo {
     pub labels: Option<Labels>,
 }
 
+impl ModelInfo {
+    /// Whether the model runs on a GPU: its `device` names one (`cuda:0 (…)`), not the CPU
+    /// (`cpu`, or `cpu (cuda-or-cpu: …)` where a GPU was asked for and none could be used).
+    pub fn on_gpu(&self) -> bool {
+        self.device.starts_with("cuda")
+    }
+}
+
 /// Class names for the columns of one output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labels {

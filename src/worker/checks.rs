@@ -31,7 +31,7 @@ fn warm_up(engine: &Engine, manifest: &Manifest) -> Result<(), String> {
     match engine.infer(inputs) {
         // On a GPU a server-side failure is the device's (no plan, its memory): the version
         // must not take traffic it would fail.
-        Err(f) if f.fault == Fault::Internal && engine.info.device.starts_with("cuda") => {
+        Err(f) if f.fault == Fault::Internal && engine.info.on_gpu() => {
             Err(format!("warm-up on {} failed: {}", engine.info.device, f.message))
         }
         Err(f) => {
