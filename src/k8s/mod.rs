@@ -215,33 +215,40 @@ impl Rendered {
 /// Renders the manifests for `config`.
 pub fn render(config: Config, options: Options) -> Result<Rendered, RenderError> {
     let rollouts = options.rollouts;
-    let on_onnxruntime: Vec<String> = config
-        .models
-        .iter()
-        .filter(|m| m.engine == crate::config::Engine::OnnxRuntime)
-        .map(|m| m.name.clone())
-        .collect();
-    let on_gpu: Vec<String> = config.models.iter().filter(|m| m.device.is_gpu()).map(|m| m.name.clone()).collect();
+    let notes = what_the_image_needs(&config);
     let plan = Plan::new(config, options)?;
     let mut rendered = match rollouts {
         Rollouts::Kubernetes => plain::render(&plan),
         Rollouts::Argo => argo::render(&plan)?,
     };
-    if !on_onnxruntime.is_empty() {
-        rendered.note(&format!(
-            "engine onnxruntime ({}): the image must carry libonnxruntime.so at server.onnxruntime_library's path (packaging/Dockerfile does not); without it those versions fail to load, with the reason in /health",
-            on_onnxruntime.join(", ")
-        ));
-    }
-    if !on_gpu.is_empty() {
-        rendered.note(&format!(
-            "device cuda ({}): the pod asks for nvidia.com/gpu (the NVIDIA device plugin must run on the nodes) and the image must carry the CUDA 13 libraries (cudart, nvrtc, cublas, cudnn; packaging/Dockerfile does not); the node's driver provides libcuda",
-            on_gpu.join(", ")
-        ));
+    for note in &notes {
+        rendered.note(note);
     }
     rendered.objects.insert(0, Object::of("configmap", &plan.config_map, &workload::config_map(&plan)));
     rendered.runbook = runbook(&plan, &rendered);
     Ok(rendered)
+}
+
+/// A note for each thing some models need that the image does not carry: the ONNX Runtime
+/// library, the CUDA libraries (and GPUs on the nodes).
+fn what_the_image_needs(config: &Config) -> Vec<String> {
+    let models = |needs: fn(&ModelConfig) -> bool| {
+        config.models.iter().filter(|m| needs(m)).map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    let mut notes = Vec::new();
+    let onnxruntime = models(|m| m.engine == crate::config::Engine::OnnxRuntime);
+    if !onnxruntime.is_empty() {
+        notes.push(format!(
+            "engine onnxruntime ({onnxruntime}): the image must carry libonnxruntime.so at server.onnxruntime_library's path (packaging/Dockerfile does not); without it those versions fail to load, with the reason in /health"
+        ));
+    }
+    let cuda = models(|m| m.device.is_gpu());
+    if !cuda.is_empty() {
+        notes.push(format!(
+            "device cuda ({cuda}): the pod asks for nvidia.com/gpu (the NVIDIA device plugin must run on the nodes) and the image must carry the CUDA 13 libraries (cudart, nvrtc, cublas, cudnn; packaging/Dockerfile does not); the node's driver provides libcuda"
+        ));
+    }
+    notes
 }
 
 fn runbook(plan: &Plan, rendered: &Rendered) -> String {
