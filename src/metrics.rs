@@ -67,6 +67,7 @@ pub const PROTOCOLS: [&str; 3] = [OIP, PREDICT, TFSERVING];
 /// Codes whose request counters exist from a version's start: the ones alerts read.
 const START_CODES: [&str; 5] = ["200", "400", "500", "503", "504"];
 const WORKER: &[&str] = &["model", "version", "slot"];
+const GPU: &[&str] = &["gpu", "name"];
 
 pub struct Metrics {
     registry: Registry,
@@ -102,12 +103,6 @@ pub struct Metrics {
     pub worker_gpu_memory_bytes: IntGaugeVec,
 }
 
-const GPU: &[&str] = &["gpu", "name"];
-
-fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
-}
-
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
     HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric")
 }
@@ -118,6 +113,10 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 impl Metrics {
@@ -216,11 +215,7 @@ impl Metrics {
                 "Percent of a model's unpinned traffic each live version receives.",
                 MODEL_VERSION,
             ),
-            build_info: GaugeVec::new(
-                Opts::new(names::BUILD_INFO, "Always 1; labels give the modeld version."),
-                &["version"],
-            )
-            .expect("valid metric"),
+            build_info: float_gauge(names::BUILD_INFO, "Always 1; labels give the modeld version.", &["version"]),
             gpu_memory_used: gauge(names::GPU_MEMORY_USED_BYTES, "GPU memory in use, by every process.", GPU),
             gpu_memory_total: gauge(names::GPU_MEMORY_TOTAL_BYTES, "GPU memory in all.", GPU),
             gpu_utilization: float_gauge(
