@@ -20,7 +20,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 
-pub type Plan = Arc<dyn Runnable>;
+/// A plan for one set of shapes. The CPU's is tract's own plan, run as before; a GPU's is
+/// what tract-cuda's runtime prepared.
+#[derive(Clone)]
+pub enum Plan {
+    Cpu(Arc<TypedRunnableModel>),
+    Cuda(Arc<dyn Runnable>),
+}
+
+impl Plan {
+    pub fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        match self {
+            Plan::Cpu(plan) => plan.run(inputs),
+            Plan::Cuda(plan) => plan.run(inputs),
+        }
+    }
+}
 
 /// The shapes of a request's inputs, in the model's input order.
 pub type ShapeKey = Vec<Vec<usize>>;
@@ -93,9 +108,9 @@ impl PlanCache {
             }
         };
         // Optimizing declutters first; tract-cuda's transform expects a decluttered model.
-        let plan: Plan = match self.placement {
-            Placement::Cpu => Arc::new(model.into_optimized()?.into_runnable()?),
-            Placement::Cuda => Arc::from(cuda_runtime()?.prepare(model.into_decluttered()?)?),
+        let plan = match self.placement {
+            Placement::Cpu => Plan::Cpu(model.into_optimized()?.into_runnable()?),
+            Placement::Cuda => Plan::Cuda(Arc::from(cuda_runtime()?.prepare(model.into_decluttered()?)?)),
         };
         tracing::debug!(?shapes, elapsed_ms = started.elapsed().as_millis() as u64, "built plan");
         Ok(plan)
