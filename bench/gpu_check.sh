@@ -14,7 +14,12 @@
 #   bench/gpu_check.sh pack       (builds, then writes target/gpu-check.tar.xz)
 #   bench/gpu_check.sh            (there: unpacks it when the binaries are missing;
 #                                  MODELD=… GPU_COMPARE=… LOAD=… to use others;
-#                                  BATCH_MODEL=x.onnx BATCH_INPUT=name BATCH_SHAPE=1,3,224,224)
+#                                  BATCH_MODEL=x.onnx BATCH_INPUT=name BATCH_SHAPE=1,3,224,224;
+#                                  WITHOUT_GPU=1 to try the script itself on a CPU host)
+# Each check runs even when one before it failed (a borrowed GPU gives one try); the
+# daemons' logs are copied to $OUT when it is set (the device tool's folder).
+# CUDA's libraries (cudart, nvrtc, cublas, cudnn) are looked for on the host and put on
+# LD_LIBRARY_PATH when the loader does not already find them.
 # Exit 0: every check passed; 1: one failed; 2: no GPU here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +30,22 @@ BATCH_MODEL=${BATCH_MODEL:-tests/fixtures/reference/squeezenet1_1.onnx}
 BATCH_INPUT=${BATCH_INPUT:-input}
 BATCH_SHAPE=${BATCH_SHAPE:-1,3,224,224}
 DEVICE=${DEVICE:-cuda}
-fail() { echo "FAILED: $*" >&2; exit 1; }
+failed=()
+fail() { echo "FAILED: $*" >&2; return 1; }
+step() { # $1: the check's name; the rest: its command. A failure is noted, not fatal.
+  local name=$1; shift
+  echo "== $name"
+  "$@" || failed+=("$name")
+}
+keep_log() { [ -z "${OUT:-}" ] || cp "$1" "$OUT/$2" 2>/dev/null || true; }
+cuda_libraries() { # the folders holding CUDA's libraries, for LD_LIBRARY_PATH
+  local lib dirs=()
+  for lib in libcudart.so.13 libnvrtc.so.13 libcublas.so.13 libcudnn.so.9; do
+    ldconfig -p | grep -q "$lib" && continue
+    dirs+=("$(find / -xdev \( -path /proc -o -path /sys \) -prune -o -name "$lib" -print -quit 2>/dev/null | xargs -r dirname || true)")
+  done
+  printf '%s\n' "${dirs[@]}" | sort -u | { grep . || true; } | paste -sd:
+}
 packed=target/gpu-check.tar.xz
 if [ "${1:-}" = pack ]; then
   cargo build --release --bin modeld --example gpu_compare --example load
@@ -33,16 +53,18 @@ if [ "${1:-}" = pack ]; then
   echo "wrote $packed ($(du -h "$packed" | cut -f1))"; exit 0
 fi
 [ -x "$MODELD" ] || [ ! -f "$packed" ] || tar xJf "$packed"
-[ -e /dev/nvidiactl ] || { echo "no NVIDIA GPU on this host (/dev/nvidiactl)"; exit 2; }
+[ -e /dev/nvidiactl ] || [ -n "${WITHOUT_GPU:-}" ] || { echo "no NVIDIA GPU on this host (/dev/nvidiactl)"; exit 2; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
 echo "modeld $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u)"
-
-echo "== 1. reference models: CPU against CUDA"
-"$GPU_COMPARE" 20 || fail "gpu_compare"
-
-echo "== 2. CPU -> GPU blue-green under load"
-work=$(mktemp -d)
+found=$(cuda_libraries)
+[ -z "$found" ] || export LD_LIBRARY_PATH="$found${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+work=$(mktemp -d) url="" daemon=""
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+step "1. reference models: CPU against CUDA" "$GPU_COMPARE" 20
+
+swap_under_load() {
 mkdir -p "$work/models/tabular_mlp/1"
 cp tests/fixtures/reference/tabular_mlp.onnx "$work/models/tabular_mlp/1/model.onnx"
 config() {
@@ -82,34 +104,40 @@ for i in 1 2 3 4; do load "$i" & done
 sleep 3
 config cuda
 started=$(date +%s)
-"$MODELD" reload --config "$work/modeld.toml" --socket "$work/run/admin.sock"
+"$MODELD" reload --config "$work/modeld.toml" --socket "$work/run/admin.sock" || { keep_log "$work/log" swap.log; fail "reload refused"; return 1; }
 # The GPU worker compiles tract's kernels first (about a minute), then bakes 20 s.
 until "$MODELD" history tabular_mlp --socket "$work/run/admin.sock" | grep -Eq 'promoted|reverted|failed'; do
-  [ $(( $(date +%s) - started )) -lt 480 ] || fail "the swap did not end in 8 minutes"
+  [ $(( $(date +%s) - started )) -lt 240 ] || { keep_log "$work/log" swap.log; fail "the swap did not end in 4 minutes"; return 1; }
   sleep 2
 done
 touch "$work/stop"; wait $(jobs -p | grep -v "^$daemon$") 2>/dev/null || true
 "$MODELD" history tabular_mlp --socket "$work/run/admin.sock"
 total=$(cat "$work"/codes.* | wc -l); bad=$(cat "$work"/codes.* | grep -vc '^200$' || true)
 echo "  requests during the swap: $total, not 200: $bad, took $(( $(date +%s) - started )) s"
-"$MODELD" history tabular_mlp --socket "$work/run/admin.sock" | grep -q promoted || fail "the GPU version was not promoted"
-[ "$bad" -eq 0 ] || fail "$bad requests failed during the swap"
+keep_log "$work/log" swap.log
+"$MODELD" history tabular_mlp --socket "$work/run/admin.sock" | grep -q promoted || fail "the GPU version was not promoted" || return 1
+[ "$bad" -eq 0 ] || fail "$bad requests failed during the swap" || return 1
 health=$(curl -s "$url/health")
 grep -q '"device":"cuda:0' <<<"$health" || fail "the version does not run on CUDA: $health"
+}
 
-echo "== 3. GPU telemetry"
+telemetry() {
 sleep 2
 metrics=$(curl -s "$url/metrics")
 health=$(curl -s "$url/health")
-grep -E '^modeld_(gpu_|worker_gpu_memory)' <<<"$metrics" || fail "no GPU series in /metrics"
-grep -Eq '^modeld_gpu_memory_total_bytes\{.*\} [1-9]' <<<"$metrics" || fail "no GPU memory total"
-grep -Eq '^modeld_worker_gpu_memory_bytes\{.*\} [1-9]' <<<"$metrics" || fail "no worker GPU memory"
-grep -o '"gpus":\[[^]]*\]' <<<"$health" || fail "no gpus in /health"
-grep -q '"gpu_memory":{"status":"ok"' <<<"$health" || fail "gpu_memory check not ok: $health"
+echo "$health" > "$work/health.json"; keep_log "$work/health.json" health.json
+grep -E '^modeld_(gpu_|worker_gpu_memory)' <<<"$metrics" || fail "no GPU series in /metrics" || return 1
+grep -Eq '^modeld_gpu_memory_total_bytes\{.*\} [1-9]' <<<"$metrics" || fail "no GPU memory total" || return 1
+grep -Eq '^modeld_worker_gpu_memory_bytes\{.*\} [1-9]' <<<"$metrics" || fail "no worker GPU memory" || return 1
+grep -o '"gpus":\[[^]]*\]' <<<"$health" || fail "no gpus in /health" || return 1
+grep -q '"gpu_memory":{"status":"ok"' <<<"$health" || fail "gpu_memory check not ok: $health" || return 1
 grep -q '"gpu_errors":{"status":"ok"' <<<"$health" || fail "gpu_errors check not ok: $health"
-kill "$daemon"; wait "$daemon" 2>/dev/null || true
+}
+step "2. CPU -> GPU blue-green under load" swap_under_load
+step "3. GPU telemetry" telemetry
+touch "$work/stop"
+[ -z "$daemon" ] || { kill "$daemon"; wait "$daemon"; } 2>/dev/null || true
 
-echo "== 4. dynamic batching on $DEVICE: $(basename "$BATCH_MODEL") at c=32, off against max_batch 32 / 2 ms"
 batching_run() { # $1: max_batch; prints the client's JSON line
   local dir="$work/batch-$1" pid addr
   mkdir -p "$dir/models/m/1"
@@ -120,13 +148,25 @@ batching_run() { # $1: max_batch; prints the client's JSON line
   pid=$!
   for _ in $(seq 100); do [ -s "$dir/run/http.addr" ] && break; sleep 0.1; done
   addr=$(cat "$dir/run/http.addr")
-  for _ in $(seq 3000); do curl -sf "http://$addr/v2/health/ready" >/dev/null && break; sleep 0.2; done
+  for _ in $(seq 1200); do
+    curl -sf "http://$addr/v2/health/ready" >/dev/null && break
+    grep -Eq 'version failed|failed to start' "$dir/log" && break
+    sleep 0.2
+  done
+  curl -sf "http://$addr/v2/health/ready" >/dev/null || {
+    kill "$pid"; keep_log "$dir/log" "batch-$1.log"; echo "max_batch $1: not ready: $(grep -Em1 'version failed|failed to start' "$dir/log" | cut -c1-300)"; return 1
+  }
   "$LOAD" "http://$addr/v2/models/m/infer" "$BATCH_INPUT" "$BATCH_SHAPE" 32 15
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  keep_log "$dir/log" "batch-$1.log"
 }
-off=$(batching_run 1); echo "  off: $off"
-on=$(batching_run 32); echo "  on:  $on"
+batching() {
+off=$(batching_run 1) || fail "$off" || return 1; echo "  off: $off"
+on=$(batching_run 32) || fail "$on" || return 1; echo "  on:  $on"
 rps() { sed 's/.*"rps": \([0-9.]*\).*/\1/' <<<"$1"; }
-for run in "$off" "$on"; do grep -q '"non_2xx": 0, "errors": 0' <<<"$run" || fail "failed requests: $run"; done
+for run in "$off" "$on"; do grep -q '"non_2xx": 0, "errors": 0' <<<"$run" || fail "failed requests: $run" || return 1; done
 awk -v on="$(rps "$on")" -v off="$(rps "$off")" 'BEGIN { printf "  batching on / off: %.2fx images/s (target >= 5x)\n", on / off }'
+}
+step "4. dynamic batching on $DEVICE: $(basename "$BATCH_MODEL") at c=32, off against max_batch 32 / 2 ms" batching
+[ ${#failed[@]} -eq 0 ] || { printf 'FAILED: %s\n' "${failed[@]}"; exit 1; }
 echo "all GPU checks passed"

@@ -47,31 +47,53 @@ fn main() -> anyhow::Result<()> {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut outside = Vec::new();
     for case in &cases {
-        let cpu = engine(&case.path, Placement::Cpu)?;
-        let gpu = cuda.as_ref().ok().map(|_| engine(&case.path, Placement::Cuda)).transpose()?;
-        for batch in [1, 32] {
-            let Some(request) = request(case, batch, &cpu) else { continue };
-            let rows = request.shape[0];
-            let (cpu_ms, cpu_out) = time(runs, &cpu, &request)?;
-            let mut row = format!("| {} | {rows} | {cpu_ms:.3} | {:.1} |", case.name, rows_per_s(rows, cpu_ms));
-            if let Some(gpu) = &gpu {
-                let (gpu_ms, gpu_out) = time(runs, gpu, &request)?;
-                let diff = max_abs_diff(&cpu_out, &gpu_out);
-                if diff > case.tolerance {
-                    outside.push(format!("{} batch {batch}: {diff:e} > {:e}", case.name, case.tolerance));
-                }
-                row +=
-                    &format!(" {gpu_ms:.3} | {:.1} | {:.2}x | {diff:.1e} |", rows_per_s(rows, gpu_ms), cpu_ms / gpu_ms);
-            } else {
-                row += " - | - | - | - |";
-            }
-            println!("{row}");
+        // One model failing on the device (an error, or a panic inside tract-cuda) is
+        // reported and the others still run: a borrowed GPU gives one try.
+        let compared =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compare(case, runs, cuda.is_ok(), &mut outside)));
+        match compared {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => outside.push(format!("{}: {why:#}", case.name)),
+            Err(panic) => outside.push(format!("{}: panicked: {}", case.name, panic_message(&panic))),
         }
     }
     if !outside.is_empty() {
-        anyhow::bail!("GPU outputs outside tolerance: {}", outside.join("; "));
+        anyhow::bail!("GPU outputs outside tolerance or failed: {}", outside.join("; "));
     }
     Ok(())
+}
+
+/// One model's rows of the table: the CPU's figures, and the GPU's beside them when there
+/// is one; outputs farther apart than the model's tolerance go to `outside`.
+fn compare(case: &Case, runs: usize, on_gpu: bool, outside: &mut Vec<String>) -> anyhow::Result<()> {
+    let cpu = engine(&case.path, Placement::Cpu)?;
+    let gpu = on_gpu.then(|| engine(&case.path, Placement::Cuda)).transpose()?;
+    for batch in [1, 32] {
+        let Some(request) = request(case, batch, &cpu) else { continue };
+        let rows = request.shape[0];
+        let (cpu_ms, cpu_out) = time(runs, &cpu, &request)?;
+        let mut row = format!("| {} | {rows} | {cpu_ms:.3} | {:.1} |", case.name, rows_per_s(rows, cpu_ms));
+        if let Some(gpu) = &gpu {
+            let (gpu_ms, gpu_out) = time(runs, gpu, &request)?;
+            let diff = max_abs_diff(&cpu_out, &gpu_out);
+            if diff > case.tolerance {
+                outside.push(format!("{} batch {batch}: {diff:e} > {:e}", case.name, case.tolerance));
+            }
+            row += &format!(" {gpu_ms:.3} | {:.1} | {:.2}x | {diff:.1e} |", rows_per_s(rows, gpu_ms), cpu_ms / gpu_ms);
+        } else {
+            row += " - | - | - | - |";
+        }
+        println!("{row}");
+    }
+    Ok(())
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "(no message)".into(),
+    }
 }
 
 /// The reference models, and any `MODEL.onnx:INPUT` given (a random input of its declared
