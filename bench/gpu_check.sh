@@ -15,6 +15,8 @@
 #   bench/gpu_check.sh            (there: unpacks it when the binaries are missing;
 #                                  MODELD=… GPU_COMPARE=… LOAD=… to use others;
 #                                  BATCH_MODEL=x.onnx BATCH_INPUT=name BATCH_SHAPE=1,3,224,224;
+#                                  WORKERS=n for n workers in check 4; STEPS="1 4" to run some checks only; STATE_DIR=… to keep
+#                                  tract's compiled kernels between runs;
 #                                  WITHOUT_GPU=1 to try the script itself on a CPU host)
 # Each check runs even when one before it failed (a borrowed GPU gives one try); the
 # daemons' logs are copied to $OUT when it is set (the device tool's folder).
@@ -34,6 +36,7 @@ failed=()
 fail() { echo "FAILED: $*" >&2; return 1; }
 step() { # $1: the check's name; the rest: its command. A failure is noted, not fatal.
   local name=$1; shift
+  [[ " ${STEPS:-1 2 3 4} " == *" ${name%%.*} "* ]] || return 0
   echo "== $name"
   "$@" || failed+=("$name")
 }
@@ -142,8 +145,8 @@ batching_run() { # $1: max_batch; prints the client's JSON line
   local dir="$work/batch-$1" pid addr
   mkdir -p "$dir/models/m/1"
   cp "$BATCH_MODEL" "$dir/models/m/1/model.onnx"
-  printf '[server]\nlisten = "127.0.0.1:0"\nrepository = "models"\nrun_dir = "run"\nstate_dir = "%s"\nadmin_socket = "run/admin.sock"\n\n[[model]]\nname = "m"\nworkers = 1\ndevice = "%s"\n[model.batching]\nmax_batch = %s\ndelay = "2ms"\n' \
-    "$work/state" "$DEVICE" "$1" > "$dir/modeld.toml"
+  printf '[server]\nlisten = "127.0.0.1:0"\nrepository = "models"\nrun_dir = "run"\nstate_dir = "%s"\nadmin_socket = "run/admin.sock"\n\n[[model]]\nname = "m"\nworkers = %s\ndevice = "%s"\n[model.batching]\nmax_batch = %s\ndelay = "2ms"\n' \
+    "${STATE_DIR:-$work/state}" "${WORKERS:-1}" "$DEVICE" "$1" > "$dir/modeld.toml"
   "$MODELD" serve --config "$dir/modeld.toml" > "$dir/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do [ -s "$dir/run/http.addr" ] && break; sleep 0.1; done
@@ -157,6 +160,7 @@ batching_run() { # $1: max_batch; prints the client's JSON line
     kill "$pid"; keep_log "$dir/log" "batch-$1.log"; echo "max_batch $1: not ready: $(grep -Em1 'version failed|failed to start' "$dir/log" | cut -c1-300)"; return 1
   }
   "$LOAD" "http://$addr/v2/models/m/infer" "$BATCH_INPUT" "$BATCH_SHAPE" 32 15
+  curl -s "http://$addr/metrics" | grep '^modeld_worker_gpu_memory_bytes' >&2 || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
   keep_log "$dir/log" "batch-$1.log"
 }
