@@ -19,9 +19,20 @@ use tokio::process::{Child, Command};
 /// backtraces when asked for, and the journal's stream (for its log format). Everything
 /// else it needs comes on its command line.
 /// `LD_LIBRARY_PATH`, `CUDA_HOME` and `CUDA_PATH` say where an operator's CUDA (or ONNX
-/// Runtime) libraries are.
-const WORKER_ENV: &[&str] =
-    &["PATH", "LANG", "LC_ALL", "TZ", "RUST_BACKTRACE", "JOURNAL_STREAM", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH"];
+/// Runtime) libraries are; `NVIDIA_TF32_OVERRIDE=0` keeps cuDNN and cuBLAS from using
+/// TF32 arithmetic for float32 work.
+const WORKER_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "RUST_BACKTRACE",
+    "JOURNAL_STREAM",
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "NVIDIA_TF32_OVERRIDE",
+];
 
 /// Under the state directory: tract-cuda's compiled kernels, kept across restarts so only
 /// a host's first CUDA worker spends about a minute compiling them.

@@ -39,6 +39,7 @@ fn workers_run_without_new_privileges_and_with_a_minimal_environment() {
             "LD_LIBRARY_PATH",
             "CUDA_HOME",
             "CUDA_PATH",
+            "NVIDIA_TF32_OVERRIDE",
             "MODELD_LOG",
         ];
         // The test runner's environment (CARGO_*, HOME, ...) reached the daemon, not its workers.
