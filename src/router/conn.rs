@@ -192,10 +192,23 @@ struct Outbox {
     queued: Notify,
 }
 
+/// A frame waiting for the socket, with how much of it was written: a large frame (an
+/// image) goes out in several writes, and its rest is never copied.
+struct Unsent {
+    frame: Vec<u8>,
+    written: usize,
+}
+
+impl Unsent {
+    fn rest(&self) -> &[u8] {
+        &self.frame[self.written..]
+    }
+}
+
 #[derive(Default)]
 struct Queue {
-    /// Frames (or the unsent rest of one) the socket has not taken yet.
-    frames: VecDeque<Vec<u8>>,
+    /// Frames (the first one perhaps partly written) the socket has not taken yet.
+    frames: VecDeque<Unsent>,
     /// A write failed: the connection is finished.
     broken: bool,
     /// The connection was dropped: the writer task ends.
@@ -215,12 +228,12 @@ impl Outbox {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         if !queue.frames.is_empty() {
-            queue.frames.push_back(frame);
+            queue.frames.push_back(Unsent { frame, written: 0 });
             return Ok(());
         }
         match write_some(&self.socket, &frame) {
             Ok(n) if n == frame.len() => return Ok(()),
-            Ok(n) => queue.frames.push_back(frame[n..].to_vec()),
+            Ok(n) => queue.frames.push_back(Unsent { frame, written: n }),
             Err(e) => {
                 queue.broken = true;
                 return Err(e);
@@ -239,13 +252,13 @@ impl Outbox {
             return Err(io::ErrorKind::NotConnected.into());
         }
         while let Some(front) = queue.frames.front_mut() {
-            match write_some(&self.socket, front) {
-                Ok(n) if n == front.len() => {
+            match write_some(&self.socket, front.rest()) {
+                Ok(n) if n == front.rest().len() => {
                     queue.frames.pop_front();
                 }
                 Ok(0) => return Ok(true),
                 Ok(n) => {
-                    front.drain(..n);
+                    front.written += n;
                     return Ok(true);
                 }
                 Err(e) => {

@@ -33,7 +33,7 @@ pub mod engine;
 pub mod manifest;
 
 pub use crate::tensor::{DType, Tensor, TensorSpec, Values};
-use codec::{Reader, Writer};
+use codec::{Reader, Source, Stream, Writer};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -283,15 +283,32 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result
     Ok(Some(body))
 }
 
-/// [`read_frame`] for blocking readers (a worker serving one connection on one thread).
-pub fn read_frame_blocking<R: std::io::Read>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+/// [`read_frame`] and [`Frame::decode`] in one, for the one-thread worker's blocking
+/// socket: an
+/// Infer frame's tensors are read from the socket straight into their own buffers, not
+/// into the frame's and copied out of it (an image is 600 KB). Any other frame is read
+/// whole and decoded. `Ok(None)` on a clean end of stream between frames.
+pub fn read_decoded_blocking<R: std::io::Read>(reader: &mut std::io::BufReader<R>) -> std::io::Result<Option<Frame>> {
     let mut header = [0u8; 4];
-    if !started(reader.read_exact(&mut header))? {
+    if !started(std::io::Read::read_exact(reader, &mut header))? {
         return Ok(None);
     }
-    let mut body = vec![0u8; body_len(header)?];
-    reader.read_exact(&mut body)?;
-    Ok(Some(body))
+    let mut stream = Stream::new(reader, body_len(header)?);
+    let head = stream.u8().and_then(|kind| Ok((kind, stream.u64()?)));
+    let decoded = match head {
+        Ok((4, id)) => read_tensors(&mut stream).map(|inputs| Frame::Infer { id, inputs }),
+        Ok((kind, id)) => {
+            let mut body = vec![kind];
+            body.extend_from_slice(&id.to_le_bytes());
+            let rest = stream.owned(stream.left());
+            rest.and_then(|rest| {
+                body.extend_from_slice(&rest);
+                Frame::decode(&body)
+            })
+        }
+        Err(e) => Err(e),
+    };
+    stream.finish(decoded).map(Some)
 }
 
 /// Whether a frame header was read: false on a clean end of stream before it.
@@ -344,7 +361,7 @@ fn write_tensors(w: &mut Writer, tensors: &[Tensor]) {
     }
 }
 
-fn read_tensors(r: &mut Reader) -> Result<Vec<Tensor>, DecodeError> {
+fn read_tensors(r: &mut impl Source) -> Result<Vec<Tensor>, DecodeError> {
     let count = r.u16()? as usize;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
@@ -353,13 +370,13 @@ fn read_tensors(r: &mut Reader) -> Result<Vec<Tensor>, DecodeError> {
         let rank = r.u8()? as usize;
         let shape = (0..rank).map(|_| r.u64().map(|d| d as usize)).collect::<Result<_, _>>()?;
         let len = r.u64()? as usize;
-        let data = r.take(len)?.to_vec();
+        let data = r.owned(len)?;
         out.push(Tensor { name, dtype, shape, data });
     }
     Ok(out)
 }
 
-fn read_dtype(r: &mut Reader) -> Result<DType, DecodeError> {
+fn read_dtype(r: &mut impl Source) -> Result<DType, DecodeError> {
     let code = r.u8()?;
     DType::from_code(code).ok_or(DecodeError::BadValue("dtype", u64::from(code)))
 }
@@ -463,6 +480,47 @@ mod tests {
         let mut trailing = encoded[4..].to_vec();
         trailing.push(0);
         assert!(Frame::decode(&trailing).is_err());
+    }
+
+    #[test]
+    fn a_frame_read_from_a_stream_is_the_frame_decoded_from_memory() {
+        let frames: Vec<Frame> = sample_frames().into_iter().map(|(_, frame)| frame).collect();
+        let stream: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        let mut reader = std::io::BufReader::with_capacity(16, &stream[..]);
+        for frame in &frames {
+            assert_eq!(read_decoded_blocking(&mut reader).unwrap().as_ref(), Some(frame));
+        }
+        assert!(read_decoded_blocking(&mut reader).unwrap().is_none(), "a clean end between frames");
+    }
+
+    #[test]
+    fn a_short_long_or_cut_frame_from_a_stream_is_an_error() {
+        use std::io::BufReader;
+        let t = Tensor::from_values("x", vec![2], Values::F32(vec![1., 2.])).unwrap();
+        let encoded = Frame::Infer { id: 1, inputs: vec![t] }.encode();
+        let with_len = |body: &[u8], len: usize| [&(len as u32).to_le_bytes()[..], body].concat();
+        let body = &encoded[4..];
+        // The length says less than the tensor holds: its bytes are not read past the frame.
+        let short = with_len(body, body.len() - 1);
+        assert_eq!(
+            read_decoded_blocking(&mut BufReader::new(&short[..])).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        // More announced than the frame's fields use: trailing bytes.
+        let long = with_len(&[body, &[0]].concat(), body.len() + 1);
+        assert_eq!(
+            read_decoded_blocking(&mut BufReader::new(&long[..])).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        // The stream ends inside the frame.
+        let cut = &encoded[..encoded.len() - 3];
+        assert!(read_decoded_blocking(&mut BufReader::new(cut)).is_err());
+        // A tensor announcing more bytes than the frame has allocates nothing of that size.
+        let mut huge = body.to_vec();
+        let at = huge.len() - 8 - 8;
+        huge[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let huge = with_len(&huge, body.len());
+        assert!(read_decoded_blocking(&mut BufReader::new(&huge[..])).is_err());
     }
 
     #[tokio::test]

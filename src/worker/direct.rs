@@ -173,11 +173,10 @@ impl<'a> DirectServer<'a> {
                 None => self.busy_poll(idle)?,
             }
         }
-        let Some(body) = wire::read_frame_blocking(&mut self.reader)? else { return Ok(Next::Closed) };
+        let Some(frame) = wire::read_decoded_blocking(&mut self.reader)? else { return Ok(Next::Closed) };
         if waits && deadline.is_none() {
             self.poll.last_gap = idle.elapsed();
         }
-        let frame = Frame::decode(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let (id, inputs) = match frame {
             Frame::Infer { id, inputs } => (id, inputs),
             Frame::Ping { id } => return Ok(Next::Answered(Frame::Pong { id }.encode())),

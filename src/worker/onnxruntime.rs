@@ -12,9 +12,9 @@ use crate::wire::engine::GraphOptimization;
 use crate::wire::manifest::Manifest;
 use crate::wire::{DType, Tensor, TensorSpec, Values};
 use ort::memory::Allocator;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynTensor, DynTensorValueType, TensorElementType, TensorRef, ValueType};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -304,7 +304,7 @@ impl OrtBackend {
 impl Backend for OrtBackend {
     fn execute(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
         let values = inputs
-            .into_iter()
+            .iter()
             .zip(&self.inputs)
             .map(|(tensor, name)| to_ort(tensor).map(|value| (name.as_str(), value)))
             .collect::<Result<Vec<_>, _>>()?;
@@ -338,8 +338,13 @@ impl Backend for OrtBackend {
     }
 }
 
-fn to_ort(tensor: Tensor) -> Result<ort::session::SessionInputValue<'static>, Failure> {
+/// One input for ONNX Runtime: a view of the request's own buffer where its element type
+/// and alignment allow, so an image is not copied once more per request; else a copy.
+fn to_ort(tensor: &Tensor) -> Result<SessionInputValue<'_>, Failure> {
     let fail = |e: ort::Error| Failure::bad_input(format!("input '{}': {e}", tensor.name));
+    if let Some(view) = view(tensor) {
+        return view.map_err(fail);
+    }
     if tensor.dtype == DType::Bytes {
         let Values::Bytes(items) = tensor.values() else { unreachable!("BYTES tensor") };
         let strings: Vec<String> = items.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
@@ -361,6 +366,36 @@ fn to_ort(tensor: Tensor) -> Result<ort::session::SessionInputValue<'static>, Fa
         }
     }
     Ok(value.into())
+}
+
+/// A view of `tensor`'s bytes as ONNX Runtime's tensor of its element type; `None` where a
+/// copy is needed: strings, bools (normalised to 0 or 1 on the way), no elements, or bytes
+/// not aligned for the element type.
+fn view(tensor: &Tensor) -> Option<Result<SessionInputValue<'_>, ort::Error>> {
+    macro_rules! view_as {
+        ($t:ty) => {{
+            // SAFETY: every bit pattern is a valid value of a primitive number type.
+            let (head, elements, tail) = unsafe { tensor.data.align_to::<$t>() };
+            (head.is_empty() && tail.is_empty())
+                .then(|| TensorRef::from_array_view((tensor.shape.clone(), elements)).map(SessionInputValue::from))
+        }};
+    }
+    if tensor.data.is_empty() {
+        return None;
+    }
+    match tensor.dtype {
+        DType::U8 => view_as!(u8),
+        DType::U16 => view_as!(u16),
+        DType::U32 => view_as!(u32),
+        DType::U64 => view_as!(u64),
+        DType::I8 => view_as!(i8),
+        DType::I16 => view_as!(i16),
+        DType::I32 => view_as!(i32),
+        DType::I64 => view_as!(i64),
+        DType::F32 => view_as!(f32),
+        DType::F64 => view_as!(f64),
+        DType::Bool | DType::Bytes => None,
+    }
 }
 
 /// Converts one output of ONNX Runtime's into ours.
