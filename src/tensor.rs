@@ -164,6 +164,8 @@ pub struct Tensor {
 pub enum TensorError {
     #[error("tensor '{name}': shape {shape:?} holds {expected} elements but {got} were given")]
     LengthMismatch { name: String, shape: Vec<usize>, expected: usize, got: usize },
+    #[error("tensor '{name}': {bytes} bytes is not a whole number of {dtype} elements ({size} bytes each)")]
+    PartialElement { name: String, dtype: DType, bytes: usize, size: usize },
     #[error("tensor '{name}': malformed BYTES element data")]
     MalformedBytes { name: String },
 }
@@ -189,7 +191,11 @@ impl Tensor {
     pub fn check(&self) -> Result<(), TensorError> {
         let expected = self.element_count();
         let got = match self.dtype.size() {
-            Some(size) => self.data.len() / size + usize::from(!self.data.len().is_multiple_of(size)),
+            Some(size) if !self.data.len().is_multiple_of(size) => {
+                let (name, dtype, bytes) = (self.name.clone(), self.dtype, self.data.len());
+                return Err(TensorError::PartialElement { name, dtype, bytes, size });
+            }
+            Some(size) => self.data.len() / size,
             None => count_strings(&self.data).ok_or_else(|| TensorError::MalformedBytes { name: self.name.clone() })?,
         };
         if got != expected {
@@ -454,6 +460,18 @@ mod tests {
             t.check(),
             Err(TensorError::LengthMismatch { name: "x".into(), shape: vec![2, 2], expected: 4, got: 3 })
         );
+    }
+
+    /// Bytes short of a whole element are refused, not rounded up to one: 7 bytes are not
+    /// two FP32 values (the last would be read past the data, or from the next request's).
+    #[test]
+    fn check_rejects_a_partial_element() {
+        for (bytes, shape) in [(7, vec![2]), (9, vec![2]), (1, vec![1])] {
+            let t = Tensor { name: "x".into(), dtype: DType::F32, shape, data: vec![0; bytes] };
+            let refused = t.check().unwrap_err();
+            assert_eq!(refused, TensorError::PartialElement { name: "x".into(), dtype: DType::F32, bytes, size: 4 });
+            assert!(refused.to_string().contains(&format!("{bytes} bytes is not a whole number of FP32")), "{refused}");
+        }
     }
 
     #[test]

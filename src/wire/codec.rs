@@ -1,5 +1,6 @@
-//! Little-endian primitive encoding for frames: a growable writer and a bounds-checked
-//! reader that never panics on hostile input.
+//! Little-endian primitive encoding for frames: a growable writer, and bounds-checked
+//! readers that never panic on hostile input, over a frame body in memory ([`Reader`]) or
+//! over the socket, one frame at a time ([`Stream`]).
 
 /// Why a frame body could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

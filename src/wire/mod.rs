@@ -284,10 +284,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result
 }
 
 /// [`read_frame`] and [`Frame::decode`] in one, for the one-thread worker's blocking
-/// socket: an
-/// Infer frame's tensors are read from the socket straight into their own buffers, not
-/// into the frame's and copied out of it (an image is 600 KB). Any other frame is read
-/// whole and decoded. `Ok(None)` on a clean end of stream between frames.
+/// socket: an Infer frame's tensors are read from the socket straight into their own
+/// buffers, not into the frame's and copied out of it (an image is 600 KB). Any other
+/// frame is read whole and decoded. `Ok(None)` on a clean end of stream between frames.
+/// After an error the stream is mid-frame: the connection is done.
 pub fn read_decoded_blocking<R: std::io::Read>(reader: &mut std::io::BufReader<R>) -> std::io::Result<Option<Frame>> {
     let mut header = [0u8; 4];
     if !started(std::io::Read::read_exact(reader, &mut header))? {
@@ -363,7 +363,8 @@ fn write_tensors(w: &mut Writer, tensors: &[Tensor]) {
 
 fn read_tensors(r: &mut impl Source) -> Result<Vec<Tensor>, DecodeError> {
     let count = r.u16()? as usize;
-    let mut out = Vec::with_capacity(count);
+    // Room for the tensors a request brings, not for the 65,535 a hostile count claims.
+    let mut out = Vec::with_capacity(count.min(64));
     for _ in 0..count {
         let name = r.str()?;
         let dtype = read_dtype(r)?;
@@ -395,7 +396,8 @@ fn write_specs(w: &mut Writer, specs: &[TensorSpec]) {
 
 fn read_specs(r: &mut Reader) -> Result<Vec<TensorSpec>, DecodeError> {
     let count = r.u16()? as usize;
-    let mut out = Vec::with_capacity(count);
+    // Room for the tensors a request brings, not for the 65,535 a hostile count claims.
+    let mut out = Vec::with_capacity(count.min(64));
     for _ in 0..count {
         let name = r.str()?;
         let dtype = read_dtype(r)?;
