@@ -86,6 +86,10 @@ fn malformed_binary_requests_say_what_is_wrong() {
     let (status, message) = error(binary_request(&daemon, "m", json!({"inputs": [input(12)]}), &[0u8; 12]));
     assert_eq!(status, 400);
     assert!(message.contains("holds 4 elements but 3 were given"), "{message}");
+    // 15 bytes are not four FP32 values (nor, rounded up, a fourth one).
+    let (status, message) = error(binary_request(&daemon, "m", json!({"inputs": [input(15)]}), &[0u8; 15]));
+    assert_eq!(status, 400);
+    assert!(message.contains("15 bytes is not a whole number of FP32 elements (4 bytes each)"), "{message}");
     let (_, message) = error(binary_request(&daemon, "m", json!({"inputs": [input(16)]}), &[0u8; 20]));
     assert!(message.contains("4 bytes of binary data follow the JSON header that no input"), "{message}");
     let header = json!({"inputs": [input(16)]}).to_string();
