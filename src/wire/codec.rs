@@ -150,15 +150,12 @@ impl<'r, R: std::io::Read> Stream<'r, R> {
         Stream { reader, left: len, failed: None }
     }
 
-    /// Bytes of the frame not read yet.
-    pub fn left(&self) -> usize {
-        self.left
-    }
-
     /// Takes `n` of the bytes left, or says how many are missing.
     fn claim(&mut self, n: usize) -> Result<(), DecodeError> {
-        let left = self.left.checked_sub(n).ok_or(DecodeError::Truncated { needed: n - self.left.min(n) })?;
-        self.left = left;
+        if n > self.left {
+            return Err(DecodeError::Truncated { needed: n - self.left });
+        }
+        self.left -= n;
         Ok(())
     }
 

@@ -222,20 +222,28 @@ impl Frame {
     /// Decodes one frame body (without its length prefix).
     pub fn decode(body: &[u8]) -> Result<Frame, DecodeError> {
         let mut r = Reader::new(body);
+        let frame = Frame::read(&mut r)?;
+        r.expect_end()?;
+        Ok(frame)
+    }
+
+    /// Reads one frame body's fields, from memory or from the socket; what is left after
+    /// them is the caller's to refuse.
+    fn read(r: &mut impl Source) -> Result<Frame, DecodeError> {
         let kind = r.u8()?;
         let id = r.u64()?;
         let frame = match kind {
             1 => Frame::Hello { protocol: r.u16()? },
-            2 => Frame::Ready(read_info(&mut r)?),
+            2 => Frame::Ready(read_info(r)?),
             3 => Frame::LoadFailed { reason: r.str()? },
-            4 => Frame::Infer { id, inputs: read_tensors(&mut r)? },
+            4 => Frame::Infer { id, inputs: read_tensors(r)? },
             5 => {
                 let queued = Duration::from_micros(r.u64()?);
                 let computed = Duration::from_micros(r.u64()?);
                 let batch = r.u32()?;
                 let leads = r.u8()? != 0;
                 let timing = Timing { queued, computed, batch, leads, plans_built: r.u32()? };
-                Frame::Output { id, timing, outputs: read_tensors(&mut r)? }
+                Frame::Output { id, timing, outputs: read_tensors(r)? }
             }
             6 => {
                 let fault = match r.u8()? {
@@ -250,7 +258,6 @@ impl Frame {
             8 => Frame::Pong { id },
             other => return Err(DecodeError::BadValue("frame kind", u64::from(other))),
         };
-        r.expect_end()?;
         Ok(frame)
     }
 }
@@ -284,30 +291,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result
 }
 
 /// [`read_frame`] and [`Frame::decode`] in one, for the one-thread worker's blocking
-/// socket: an Infer frame's tensors are read from the socket straight into their own
-/// buffers, not into the frame's and copied out of it (an image is 600 KB). Any other
-/// frame is read whole and decoded. `Ok(None)` on a clean end of stream between frames.
-/// After an error the stream is mid-frame: the connection is done.
+/// socket: the frame's fields are read from the socket as they are decoded, so a tensor's
+/// bytes land straight in their own buffer, not in the frame's and copied out of it (an
+/// image is 600 KB). `Ok(None)` on a clean end of stream between frames. After an error
+/// the stream is mid-frame: the connection is done.
 pub fn read_decoded_blocking<R: std::io::Read>(reader: &mut std::io::BufReader<R>) -> std::io::Result<Option<Frame>> {
     let mut header = [0u8; 4];
     if !started(std::io::Read::read_exact(reader, &mut header))? {
         return Ok(None);
     }
     let mut stream = Stream::new(reader, body_len(header)?);
-    let head = stream.u8().and_then(|kind| Ok((kind, stream.u64()?)));
-    let decoded = match head {
-        Ok((4, id)) => read_tensors(&mut stream).map(|inputs| Frame::Infer { id, inputs }),
-        Ok((kind, id)) => {
-            let mut body = vec![kind];
-            body.extend_from_slice(&id.to_le_bytes());
-            let rest = stream.owned(stream.left());
-            rest.and_then(|rest| {
-                body.extend_from_slice(&rest);
-                Frame::decode(&body)
-            })
-        }
-        Err(e) => Err(e),
-    };
+    let decoded = Frame::read(&mut stream);
     stream.finish(decoded).map(Some)
 }
 
@@ -363,8 +357,7 @@ fn write_tensors(w: &mut Writer, tensors: &[Tensor]) {
 
 fn read_tensors(r: &mut impl Source) -> Result<Vec<Tensor>, DecodeError> {
     let count = r.u16()? as usize;
-    // Room for the tensors a request brings, not for the 65,535 a hostile count claims.
-    let mut out = Vec::with_capacity(count.min(64));
+    let mut out = room_for(count);
     for _ in 0..count {
         let name = r.str()?;
         let dtype = read_dtype(r)?;
@@ -375,6 +368,12 @@ fn read_tensors(r: &mut impl Source) -> Result<Vec<Tensor>, DecodeError> {
         out.push(Tensor { name, dtype, shape, data });
     }
     Ok(out)
+}
+
+/// A list with room for the `count` items a frame announces, up to what a real frame
+/// holds: a hostile count of 65,535 reserves nothing of that size.
+fn room_for<T>(count: usize) -> Vec<T> {
+    Vec::with_capacity(count.min(64))
 }
 
 fn read_dtype(r: &mut impl Source) -> Result<DType, DecodeError> {
@@ -394,10 +393,9 @@ fn write_specs(w: &mut Writer, specs: &[TensorSpec]) {
     }
 }
 
-fn read_specs(r: &mut Reader) -> Result<Vec<TensorSpec>, DecodeError> {
+fn read_specs(r: &mut impl Source) -> Result<Vec<TensorSpec>, DecodeError> {
     let count = r.u16()? as usize;
-    // Room for the tensors a request brings, not for the 65,535 a hostile count claims.
-    let mut out = Vec::with_capacity(count.min(64));
+    let mut out = room_for(count);
     for _ in 0..count {
         let name = r.str()?;
         let dtype = read_dtype(r)?;
@@ -427,7 +425,7 @@ fn write_info(w: &mut Writer, info: &ModelInfo) {
     }
 }
 
-fn read_info(r: &mut Reader) -> Result<ModelInfo, DecodeError> {
+fn read_info(r: &mut impl Source) -> Result<ModelInfo, DecodeError> {
     let load_mode = r.str()?;
     let plans_built = r.u32()?;
     let device = r.str()?;
