@@ -15,7 +15,7 @@ use modeld::tensor::{Tensor, Values};
 use modeld::wire::Buckets;
 use modeld::wire::engine::{DeviceKind, EngineKind};
 use modeld::worker::device::{self, Placement};
-use modeld::worker::engine::Engine;
+use modeld::worker::engine::{Engine, panic_text};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         match compared {
             Ok(Ok(())) => {}
             Ok(Err(why)) => outside.push(format!("{}: {why:#}", case.name)),
-            Err(panic) => outside.push(format!("{}: panicked: {}", case.name, panic_message(&panic))),
+            Err(panic) => outside.push(format!("{}: panicked: {}", case.name, panic_text(&panic))),
         }
     }
     if !outside.is_empty() {
@@ -98,14 +98,6 @@ fn compare(case: &Case, runs: usize, on_gpu: bool, outside: &mut Vec<String>) ->
         println!("{row}");
     }
     Ok(())
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(text), _) => text.to_string(),
-        (_, Some(text)) => text.clone(),
-        _ => "(no message)".into(),
-    }
 }
 
 /// The reference models, and any `MODEL.onnx:INPUT` given (a random input of its declared

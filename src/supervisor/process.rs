@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 /// `LD_LIBRARY_PATH`, `CUDA_HOME` and `CUDA_PATH` say where an operator's CUDA (or ONNX
 /// Runtime) libraries are; `NVIDIA_TF32_OVERRIDE=0` keeps cuDNN and cuBLAS from using
 /// TF32 arithmetic for float32 work.
-const WORKER_ENV: &[&str] = &[
+pub const WORKER_ENV: &[&str] = &[
     "PATH",
     "LANG",
     "LC_ALL",

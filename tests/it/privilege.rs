@@ -28,20 +28,10 @@ fn workers_run_without_new_privileges_and_with_a_minimal_environment() {
             .filter(|kv| !kv.is_empty())
             .map(|kv| String::from_utf8_lossy(kv).split('=').next().unwrap_or_default().to_string())
             .collect();
-        // Where libraries are (CUDA's, ONNX Runtime's) passes too: cargo sets LD_LIBRARY_PATH.
-        let allowed = [
-            "PATH",
-            "LANG",
-            "LC_ALL",
-            "TZ",
-            "RUST_BACKTRACE",
-            "JOURNAL_STREAM",
-            "LD_LIBRARY_PATH",
-            "CUDA_HOME",
-            "CUDA_PATH",
-            "NVIDIA_TF32_OVERRIDE",
-            "MODELD_LOG",
-        ];
+        // The variables the supervisor passes on (where CUDA's and ONNX Runtime's libraries
+        // are among them: cargo sets LD_LIBRARY_PATH), and the log format it sets.
+        let allowed: Vec<&str> =
+            modeld::supervisor::process::WORKER_ENV.iter().copied().chain(["MODELD_LOG"]).collect();
         // The test runner's environment (CARGO_*, HOME, ...) reached the daemon, not its workers.
         assert!(keys.iter().all(|k| allowed.contains(&k.as_str())), "worker {pid} environment: {keys:?}");
         assert!(keys.contains(&"MODELD_LOG".to_string()));
