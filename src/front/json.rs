@@ -390,6 +390,21 @@ mod tests {
         assert_eq!(parse("[1e39]", DType::F64).unwrap().values, Values::F64(vec![1e39]));
     }
 
+    /// Found by the `floats` fuzz target: a number just past f64's range (its correct
+    /// rounding is infinity, so the float scanner declines it) was rounded down to f64::MAX
+    /// by serde_json's approximate parse in the general one. serde_json now rounds
+    /// correctly (`float_roundtrip`), and both paths refuse it.
+    #[test]
+    fn numbers_past_fp64s_range_are_refused_on_every_path() {
+        let regression = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/floats/past_f64_max_rounds_to_infinity"
+        ))
+        .unwrap();
+        assert!(parse(&regression, DType::F64).is_err(), "{regression}");
+        assert_eq!(parse("[1.7976931348623158e308]", DType::F64).unwrap().values, Values::F64(vec![f64::MAX]));
+    }
+
     #[test]
     fn ragged_arrays_are_refused() {
         assert!(parse("[[1, 2], [3]]", DType::F32).unwrap_err().contains("ragged"));
