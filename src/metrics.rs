@@ -41,9 +41,11 @@ pub mod names {
     pub const INFLIGHT_REQUESTS: &str = "modeld_inflight_requests";
     pub const MODEL_LOAD_DURATION_SECONDS: &str = "modeld_model_load_duration_seconds";
     pub const NONFINITE_OUTPUTS_TOTAL: &str = "modeld_nonfinite_outputs_total";
+    pub const OUTPUT_CONTRACT_VIOLATIONS_TOTAL: &str = "modeld_output_contract_violations_total";
     pub const PLAN_BUILDS_TOTAL: &str = "modeld_plan_builds_total";
     pub const QUEUE_DURATION_SECONDS: &str = "modeld_queue_duration_seconds";
     pub const REQUEST_DURATION_SECONDS: &str = "modeld_request_duration_seconds";
+    pub const REPLAYED_REQUESTS_TOTAL: &str = "modeld_replayed_requests_total";
     pub const REQUESTS_TOTAL: &str = "modeld_requests_total";
     pub const ROLLOUT_PHASE: &str = "modeld_rollout_phase";
     pub const SHADOW_REQUESTS_TOTAL: &str = "modeld_shadow_requests_total";
@@ -83,7 +85,9 @@ pub struct Metrics {
     pub worker_hangs: IntCounterVec,
     pub worker_disconnects: IntCounterVec,
     pub nonfinite_outputs: IntCounterVec,
+    pub contract_violations: IntCounterVec,
     pub shadow_requests: IntCounterVec,
+    pub replayed_requests: IntCounterVec,
     pub worker_rss_bytes: IntGaugeVec,
     pub worker_cpu_seconds: prometheus::CounterVec,
     pub model_load_duration: HistogramVec,
@@ -178,9 +182,19 @@ impl Metrics {
                 "Requests failed because an output held NaN or ±Inf its model.toml does not allow, by model, version and output.",
                 &["model", "version", "output"],
             ),
+            contract_violations: counter(
+                names::OUTPUT_CONTRACT_VIOLATIONS_TOTAL,
+                "Requests failed because an output broke what its model.toml declares (probability rows that are no distribution, rows not as wide as the labels), by model, version and output.",
+                &["model", "version", "output"],
+            ),
             shadow_requests: counter(
                 names::SHADOW_REQUESTS_TOTAL,
                 "Copies of live requests for a candidate in its shadow phase, by model, candidate version and outcome: mirrored or dropped (queue full) as offered; agreed or disagreed with stable once compared.",
+                &["model", "version", "outcome"],
+            ),
+            replayed_requests: counter(
+                names::REPLAYED_REQUESTS_TOTAL,
+                "Recent live requests replayed to a candidate because live traffic was too thin to judge it, by model, candidate version and outcome: agreed or disagreed with stable's answer, uncompared, or failed.",
                 &["model", "version", "outcome"],
             ),
             worker_rss_bytes: gauge(names::WORKER_RSS_BYTES, "Resident memory of each worker process.", WORKER),
@@ -257,7 +271,9 @@ impl Metrics {
             Box::new(self.worker_hangs.clone()),
             Box::new(self.worker_disconnects.clone()),
             Box::new(self.nonfinite_outputs.clone()),
+            Box::new(self.contract_violations.clone()),
             Box::new(self.shadow_requests.clone()),
+            Box::new(self.replayed_requests.clone()),
             Box::new(self.worker_rss_bytes.clone()),
             Box::new(self.worker_cpu_seconds.clone()),
             Box::new(self.model_load_duration.clone()),
@@ -293,6 +309,25 @@ impl Metrics {
             for code in START_CODES {
                 self.requests.with_label_values(&[model, &version, protocol, code]);
             }
+        }
+    }
+
+    /// Counts an answer the worker failed for the values of `output`: NaN or ±Inf, or
+    /// (`broke_contract`) what model.toml declares of it.
+    pub fn wrong_answer(&self, model: &str, version: u64, output: &str, broke_contract: bool) {
+        let counter = if broke_contract { &self.contract_violations } else { &self.nonfinite_outputs };
+        counter.with_label_values(&[model, &version.to_string(), output]).inc();
+    }
+
+    /// Creates the per-output counters of wrong answers at 0 for a version whose workers
+    /// report these outputs (name, whether floating-point).
+    pub fn outputs_known<'a>(&self, model: &str, version: u64, outputs: impl Iterator<Item = (&'a str, bool)>) {
+        let version = version.to_string();
+        for (name, float) in outputs {
+            if float {
+                self.nonfinite_outputs.with_label_values(&[model, &version, name]);
+            }
+            self.contract_violations.with_label_values(&[model, &version, name]);
         }
     }
 

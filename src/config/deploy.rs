@@ -97,6 +97,25 @@ pub struct DeployConfig {
     /// Largest relative difference (a fraction) between the candidate's and stable's
     /// non-class outputs that still counts as agreeing.
     pub agreement_tolerance: f64,
+    /// Largest population stability index of any feature of the candidate's answers
+    /// against stable's (beyond what chance allows at the sample sizes); 0 turns the
+    /// check off.
+    pub max_output_drift: f64,
+    /// Answers each side needs before drift is judged (fewer: inconclusive).
+    pub drift_min_samples: u64,
+    /// Keep a sample of recent live requests and replay it to a candidate when live
+    /// traffic is too thin to judge it.
+    pub replay: bool,
+    /// Requests the sample keeps, at most.
+    pub replay_sample: usize,
+    /// Bytes the sample keeps, at most.
+    pub replay_memory: usize,
+    /// A candidate whose accuracy on the validation set is lower than the live
+    /// version's by more than this (a fraction: 0.02 is 2 points) is refused.
+    pub max_accuracy_drop: f64,
+    /// A candidate whose mean absolute error on a regression validation set exceeds the
+    /// live version's by more than this share of it is refused.
+    pub max_validation_error_increase: f64,
     /// Which of the keys whose default depends on the strategy the config set itself.
     pub explicit: Explicit,
 }
@@ -148,6 +167,13 @@ impl DeployConfig {
             shadow_requests: 0,
             min_agreement: 0.5,
             agreement_tolerance: 0.1,
+            max_output_drift: 0.25,
+            drift_min_samples: 50,
+            replay: true,
+            replay_sample: 500,
+            replay_memory: 64 << 20,
+            max_accuracy_drop: 0.02,
+            max_validation_error_increase: 0.1,
             explicit: Explicit::default(),
         }
     }
@@ -277,6 +303,37 @@ pub fn build(
     percent("max_client_error_increase", raw.max_client_error_increase, &mut d.max_client_error_increase);
     percent("min_agreement", raw.min_agreement, &mut d.min_agreement);
     percent("agreement_tolerance", raw.agreement_tolerance, &mut d.agreement_tolerance);
+    percent("max_accuracy_drop", raw.max_accuracy_drop, &mut d.max_accuracy_drop);
+    percent("max_validation_error_increase", raw.max_validation_error_increase, &mut d.max_validation_error_increase);
+    if let Some(limit) = raw.max_output_drift {
+        match limit {
+            l if l >= 0.0 && l.is_finite() => d.max_output_drift = l,
+            l => err("max_output_drift", format!("must be a PSI of 0 or more (0 turns the check off), got {l}")),
+        }
+    }
+    if let Some(n) = raw.drift_min_samples {
+        match u64::try_from(n) {
+            Ok(n) if n >= 10 => d.drift_min_samples = n,
+            _ => {
+                err("drift_min_samples", format!("must be at least 10 (a PSI of fewer answers means nothing), got {n}"))
+            }
+        }
+    }
+    if let Some(replay) = raw.replay {
+        d.replay = replay;
+    }
+    if let Some(n) = raw.replay_sample {
+        match usize::try_from(n) {
+            Ok(n) if n <= 100_000 => d.replay_sample = n,
+            _ => err("replay_sample", format!("must be between 0 and 100000 requests, got {n}")),
+        }
+    }
+    if let Some(size) = &raw.replay_memory {
+        match super::validate::parse_size(size) {
+            Ok(bytes) => d.replay_memory = bytes,
+            Err(m) => err("replay_memory", m),
+        }
+    }
     if let Some(allow) = raw.allow_signature_change {
         d.allow_signature_change = allow;
     }

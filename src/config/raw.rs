@@ -110,6 +110,13 @@ pub struct RawDeploy {
     pub shadow_requests: Option<i64>,
     pub min_agreement: Option<f64>,
     pub agreement_tolerance: Option<f64>,
+    pub max_output_drift: Option<f64>,
+    pub drift_min_samples: Option<i64>,
+    pub replay: Option<bool>,
+    pub replay_sample: Option<i64>,
+    pub replay_memory: Option<RawSize>,
+    pub max_accuracy_drop: Option<f64>,
+    pub max_validation_error_increase: Option<f64>,
 }
 
 /// `version = 3` or `version = "latest"`.

@@ -155,9 +155,10 @@ impl From<RouteError> for ApiError {
             | RouteError::Retired { .. }
             | RouteError::Call(CallError::Gone) => ApiError::unavailable(message),
             RouteError::Call(CallError::Failed { fault: Fault::BadInput, .. }) => ApiError::not_for_version(message),
-            RouteError::Call(CallError::Failed { fault: Fault::Internal | Fault::NonFinite { .. }, .. }) => {
-                ApiError::internal(message)
-            }
+            RouteError::Call(CallError::Failed {
+                fault: Fault::Internal | Fault::NonFinite { .. } | Fault::Contract { .. },
+                ..
+            }) => ApiError::internal(message),
         }
     }
 }

@@ -113,8 +113,9 @@ struct Served {
     timing: Option<Timing>,
     /// Refused as invalid for the version it reached (its signature or worker).
     invalid: bool,
-    /// The output whose NaN or ±Inf failed the request.
-    nonfinite: Option<String>,
+    /// Why the worker failed the request for the values of an output (NaN, a broken
+    /// output contract).
+    wrong: Option<Fault>,
     /// Offered to a candidate in its shadow phase: its version, and whether the copy was
     /// queued (or dropped, the queue being full).
     mirrored: Option<(u64, bool)>,
@@ -324,8 +325,9 @@ impl Front {
         let model = served.model.as_deref().unwrap_or("");
         let version = served.pool.as_ref().map(|p| p.version.to_string()).unwrap_or_default();
         let m = &self.metrics;
-        if let Some(output) = &served.nonfinite {
-            m.nonfinite_outputs.with_label_values(&[model, &version, output]).inc();
+        if let (Some(fault), Some(pool)) = (&served.wrong, &served.pool) {
+            let output = fault.output().unwrap_or_default();
+            m.wrong_answer(model, pool.version, output, matches!(fault, Fault::Contract { .. }));
         }
         if let Some((candidate, queued)) = served.mirrored {
             let outcome = if queued { "mirrored" } else { "dropped" };
@@ -459,20 +461,47 @@ async fn run(
         match outcome {
             Ok((info, inputs, outputs, timing)) => {
                 served.timing = Some(timing);
-                if let Some(mirror) = route.mirror_for(&pool) {
-                    let queued = mirror.offer(|| Copy { inputs, answer: outputs.clone() });
-                    served.mirrored = Some((mirror.pool.version, queued));
-                }
+                pool.tap(&outputs);
+                share_answer(route, &pool, inputs, &outputs, served);
                 return Ok(Ran { pool, info, outputs });
             }
             Err(RouteError::Retired { .. }) if attempts < 2 => continue,
             Err(e) => {
-                if let RouteError::Call(CallError::Failed { fault: Fault::NonFinite { output }, .. }) = &e {
-                    served.nonfinite = Some(output.clone());
+                if let RouteError::Call(CallError::Failed { fault, .. }) = &e
+                    && fault.output().is_some()
+                {
+                    served.wrong = Some(fault.clone());
                 }
                 return Err(e.into());
             }
         }
+    }
+}
+
+/// Hands what the stable version answered to whoever judges a rollout with it: a copy to
+/// the shadow's mirror (dropped when the stable version is saturated, so mirroring never
+/// slows live requests), and now and then a copy to the model's sample of live requests.
+fn share_answer(
+    route: &ModelRoute,
+    pool: &Arc<Pool>,
+    mut inputs: Vec<Tensor>,
+    outputs: &[Tensor],
+    served: &mut Served,
+) {
+    if !route.is_stable(pool) {
+        return;
+    }
+    let mirror = route.mirror_for(pool);
+    if route.sample.wants() {
+        let kept = match mirror {
+            Some(_) => inputs.clone(),
+            None => std::mem::take(&mut inputs),
+        };
+        route.sample.keep(kept, outputs.to_vec(), pool.version);
+    }
+    if let Some(mirror) = mirror {
+        let queued = mirror.offer(pool.is_saturated(), || Copy { inputs, answer: outputs.to_vec() });
+        served.mirrored = Some((mirror.pool.version, queued));
     }
 }
 

@@ -4,7 +4,9 @@
 //! - A classifier (a version whose model.toml names labels, or whose `/predict` kind is
 //!   probabilities or logits) agrees when every row's top class is the same: a retrain
 //!   may move probabilities, but a changed decision on most requests is far more often a
-//!   bug (label order, preprocessing) than an improvement.
+//!   bug (label order, preprocessing) than an improvement. When both versions name their
+//!   labels, classes are compared by name, not column: a retrain that lists its classes
+//!   in another order, and says so, agrees.
 //! - Other float outputs agree when their relative difference, `|a - b| / max(|a|, |b|)`
 //!   over the whole output (Euclidean norms), is within the tolerance.
 //! - Integer, boolean and string outputs agree when equal.
@@ -26,17 +28,35 @@ pub struct Comparer {
     class_output: Option<String>,
     /// Largest relative difference of other float outputs that still agrees.
     tolerance: f64,
+    /// Each version's class names for the class output's columns, when it names them.
+    stable_labels: Option<Vec<String>>,
+    candidate_labels: Option<Vec<String>>,
 }
 
 impl Comparer {
     pub fn new(class_output: Option<String>, tolerance: f64) -> Comparer {
-        Comparer { class_output, tolerance }
+        Comparer { class_output, tolerance, stable_labels: None, candidate_labels: None }
     }
 
     /// The comparer for a candidate shadowing `stable`: classifier-ness is read from the
     /// stable version (whose answers are the reference), else from the candidate.
     pub fn for_versions(stable: &Pool, candidate: &Pool, tolerance: f64) -> Comparer {
-        Comparer::new(class_output(stable).or_else(|| class_output(candidate)), tolerance)
+        let class_output = class_output(stable).or_else(|| class_output(candidate));
+        let labels = |pool: &Pool| {
+            let info = pool.info()?;
+            let labels = info.labels.as_ref()?;
+            (Some(&labels.output) == class_output.as_ref()).then(|| labels.names.clone())
+        };
+        Comparer {
+            stable_labels: labels(stable),
+            candidate_labels: labels(candidate),
+            ..Comparer::new(class_output, tolerance)
+        }
+    }
+
+    /// Names both versions' labels, for comparing classes by name.
+    pub fn with_labels(self, stable: Vec<String>, candidate: Vec<String>) -> Comparer {
+        Comparer { stable_labels: Some(stable), candidate_labels: Some(candidate), ..self }
     }
 
     /// Whether `candidate` agrees with `stable`; `None` when nothing could be compared.
@@ -47,7 +67,7 @@ impl Comparer {
             Some((s, c))
         };
         if let Some((s, c)) = self.class_output.as_deref().and_then(pair) {
-            return Some(same_classes(s, c));
+            return Some(self.same_classes(s, c));
         }
         let mut compared = false;
         for s in stable {
@@ -87,21 +107,28 @@ fn class_output(pool: &Pool) -> Option<String> {
     }
 }
 
-/// Every row's class the same: the arg-max of float rows, the value of others.
-fn same_classes(s: &Tensor, c: &Tensor) -> bool {
-    if s.shape != c.shape {
-        return false;
+impl Comparer {
+    /// Every row's class the same: the arg-max of float rows (by label name when both
+    /// versions name theirs), the value of others.
+    fn same_classes(&self, s: &Tensor, c: &Tensor) -> bool {
+        if s.shape != c.shape {
+            return false;
+        }
+        if !s.dtype.is_float() {
+            return s.data == c.data;
+        }
+        let rows = s.rows().max(1);
+        let (a, b) = (s.to_f64(), c.to_f64());
+        let width = a.len() / rows;
+        if width == 0 {
+            return true;
+        }
+        let named = self.stable_labels.as_ref().zip(self.candidate_labels.as_ref());
+        a.chunks(width).zip(b.chunks(width)).all(|(x, y)| match named {
+            Some((sl, cl)) => sl.get(argmax(x)).is_some_and(|name| cl.get(argmax(y)) == Some(name)),
+            None => argmax(x) == argmax(y),
+        })
     }
-    if !s.dtype.is_float() {
-        return s.data == c.data;
-    }
-    let rows = s.rows().max(1);
-    let (a, b) = (s.to_f64(), c.to_f64());
-    let width = a.len() / rows;
-    if width == 0 {
-        return true;
-    }
-    a.chunks(width).zip(b.chunks(width)).all(|(x, y)| argmax(x) == argmax(y))
 }
 
 fn argmax(row: &[f64]) -> usize {
@@ -158,6 +185,19 @@ mod tests {
         // One row of two changed is a disagreement on the request.
         let one_row = [f32s("p", vec![2, 3], vec![0.7, 0.2, 0.1, 0.8, 0.1, 0.1])];
         assert_eq!(c.agrees(&stable, &one_row), Some(false));
+    }
+
+    #[test]
+    fn classes_compare_by_name_when_both_versions_name_them() {
+        let abc = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let stable = [f32s("p", vec![1, 3], vec![0.7, 0.2, 0.1])];
+        // The retrain lists its classes in another order and says so: the same decision.
+        let reordered = [f32s("p", vec![1, 3], vec![0.1, 0.2, 0.7])];
+        let named = Comparer::new(Some("p".into()), 0.1).with_labels(abc(&["a", "b", "c"]), abc(&["c", "b", "a"]));
+        assert_eq!(named.agrees(&stable, &reordered), Some(true));
+        assert_eq!(named.agrees(&stable, &stable), Some(false), "column 0 is 'c' for the candidate");
+        // Without names on both sides, columns are compared.
+        assert_eq!(Comparer::new(Some("p".into()), 0.1).agrees(&stable, &reordered), Some(false));
     }
 
     #[test]

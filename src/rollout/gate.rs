@@ -1,26 +1,33 @@
 //! The health gate: judges a candidate from its own traffic by the same checks `/health`
-//! reports, and against the stable version it would replace, as Flagger's and Argo
-//! Rollouts' analyses do.
+//! reports, against the stable version it would replace, as Flagger's and Argo
+//! Rollouts' analyses do, and by what its answers say.
 //!
 //! - **Fail**: any of the candidate's error_rate, latency, availability, oom, memory,
 //!   model_loaded, and on a GPU gpu_memory and gpu_errors checks is critical (the
 //!   deployment protocol's rollback triggers: error rate > 5 %, P95 > 1 s, availability
-//!   < 95 %, any OOM kill; GPU memory is held to the same as host memory); or, compared with
-//!   stable, its error rate is higher by more than `max_error_rate_increase`, its share of
-//!   requests refused as invalid for it higher by more than `max_client_error_increase`,
-//!   or its P95 above stable's by `max_latency_ratio` (and by at least 10 ms, so noise on
-//!   fast models does not fail them); or, in the shadow phase, it agrees with stable on
-//!   fewer than `min_agreement` of the compared requests.
-//! - **Inconclusive**: too few requests to judge the rates, or (in the shadow phase) too
-//!   few copies answered or compared — never a pass.
+//!   < 95 %, any OOM kill; GPU memory is held to the same as host memory) — an answer
+//!   that breaks its output contract (NaN, probabilities that are none) is an error; or,
+//!   compared with stable, its error rate is higher by more than
+//!   `max_error_rate_increase`, its share of requests refused as invalid for it higher by
+//!   more than `max_client_error_increase`, or its P95 above stable's by
+//!   `max_latency_ratio` (and by at least 10 ms, so noise on fast models does not fail
+//!   them); or it agrees with stable on fewer than `min_agreement` of the requests both
+//!   answered (shadow copies, replays); or a feature of its answers drifted from stable's
+//!   by a PSI over `max_output_drift` beyond what chance allows ([`super::drift`]).
+//! - **Inconclusive**: too few requests to judge the rates, too few copies answered or
+//!   compared, or too few answers on either side to judge drift — never a pass.
 //! - **Pass**: otherwise.
 //!
-//! In the shadow phase the candidate answers only copies of requests stable answered
-//! successfully, so stable's error and refusal rates on those same requests are zero: the
-//! candidate is held to that, not to stable's rates on all its traffic.
+//! Stable's rates are its window's, or, when its window holds too few requests (a quiet
+//! model; the last canary step, where stable takes none), its last window that held
+//! enough ([`Baseline`]). Requests the candidate answered as shadow copies or replays are
+//! ones stable answered successfully, so stable's error and refusal rates on those are
+//! zero: the candidate is held to that share of zero and, for the rest, to stable's rates.
 //!
 //! The runner reverts only after `consecutive_breaches` failed evaluations in a row.
 
+use super::answers::{Answers, Pairs};
+use super::drift::{self, DriftReading};
 use crate::config::DeployConfig;
 use crate::health::{self, Host, Status};
 use crate::router::mirror::ShadowCounts;
@@ -39,7 +46,7 @@ pub enum Verdict {
 }
 
 /// The checks whose critical status fails a candidate.
-const GATING: [&str; 8] =
+pub const GATING: [&str; 8] =
     ["error_rate", "latency", "availability", "oom", "memory", "model_loaded", "gpu_memory", "gpu_errors"];
 
 /// What the gate judges from, read at one moment.
@@ -49,73 +56,119 @@ pub struct Evidence {
     pub mine: Snapshot,
     /// Requests the candidate's window needs before its rates mean anything.
     pub min_samples: u64,
-    /// Stable's window, when it has enough requests to compare with.
+    /// Stable's window to compare with, when it (or its last full one) held enough.
     pub stable: Option<Snapshot>,
     /// The shadow phase's counts, while the candidate is in it.
     pub shadow: Option<ShadowCounts>,
+    /// Of the candidate's window, the requests that were replays.
+    pub replayed: u64,
+    /// Replays compared with stable's answers to them.
+    pub pairs: Pairs,
+    /// The drift of its answers from stable's, when judged.
+    pub drift: Option<DriftReading>,
+}
+
+/// Stable's window as the gate compares with it: the current one when it holds
+/// `min_samples`, else the last one that did.
+#[derive(Debug, Default)]
+pub struct Baseline {
+    last_full: Option<Snapshot>,
+}
+
+impl Baseline {
+    pub fn read(&mut self, stable: &Pool) -> Option<Snapshot> {
+        let now = stable.window.snapshot();
+        if now.requests >= stable.health().min_samples {
+            self.last_full = Some(now);
+        }
+        self.last_full.clone()
+    }
+}
+
+/// What the runner knows of a candidate beyond its pool.
+#[derive(Default)]
+pub struct Seen<'a> {
+    pub shadow: Option<ShadowCounts>,
+    pub answers: Option<&'a Answers>,
+    pub baseline: Option<Snapshot>,
 }
 
 /// Judges `candidate` now: its critical checks, then [`judge`] on its window against
-/// `stable`'s (and the shadow's counts, in the shadow phase).
-pub fn evaluate(
-    candidate: &Pool,
-    stable: Option<&Pool>,
-    host: &Host,
-    deploy: &DeployConfig,
-    shadow: Option<ShadowCounts>,
-) -> Verdict {
-    let checks = health::evaluate(candidate, host);
-    for name in GATING {
-        if let Some(check) = checks.get(name).filter(|c| c.status == Status::Critical) {
-            return Verdict::Fail(format!("{name} critical: {} (threshold {})", check.value, check.threshold));
-        }
+/// stable's (and what its answers say).
+pub fn evaluate(candidate: &Pool, host: &Host, deploy: &DeployConfig, seen: Seen) -> Verdict {
+    if let Some(fail) = critical(candidate, host) {
+        return fail;
     }
-    let stable = stable.map(|p| (p.window.snapshot(), p.health().min_samples));
+    let min_samples = candidate.health().min_samples;
+    let judged_drift = deploy.max_output_drift > 0.0;
     let evidence = Evidence {
         mine: candidate.window.snapshot(),
-        min_samples: candidate.health().min_samples,
-        stable: stable.filter(|(s, min)| s.requests >= *min).map(|(s, _)| s),
-        shadow,
+        min_samples,
+        stable: seen.baseline,
+        shadow: seen.shadow,
+        replayed: seen.answers.map_or(0, Answers::replayed_in_window),
+        pairs: seen.answers.map(Answers::replay_pairs).unwrap_or_default(),
+        drift: seen.answers.filter(|_| judged_drift).map(|a| a.drift_now(deploy.drift_min_samples as usize)),
     };
     judge(&evidence, deploy)
 }
 
-/// The comparison rules, on windows already read.
+/// A failing verdict when any of the candidate's gating checks is critical.
+pub fn critical(pool: &Pool, host: &Host) -> Option<Verdict> {
+    let checks = health::evaluate(pool, host);
+    GATING.iter().find_map(|name| {
+        let check = checks.get(name).filter(|c| c.status == Status::Critical)?;
+        Some(Verdict::Fail(format!("{name} critical: {} (threshold {})", check.value, check.threshold)))
+    })
+}
+
+/// The comparison rules, on windows and answers already read.
 pub fn judge(e: &Evidence, deploy: &DeployConfig) -> Verdict {
     let mine = &e.mine;
     if mine.requests < e.min_samples {
         return Verdict::Inconclusive(format!("{} requests in the window, {} needed", mine.requests, e.min_samples));
     }
-    // Stable's rates on the requests the candidate answered: zero in the shadow phase
-    // (it answered every copy), its whole window's otherwise.
-    let baseline = match (&e.shadow, &e.stable) {
-        (Some(_), _) => Some((0.0, 0.0)),
-        (None, Some(s)) => Some((s.error_rate(), s.refusal_rate())),
-        (None, None) => None,
-    };
-    if let Some((errors, refusals)) = baseline {
-        if let Some(fail) = exceeds("error rate", mine.error_rate(), errors, deploy.max_error_rate_increase) {
-            return fail;
-        }
-        let refused = exceeds("refused as invalid", mine.refusal_rate(), refusals, deploy.max_client_error_increase);
-        if let Some(fail) = refused {
-            return fail;
-        }
+    if let Some(fail) = compare_rates(e, deploy).or_else(|| compare_latency(e, deploy)) {
+        return fail;
     }
-    if let Some(s) = &e.stable
-        && let (Some(p_mine), Some(p_theirs)) = (mine.p95, s.p95)
-        && p_mine.as_secs_f64() > p_theirs.as_secs_f64() * deploy.max_latency_ratio
-        && p_mine > p_theirs + LATENCY_SLACK
-    {
-        return Verdict::Fail(format!(
-            "P95 {p_mine:?} against stable's {p_theirs:?} (at most {}x allowed)",
-            deploy.max_latency_ratio
-        ));
+    if let Some(fail) = disagreement(e, deploy).or_else(|| drifted(e, deploy)) {
+        return fail;
     }
-    match &e.shadow {
-        Some(counts) => judge_shadow(counts, e.min_samples, deploy),
+    let shadow = e.shadow.as_ref().map(|counts| shadow_short(counts, e, deploy));
+    match shadow.flatten().or_else(|| drift_short(e, deploy)) {
+        Some(why) => Verdict::Inconclusive(why),
         None => Verdict::Pass,
     }
+}
+
+/// Errors and refusals against stable's rates on the live share of the window (zero on
+/// the copies and replays).
+fn compare_rates(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
+    let mine = &e.mine;
+    let copied = match e.shadow {
+        Some(_) => mine.requests,
+        None => e.replayed.min(mine.requests),
+    };
+    let live_share = 1.0 - copied as f64 / mine.requests.max(1) as f64;
+    let (errors, refusals) = match &e.stable {
+        Some(s) => (s.error_rate() * live_share, s.refusal_rate() * live_share),
+        // Without a stable window, only requests stable is known to have answered well.
+        None if live_share == 0.0 => (0.0, 0.0),
+        None => return None,
+    };
+    exceeds("error rate", mine.error_rate(), errors, deploy.max_error_rate_increase)
+        .or_else(|| exceeds("refused as invalid", mine.refusal_rate(), refusals, deploy.max_client_error_increase))
+}
+
+fn compare_latency(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
+    let (p_mine, p_theirs) = (e.mine.p95?, e.stable.as_ref()?.p95?);
+    let slower = p_mine.as_secs_f64() > p_theirs.as_secs_f64() * deploy.max_latency_ratio;
+    (slower && p_mine > p_theirs + LATENCY_SLACK).then(|| {
+        Verdict::Fail(format!(
+            "P95 {p_mine:?} against stable's {p_theirs:?} (at most {}x allowed)",
+            deploy.max_latency_ratio
+        ))
+    })
 }
 
 /// Fails when `mine` exceeds `theirs` by more than `allowed` (fractions).
@@ -130,32 +183,56 @@ fn exceeds(what: &str, mine: f64, theirs: f64, allowed: f64) -> Option<Verdict> 
     })
 }
 
-/// The shadow phase's own rules: agreement with stable, and enough copies answered.
-fn judge_shadow(counts: &ShadowCounts, min_samples: u64, deploy: &DeployConfig) -> Verdict {
-    let judging_agreement = deploy.min_agreement > 0.0;
-    if judging_agreement
-        && counts.compared >= min_samples
-        && let Some(agreement) = counts.agreement()
-        && agreement < deploy.min_agreement
-    {
-        return Verdict::Fail(format!(
-            "agrees with stable on {:.1}% of {} compared requests (at least {:.1}% required)",
+/// Agreement with stable on the requests both answered: the shadow's copies in the
+/// shadow phase, the replays in later phases; judged once `min_samples` were compared.
+fn disagreement(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
+    let (compared, agreed, what) = match &e.shadow {
+        Some(counts) => (counts.compared + e.pairs.compared, counts.agreed + e.pairs.agreed, "compared requests"),
+        None => (e.pairs.compared, e.pairs.agreed, "replayed requests"),
+    };
+    let agreement = agreed as f64 / compared.max(1) as f64;
+    let judged = deploy.min_agreement > 0.0 && compared >= e.min_samples;
+    (judged && agreement < deploy.min_agreement).then(|| {
+        Verdict::Fail(format!(
+            "agrees with stable on {:.1}% of {compared} {what} (at least {:.1}% required)",
             agreement * 100.0,
-            counts.compared,
             deploy.min_agreement * 100.0
-        ));
-    }
+        ))
+    })
+}
+
+/// The feature of the candidate's answers that drifted most beyond what chance allows.
+fn drifted(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
+    let breach = e.drift.as_ref()?.breach(deploy.max_output_drift)?;
+    Some(Verdict::Fail(format!(
+        "{} (deploy with --expect-drift, or raise max_output_drift, if the change is meant)",
+        drift::describe(breach, deploy.max_output_drift)
+    )))
+}
+
+/// Why the shadow phase cannot pass yet: too few copies (and replays) answered, or
+/// compared.
+fn shadow_short(counts: &ShadowCounts, e: &Evidence, deploy: &DeployConfig) -> Option<String> {
+    let min_samples = e.min_samples;
     let needed = deploy.shadow_requests.max(min_samples);
-    if counts.answered < needed {
-        return Verdict::Inconclusive(format!("{} mirrored requests answered, {needed} needed", counts.answered));
+    let answered = counts.answered + e.replayed;
+    if answered < needed {
+        return Some(format!("{answered} mirrored or replayed requests answered, {needed} needed"));
     }
-    if judging_agreement && counts.compared < min_samples {
-        return Verdict::Inconclusive(format!(
-            "{} answers could be compared with stable's, {min_samples} needed to judge agreement",
-            counts.compared
-        ));
-    }
-    Verdict::Pass
+    let compared = counts.compared + e.pairs.compared;
+    (deploy.min_agreement > 0.0 && compared < min_samples)
+        .then(|| format!("{compared} answers could be compared with stable's, {min_samples} needed to judge agreement"))
+}
+
+/// Why drift cannot be judged yet: too few answers on a side.
+fn drift_short(e: &Evidence, deploy: &DeployConfig) -> Option<String> {
+    let reading = e.drift.as_ref()?;
+    (reading.samples < deploy.drift_min_samples as usize).then(|| {
+        format!(
+            "{} answers of each version to compare their distributions, {} needed to judge drift",
+            reading.samples, deploy.drift_min_samples
+        )
+    })
 }
 
 #[cfg(test)]
@@ -168,7 +245,7 @@ mod tests {
     }
 
     fn evidence(mine: Snapshot, stable: Option<Snapshot>) -> Evidence {
-        Evidence { mine, min_samples: 20, stable, shadow: None }
+        Evidence { mine, min_samples: 20, stable, shadow: None, replayed: 0, pairs: Pairs::default(), drift: None }
     }
 
     fn fails(v: &Verdict, with: &str) -> bool {
@@ -244,7 +321,7 @@ mod tests {
         let counted = DeployConfig { shadow_requests: 500, ..DeployConfig::default() };
         assert_eq!(
             judge(&with(shadow(100, 100, 100)), &counted),
-            Verdict::Inconclusive("100 mirrored requests answered, 500 needed".into())
+            Verdict::Inconclusive("100 mirrored or replayed requests answered, 500 needed".into())
         );
         // Answers that could not be compared leave agreement unjudged: inconclusive, unless
         // the operator turned agreement off.
@@ -252,5 +329,97 @@ mod tests {
         let off = DeployConfig { min_agreement: 0.0, ..DeployConfig::default() };
         assert_eq!(judge(&with(shadow(100, 0, 0)), &off), Verdict::Pass);
         assert_eq!(judge(&with(shadow(100, 100, 0)), &off), Verdict::Pass);
+    }
+
+    #[test]
+    fn stables_last_full_window_is_the_baseline_when_its_window_runs_thin() {
+        use crate::router::pool::PoolSpec;
+        use crate::window::Outcome;
+        let stable = Pool::new(PoolSpec { workers: 1, ..PoolSpec::default() });
+        let mut baseline = Baseline::default();
+        assert_eq!(baseline.read(&stable), None, "never full: no baseline");
+        for i in 0..40 {
+            let outcome = if i % 10 == 0 { Outcome::Failed } else { Outcome::Served };
+            stable.window.record(outcome, Duration::from_millis(1));
+        }
+        let full = baseline.read(&stable).expect("40 requests are enough");
+        assert_eq!((full.requests, full.failed), (40, 4));
+        // The last canary step takes all traffic from stable: its window empties.
+        stable.window.resize(Duration::from_secs(30));
+        assert_eq!(stable.window.snapshot().requests, 0);
+        assert_eq!(baseline.read(&stable), Some(full.clone()), "the last full window stays the baseline");
+        // And the comparison still holds with it: 15% errors against its 10% + 2 points.
+        let v = judge(&evidence(window(100, 15, 0, 1), Some(full)), &DeployConfig::default());
+        assert!(fails(&v, "error rate 15.00% against stable's 10.00%"), "{v:?}");
+    }
+
+    #[test]
+    fn replayed_requests_hold_the_candidate_to_zero_errors_for_their_share() {
+        let d = DeployConfig::default();
+        let stable = Some(window(1000, 100, 0, 1));
+        // Live only: 8% against stable's 10% passes.
+        assert_eq!(judge(&evidence(window(100, 8, 0, 1), stable.clone()), &d), Verdict::Pass);
+        // Half replayed: stable answered those well, so the baseline is 5%; 8% > 5% + 2.
+        let e = Evidence { replayed: 50, ..evidence(window(100, 8, 0, 1), stable) };
+        assert!(fails(&judge(&e, &d), "error rate 8.00% against stable's 5.00%"));
+        // No stable window at all, everything replayed: held to zero.
+        let e = Evidence { replayed: 100, ..evidence(window(100, 0, 5, 1), None) };
+        assert!(fails(&judge(&e, &d), "refused as invalid 5.00% against stable's 0.00%"));
+        // No stable window and live traffic: only the critical checks (not judged here).
+        let e = Evidence { replayed: 50, ..evidence(window(100, 4, 0, 1), None) };
+        assert_eq!(judge(&e, &d), Verdict::Pass);
+    }
+
+    #[test]
+    fn replays_are_held_to_agreement_after_the_shadow() {
+        let d = DeployConfig::default();
+        let with = |compared, agreed| Evidence {
+            pairs: Pairs { compared, agreed },
+            ..evidence(window(100, 0, 0, 1), Some(window(1000, 0, 0, 1)))
+        };
+        assert_eq!(judge(&with(30, 29), &d), Verdict::Pass);
+        let v = judge(&with(30, 10), &d);
+        assert!(fails(&v, "agrees with stable on 33.3% of 30 replayed requests"), "{v:?}");
+        assert_eq!(judge(&with(19, 0), &d), Verdict::Pass, "too few compared to judge");
+    }
+
+    fn reading(psi: f64, allowance: f64, samples: usize) -> DriftReading {
+        use super::drift::{BinShift, Feature, FeatureDrift};
+        let feature = FeatureDrift {
+            feature: Feature { output: "y".into(), name: "value".into() },
+            psi,
+            allowance,
+            stable_samples: samples,
+            candidate_samples: samples,
+            moved: vec![BinShift { bin: "[1.0000, 2.0000)".into(), stable_share: 0.1, candidate_share: 0.4 }],
+        };
+        DriftReading { features: if samples >= 50 { vec![feature] } else { vec![] }, samples }
+    }
+
+    #[test]
+    fn drift_past_the_limit_and_its_allowance_fails_and_too_few_answers_wait() {
+        let d = DeployConfig::default();
+        let with =
+            |drift| Evidence { drift: Some(drift), ..evidence(window(100, 0, 0, 1), Some(window(1000, 0, 0, 1))) };
+        let v = judge(&with(reading(1.8, 0.2, 200)), &d);
+        assert!(
+            fails(
+                &v,
+                "output 'y' value drifted from stable's: PSI 1.80 (limit 0.25, 0.20 more allowed for chance at 200 and 200 answers); bins that moved most: [1.0000, 2.0000) 10.0% → 40.0%"
+            ),
+            "{v:?}"
+        );
+        assert!(fails(&v, "--expect-drift"), "{v:?}");
+        assert_eq!(judge(&with(reading(0.4, 0.2, 200)), &d), Verdict::Pass, "within the limit plus chance");
+        let v = judge(&with(reading(0.0, 0.0, 30)), &d);
+        assert_eq!(
+            v,
+            Verdict::Inconclusive(
+                "30 answers of each version to compare their distributions, 50 needed to judge drift".into()
+            )
+        );
+        let off = DeployConfig { max_output_drift: 0.0, ..DeployConfig::default() };
+        // evaluate() reads no drift when it is off; judge() sees none then.
+        assert_eq!(judge(&evidence(window(100, 0, 0, 1), None), &off), Verdict::Pass);
     }
 }

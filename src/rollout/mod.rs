@@ -14,10 +14,13 @@
 //! version and records the rollout as aborted.
 
 pub mod agreement;
+pub mod answers;
+pub mod drift;
 pub mod gate;
 pub mod phase;
 pub mod plan;
 mod reload;
+pub mod replay;
 pub mod repo_watch;
 pub mod runner;
 pub mod shadow;
@@ -277,7 +280,8 @@ impl Engine {
             }
         };
         let limit = config.server.max_inflight_per_model;
-        self.router.insert(Arc::new(ModelRoute::new(&model.name, limit, table)));
+        let sample = sample_limits(&model.deploy);
+        self.router.insert(Arc::new(ModelRoute::new(&model.name, limit, sample, table)));
         if let Some(want) = pending {
             tracing::info!(model = %model.name, version = want, "the config asks for a version not yet rolled out");
             if let Err(e) = self.start_rollout(&model.name, want, Options::default(), Origin::Config) {
@@ -363,6 +367,7 @@ impl Engine {
             from: record.from,
             to: version,
             strategy: record.strategy.clone(),
+            sources: None,
             phase: Phase::Spawning,
         };
         let (progress_tx, progress_rx) = watch::channel(first.clone());
@@ -384,6 +389,10 @@ impl Engine {
             progress: progress_tx,
             commands: commands_rx,
             paused: false,
+            answers: None,
+            replayer: None,
+            baseline: gate::Baseline::default(),
+            watched: Vec::new(),
         };
         let engine = self.clone();
         let previous = table.previous.clone();
@@ -524,6 +533,15 @@ impl Engine {
 
     fn lock_latest(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Progress>>> {
         self.latest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a model's sample of live requests may hold, as its deploy settings say (nothing
+/// when replay is off).
+fn sample_limits(deploy: &crate::config::DeployConfig) -> crate::router::sample::Limits {
+    match deploy.replay {
+        true => crate::router::sample::Limits { requests: deploy.replay_sample, bytes: deploy.replay_memory },
+        false => crate::router::sample::Limits::OFF,
     }
 }
 

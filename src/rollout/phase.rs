@@ -103,6 +103,9 @@ pub struct Progress {
     pub from: Option<u64>,
     pub to: u64,
     pub strategy: String,
+    /// Where the candidate's answers came from so far (once it answers beside stable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<super::answers::Sources>,
     #[serde(flatten)]
     pub phase: Phase,
 }

@@ -101,6 +101,9 @@ impl Engine {
         let route = self.router.model(name).ok();
         let live = route.as_ref().and_then(|r| r.table().stable.as_ref().map(|p| p.version));
         let settings_changed = worker_settings_changed(before, model);
+        if let Some(route) = &route {
+            route.sample.set_limits(super::sample_limits(&model.deploy));
+        }
         let thresholds = before.health != model.health;
         if thresholds && let Some(route) = &route {
             // Thresholds live in the supervisor: every pool is judged by the new ones from

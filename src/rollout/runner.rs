@@ -13,8 +13,11 @@
 //! persisted record, and returns the record with its outcome.
 
 use super::Shared;
-use super::gate::{self, Verdict};
+use super::answers::Answers;
+use super::drift::Side;
+use super::gate::{self, Baseline, Seen, Verdict};
 use super::phase::{Phase, Progress};
+use super::replay::Replayer;
 use super::state::{self, Outcome, PhaseEntry, Record};
 use super::{shadow, signature};
 use crate::config::{DeployConfig, ModelConfig, OnInconclusive, Strategy};
@@ -89,6 +92,14 @@ pub struct Runner {
     pub progress: watch::Sender<Progress>,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub paused: bool,
+    /// What the candidate's answers say beside stable's, once both are up.
+    pub answers: Option<Arc<Answers>>,
+    /// Replays recent live requests to the candidate when traffic is thin.
+    pub replayer: Option<Replayer>,
+    /// Stable's window as the gate compares with it.
+    pub baseline: Baseline,
+    /// Pools whose answers to users are watched (taps to remove at the end).
+    pub watched: Vec<Arc<Pool>>,
 }
 
 impl Runner {
@@ -105,6 +116,10 @@ impl Runner {
             Strategy::Recreate => self.recreate().await,
             Strategy::AbTest => self.ab_test().await,
         };
+        for pool in self.watched.drain(..) {
+            pool.set_tap(None);
+        }
+        self.replayer = None;
         let outcome = match &end {
             Phase::Promoted => Outcome::Promoted,
             Phase::Reverted { .. } => Outcome::Reverted,
@@ -138,8 +153,67 @@ impl Runner {
             from: self.record.from,
             to: self.record.to,
             strategy: self.record.strategy.clone(),
+            sources: self.answers.as_ref().map(|a| a.sources()),
             phase,
         });
+    }
+
+    /// Tells followers where the candidate's answers came from, when that changed.
+    fn report_sources(&self) {
+        let sources = self.answers.as_ref().map(|a| a.sources());
+        self.progress.send_if_modified(|p| {
+            let changed = p.sources != sources;
+            p.sources = sources;
+            changed
+        });
+    }
+
+    /// Starts reading the candidate's answers beside stable's (agreement, drift), and
+    /// replaying recent requests to it when traffic is thin, once both versions are up.
+    fn start_judging(&mut self, candidate: &Arc<Pool>) {
+        let Some(stable) = self.stable.clone() else { return };
+        let answers = Answers::new(&stable, candidate, self.deploy.agreement_tolerance);
+        if self.deploy.replay {
+            let timeout = self.shared.server.get().request_timeout;
+            let (route, metrics) = (self.route.clone(), self.shared.metrics.clone());
+            self.replayer = Some(Replayer::start(route, candidate.clone(), stable, answers.clone(), metrics, timeout));
+        }
+        self.answers = Some(answers);
+    }
+
+    /// Watches both versions' answers to users (the candidate takes traffic from now on).
+    fn watch_live(&mut self, candidate: &Arc<Pool>) {
+        let Some(answers) = self.answers.clone() else { return };
+        if !self.watched.iter().any(|p| Arc::ptr_eq(p, candidate)) {
+            answers.watch(candidate, Side::Candidate);
+            self.watched.push(candidate.clone());
+        }
+        if let Some(stable) = self.stable.clone().filter(|s| !self.watched.iter().any(|p| Arc::ptr_eq(p, s))) {
+            answers.watch(&stable, Side::Stable);
+            self.watched.push(stable);
+        }
+    }
+
+    /// What the candidate's window should hold in a stage: enough requests to judge its
+    /// rates and drift, and in the shadow phase the copies asked for; replays top up what
+    /// traffic does not bring, a fifth over, as the window slides.
+    fn aim_replays(&self, candidate: &Pool, stage: &Stage, hold: Duration) {
+        let Some(replayer) = &self.replayer else { return };
+        let mut needed = candidate.health().min_samples;
+        if self.deploy.max_output_drift > 0.0 {
+            needed = needed.max(self.deploy.drift_min_samples);
+        }
+        if let Stage::Shadow(_) = stage {
+            needed = needed.max(self.deploy.shadow_requests);
+        }
+        replayer.aim(needed + needed / 5, hold);
+    }
+
+    /// The gate's verdict on the candidate now.
+    fn judge(&mut self, candidate: &Pool, stage: &Stage) -> Verdict {
+        let baseline = self.stable.as_deref().and_then(|s| self.baseline.read(s));
+        let seen = Seen { shadow: stage.shadow_counts(), answers: self.answers.as_deref(), baseline };
+        gate::evaluate(candidate, &self.shared.host, &self.deploy, seen)
     }
 
     /// Adds a verdict or remark to the record without changing phase.
@@ -239,6 +313,10 @@ impl Runner {
         let started = Instant::now();
         let mut breaches = 0;
         let mut inconclusive_since: Option<Instant> = None;
+        if let Stage::Step { .. } = stage {
+            self.watch_live(candidate);
+        }
+        self.aim_replays(candidate, &stage, hold);
         let mut tick = tokio::time::interval(self.deploy.check_every);
         loop {
             tokio::select! {
@@ -259,7 +337,8 @@ impl Runner {
                 },
             }
             let counts = stage.shadow_counts();
-            let verdict = gate::evaluate(candidate, self.stable.as_deref(), &self.shared.host, &self.deploy, counts);
+            let verdict = self.judge(candidate, &stage);
+            self.report_sources();
             match &verdict {
                 Verdict::Fail(reason) => {
                     breaches += 1;
@@ -343,14 +422,11 @@ impl Runner {
     /// candidate answers copies of live traffic until the gate passes on them. Ok when it
     /// passed or was skipped.
     async fn shadow(&mut self, candidate: &Arc<Pool>) -> Result<(), Interrupt> {
-        let Some(stable) = self.stable.clone().filter(|_| !self.deploy.shadow.is_zero()) else { return Ok(()) };
-        let shadow = shadow::start(
-            candidate,
-            &stable,
-            self.deploy.agreement_tolerance,
-            self.shared.metrics.clone(),
-            self.shared.server.get().request_timeout,
-        );
+        // Nothing to mirror without a stable version (its answers are what the shadow
+        // judges against), and then no answers are read either.
+        let Some(answers) = self.answers.clone().filter(|_| !self.deploy.shadow.is_zero()) else { return Ok(()) };
+        let timeout = self.shared.server.get().request_timeout;
+        let shadow = shadow::start(candidate, answers, self.shared.metrics.clone(), timeout);
         self.set_shadow(Some(shadow.mirror.clone()));
         let passed = self.bake(candidate, Stage::Shadow(shadow.mirror.clone()), self.deploy.shadow).await;
         self.set_shadow(None);
@@ -369,6 +445,7 @@ impl Runner {
     /// the rollout ended (failed before traffic, reverted or promoted by the operator).
     async fn prepare(&mut self) -> Result<Arc<Pool>, Phase> {
         let candidate = self.spawn_full().await?;
+        self.start_judging(&candidate);
         match self.shadow(&candidate).await {
             Ok(()) => Ok(candidate),
             Err(Interrupt::PromoteNow) => Err(self.promote(&candidate).await),
@@ -442,7 +519,7 @@ impl Runner {
                     Some(_) => {}
                 },
             }
-            let verdict = gate::evaluate(b, self.stable.as_deref(), &self.shared.host, &self.deploy, None);
+            let verdict = self.judge(b, &Stage::Step { step: 1, steps: 1, weight: split });
             if let Verdict::Fail(reason) = verdict {
                 breaches += 1;
                 if breaches >= self.deploy.consecutive_breaches {
@@ -485,6 +562,9 @@ impl Runner {
                 // No request reached it: the rollout failed rather than reverted.
                 self.revert_rolling(&candidate, reason.clone()).await;
                 return Phase::Failed { reason };
+            }
+            if step == 1 {
+                self.start_judging(&candidate);
             }
             // The first workers up answer the shadow's copies before any user request.
             let shadowed = if step == 1 { self.shadow(&candidate).await } else { Ok(()) };

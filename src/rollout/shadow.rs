@@ -1,12 +1,15 @@
 //! The shadow phase's worker side: answers the mirrored copies of live requests on the
 //! candidate, records each outcome and latency in the candidate's window (as its own
-//! traffic would be), compares its answers with stable's, and throws them away.
+//! traffic would be), compares its answers with stable's ([`Answers`]), and throws them
+//! away.
 //!
-//! It runs copies concurrently up to a bound (the candidate's workers, twice over), each
-//! under the request timeout, so a slow or hung candidate fills the mirror's queue and
-//! copies are dropped, never waited for. It stops when the phase ends.
+//! It runs at most one copy per ready worker of the candidate at a time, each under the
+//! request timeout, so a copy never queues behind another inside a worker (its latency is
+//! the candidate's own, comparable with stable's) and a slow or hung candidate fills the
+//! mirror's queue, whose copies are then dropped, never waited for. It stops when the
+//! phase ends.
 
-use super::agreement::Comparer;
+use super::answers::Answers;
 use crate::metrics::Metrics;
 use crate::router::CallError;
 use crate::router::mirror::{Copy, Mirror};
@@ -37,23 +40,18 @@ impl Drop for Shadow {
 struct Answering {
     candidate: Arc<Pool>,
     mirror: Arc<Mirror>,
-    comparer: Comparer,
+    answers: Arc<Answers>,
     metrics: Arc<Metrics>,
     timeout: Duration,
 }
 
-/// Starts mirroring into `candidate`, comparing its answers with `stable`'s.
-pub fn start(candidate: &Arc<Pool>, stable: &Pool, tolerance: f64, metrics: Arc<Metrics>, timeout: Duration) -> Shadow {
+/// Starts mirroring into `candidate`, its answers compared with stable's in `answers`.
+pub fn start(candidate: &Arc<Pool>, answers: Arc<Answers>, metrics: Arc<Metrics>, timeout: Duration) -> Shadow {
     let (mirror, copies) = Mirror::new(candidate.clone(), QUEUE);
     let stop = CancellationToken::new();
-    let answering = Arc::new(Answering {
-        candidate: candidate.clone(),
-        mirror: mirror.clone(),
-        comparer: Comparer::for_versions(stable, candidate, tolerance),
-        metrics,
-        timeout,
-    });
-    let concurrency = (candidate.slots.len() * 2).max(1);
+    let answering =
+        Arc::new(Answering { candidate: candidate.clone(), mirror: mirror.clone(), answers, metrics, timeout });
+    let concurrency = candidate.ready_workers().max(1);
     tokio::spawn(answer_copies(answering, copies, concurrency, stop.clone()));
     Shadow { mirror, stop }
 }
@@ -97,34 +95,39 @@ impl Answering {
         let outcome = match result {
             Err(_) => Outcome::Unavailable,
             Ok(Ok((outputs, _))) => {
-                if let Some(agreed) = self.comparer.agrees(&copy.answer, &outputs) {
+                if let Some(agreed) = self.answers.mirrored(&copy.answer, &outputs) {
                     self.mirror.compared(agreed);
                     self.count(if agreed { "agreed" } else { "disagreed" });
                 }
                 Outcome::Served
             }
-            Ok(Err(e)) => self.failure(e),
+            Ok(Err(e)) => {
+                self.answers.mirrored_failed();
+                failure(&self.metrics, &self.candidate, e)
+            }
         };
         self.candidate.window.record(outcome, latency);
         self.mirror.answered();
     }
 
-    /// The outcome a failed copy counts as, as the front would count it.
-    fn failure(&self, e: PoolError) -> Outcome {
-        match e {
-            PoolError::Call(CallError::Failed { fault: Fault::BadInput, .. }) => Outcome::Invalid,
-            PoolError::Call(CallError::Failed { fault: Fault::NonFinite { output }, .. }) => {
-                let labels = [self.candidate.model.as_str(), &self.candidate.version.to_string(), &output];
-                self.metrics.nonfinite_outputs.with_label_values(&labels).inc();
-                Outcome::Failed
-            }
-            PoolError::Call(CallError::Failed { fault: Fault::Internal, .. }) => Outcome::Failed,
-            PoolError::Call(CallError::Gone) | PoolError::Unavailable(_) | PoolError::Stopping => Outcome::Unavailable,
-        }
-    }
-
     fn count(&self, outcome: &str) {
         let labels = [self.candidate.model.as_str(), &self.candidate.version.to_string(), outcome];
         self.metrics.shadow_requests.with_label_values(&labels).inc();
+    }
+}
+
+/// The outcome a copy or replay the candidate failed counts as, as the front would count
+/// it; a wrong answer is counted against its output.
+pub fn failure(metrics: &Metrics, candidate: &Pool, e: PoolError) -> Outcome {
+    match e {
+        PoolError::Call(CallError::Failed { fault: Fault::BadInput, .. }) => Outcome::Invalid,
+        PoolError::Call(CallError::Failed { fault, .. }) => {
+            if let Some(output) = fault.output() {
+                let contract = matches!(fault, Fault::Contract { .. });
+                metrics.wrong_answer(&candidate.model, candidate.version, output, contract);
+            }
+            Outcome::Failed
+        }
+        PoolError::Call(CallError::Gone) | PoolError::Unavailable(_) | PoolError::Stopping => Outcome::Unavailable,
     }
 }

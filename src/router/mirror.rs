@@ -24,7 +24,7 @@ pub struct Copy {
 pub struct ShadowCounts {
     /// Copies queued for the candidate.
     pub mirrored: u64,
-    /// Copies dropped because the queue was full.
+    /// Copies dropped because the queue was full or the stable version saturated.
     pub dropped: u64,
     /// Copies the candidate answered or failed (its window holds their outcomes).
     pub answered: u64,
@@ -69,10 +69,12 @@ impl Mirror {
         (Arc::new(mirror), copies)
     }
 
-    /// Queues the copy `make` builds, if there is room; counts it dropped otherwise (and
-    /// then builds nothing). Never waits. True when queued.
-    pub fn offer(&self, make: impl FnOnce() -> Copy) -> bool {
-        if self.queue.capacity() == 0 {
+    /// Queues the copy `make` builds, if there is room and the stable version that
+    /// answered it is not `saturated` (the candidate's work would compete with live
+    /// requests for the same cores); counts it dropped otherwise (and then builds
+    /// nothing). Never waits. True when queued.
+    pub fn offer(&self, saturated: bool, make: impl FnOnce() -> Copy) -> bool {
+        if saturated || self.queue.capacity() == 0 {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -129,6 +131,7 @@ mod tests {
             health: Default::default(),
             memory_limit: None,
             cores_per_worker: 1,
+            ..PoolSpec::default()
         }))
     }
 
@@ -136,17 +139,19 @@ mod tests {
     fn a_full_queue_drops_and_counts_without_building_the_copy() {
         let (mirror, mut copies) = Mirror::new(candidate(), 2);
         let copy = || Copy { inputs: vec![], answer: vec![] };
-        assert!(mirror.offer(copy));
-        assert!(mirror.offer(copy));
+        assert!(mirror.offer(false, copy));
+        assert!(mirror.offer(false, copy));
         let mut built = false;
-        assert!(!mirror.offer(|| {
+        assert!(!mirror.offer(false, || {
             built = true;
             copy()
         }));
         assert!(!built, "a copy with no room is never built");
         assert_eq!((mirror.counts().mirrored, mirror.counts().dropped), (2, 1));
         assert!(copies.try_recv().is_ok());
-        assert!(mirror.offer(copy), "room again once the shadow task took one");
+        assert!(mirror.offer(false, copy), "room again once the shadow task took one");
+        assert!(!mirror.offer(true, copy), "a saturated stable version mirrors nothing");
+        assert_eq!(mirror.counts().dropped, 2);
         mirror.compared(true);
         mirror.compared(false);
         assert_eq!(mirror.counts().agreement(), Some(0.5));

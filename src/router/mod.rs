@@ -9,6 +9,7 @@
 pub mod conn;
 pub mod mirror;
 pub mod pool;
+pub mod sample;
 pub mod table;
 
 use arc_swap::ArcSwap;
@@ -82,6 +83,8 @@ impl std::fmt::Display for RouteError {
 /// One model's routing state.
 pub struct ModelRoute {
     pub name: String,
+    /// Recent live requests its stable version answered, for a quiet model's rollouts.
+    pub sample: sample::Sample,
     table: ArcSwap<RoutingTable>,
     tickets: Tickets,
     inflight: Arc<Semaphore>,
@@ -92,9 +95,10 @@ pub struct ModelRoute {
 pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl ModelRoute {
-    pub fn new(name: &str, limit: usize, table: RoutingTable) -> ModelRoute {
+    pub fn new(name: &str, limit: usize, sample: sample::Limits, table: RoutingTable) -> ModelRoute {
         ModelRoute {
             name: name.to_string(),
+            sample: sample::Sample::new(sample),
             table: ArcSwap::from_pointee(table),
             tickets: Tickets::default(),
             inflight: Arc::new(Semaphore::new(limit)),
@@ -155,6 +159,11 @@ impl ModelRoute {
             })?,
         };
         Ok(pool.clone())
+    }
+
+    /// Whether `pool` is the model's stable version now.
+    pub fn is_stable(&self, pool: &Arc<Pool>) -> bool {
+        self.table.load().stable.as_ref().is_some_and(|s| Arc::ptr_eq(s, pool))
     }
 
     /// The shadow's mirror to feed with what `pool` answered, while a candidate shadows it.

@@ -11,12 +11,12 @@
 
 use super::conn::{CallError, WorkerConn};
 use crate::config::HealthConfig;
-use crate::repo::PredictSpec;
+use crate::repo::{PredictKind, PredictSpec};
 use crate::tensor::Tensor;
 use crate::window::Window;
 use crate::wire::ModelInfo;
 use arc_swap::{ArcSwap, ArcSwapOption};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,6 +106,12 @@ impl Slot {
     }
 }
 
+/// Watches the answers a version gives its users while a rollout judges it (the gate's
+/// view of what the answers say). Called on the request path: it must be quick.
+pub trait AnswerTap: Send + Sync {
+    fn answered(&self, outputs: &[Tensor]);
+}
+
 /// What a pick found.
 enum Pick {
     Found(Arc<WorkerConn>),
@@ -127,13 +133,17 @@ pub enum PoolError {
 }
 
 /// What a pool is made for: one model version, its workers and its thresholds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolSpec {
     pub model: String,
     pub version: u64,
     pub workers: usize,
     /// How `/predict` reads this version's outputs (from its model.toml).
     pub predict: PredictSpec,
+    /// What model.toml declares each output's rows are (`[outputs.<name>] kind`).
+    pub kinds: BTreeMap<String, PredictKind>,
+    /// Inference threads per worker: requests one worker runs at once.
+    pub threads: usize,
     pub health: HealthConfig,
     /// Most memory one worker may use, in bytes.
     pub memory_limit: Option<u64>,
@@ -148,6 +158,12 @@ pub struct Pool {
     pub model: String,
     pub version: u64,
     pub predict: PredictSpec,
+    /// What model.toml declares each output's rows are.
+    pub kinds: BTreeMap<String, PredictKind>,
+    /// Inference threads per worker.
+    pub threads: usize,
+    /// While a rollout judges this version: what watches its answers to users.
+    tap: ArcSwapOption<Box<dyn AnswerTap>>,
     /// The thresholds this version is judged by; a reload swaps them without a restart.
     health: ArcSwap<HealthConfig>,
     pub memory_limit: Option<u64>,
@@ -177,6 +193,9 @@ impl Pool {
             model: spec.model,
             version: spec.version,
             predict: spec.predict,
+            kinds: spec.kinds,
+            threads: spec.threads.max(1),
+            tap: ArcSwapOption::empty(),
             health: ArcSwap::from_pointee(spec.health),
             memory_limit: spec.memory_limit,
             cores_per_worker: spec.cores_per_worker.max(1),
@@ -230,6 +249,29 @@ impl Pool {
         let samples: Vec<f64> = self.slots.iter().take(self.active()).filter_map(Slot::cpu_cores).collect();
         let allowed = (self.active() * self.cores_per_worker).max(1) as f64;
         (!samples.is_empty()).then(|| (samples.iter().sum(), allowed))
+    }
+
+    /// Watches this version's answers to users with `tap` from now on (none: stops).
+    pub fn set_tap(&self, tap: Option<Box<dyn AnswerTap>>) {
+        self.tap.store(tap.map(Arc::new));
+    }
+
+    /// Shows an answer this version gave a user to the tap, if one watches.
+    pub fn tap(&self, outputs: &[Tensor]) {
+        if let Some(tap) = &*self.tap.load() {
+            tap.answered(outputs);
+        }
+    }
+
+    /// Requests all of this version's ready workers can run at once.
+    pub fn capacity(&self) -> usize {
+        self.ready_workers() * self.threads
+    }
+
+    /// Whether every inference thread of the version is busy now: what a copy for a
+    /// shadow would compete with.
+    pub fn is_saturated(&self) -> bool {
+        self.outstanding() >= self.capacity()
     }
 
     /// Whether a request sent now would find a worker.
@@ -376,6 +418,7 @@ mod tests {
             health: Default::default(),
             memory_limit: None,
             cores_per_worker: 1,
+            ..PoolSpec::default()
         })
     }
 

@@ -116,10 +116,9 @@ impl Keeper {
                     let label = [spec.model.as_str(), &spec.version.to_string()];
                     self.metrics.model_load_duration.with_label_values(&label).observe(started.elapsed().as_secs_f64());
                     self.metrics.plan_builds.with_label_values(&label).inc_by(u64::from(info.plans_built));
-                    // At 0 from the start, so the first non-finite answer is an increase.
-                    for output in info.outputs.iter().filter(|o| o.dtype.is_float()) {
-                        self.metrics.nonfinite_outputs.with_label_values(&[label[0], label[1], &output.name]);
-                    }
+                    // At 0 from the start, so the first wrong answer is an increase.
+                    let outputs = info.outputs.iter().map(|o| (o.name.as_str(), o.dtype.is_float()));
+                    self.metrics.outputs_known(&spec.model, spec.version, outputs);
                     tracing::info!(model = %spec.model, version = spec.version, slot = spec.slot, pid = child.id(), "worker ready");
                     self.pool.fill(spec.slot, conn.clone(), info);
                     let pid = child.id().unwrap_or(0);

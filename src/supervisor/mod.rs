@@ -89,6 +89,11 @@ impl Supervisor {
             version,
             workers: model.workers,
             predict: manifest.as_ref().map(|m| m.predict.clone()).unwrap_or_default(),
+            kinds: manifest
+                .as_ref()
+                .map(|m| m.outputs.iter().filter_map(|(name, o)| Some((name.clone(), o.kind?))).collect())
+                .unwrap_or_default(),
+            threads: model.threads,
             health: model.health.clone(),
             memory_limit: model.memory_limit,
             cores_per_worker: model.threads * model.intra_op_threads,

@@ -25,12 +25,24 @@
 //! [outputs.log_probs]         # values an output may legitimately hold
 //! allow_infinite = true       # ±Inf is an answer (log of 0), not a failure
 //! allow_nan = false           # NaN still fails the request (the default for both)
+//!
+//! [outputs.scores]            # what an output's rows are, for outputs /predict does not
+//! kind = "probabilities"      # read: "probabilities", "logits" or "regression"
+//!
+//! [validation]                # an operator's labelled examples, answered by a
+//! path = "validation.jsonl"   # candidate and the live version before any traffic
 //! ```
 //!
 //! An output holding NaN or ±Inf that its `[outputs.<name>]` does not allow fails the
 //! request (500, counted as the version's failure). Allowed ones are answered in JSON as
 //! the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (the proto3 JSON mapping's
 //! spelling), never as a silent `null`.
+//!
+//! What the file declares of outputs is their contract, checked on every answer the
+//! version gives (golden examples and warm-up included): the rows of an output of
+//! `kind = "probabilities"` (`[predict]`'s output, or an `[outputs.<name>]`) each lie in
+//! [0, 1] and sum to 1, within [`PROBABILITY_TOLERANCE`]; a labelled output's rows are as
+//! wide as its labels. An answer that breaks it fails the request like a NaN does.
 
 use crate::tensor::{DType, Tensor, Values};
 use serde::Deserialize;
@@ -68,7 +80,25 @@ pub struct Manifest {
     pub predict: PredictSpec,
     #[serde(default)]
     pub outputs: BTreeMap<String, OutputSpec>,
+    #[serde(default)]
+    pub validation: Option<ValidationSpec>,
 }
+
+/// How far a probability may lie outside [0, 1], and a row's sum from 1, and still be a
+/// probability: a softmax computed in half precision over 1,000 classes sums within 5e-4
+/// of 1; dropped normalisation (logits, scores) is off by far more on almost every row.
+pub const PROBABILITY_TOLERANCE: f64 = 5e-3;
+
+/// `[validation]`: where a version's validation set lies (a JSON-lines file of inputs with
+/// their expected label or value), relative to the version directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    pub path: PathBuf,
+}
+
+/// The file a version's validation set is read from when `[validation]` names none.
+pub const VALIDATION_FILE: &str = "validation.jsonl";
 
 /// `[outputs.<name>]`: what one output may hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -80,6 +110,10 @@ pub struct OutputSpec {
     /// NaN is a legitimate value, answered rather than failed.
     #[serde(default)]
     pub allow_nan: bool,
+    /// What the output's rows are: `probabilities` is a contract checked on every answer;
+    /// `logits` and `regression` tell the rollout gate how to read them.
+    #[serde(default)]
+    pub kind: Option<PredictKind>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,7 +180,35 @@ pub enum PredictKind {
     Regression,
 }
 
+impl PredictSpec {
+    /// The output `/predict` reads: the one named here, else the labelled one, else the
+    /// first floating-point output, else the first.
+    pub fn output_of<'a>(&'a self, info: &'a super::ModelInfo) -> Option<&'a str> {
+        self.output
+            .as_deref()
+            .or_else(|| info.labels.as_ref().map(|l| l.output.as_str()))
+            .or_else(|| info.outputs.iter().find(|o| o.dtype.is_float()).map(|o| o.name.as_str()))
+            .or_else(|| info.outputs.first().map(|o| o.name.as_str()))
+    }
+}
+
 impl Manifest {
+    /// What the rows of `output` are, as declared: its `[outputs.<name>] kind`, else
+    /// `[predict] kind` when it is the output `/predict` reads.
+    pub fn kind_of(&self, output: &str, info: &super::ModelInfo) -> Option<PredictKind> {
+        let declared = self.outputs.get(output).and_then(|o| o.kind);
+        declared.or(self.predict.kind.filter(|_| self.predict.output_of(info) == Some(output)))
+    }
+
+    /// The version's validation set, if it has one: `[validation] path`, else a
+    /// `validation.jsonl` beside the model file.
+    pub fn validation_file(&self, version_dir: &Path) -> Option<PathBuf> {
+        match &self.validation {
+            Some(spec) => Some(version_dir.join(&spec.path)),
+            None => Some(version_dir.join(VALIDATION_FILE)).filter(|p| p.is_file()),
+        }
+    }
+
     /// Reads `path`, or gives the empty manifest when the file does not exist.
     pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
         let text = match std::fs::read_to_string(path) {

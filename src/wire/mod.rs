@@ -76,7 +76,7 @@ impl Buckets {
 pub const OOM_EXIT_CODE: i32 = 86;
 
 /// Bumped when the frame layout changes; a worker refuses a Hello of another version.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest frame either side accepts (1 GiB): a corrupt length never allocates more.
 pub const MAX_FRAME: usize = 1 << 30;
@@ -137,6 +137,20 @@ pub enum Fault {
     /// The model ran but this output holds NaN or ±Inf, which its model.toml does not
     /// allow: no usable answer (server error).
     NonFinite { output: String },
+    /// The model ran but this output breaks what its model.toml declares of it (rows of
+    /// `kind = "probabilities"` that are no distribution, a labelled output whose width is
+    /// not the number of labels): a wrong answer (server error).
+    Contract { output: String },
+}
+
+impl Fault {
+    /// The output whose values failed the answer, for the faults that name one.
+    pub fn output(&self) -> Option<&str> {
+        match self {
+            Fault::NonFinite { output } | Fault::Contract { output } => Some(output),
+            Fault::BadInput | Fault::Internal => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +224,10 @@ impl Frame {
                         w.u8(3);
                         w.str(output);
                     }
+                    Fault::Contract { output } => {
+                        w.u8(4);
+                        w.str(output);
+                    }
                 }
                 w.str(message);
             }
@@ -250,6 +268,7 @@ impl Frame {
                     1 => Fault::BadInput,
                     2 => Fault::Internal,
                     3 => Fault::NonFinite { output: r.str()? },
+                    4 => Fault::Contract { output: r.str()? },
                     other => return Err(DecodeError::BadValue("fault", u64::from(other))),
                 };
                 Frame::Failed { id, fault, message: r.str()? }
@@ -568,6 +587,10 @@ mod tests {
                 "failed_non_finite",
                 Frame::Failed { id: 5, fault: Fault::NonFinite { output: "y".into() }, message: "NaN".into() },
             ),
+            (
+                "failed_contract",
+                Frame::Failed { id: 6, fault: Fault::Contract { output: "p".into() }, message: "sums to 3".into() },
+            ),
             ("ping", Frame::Ping { id: 9 }),
             ("pong", Frame::Pong { id: 9 }),
         ]
@@ -667,6 +690,7 @@ mod tests {
                 Just(Fault::BadInput),
                 Just(Fault::Internal),
                 any::<String>().prop_map(|output| Fault::NonFinite { output }),
+                any::<String>().prop_map(|output| Fault::Contract { output }),
             ]
         }
 

@@ -223,7 +223,7 @@ pub fn run_batch(engine: &Engine, batch: Vec<Queued>, rows: usize) -> Vec<Reply>
                 let plans_built = if n == 0 { run.plans_built } else { 0 };
                 let queued = started - request.arrived;
                 let timing = Timing { queued, computed, batch: rows as u32, leads: n == 0, plans_built };
-                replies.push(engine.finite.check(&outputs).map(|()| (outputs, timing)));
+                replies.push(engine.contract.check(&outputs).map(|()| (outputs, timing)));
                 start = end;
             }
             replies
@@ -236,7 +236,7 @@ pub fn run_batch(engine: &Engine, batch: Vec<Queued>, rows: usize) -> Vec<Reply>
 fn run_alone(engine: &Engine, request: Queued, started: Instant) -> Reply {
     let rows = request.rows;
     let run = engine.run(request.inputs)?;
-    engine.finite.check(&run.outputs)?;
+    engine.contract.check(&run.outputs)?;
     let timing = Timing {
         queued: started.saturating_duration_since(request.arrived),
         computed: started.elapsed(),

@@ -6,7 +6,10 @@
 //! declared inputs (open dimensions set to 1) are used; if the model refuses those, the
 //! worker logs it and goes on, since such a default only guesses at valid input (on a GPU,
 //! a failure of the device's stops it). A declared warm-up or a golden example that fails
-//! stops the version with the reason.
+//! stops the version with the reason — a declared one's answer held to the output contract
+//! (NaN, probabilities that are none) as a served answer is. Zeros are not always valid
+//! data (a model that divides by its input's spread answers NaN to them), so what the
+//! default warm-up gives is logged, never fatal.
 
 use super::engine::Engine;
 use crate::wire::manifest::{Example, Golden, Manifest};
@@ -25,10 +28,10 @@ pub fn run_all(engine: &Engine, manifest: &Manifest) -> Result<(), String> {
 fn warm_up(engine: &Engine, manifest: &Manifest) -> Result<(), String> {
     if let Some(warmup) = &manifest.warmup {
         let inputs = examples_to_tensors(&engine.info.inputs, &warmup.inputs)?;
-        return engine.infer(inputs).map(drop).map_err(|f| format!("warm-up failed: {}", f.message));
+        return engine.answer(inputs).map(drop).map_err(|f| format!("warm-up failed: {}", f.message));
     }
     let inputs = engine.info.inputs.iter().map(|spec| zeros(spec, manifest)).collect::<Vec<_>>();
-    match engine.infer(inputs) {
+    match engine.answer(inputs) {
         // On a GPU a server-side failure is the device's (no plan, its memory): the version
         // must not take traffic it would fail.
         Err(f) if f.fault == Fault::Internal && engine.info.on_gpu() => {
@@ -70,7 +73,7 @@ fn examples_to_tensors(specs: &[TensorSpec], examples: &BTreeMap<String, Example
 
 fn check_golden(engine: &Engine, golden: &Golden) -> Result<(), String> {
     let inputs = examples_to_tensors(&engine.info.inputs, &golden.inputs)?;
-    let outputs = engine.infer(inputs).map_err(|f| f.message)?;
+    let outputs = engine.answer(inputs).map_err(|f| f.message)?;
     for (name, want) in &golden.outputs {
         let got = outputs
             .iter()

@@ -10,7 +10,7 @@
 //! to its bucket (a power of two by default) so a few plans cover every batch size, and the
 //! padding rows are dropped from the outputs.
 
-use super::finite::Finite;
+use super::contract::Contract;
 use crate::wire::Buckets;
 use crate::wire::{Fault, Labels, ModelInfo};
 use crate::wire::{Tensor, TensorSpec, Values};
@@ -46,8 +46,8 @@ pub struct Engine {
     buckets: Buckets,
     /// Every input and output has an open first dimension: requests can be stacked.
     pub batchable: bool,
-    /// Which outputs may hold NaN or ±Inf; every answer is checked against it.
-    pub finite: Finite,
+    /// What model.toml declares of the outputs; every answer is checked against it.
+    pub contract: Contract,
 }
 
 /// What one run gave.
@@ -83,7 +83,7 @@ impl Engine {
             string_outputs: model.string_outputs,
             buckets,
             batchable,
-            finite: Finite::default(),
+            contract: Contract::default(),
         }
     }
 
@@ -94,6 +94,14 @@ impl Engine {
     /// Runs one request: its inputs in any order, named as the model names them.
     pub fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
         self.run(self.prepare(inputs)?).map(|run| run.outputs)
+    }
+
+    /// Runs one request and holds its answer to the output contract, as a served request
+    /// is (the warm-up and golden examples).
+    pub fn answer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
+        let outputs = self.infer(inputs)?;
+        self.contract.check(&outputs)?;
+        Ok(outputs)
     }
 
     /// Checks a request and puts its inputs in the model's order.

@@ -10,10 +10,10 @@
 
 pub mod batcher;
 pub mod checks;
+pub mod contract;
 pub mod device;
 pub mod direct;
 pub mod engine;
-pub mod finite;
 pub mod in_flight;
 pub mod loader;
 pub mod memory;
@@ -270,7 +270,7 @@ fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
     let started = std::time::Instant::now();
     let (manifest, model) = load_model(&args.dir, &args.engine, args.threads.max(1), args.max_plans)?;
     let mut engine = engine::Engine::new(model, args.buckets());
-    engine.finite = finite::Finite::from_manifest(&manifest);
+    engine.contract = contract::Contract::new(&manifest, &engine.info)?;
     let hints = manifest.inputs.iter().map(|(name, hint)| (name.clone(), hint.shape.clone())).collect();
     engine.build_plans(&args.plan_sizes, &hints);
     checks::run_all(&engine, &manifest)?;
@@ -309,6 +309,7 @@ fn load_model(
     };
     loaded.info.device = device.described;
     check_declared_outputs(&loaded.info, &manifest)?;
+    contract::Contract::new(&manifest, &loaded.info)?;
     Ok((manifest, loaded))
 }
 
