@@ -64,6 +64,11 @@ enum Command {
         /// traffic (otherwise it is refused before any request; `plan` shows the difference).
         #[arg(long)]
         allow_signature_change: bool,
+        /// The new version is meant to answer differently (a retrain that changes
+        /// behaviour): its output drift is reported but does not revert it. With a value,
+        /// the largest PSI allowed for this rollout instead of max_output_drift.
+        #[arg(long, value_name = "PSI", num_args = 0..=1, default_missing_value = "0")]
+        expect_drift: Option<f64>,
         #[command(flatten)]
         target: Target,
     },
@@ -286,8 +291,9 @@ fn main() -> ExitCode {
         }
         Command::Config { command: ConfigCommand::Check { config } } => check(&config),
         Command::Status { target, output } => with_socket(&target, |s| cli::status(s, output.json())),
-        Command::Deploy { model, version, strategy, no_follow, allow_signature_change, target } => {
-            let request = Request::Deploy { model, version, strategy, allow_signature_change };
+        Command::Deploy { model, version, strategy, no_follow, allow_signature_change, expect_drift, target } => {
+            let request =
+                Request::Deploy { model, version, strategy, allow_signature_change, max_output_drift: expect_drift };
             with_socket(&target, |s| cli::deploy(s, request, !no_follow))
         }
         Command::Rollback { model, target } => with_socket(&target, |s| cli::simple(s, &Request::Rollback { model })),

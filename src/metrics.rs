@@ -57,6 +57,7 @@ pub mod names {
     pub const WORKER_RESTARTS_TOTAL: &str = "modeld_worker_restarts_total";
     pub const WORKER_RSS_BYTES: &str = "modeld_worker_rss_bytes";
     pub const WORKERS_UP: &str = "modeld_workers_up";
+    pub const VERSION_CRASH_LOOPING: &str = "modeld_version_crash_looping";
 }
 
 const MODEL_VERSION: &[&str] = &["model", "version"];
@@ -80,6 +81,7 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub inflight: IntGaugeVec,
     pub workers_up: IntGaugeVec,
+    pub crash_looping: IntGaugeVec,
     pub worker_restarts: IntCounterVec,
     pub worker_oom_kills: IntCounterVec,
     pub worker_hangs: IntCounterVec,
@@ -157,6 +159,11 @@ impl Metrics {
             ),
             inflight: gauge(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered, by model.", &["model"]),
             workers_up: gauge(names::WORKERS_UP, "Workers ready to serve, by model and version.", MODEL_VERSION),
+            crash_looping: gauge(
+                names::VERSION_CRASH_LOOPING,
+                "1 while a version's workers keep dying soon after getting ready (on requests), restarted with a growing backoff; 0 otherwise.",
+                MODEL_VERSION,
+            ),
             worker_restarts: counter(
                 names::WORKER_RESTARTS_TOTAL,
                 "Workers restarted after they exited, by model and version.",
@@ -266,6 +273,7 @@ impl Metrics {
             Box::new(self.batch_size.clone()),
             Box::new(self.inflight.clone()),
             Box::new(self.workers_up.clone()),
+            Box::new(self.crash_looping.clone()),
             Box::new(self.worker_restarts.clone()),
             Box::new(self.worker_oom_kills.clone()),
             Box::new(self.worker_hangs.clone()),

@@ -155,6 +155,9 @@ pub fn deploy(socket: &Path, request: Request, follow: bool) -> ExitCode {
         Err(e) => return failed(e),
     };
     display.finish();
+    if let Some(s) = last.as_ref().and_then(|p| p.sources) {
+        println!("the new version answered {} live requests, {} mirrored, {} replayed", s.live, s.mirrored, s.replayed);
+    }
     match last.map(|p| p.phase) {
         Some(Phase::Promoted) | Some(Phase::AwaitingDecision { .. }) => ExitCode::from(EXIT_PROMOTED),
         Some(Phase::Reverted { .. }) => ExitCode::from(EXIT_REVERTED),
@@ -163,9 +166,12 @@ pub fn deploy(socket: &Path, request: Request, follow: bool) -> ExitCode {
     }
 }
 
-/// A spinner with the phase on a terminal; one timestamped line per phase otherwise.
+/// A spinner with the phase (and where the new version's answers came from) on a
+/// terminal; one timestamped line per phase otherwise.
 struct Display {
     bar: Option<indicatif::ProgressBar>,
+    /// The last phase line printed, so that progress within a phase prints no new line.
+    last: String,
 }
 
 impl Display {
@@ -175,16 +181,21 @@ impl Display {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Display { bar }
+        Display { bar, last: String::new() }
     }
 
     fn show(&mut self, p: &Progress) {
         let line = p.phase.describe();
+        let counts = p.sources.map_or(String::new(), |s| {
+            format!(" [answers: {} live, {} mirrored, {} replayed]", s.live, s.mirrored, s.replayed)
+        });
         match &self.bar {
-            Some(bar) if p.phase.is_done() => bar.finish_with_message(line),
-            Some(bar) => bar.set_message(line),
+            Some(bar) if p.phase.is_done() => bar.finish_with_message(line.clone()),
+            Some(bar) => bar.set_message(format!("{line}{counts}")),
+            None if line == self.last => {}
             None => println!("{} {line}", format_time(crate::rollout::state::now())),
         }
+        self.last = line;
     }
 
     fn finish(&self) {

@@ -45,6 +45,9 @@ pub enum Request {
         /// Let a candidate whose signature differs from the live version's take traffic.
         #[serde(default)]
         allow_signature_change: bool,
+        /// The largest output drift (PSI) allowed for this rollout; 0: not judged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_output_drift: Option<f64>,
     },
     /// Back to the old version: the running rollout reverts, or the previous version returns.
     Rollback {
@@ -212,8 +215,15 @@ impl Admin {
                 status.rollouts = engine.in_progress();
                 Ok(json(status))
             }
-            Request::Deploy { model, version, strategy, allow_signature_change } => {
-                let options = Options { strategy: parse_strategy(strategy.as_deref())?, allow_signature_change };
+            Request::Deploy { model, version, strategy, allow_signature_change, max_output_drift } => {
+                if let Some(psi) = max_output_drift.filter(|p| !(*p >= 0.0 && p.is_finite())) {
+                    return Err(format!("--expect-drift {psi}: a PSI must be 0 or more (0: drift is not judged)"));
+                }
+                let options = Options {
+                    strategy: parse_strategy(strategy.as_deref())?,
+                    allow_signature_change,
+                    max_output_drift,
+                };
                 done(engine.deploy(&model, version, options))
             }
             Request::Rollback { model } => done(engine.rollback(&model).await),

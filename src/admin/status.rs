@@ -120,6 +120,13 @@ pub fn render(status: &Status) -> String {
             r.strategy,
             r.phase.describe()
         );
+        if let Some(s) = r.sources {
+            let _ = writeln!(
+                out,
+                "  the new version answered {} live requests, {} mirrored, {} replayed",
+                s.live, s.mirrored, s.replayed
+            );
+        }
     }
     out
 }

@@ -95,6 +95,7 @@ impl Front {
         for gauge in [
             &m.inflight,
             &m.workers_up,
+            &m.crash_looping,
             &m.worker_rss_bytes,
             &m.health_check_status,
             &m.traffic_weight,
@@ -111,6 +112,8 @@ impl Front {
                 // share these series.
                 m.traffic_weight.with_label_values(&[name, &version]).add(i64::from(table.weight(pool)));
                 m.workers_up.with_label_values(&[name, &version]).add(pool.ready_workers() as i64);
+                let looping = i64::from(pool.crash_loop().is_some());
+                m.crash_looping.with_label_values(&[name, &version]).add(looping);
                 for (slot, s) in pool.slots.iter().enumerate() {
                     let rss = s.rss_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64;
                     m.worker_rss_bytes.with_label_values(&[name, &version, &slot.to_string()]).set(rss);

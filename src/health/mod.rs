@@ -160,6 +160,7 @@ fn state(pool: &Pool) -> &'static str {
     let (ready, configured) = (pool.ready_workers(), pool.active());
     match &*pool.phase() {
         Phase::Starting => "loading",
+        Phase::Running if pool.crash_loop().is_some() => "crash_looping",
         Phase::Running if ready == configured => "ready",
         Phase::Running if ready > 0 => "degraded",
         Phase::Running => "unavailable",
@@ -176,7 +177,9 @@ pub fn evaluate(pool: &Pool, host: &Host) -> BTreeMap<&'static str, Check> {
 /// Every check of one version, its measured window read once by the caller.
 fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'static str, Check> {
     let h = &*pool.health();
-    let failed = matches!(*pool.phase(), Phase::Failed { .. });
+    // A version whose workers die on the requests they get fails its clients as surely as
+    // one that cannot load.
+    let failed = matches!(*pool.phase(), Phase::Failed { .. }) || pool.crash_loop().is_some();
     let max_rss = pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0);
     let mut checks = BTreeMap::from([
         ("model_loaded", check::model_loaded(pool.ready_workers(), pool.active(), failed)),
@@ -237,11 +240,12 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
     let ready = pool.ready_workers();
     let reason = match &*pool.phase() {
         Phase::Failed { reason } => Some(reason.clone()),
-        _ => pool
-            .slots
-            .iter()
-            .filter(|s| s.conn().is_none())
-            .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        _ => pool.crash_loop().or_else(|| {
+            pool.slots
+                .iter()
+                .filter(|s| s.conn().is_none())
+                .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        }),
     };
     VersionHealth {
         state,

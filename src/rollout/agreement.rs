@@ -92,7 +92,7 @@ impl Comparer {
 }
 
 /// The output whose top class is the version's decision, when it is a classifier.
-fn class_output(pool: &Pool) -> Option<String> {
+pub(super) fn class_output(pool: &Pool) -> Option<String> {
     let info = pool.info()?;
     if let Some(labels) = &info.labels {
         return Some(labels.output.clone());

@@ -86,11 +86,13 @@ impl Answers {
         reading.features(outputs, |feature, value| drift.record(side, feature, value));
     }
 
-    /// Both versions' answers to one request: their distributions, and whether they
-    /// agree (None: nothing comparable).
+    /// Both versions' answers to one request: their distributions, the pair, and whether
+    /// they agree (None: nothing comparable).
     fn pair(&self, stable: &[Tensor], candidate: &[Tensor]) -> Option<bool> {
-        self.record(Side::Stable, stable);
-        self.record(Side::Candidate, candidate);
+        let (mut theirs, mut mine) = (Vec::new(), Vec::new());
+        self.stable.features(stable, |f, v| theirs.push((f, v)));
+        self.candidate.features(candidate, |f, v| mine.push((f, v)));
+        self.drift().record_pair(theirs, mine);
         self.comparer.agrees(stable, candidate)
     }
 

@@ -383,34 +383,34 @@ mod tests {
         assert_eq!(judge(&with(19, 0), &d), Verdict::Pass, "too few compared to judge");
     }
 
-    fn reading(psi: f64, allowance: f64, samples: usize) -> DriftReading {
+    fn reading(psi: f64, chance_psi: f64, samples: usize) -> DriftReading {
         use super::drift::{BinShift, Feature, FeatureDrift};
         let feature = FeatureDrift {
             feature: Feature { output: "y".into(), name: "value".into() },
             psi,
-            allowance,
+            chance_psi,
             stable_samples: samples,
             candidate_samples: samples,
+            paired: 0,
+            paired_shift: false,
             moved: vec![BinShift { bin: "[1.0000, 2.0000)".into(), stable_share: 0.1, candidate_share: 0.4 }],
         };
         DriftReading { features: if samples >= 50 { vec![feature] } else { vec![] }, samples }
     }
 
     #[test]
-    fn drift_past_the_limit_and_its_allowance_fails_and_too_few_answers_wait() {
+    fn drift_over_the_limit_and_beyond_chance_fails_and_too_few_answers_wait() {
         let d = DeployConfig::default();
         let with =
             |drift| Evidence { drift: Some(drift), ..evidence(window(100, 0, 0, 1), Some(window(1000, 0, 0, 1))) };
         let v = judge(&with(reading(1.8, 0.2, 200)), &d);
-        assert!(
-            fails(
-                &v,
-                "output 'y' value drifted from stable's: PSI 1.80 (limit 0.25, 0.20 more allowed for chance at 200 and 200 answers); bins that moved most: [1.0000, 2.0000) 10.0% → 40.0%"
-            ),
-            "{v:?}"
-        );
+        let want = "output 'y' value drifted from stable's: PSI 1.80 (limit 0.25) over 200 and 200 answers, 0 of \
+                    them to the same requests; chance alone stays under 0.20 at these sizes; bins that moved most: \
+                    [1.0000, 2.0000) 10.0% → 40.0%";
+        assert!(fails(&v, want), "{v:?}");
         assert!(fails(&v, "--expect-drift"), "{v:?}");
-        assert_eq!(judge(&with(reading(0.4, 0.2, 200)), &d), Verdict::Pass, "within the limit plus chance");
+        assert_eq!(judge(&with(reading(0.4, 0.5, 200)), &d), Verdict::Pass, "over the limit, but chance explains it");
+        assert_eq!(judge(&with(reading(0.2, 0.1, 200)), &d), Verdict::Pass, "beyond chance, but under the limit");
         let v = judge(&with(reading(0.0, 0.0, 30)), &d);
         assert_eq!(
             v,

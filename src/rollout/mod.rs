@@ -26,6 +26,7 @@ pub mod runner;
 pub mod shadow;
 pub mod signature;
 pub mod state;
+pub mod validation;
 
 use crate::config::VersionSpec;
 use crate::config::{Config, ModelConfig, Overrides, Strategy};
@@ -45,6 +46,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// How a promoted version is watched while its predecessor is kept warm.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    pub every: Duration,
+    pub breaches: u32,
+}
 
 /// What the runners share with the engine.
 pub struct Shared {
@@ -78,12 +86,81 @@ impl Shared {
         self.update(|s| s.model(model).rollout = Some(record.clone()));
     }
 
-    /// Stops `old` after `keep`, unless a rollback took it back into service first.
-    pub fn retire_later(self: &Arc<Self>, route: Arc<ModelRoute>, old: Arc<Pool>, keep: Duration) {
+    /// Keeps `old` warm for `keep` after a promotion, then stops it, unless a rollback
+    /// took it back into service first. Meanwhile the promoted version is watched by the
+    /// gate's critical checks (its workers crash-looping on requests, its error rate,
+    /// latency, availability, OOM kills): `watch.breaches` failing evaluations in a row
+    /// revert to `old` at once, from its warm pool.
+    pub fn retire_later(self: &Arc<Self>, route: Arc<ModelRoute>, old: Arc<Pool>, keep: Duration, watch: Watch) {
         let shared = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(keep).await;
+            let deadline = tokio::time::Instant::now() + keep;
+            let mut breaches = 0;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(watch.every.min(deadline - tokio::time::Instant::now())).await;
+                let table = route.table();
+                let (Some(previous), Some(promoted)) = (&table.previous, &table.stable) else { return };
+                if !Arc::ptr_eq(previous, &old) {
+                    return; // rolled back meanwhile, or a new rollout retired it
+                }
+                let Some(gate::Verdict::Fail(reason)) = gate::critical(promoted, &shared.host) else {
+                    breaches = 0;
+                    continue;
+                };
+                breaches += 1;
+                if breaches >= watch.breaches {
+                    return shared.revert_promotion(&route, promoted.clone(), old, reason).await;
+                }
+            }
             shared.retire_previous(&route, &old).await;
+        });
+    }
+
+    /// Puts `previous` back in service after the promoted version failed the gate, and
+    /// records it as the promoted version's revert.
+    async fn revert_promotion(&self, route: &ModelRoute, promoted: Arc<Pool>, previous: Arc<Pool>, reason: String) {
+        let (from, to) = (promoted.version, previous.version);
+        tracing::error!(model = %route.name, from, to, "the promoted version failed the gate: {reason}; reverting to the warm previous version");
+        route.swap(RoutingTable::stable(previous));
+        let reason =
+            format!("after its promotion, version {from} failed the gate ({reason}); version {to} serves again");
+        self.record_switch(&route.name, from, to, "revert", Origin::Watch, Outcome::Reverted, reason);
+        self.supervisor.stop(&promoted).await;
+    }
+
+    /// Records a switch of the live version outside a rollout (a rollback by hand, a revert
+    /// after promotion) in the state and the history.
+    #[allow(clippy::too_many_arguments)]
+    fn record_switch(
+        &self,
+        model: &str,
+        from: u64,
+        to: u64,
+        strategy: &str,
+        origin: Origin,
+        outcome: Outcome,
+        reason: String,
+    ) {
+        self.update(|s| {
+            let m = s.model(model);
+            m.live = Some(to);
+            m.previous = Some(from);
+            let at = state::now();
+            let id = s.next_id();
+            s.remember(Record {
+                id,
+                model: model.into(),
+                from: Some(from),
+                to,
+                strategy: strategy.into(),
+                origin: origin.name().into(),
+                started_at: at,
+                ended_at: Some(at),
+                outcome: Some(outcome),
+                reason: Some(reason),
+                phases: Vec::new(),
+                validation: None,
+            });
         });
     }
 
@@ -115,12 +192,14 @@ pub enum EngineError {
 }
 
 /// What an operator asked of one rollout beyond the model's config.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Options {
     /// Roll out by this strategy instead of the config's (keeping the config's gate).
     pub strategy: Option<Strategy>,
     /// Let a candidate whose signature differs from the live version's take traffic.
     pub allow_signature_change: bool,
+    /// `--expect-drift`: the output drift allowed for this rollout (0: not judged).
+    pub max_output_drift: Option<f64>,
 }
 
 impl Options {
@@ -128,6 +207,9 @@ impl Options {
     fn apply(&self, model: &ModelConfig) -> crate::config::DeployConfig {
         let mut deploy = self.strategy.map_or_else(|| model.deploy.clone(), |s| model.deploy.with_strategy(s));
         deploy.allow_signature_change |= self.allow_signature_change;
+        if let Some(psi) = self.max_output_drift {
+            deploy.max_output_drift = psi;
+        }
         deploy
     }
 }
@@ -360,6 +442,7 @@ impl Engine {
             outcome: None,
             reason: None,
             phases: Vec::new(),
+            validation: None,
         };
         let first = Progress {
             id: record.id,
@@ -476,26 +559,8 @@ impl Engine {
         };
         route.swap(RoutingTable::stable(previous.clone()));
         let (from, to) = (current.version, previous.version);
-        self.shared.update(|s| {
-            let m = s.model(model);
-            m.live = Some(to);
-            m.previous = Some(from);
-            let at = state::now();
-            let id = s.next_id();
-            s.remember(Record {
-                id,
-                model: model.into(),
-                from: Some(from),
-                to,
-                strategy: "rollback".into(),
-                origin: Origin::Operator.name().into(),
-                started_at: at,
-                ended_at: Some(at),
-                outcome: Some(Outcome::RolledBack),
-                reason: Some(format!("operator rollback from version {from}")),
-                phases: Vec::new(),
-            });
-        });
+        let reason = format!("operator rollback from version {from}");
+        self.shared.record_switch(model, from, to, "rollback", Origin::Operator, Outcome::RolledBack, reason);
         self.shared.supervisor.stop(&current).await;
         Ok(format!("version {to} is live again ({how}); version {from} stopped"))
     }

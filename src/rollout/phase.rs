@@ -10,6 +10,10 @@ pub enum Phase {
     /// The candidate's workers start: load, warm-up, golden examples. Moves on when one is
     /// ready (traffic may start), or fails the rollout — live traffic untouched.
     Spawning,
+    /// The candidate and the live version answer the candidate's validation set. Moves on
+    /// when the candidate scores within the allowed margin of the live version; fails the
+    /// rollout, before any traffic, otherwise.
+    Validating,
     /// The candidate answers a mirrored copy of live requests, its answers compared with
     /// stable's and thrown away; no user request reaches it. Moves on when the shadow time
     /// ends with a passing verdict (agreement included); a failing one stops the candidate
@@ -46,6 +50,7 @@ impl Phase {
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Spawning => "spawning",
+            Phase::Validating => "validating",
             Phase::Shadow => "shadow",
             Phase::Gating { .. } => "gating",
             Phase::Paused { .. } => "paused",
@@ -57,8 +62,18 @@ impl Phase {
         }
     }
 
-    pub const NAMES: [&'static str; 9] =
-        ["spawning", "shadow", "gating", "paused", "awaiting_decision", "draining", "promoted", "reverted", "failed"];
+    pub const NAMES: [&'static str; 10] = [
+        "spawning",
+        "validating",
+        "shadow",
+        "gating",
+        "paused",
+        "awaiting_decision",
+        "draining",
+        "promoted",
+        "reverted",
+        "failed",
+    ];
 
     /// The candidate's traffic share in this phase, when it has one.
     pub fn weight(&self) -> Option<u8> {
@@ -76,6 +91,7 @@ impl Phase {
             Phase::Spawning => {
                 "starting the new version's workers (load, warm-up, golden examples, signature check)".into()
             }
+            Phase::Validating => "answering the validation set, beside the live version (no user traffic)".into(),
             Phase::Shadow => "shadow: answering a copy of live traffic, compared with stable's, no user traffic".into(),
             Phase::Gating { step, steps, weight } => {
                 format!("step {step}/{steps}: {weight}% of traffic, gate watching")

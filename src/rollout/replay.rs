@@ -3,8 +3,10 @@
 //! the answers its gate needs within its bake.
 //!
 //! Each phase sets an aim ([`Replayer::aim`]): the answers the candidate's window must
-//! hold. While what users (or shadow copies) bring falls short of a pace that reaches the
-//! aim by half the phase's hold, the replayer sends the candidate the newest request of
+//! hold, and the answers the two versions should have given the same requests over the
+//! rollout (what drift is judged on most surely). While what users (or shadow copies)
+//! bring falls short of a pace that reaches the aim by half the phase's hold, the replayer
+//! sends the candidate the newest request of
 //! the sample it has not sent yet, one at a time and only while the candidate holds no
 //! other request, so a replay never makes a live request wait. Its answer counts in the
 //! candidate's window (its outcome and latency, as a user's would) and is compared with
@@ -35,6 +37,8 @@ const LOOK_EVERY: Duration = Duration::from_millis(50);
 struct Aim {
     /// Answers the candidate's window should hold.
     needed: u64,
+    /// Answers to the same requests as stable's, over the rollout.
+    pairs: u64,
     /// When the phase started, and the time by which the aim should be reached.
     since: Instant,
     reach_in: Duration,
@@ -82,10 +86,11 @@ impl Replayer {
         Replayer { aim, exhausted, stop }
     }
 
-    /// From now on the candidate's window should hold `needed` answers, reached by half
-    /// of `hold` at the latest.
-    pub fn aim(&self, needed: u64, hold: Duration) {
-        self.aim.send_replace(Some(Aim { needed, since: Instant::now(), reach_in: hold / 2 }));
+    /// From now on the candidate's window should hold `needed` answers, and the rollout
+    /// `pairs` answers to requests stable answered too, reached by half of `hold` at the
+    /// latest.
+    pub fn aim(&self, needed: u64, pairs: u64, hold: Duration) {
+        self.aim.send_replace(Some(Aim { needed, pairs, since: Instant::now(), reach_in: hold / 2 }));
     }
 
     /// Whether every request of the sample has been replayed (none is left to fill a
@@ -98,11 +103,17 @@ impl Replayer {
 impl Replaying {
     async fn run(self, aims: watch::Receiver<Option<Aim>>, exhausted: Arc<AtomicBool>, stop: CancellationToken) {
         let mut sent: HashSet<u64> = HashSet::new();
+        let mut rest = false;
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(LOOK_EVERY) => {}
+            // Replays follow one another at once while the aim is short; otherwise look again
+            // in a while.
+            if rest {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(LOOK_EVERY) => {}
+                }
             }
+            rest = true;
             let Some(aim) = *aims.borrow() else { continue };
             if !self.short_of(&aim) || self.candidate.outstanding() > 0 {
                 continue;
@@ -111,6 +122,7 @@ impl Replaying {
                 exhausted.store(true, Ordering::Relaxed);
                 continue;
             };
+            rest = false;
             exhausted.store(false, Ordering::Relaxed);
             sent.insert(kept.id);
             tokio::select! {
@@ -120,14 +132,16 @@ impl Replaying {
         }
     }
 
-    /// Whether the candidate's window holds fewer answers than the aim's pace asks by now.
+    /// Whether the candidate has fewer answers than the aim's pace asks by now.
     fn short_of(&self, aim: &Aim) -> bool {
         let progress = match aim.reach_in.is_zero() {
             true => 1.0,
             false => (aim.since.elapsed().as_secs_f64() / aim.reach_in.as_secs_f64()).min(1.0),
         };
-        let due = (aim.needed as f64 * progress).ceil() as u64;
-        self.candidate.window.snapshot().requests < due
+        let due = |n: u64| (n as f64 * progress).ceil() as u64;
+        let sources = self.answers.sources();
+        self.candidate.window.snapshot().requests < due(aim.needed)
+            || sources.mirrored + sources.replayed < due(aim.pairs)
     }
 
     /// Runs one kept request on the candidate and records what it did.

@@ -19,7 +19,7 @@ use super::gate::{self, Baseline, Seen, Verdict};
 use super::phase::{Phase, Progress};
 use super::replay::Replayer;
 use super::state::{self, Outcome, PhaseEntry, Record};
-use super::{shadow, signature};
+use super::{shadow, signature, validation};
 use crate::config::{DeployConfig, ModelConfig, OnInconclusive, Strategy};
 use crate::router::ModelRoute;
 use crate::router::mirror::{Mirror, ShadowCounts};
@@ -29,6 +29,10 @@ use crate::wire::ModelInfo;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+
+/// Answers to the same requests as stable's a rollout aims for, in drift minimums: about
+/// 200 by default, on which a PSI of 0.5 between two versions is beyond chance.
+const DRIFT_PAIRS: u64 = 4;
 
 /// What an operator can ask of a running rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,19 +198,23 @@ impl Runner {
         }
     }
 
-    /// What the candidate's window should hold in a stage: enough requests to judge its
-    /// rates and drift, and in the shadow phase the copies asked for; replays top up what
-    /// traffic does not bring, a fifth over, as the window slides.
+    /// What the candidate should have answered in a stage: enough requests in its window
+    /// to judge its rates and drift (in the shadow phase, the copies asked for), and over
+    /// the rollout [`DRIFT_PAIRS`] times the drift minimum of answers to requests stable
+    /// answered too, which judge drift on a quiet model as surely as a busy one's traffic.
+    /// Replays top up what traffic does not bring, the window's a fifth over as it slides.
     fn aim_replays(&self, candidate: &Pool, stage: &Stage, hold: Duration) {
         let Some(replayer) = &self.replayer else { return };
         let mut needed = candidate.health().min_samples;
+        let mut pairs = 0;
         if self.deploy.max_output_drift > 0.0 {
             needed = needed.max(self.deploy.drift_min_samples);
+            pairs = self.deploy.drift_min_samples * DRIFT_PAIRS;
         }
         if let Stage::Shadow(_) = stage {
             needed = needed.max(self.deploy.shadow_requests);
         }
-        replayer.aim(needed + needed / 5, hold);
+        replayer.aim(needed + needed / 5, pairs, hold);
     }
 
     /// The gate's verdict on the candidate now.
@@ -273,7 +281,7 @@ impl Runner {
     /// All traffic back to the old version; the candidate is drained and stopped.
     async fn revert(&mut self, candidate: &Arc<Pool>, reason: String) -> Phase {
         tracing::warn!(model = %self.model.name, version = candidate.version, "reverting: {reason}");
-        self.note(format!("reverting after {}", summary(candidate, None)));
+        self.note(format!("reverting after {}", self.summary(candidate, None)));
         match &self.stable {
             Some(stable) => self.route.swap(RoutingTable::stable(stable.clone())),
             None => self
@@ -298,7 +306,11 @@ impl Runner {
                     self.enter(Phase::Draining);
                     self.shared.supervisor.stop(&old).await;
                 }
-                false => self.shared.retire_later(self.route.clone(), old, keep),
+                false => {
+                    let watch =
+                        super::Watch { every: self.deploy.check_every, breaches: self.deploy.consecutive_breaches };
+                    self.shared.retire_later(self.route.clone(), old, keep, watch)
+                }
             }
         }
         Phase::Promoted
@@ -355,7 +367,7 @@ impl Runner {
             match verdict {
                 Verdict::Pass => {
                     let what = if counts.is_some() { "shadow passed" } else { "gate passed" };
-                    self.note(format!("{what}: {}", summary(candidate, counts)));
+                    self.note(format!("{what}: {}", self.summary(candidate, counts)));
                     return Ok(());
                 }
                 Verdict::Inconclusive(why) => {
@@ -391,6 +403,70 @@ impl Runner {
             Err(reason) => {
                 self.shared.supervisor.stop(&candidate).await;
                 Err(Phase::Failed { reason })
+            }
+        }
+    }
+
+    /// Runs the candidate's validation set, when it has one, on it and on the live version:
+    /// Err (the rollout fails, before any traffic) when it scores worse than allowed, or
+    /// the set cannot be read. The result goes into the record.
+    async fn validate(&mut self, candidate: &Arc<Pool>) -> Result<(), String> {
+        let Some(set) = self.validation_set()? else { return Ok(()) };
+        self.enter(Phase::Validating);
+        let timeout = self.shared.server.get().request_timeout;
+        let mine = self.unless_rolled_back(validation::score(&set, candidate, timeout)).await??;
+        let live = self.score_live(&set).await?;
+        self.judge_validation(&set, mine, live)
+    }
+
+    /// The candidate's validation set, if it has one (Err: it cannot be read).
+    fn validation_set(&self) -> Result<Option<validation::Set>, String> {
+        let dir = crate::repo::ModelDir::new(&self.model.dir);
+        let manifest = dir.manifest(self.record.to).map_err(|e| e.to_string())?;
+        manifest.validation_file(&dir.version_dir(self.record.to)).map(|path| validation::read(&path)).transpose()
+    }
+
+    /// The live version's score on the set (None without one, or when it cannot answer it:
+    /// noted).
+    async fn score_live(&mut self, set: &validation::Set) -> Result<Option<validation::Score>, String> {
+        let Some(stable) = self.stable.clone() else { return Ok(None) };
+        let timeout = self.shared.server.get().request_timeout;
+        match self.unless_rolled_back(validation::score(set, &stable, timeout)).await? {
+            Ok(score) => Ok(Some(score)),
+            Err(e) => {
+                self.note(format!("the live version could not answer the validation set: {e}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Judges the scores, notes and keeps the result; Err when the candidate is refused.
+    fn judge_validation(
+        &mut self,
+        set: &validation::Set,
+        mine: validation::Score,
+        live: Option<validation::Score>,
+    ) -> Result<(), String> {
+        let result = validation::judge(set, mine, live, &self.deploy);
+        self.note(format!("validation set {}: {}", result.path, result.verdict));
+        let passed = result.passed;
+        let refusal = format!("validation set {}: {}", result.path, result.verdict);
+        self.record.validation = Some(result);
+        self.shared.save_rollout(&self.model.name, &self.record);
+        if passed { Ok(()) } else { Err(refusal) }
+    }
+
+    /// Runs `work` unless the operator rolls back first (Err then).
+    async fn unless_rolled_back<T>(&mut self, work: impl std::future::Future<Output = T>) -> Result<T, String> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                command = self.commands.recv() => {
+                    if let Some(Command::Rollback) | None = command {
+                        return Err("rolled back by the operator before it took traffic".into());
+                    }
+                }
             }
         }
     }
@@ -431,7 +507,7 @@ impl Runner {
         let passed = self.bake(candidate, Stage::Shadow(shadow.mirror.clone()), self.deploy.shadow).await;
         self.set_shadow(None);
         if passed.is_err() {
-            self.note(format!("shadow ended: {}", summary(candidate, Some(shadow.mirror.counts()))));
+            self.note(format!("shadow ended: {}", self.summary(candidate, Some(shadow.mirror.counts()))));
         }
         passed
     }
@@ -445,6 +521,10 @@ impl Runner {
     /// the rollout ended (failed before traffic, reverted or promoted by the operator).
     async fn prepare(&mut self) -> Result<Arc<Pool>, Phase> {
         let candidate = self.spawn_full().await?;
+        if let Err(reason) = self.validate(&candidate).await {
+            self.shared.supervisor.stop(&candidate).await;
+            return Err(Phase::Failed { reason });
+        }
         self.start_judging(&candidate);
         match self.shadow(&candidate).await {
             Ok(()) => Ok(candidate),
@@ -564,6 +644,10 @@ impl Runner {
                 return Phase::Failed { reason };
             }
             if step == 1 {
+                if let Err(reason) = self.validate(&candidate).await {
+                    self.revert_rolling(&candidate, reason.clone()).await;
+                    return Phase::Failed { reason };
+                }
                 self.start_judging(&candidate);
             }
             // The first workers up answer the shadow's copies before any user request.
@@ -639,6 +723,19 @@ impl Runner {
                 return Phase::Failed { reason };
             }
         }
+        // The live version answers the validation set before it stops; the new one after it
+        // is up, before its bake.
+        let set = match self.validation_set() {
+            Ok(set) => set,
+            Err(reason) => return Phase::Failed { reason },
+        };
+        let live = match &set {
+            Some(set) => match self.score_live(set).await {
+                Ok(live) => live,
+                Err(reason) => return Phase::Failed { reason },
+            },
+            None => None,
+        };
         self.enter(Phase::Draining);
         let new = self.start_candidate(0);
         self.route.swap(RoutingTable::stable(new.clone()));
@@ -647,7 +744,18 @@ impl Runner {
         }
         self.enter(Phase::Spawning);
         self.shared.supervisor.scale(&new, self.model.workers).await;
-        let verdict = match self.wait_ready(&new, self.model.workers).await {
+        let ready = self.wait_ready(&new, self.model.workers).await;
+        let validated = match (ready, set) {
+            (Ok(()), Some(set)) => {
+                let timeout = self.shared.server.get().request_timeout;
+                match validation::score(&set, &new, timeout).await {
+                    Ok(mine) => self.judge_validation(&set, mine, live),
+                    Err(reason) => Err(reason),
+                }
+            }
+            (ready, _) => ready,
+        };
+        let verdict = match validated {
             Err(reason) => Err(reason),
             Ok(()) => match self.bake(&new, Stage::Step { step: 1, steps: 1, weight: 100 }, self.deploy.bake).await {
                 Ok(()) | Err(Interrupt::PromoteNow) => Ok(()),
@@ -676,9 +784,38 @@ impl Runner {
     }
 }
 
-/// What the gate saw of a candidate, for the history: requests, error rate, refusals,
-/// P95, and in the shadow phase what was mirrored and how much agreed.
-fn summary(pool: &Pool, shadow: Option<ShadowCounts>) -> String {
+impl Runner {
+    /// What the gate saw of a candidate, for the history: its window, in the shadow phase
+    /// what was mirrored, and what its answers said beside stable's (where they came from,
+    /// agreement on replays, the largest drift — shown even when drift is not judged).
+    fn summary(&self, pool: &Pool, shadow: Option<ShadowCounts>) -> String {
+        let mut text = window_summary(pool, shadow);
+        let Some(answers) = &self.answers else { return text };
+        let s = answers.sources();
+        text.push_str(&format!("; answers: {} live, {} mirrored, {} replayed", s.live, s.mirrored, s.replayed));
+        let pairs = answers.replay_pairs();
+        if let Some(agreement) = pairs.agreement() {
+            text.push_str(&format!(" (replays agree {:.1}% of {})", agreement * 100.0, pairs.compared));
+        }
+        let drift = answers.drift_now(self.deploy.drift_min_samples as usize);
+        match drift.largest() {
+            Some(f) => text.push_str(&format!(
+                "; largest drift: PSI {:.3} on {} ({} and {} answers{})",
+                f.psi,
+                f.feature,
+                f.stable_samples,
+                f.candidate_samples,
+                if self.deploy.max_output_drift > 0.0 { "" } else { ", not judged" }
+            )),
+            None => text.push_str(&format!("; drift: {} answers of each version so far", drift.samples)),
+        }
+        text
+    }
+}
+
+/// A candidate's window for the history: requests, error rate, refusals, P95, and in
+/// the shadow phase what was mirrored and how much agreed.
+fn window_summary(pool: &Pool, shadow: Option<ShadowCounts>) -> String {
     let w = pool.window.snapshot();
     let p95 = w.p95.map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
     let mut text = format!(

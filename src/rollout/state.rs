@@ -58,6 +58,9 @@ pub struct Record {
     pub reason: Option<String>,
     #[serde(default)]
     pub phases: Vec<PhaseEntry>,
+    /// The candidate's validation set, when it had one, and how both versions did on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<super::validation::Validation>,
 }
 
 /// How a rollout ended, as the state file and `modeld history` spell it.
@@ -239,6 +242,7 @@ mod tests {
             outcome: Some(Outcome::Promoted),
             reason: None,
             phases: vec![PhaseEntry { at: 1.5, phase: "step 1/4".into(), weight: Some(10), note: None }],
+            validation: None,
         });
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);

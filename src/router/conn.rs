@@ -69,6 +69,8 @@ pub struct WorkerConn {
     activity: Arc<Activity>,
     next_id: AtomicU64,
     outstanding: AtomicUsize,
+    /// Requests the worker answered (with outputs or a failure of its own).
+    answered: AtomicU64,
 }
 
 impl WorkerConn {
@@ -84,12 +86,24 @@ impl WorkerConn {
         });
         tokio::spawn(write_loop(outbox.clone(), pending.clone()));
         tokio::spawn(read_loop(reader, pending.clone(), activity.clone()));
-        Arc::new(WorkerConn { outbox, pending, activity, next_id: AtomicU64::new(1), outstanding: AtomicUsize::new(0) })
+        Arc::new(WorkerConn {
+            outbox,
+            pending,
+            activity,
+            next_id: AtomicU64::new(1),
+            outstanding: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+        })
     }
 
     /// Requests sent and not yet answered.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Requests the worker answered so far: what proves a restarted worker serves again.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Whether the connection still carries requests.
@@ -147,7 +161,11 @@ impl WorkerConn {
             close(&self.pending);
             return Err(CallError::Gone);
         }
-        rx.await.unwrap_or(Err(CallError::Gone))
+        let reply = rx.await.unwrap_or(Err(CallError::Gone));
+        if !matches!(reply, Err(CallError::Gone)) {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        reply
     }
 }
 

@@ -56,6 +56,9 @@ pub struct Slot {
     /// Workers of this slot whose connection broke while the process lived.
     pub disconnects: AtomicU64,
     pub last_exit: Mutex<Option<String>>,
+    /// Why this slot's workers are crash-looping while serving (each dies soon after it
+    /// gets ready, on requests), until one proves it serves again.
+    pub crash_loop: Mutex<Option<String>>,
     /// Resident memory of the current worker process, sampled (0 when none runs).
     pub rss_bytes: AtomicU64,
     /// CPU time of the current worker process, in milliseconds, sampled.
@@ -76,6 +79,7 @@ impl Default for Slot {
             hangs: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             last_exit: Mutex::new(None),
+            crash_loop: Mutex::new(None),
             rss_bytes: AtomicU64::new(0),
             cpu_ms: AtomicU64::new(0),
             cpu_cores: AtomicU64::new(f64::NAN.to_bits()),
@@ -93,6 +97,15 @@ impl Slot {
 
     pub fn conn(&self) -> Option<Arc<WorkerConn>> {
         self.conn.load_full().filter(|c| c.is_open())
+    }
+
+    /// Why the slot's workers crash-loop while serving, if they do.
+    pub fn crash_loop(&self) -> Option<String> {
+        self.crash_loop.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_crash_loop(&self, reason: Option<String>) {
+        *self.crash_loop.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 
     /// Records the cores the worker kept busy since the last sample.
@@ -249,6 +262,11 @@ impl Pool {
         let samples: Vec<f64> = self.slots.iter().take(self.active()).filter_map(Slot::cpu_cores).collect();
         let allowed = (self.active() * self.cores_per_worker).max(1) as f64;
         (!samples.is_empty()).then(|| (samples.iter().sum(), allowed))
+    }
+
+    /// Why the version's workers crash-loop while serving, if any slot's do.
+    pub fn crash_loop(&self) -> Option<String> {
+        self.slots.iter().take(self.active()).find_map(Slot::crash_loop)
     }
 
     /// Watches this version's answers to users with `tap` from now on (none: stops).

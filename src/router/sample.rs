@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Requests taken into the sample at most per second.
-pub const MAX_TAKEN_PER_SECOND: u32 = 20;
+pub const MAX_TAKEN_PER_SECOND: u32 = 50;
 
 /// One kept request and the answer the stable version gave it.
 #[derive(Debug, Clone)]

@@ -1,7 +1,15 @@
 //! Keeps one worker slot of a pool filled: starts the worker, puts it into rotation when
 //! ready, restarts it with exponential backoff when it exits — or when it hangs or its
 //! connection breaks while it runs ([`super::liveness`]) — and fails the version when it
-//! crash-loops or cannot load.
+//! crash-loops before getting ready or cannot load.
+//!
+//! Workers that get ready and then keep dying (a version that crashes on every request)
+//! are a crash loop of another kind: failing the version would take a serving model down
+//! on what may be one poisonous client, so the slot is restarted, but with a backoff that
+//! grows to [`MAX_CRASH_LOOP_BACKOFF`] (as the kubelet's CrashLoopBackOff does), and it
+//! is reported crash-looping — `/health`'s model_loaded check critical with the reason,
+//! `modeld_version_crash_looping` 1 — until one of its workers proves it serves again:
+//! up for [`STABLE_RUN`] having answered requests.
 
 use super::cgroup;
 use super::liveness::{self, Lost};
@@ -30,6 +38,8 @@ const STABLE_RUN: Duration = Duration::from_secs(30);
 /// whose workers keep dying.
 const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// The restart delay of a slot crash-looping while serving grows up to this.
+pub const MAX_CRASH_LOOP_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Everything a keeper needs, shared by the slots of one pool.
 #[derive(Clone)]
@@ -49,15 +59,20 @@ struct Exit {
     status: Option<std::process::ExitStatus>,
     /// It had got ready and served.
     served: bool,
+    /// Requests it answered before it ended.
+    answered: u64,
 }
 
 /// The exit `child.wait()` gave, of a worker that had served.
 fn exited(status: std::io::Result<std::process::ExitStatus>) -> Exit {
     match status {
-        Ok(status) => {
-            Exit { reason: format!("worker {}", process::describe_exit(status)), status: Some(status), served: true }
-        }
-        Err(e) => Exit { reason: format!("could not wait for worker: {e}"), status: None, served: true },
+        Ok(status) => Exit {
+            reason: format!("worker {}", process::describe_exit(status)),
+            status: Some(status),
+            served: true,
+            answered: 0,
+        },
+        Err(e) => Exit { reason: format!("could not wait for worker: {e}"), status: None, served: true, answered: 0 },
     }
 }
 
@@ -95,6 +110,7 @@ impl Keeper {
     /// Starts the worker, and again after each exit, until the pool stops or fails.
     async fn keep(&self, spec: &WorkerSpec, socket: &std::path::Path) {
         let mut exits = Exits(VecDeque::new());
+        let mut serving_exits = Exits(VecDeque::new());
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
@@ -111,7 +127,7 @@ impl Keeper {
             let exit = match self.start(spec, &mut child, socket).await {
                 None => return self.stop_worker(spec, &mut child).await,
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),
-                Some(Started::Lost { reason, status }) => Exit { reason, status, served: false },
+                Some(Started::Lost { reason, status }) => Exit { reason, status, served: false, answered: 0 },
                 Some(Started::Ready { conn, info }) => {
                     let label = [spec.model.as_str(), &spec.version.to_string()];
                     self.metrics.model_load_duration.with_label_values(&label).observe(started.elapsed().as_secs_f64());
@@ -122,7 +138,7 @@ impl Keeper {
                     tracing::info!(model = %spec.model, version = spec.version, slot = spec.slot, pid = child.id(), "worker ready");
                     self.pool.fill(spec.slot, conn.clone(), info);
                     let pid = child.id().unwrap_or(0);
-                    tokio::select! {
+                    let exit = tokio::select! {
                         status = child.wait() => {
                             self.pool.empty(spec.slot);
                             exited(status)
@@ -131,27 +147,47 @@ impl Keeper {
                         lost = liveness::watch(&conn, pid, &self.launcher.server) => {
                             self.lost(spec, &mut child, &conn, lost).await
                         }
-                    }
+                    };
+                    Exit { answered: conn.answered(), ..exit }
                 }
             };
-            self.pool.slots[spec.slot].pid.store(0, Ordering::Relaxed);
-            if started.elapsed() >= STABLE_RUN {
-                backoff = FIRST_BACKOFF;
+            let slot = &self.pool.slots[spec.slot];
+            slot.pid.store(0, Ordering::Relaxed);
+            let lived = started.elapsed();
+            match slot.crash_loop() {
+                // A crash-looping slot is forgiven only by a worker that served for a while.
+                Some(_) if lived >= STABLE_RUN && exit.answered > 0 => {
+                    slot.set_crash_loop(None);
+                    backoff = FIRST_BACKOFF;
+                }
+                Some(_) => {}
+                None if lived >= STABLE_RUN => backoff = FIRST_BACKOFF,
+                None => {}
             }
             let oom = exit.status.and_then(|s| s.code()) == Some(OOM_EXIT_CODE)
                 || cgroup.as_deref().is_some_and(|dir| cgroup::oom_kills(dir) > ooms_before);
-            let served = exit.served;
+            let (served, answered) = (exit.served, exit.answered);
             let reason = self.record_exit(spec, exit, oom);
             if !served && exits.record() {
                 return self.fail(format!(
                     "crash loop: worker exited {CRASH_LIMIT} times within {CRASH_WINDOW:?} before getting ready; last: {reason}"
                 ));
             }
+            let proved = lived >= STABLE_RUN && answered > 0;
+            if served && !proved && serving_exits.record() && slot.crash_loop().is_none() {
+                let why = format!(
+                    "crash loop while serving: workers died {CRASH_LIMIT} times within {CRASH_WINDOW:?} after \
+                     getting ready; restarted with a backoff growing to {MAX_CRASH_LOOP_BACKOFF:?}; last: {reason}"
+                );
+                tracing::error!(model = %spec.model, version = spec.version, slot = spec.slot, "{why}");
+                slot.set_crash_loop(Some(why));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = self.stop.cancelled() => return,
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let most = if slot.crash_loop().is_some() { MAX_CRASH_LOOP_BACKOFF } else { MAX_BACKOFF };
+            backoff = (backoff * 2).min(most);
         }
     }
 
@@ -180,7 +216,7 @@ impl Keeper {
         };
         tracing::error!(model = %spec.model, version = spec.version, slot = spec.slot, "{reason}");
         let _ = child.kill().await;
-        Exit { reason, status: None, served: true }
+        Exit { reason, status: None, served: true, answered: 0 }
     }
 
     /// Waits for the worker's handshake; `None` if the pool is stopped meanwhile.

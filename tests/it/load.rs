@@ -20,6 +20,8 @@ pub struct Shot {
     pub body: String,
     /// Not the right answer: a failure, or a 200 whose outputs the pattern's check refused.
     pub wrong: bool,
+    /// Rows the request carried.
+    pub rows: usize,
 }
 
 pub struct Load {
@@ -27,11 +29,15 @@ pub struct Load {
     threads: Vec<JoinHandle<Vec<Shot>>>,
 }
 
-/// What a load sends: one row `[k % 8, 1, 0.5, 0.25]` per request, and every
-/// `big_every`-th request a batch of 64 such rows.
+/// What a load sends: one row per request (`[k % 8, 1, 0.5, 0.25]`, or with `varied`
+/// the row [`varied_row`] draws for `k`), and about one request in `big_every` (picked by
+/// a hash of `k`, so no period of the traffic lines up with anything the daemon does in
+/// turn) a batch of 64 such rows.
 #[derive(Clone, Copy)]
 pub struct Pattern {
     pub clients: usize,
+    /// Rows drawn from a distribution instead of a cycle of eight (what drift needs).
+    pub varied: bool,
     pub big_every: Option<u64>,
     /// Sent with an `x-user` header of `user-{k % users}` when set (sticky A/B routing).
     pub users: Option<u64>,
@@ -43,7 +49,7 @@ pub struct Pattern {
 
 impl Default for Pattern {
     fn default() -> Pattern {
-        Pattern { clients: 4, big_every: None, users: None, pace: None, expect: None }
+        Pattern { clients: 4, varied: false, big_every: None, users: None, pace: None, expect: None }
     }
 }
 
@@ -54,8 +60,44 @@ pub fn first_output(answer: &serde_json::Value) -> Vec<f64> {
         .map_or(vec![], |d| d.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect())
 }
 
-fn body(k: u64, rows: usize) -> String {
-    let row = [(k % 8) as f32, 1.0, 0.5, 0.25];
+/// SplitMix64: a fixed hash, for picks that follow no period of the traffic.
+pub fn mix(k: u64) -> u64 {
+    let mut z = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Whether request `k` is one of the about one in `n` sent as a batch of 64 rows.
+pub fn is_big(k: u64, n: u64) -> bool {
+    mix(k).is_multiple_of(n)
+}
+
+/// Feature means and spreads of the varied rows: unlike each other, as real features
+/// are, so that reading them in another order changes what a model sees.
+const MEANS: [f32; 4] = [2.0, -1.0, 0.5, 0.0];
+const SPREADS: [f32; 4] = [1.0, 0.5, 2.0, 1.0];
+
+/// Request `k`'s row when the load is varied: each feature normal around its mean.
+pub fn varied_row(k: u64) -> [f32; 4] {
+    let uniform = |i: u64| (mix(k.wrapping_mul(8).wrapping_add(i)) >> 11) as f64 / (1u64 << 53) as f64;
+    std::array::from_fn(|j| {
+        let (a, b) = (uniform(2 * j as u64).max(1e-12), uniform(2 * j as u64 + 1));
+        let z = (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos();
+        MEANS[j] + SPREADS[j] * z as f32
+    })
+}
+
+/// The row request `k` sends.
+pub fn row(k: u64, varied: bool) -> [f32; 4] {
+    match varied {
+        true => varied_row(k),
+        false => [(k % 8) as f32, 1.0, 0.5, 0.25],
+    }
+}
+
+fn body(k: u64, rows: usize, varied: bool) -> String {
+    let row = row(k, varied);
     let data: Vec<f32> = (0..rows).flat_map(|_| row).collect();
     serde_json::json!({"inputs": [{"name": "x", "shape": [rows, 4], "datatype": "FP32", "data": data}]}).to_string()
 }
@@ -74,15 +116,17 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_RUN {
                         let k = counter.fetch_add(1, Ordering::Relaxed);
                         let rows = match pattern.big_every {
-                            Some(n) if k % n == n - 1 => 64,
+                            Some(n) if is_big(k, n) => 64,
                             _ => 1,
                         };
                         let sent = Instant::now();
                         let answer = match pattern.users {
-                            Some(users) => {
-                                client.post_with(&path, &body(k, rows), ("x-user", &format!("user-{}", k % users)))
-                            }
-                            None => client.post(&path, &body(k, rows)),
+                            Some(users) => client.post_with(
+                                &path,
+                                &body(k, rows, pattern.varied),
+                                ("x-user", &format!("user-{}", k % users)),
+                            ),
+                            None => client.post(&path, &body(k, rows, pattern.varied)),
                         };
                         if let Some(pace) = pattern.pace {
                             std::thread::sleep(pace.saturating_sub(sent.elapsed()));
@@ -100,6 +144,7 @@ impl Load {
                             latency: sent.elapsed(),
                             body: if answer.status == 200 && !wrong { String::new() } else { answer.body },
                             wrong,
+                            rows,
                         });
                     }
                     shots

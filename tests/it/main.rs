@@ -2,6 +2,7 @@
 //! talks to it over HTTP and signals, as an operator or client would.
 
 mod admin;
+mod answers;
 mod architecture;
 mod auth;
 mod bad_input;

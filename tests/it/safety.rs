@@ -11,12 +11,12 @@ use crate::util::{ModelFiles, Setup, TestDaemon};
 use std::time::{Duration, Instant};
 
 /// About 500 requests/s: 4 clients, one request each 8 ms (less the answer time).
-const PACE: Duration = Duration::from_millis(8);
+pub const PACE: Duration = Duration::from_millis(8);
 /// How long each load runs, the rollout inside it.
-const RUN: Duration = Duration::from_secs(6);
+pub const RUN: Duration = Duration::from_secs(6);
 
-const CANARY: &str = "strategy = \"canary\", steps = [10, 50, 100], bake = \"1s\"";
-const BLUE_GREEN: &str = "strategy = \"blue_green\", bake = \"1s\"";
+pub const CANARY: &str = "strategy = \"canary\", steps = [10, 50, 100], bake = \"1s\"";
+pub const BLUE_GREEN: &str = "strategy = \"blue_green\", bake = \"1s\"";
 
 /// Right for `family::good(1.0)`: each row's `y` is the row's sum (within 10 %).
 fn sum_of_row(k: u64, rows: usize, answer: &serde_json::Value) -> bool {
@@ -36,7 +36,7 @@ fn top_class(k: u64, rows: usize, answer: &serde_json::Value) -> bool {
 }
 
 /// A daemon serving `v1` with `v2` beside it, both with `manifest`.
-fn daemon(v1: Vec<u8>, v2: Vec<u8>, manifest: Option<&str>, lines: &str) -> TestDaemon {
+pub fn daemon(v1: Vec<u8>, v2: Vec<u8>, manifest: Option<&str>, lines: &str) -> TestDaemon {
     let files = |version, onnx| {
         let f = ModelFiles::new("m", version, onnx);
         match manifest {
@@ -48,16 +48,16 @@ fn daemon(v1: Vec<u8>, v2: Vec<u8>, manifest: Option<&str>, lines: &str) -> Test
 }
 
 /// What one deploy under load gave.
-struct Tried {
-    daemon: TestDaemon,
-    report: Report,
-    code: i32,
-    out: String,
-    seconds: f64,
+pub struct Tried {
+    pub daemon: TestDaemon,
+    pub report: Report,
+    pub code: i32,
+    pub out: String,
+    pub seconds: f64,
 }
 
 /// Deploys v2 under a paced load that runs [`RUN`] in all.
-fn try_deploy(daemon: TestDaemon, pattern: Pattern, extra: &[&str]) -> Tried {
+pub fn try_deploy(daemon: TestDaemon, pattern: Pattern, extra: &[&str]) -> Tried {
     let started = Instant::now();
     let load = Load::start(&daemon, "m", Pattern { pace: Some(PACE), ..pattern });
     std::thread::sleep(Duration::from_millis(500));
@@ -68,7 +68,7 @@ fn try_deploy(daemon: TestDaemon, pattern: Pattern, extra: &[&str]) -> Tried {
 
 impl Tried {
     /// Prints the closing note's row and checks the old version serves at the end.
-    fn figure(&self, fault: &str, strategy: &str) -> f64 {
+    pub fn figure(&self, fault: &str, strategy: &str) -> f64 {
         let r = &self.report;
         let wrong = r.wrong().len();
         let share = 100.0 * wrong as f64 / r.shots.len() as f64;
@@ -85,12 +85,12 @@ impl Tried {
         share
     }
 
-    fn reason(&self) -> String {
+    pub fn reason(&self) -> String {
         history(&self.daemon).pop().unwrap()["reason"].as_str().unwrap_or_default().to_string()
     }
 
     /// The rollout ended before any user request reached v2.
-    fn assert_no_user_saw_v2(&self) {
+    pub fn assert_no_user_saw_v2(&self) {
         assert!(self.report.answered_by(2).is_empty(), "v2 answered users: {:?}", self.report.answered_by(2)[0]);
         assert!(self.report.wrong().is_empty(), "a wrong answer reached a user: {:?}", self.report.wrong()[0]);
     }
@@ -200,13 +200,28 @@ fn a_version_refusing_a_fifth_of_the_traffic_is_reverted() {
         tried.assert_no_user_saw_v2();
         tried.figure("refuses a fifth", strategy.split('"').nth(1).unwrap());
     }
-    // Without a shadow the canary's refusals are compared with stable's.
+    // Without a shadow the canary's refusals are compared with stable's: the share v2
+    // refused is the share of large batches in the traffic, measured.
     let d = daemon(family::good(1.0), family::single_row(), None, &deploy_line(&format!("{CANARY}, shadow = \"off\"")));
     let tried = try_deploy(d, fifth, &["--allow-signature-change"]);
     assert_eq!(tried.code, 3, "{}", tried.out);
     assert!(tried.reason().contains("refused as invalid"), "{}", tried.reason());
-    let refused: Vec<_> = tried.report.answered_by(2).into_iter().filter(|s| s.status == 400).collect();
+    let by_v2 = tried.report.answered_by(2);
+    let refused: Vec<_> = by_v2.iter().filter(|s| s.status == 400).collect();
     assert!(!refused.is_empty() && refused[0].body.contains("dimension 0 must be 1"), "{:?}", refused.first());
+    // v2 refused exactly the large batches it was sent, and those are a fifth of the
+    // traffic (picked at random, so the canary's turn cannot line up with them).
+    assert!(by_v2.iter().all(|s| (s.rows == 64) == (s.status == 400)), "v2 refused other than the large batches");
+    let shots = &tried.report.shots;
+    let share = shots.iter().filter(|s| s.rows == 64).count() as f64 / shots.len() as f64;
+    eprintln!(
+        "FIGURE safety refuses a fifth: large batches {:.1}% of {} requests; v2 took {} and refused {}",
+        share * 100.0,
+        shots.len(),
+        by_v2.len(),
+        refused.len()
+    );
+    assert!((0.15..0.25).contains(&share), "large batches were {:.1}% of the traffic", share * 100.0);
     tried.figure("refuses a fifth", "canary without shadow");
 }
 

@@ -27,11 +27,13 @@ pub struct ModelFiles {
     pub version: u64,
     pub onnx: Vec<u8>,
     pub manifest: Option<String>,
+    /// The version's `validation.jsonl`.
+    pub validation: Option<String>,
 }
 
 impl ModelFiles {
     pub fn new(name: &str, version: u64, onnx: Vec<u8>) -> ModelFiles {
-        ModelFiles { name: name.into(), version, onnx, manifest: None }
+        ModelFiles { name: name.into(), version, onnx, manifest: None, validation: None }
     }
 
     /// A reference model from tests/fixtures/reference.
@@ -48,6 +50,7 @@ impl ModelFiles {
             version,
             onnx: std::fs::read(dir.join("model.onnx")).expect("bundled model"),
             manifest: std::fs::read_to_string(dir.join("model.toml")).ok(),
+            validation: None,
         }
     }
 
@@ -62,6 +65,9 @@ impl ModelFiles {
         std::fs::write(dir.join("model.onnx"), &self.onnx).unwrap();
         if let Some(m) = &self.manifest {
             std::fs::write(dir.join("model.toml"), m).unwrap();
+        }
+        if let Some(v) = &self.validation {
+            std::fs::write(dir.join("validation.jsonl"), v).unwrap();
         }
     }
 }
