@@ -38,6 +38,10 @@ pub struct Pattern {
     pub clients: usize,
     /// Rows drawn from a distribution instead of a cycle of eight (what drift needs).
     pub varied: bool,
+    /// Rows from elsewhere (a real data set): request `k`'s row, for an input named
+    /// `input`, instead of the four-wide rows above.
+    pub rows: Option<fn(u64) -> Vec<f32>>,
+    pub input: &'static str,
     pub big_every: Option<u64>,
     /// Sent with an `x-user` header of `user-{k % users}` when set (sticky A/B routing).
     pub users: Option<u64>,
@@ -49,7 +53,16 @@ pub struct Pattern {
 
 impl Default for Pattern {
     fn default() -> Pattern {
-        Pattern { clients: 4, varied: false, big_every: None, users: None, pace: None, expect: None }
+        Pattern {
+            clients: 4,
+            varied: false,
+            rows: None,
+            input: "x",
+            big_every: None,
+            users: None,
+            pace: None,
+            expect: None,
+        }
     }
 }
 
@@ -96,10 +109,15 @@ pub fn row(k: u64, varied: bool) -> [f32; 4] {
     }
 }
 
-fn body(k: u64, rows: usize, varied: bool) -> String {
-    let row = row(k, varied);
-    let data: Vec<f32> = (0..rows).flat_map(|_| row).collect();
-    serde_json::json!({"inputs": [{"name": "x", "shape": [rows, 4], "datatype": "FP32", "data": data}]}).to_string()
+fn body(k: u64, rows: usize, pattern: &Pattern) -> String {
+    let row = match pattern.rows {
+        Some(row_of) => row_of(k),
+        None => row(k, pattern.varied).to_vec(),
+    };
+    let width = row.len();
+    let data: Vec<f32> = (0..rows).flat_map(|_| row.iter().copied()).collect();
+    let input = serde_json::json!({"name": pattern.input, "shape": [rows, width], "datatype": "FP32", "data": data});
+    serde_json::json!({ "inputs": [input] }).to_string()
 }
 
 impl Load {
@@ -123,10 +141,10 @@ impl Load {
                         let answer = match pattern.users {
                             Some(users) => client.post_with(
                                 &path,
-                                &body(k, rows, pattern.varied),
+                                &body(k, rows, &pattern),
                                 ("x-user", &format!("user-{}", k % users)),
                             ),
-                            None => client.post(&path, &body(k, rows, pattern.varied)),
+                            None => client.post(&path, &body(k, rows, &pattern)),
                         };
                         if let Some(pace) = pattern.pace {
                             std::thread::sleep(pace.saturating_sub(sent.elapsed()));
