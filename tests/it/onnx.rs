@@ -365,6 +365,12 @@ pub mod classes {
         Skewed { feature: usize, scale: f32 },
         /// Features `a` and `b` read in each other's place (an input block in the wrong order).
         Swapped { a: usize, b: usize },
+        /// Weights gone bad: every answer NaN.
+        Nan,
+        /// The classes' columns in another order than the labels say (a label-order bug).
+        LabelsSwapped,
+        /// Retrained on five features: `x [N, 5]`, a signature change.
+        Wider,
     }
 
     /// The logits' weights after a retrain: each moved by up to `percent` %.
@@ -383,9 +389,18 @@ pub mod classes {
     pub fn model(variant: Variant) -> Vec<u8> {
         let (w, b) = match variant {
             Variant::Retrained { percent, seed } => (retrained(&W, percent, seed), retrained(&B, percent, seed + 1)),
+            Variant::Nan => (vec![f32::NAN; 12], B.to_vec()),
+            // Columns low, mid, high answered as high, low, mid.
+            Variant::LabelsSwapped => {
+                let w = W.chunks(3).flat_map(|r| [r[2], r[0], r[1]]).collect();
+                (w, vec![B[2], B[0], B[1]])
+            }
+            // A fifth feature the others do not have, with a weight of its own.
+            Variant::Wider => (W.iter().copied().chain([0.1, 0.0, -0.1]).collect(), B.to_vec()),
             _ => (W.to_vec(), B.to_vec()),
         };
-        let mut g = Graph::default().input("x", FLOAT, &[None, Some(4)]).output("probabilities", FLOAT);
+        let width = if variant == Variant::Wider { 5 } else { 4 };
+        let mut g = Graph::default().input("x", FLOAT, &[None, Some(width)]).output("probabilities", FLOAT);
         let input = match variant {
             Variant::Skewed { feature, scale } => {
                 let mut s = vec![1.0; 4];
@@ -408,7 +423,7 @@ pub mod classes {
             }
             _ => "x",
         };
-        g = g.float_initializer("w", &[4, 3], w).float_initializer("b", &[3], b).node(
+        g = g.float_initializer("w", &[width, 3], w).float_initializer("b", &[3], b).node(
             "MatMul",
             &[input, "w"],
             &["scores"],
