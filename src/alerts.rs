@@ -2,8 +2,8 @@
 //! uses, so an alert fires on what the daemon itself calls a breach.
 //!
 //! One group per model (its thresholds may differ) plus a daemon group: error rate, P95 and
-//! P99 latency, availability, OOM kills, crash loops and failed versions, and the daemon
-//! being down. Rates are taken over the model's health window (at least `2 × scrape
+//! P99 latency, availability, OOM kills, crash loops and failed versions, wrong answers
+//! (NaN, a broken output contract), and the daemon being down. Rates are taken over the model's health window (at least `2 × scrape
 //! interval` is needed; with the default 60 s window, scrape every 15 s or less) and only
 //! alert with at least `min_samples` requests in the window, as the health checks do.
 //! The output is YAML; strings are double-quoted with JSON escaping, which YAML reads as
@@ -115,7 +115,20 @@ fn resource_rules(name: &str, q: &Queries) -> Vec<Rule> {
             expr: q.check_critical("model_loaded"),
             for_: "1m",
             severity: "critical",
-            summary: format!("{name} v{{{{ $labels.version }}}}: no worker ready, or the version failed"),
+            summary: format!(
+                "{name} v{{{{ $labels.version }}}}: no worker ready, the version failed, or its workers die on \
+                 the requests they get"
+            ),
+        },
+        Rule {
+            name: "ModeldWrongAnswers".into(),
+            expr: q.wrong_answers(),
+            for_: "0m",
+            severity: "critical",
+            summary: format!(
+                "{name} v{{{{ $labels.version }}}}: answers failed for their values (NaN, or what model.toml \
+                 declares of an output)"
+            ),
         },
     ]
 }

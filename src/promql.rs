@@ -69,6 +69,15 @@ impl Queries {
         )
     }
 
+    /// Answers the version's workers failed for their values (NaN, a broken output
+    /// contract) in the window, per version.
+    pub fn wrong_answers(&self) -> String {
+        let per = |metric: &str| {
+            format!("sum by (model, version) (increase({metric}{{{}}}[{}])) > 0", self.selector, self.window)
+        };
+        format!("({}) or ({})", per(names::OUTPUT_CONTRACT_VIOLATIONS_TOTAL), per(names::NONFINITE_OUTPUTS_TOTAL))
+    }
+
     /// Worker restarts over `window`.
     pub fn restarts(&self, window: &str) -> String {
         format!("increase({}{{{}}}[{window}])", names::WORKER_RESTARTS_TOTAL, self.selector)

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod batching;
 pub mod deploy;
+pub mod describe;
 pub mod health;
 pub mod raw;
 pub mod report;

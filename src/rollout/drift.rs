@@ -348,6 +348,18 @@ impl DriftReading {
         self.features.iter().filter(|f| f.psi > limit && f.beyond_chance()).max_by(|a, b| a.psi.total_cmp(&b.psi))
     }
 
+    /// How the top class of `output` moved, its largest changes first ("'mid' 36.0% →
+    /// 18.0%, ..."), when the output is a classifier's.
+    pub fn class_mix(&self, output: &str) -> Option<String> {
+        let mix = self.features.iter().find(|f| f.feature.output == output && f.feature.name == "top class")?;
+        let moved: Vec<String> = mix
+            .moved
+            .iter()
+            .map(|m| format!("{} {:.1}% → {:.1}%", m.bin, m.stable_share * 100.0, m.candidate_share * 100.0))
+            .collect();
+        Some(moved.join(", "))
+    }
+
     /// The feature with the largest PSI (none before any is judged).
     pub fn largest(&self) -> Option<&FeatureDrift> {
         self.features.iter().max_by(|a, b| a.psi.total_cmp(&b.psi))

@@ -203,10 +203,13 @@ fn disagreement(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
 
 /// The feature of the candidate's answers that drifted most beyond what chance allows.
 fn drifted(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
-    let breach = e.drift.as_ref()?.breach(deploy.max_output_drift)?;
+    let reading = e.drift.as_ref()?;
+    let breach = reading.breach(deploy.max_output_drift)?;
+    let mix = reading.class_mix(&breach.feature.output).filter(|_| breach.feature.name != "top class");
     Some(Verdict::Fail(format!(
-        "{} (deploy with --expect-drift, or raise max_output_drift, if the change is meant)",
-        drift::describe(breach, deploy.max_output_drift)
+        "{}{} (deploy with --expect-drift, or raise max_output_drift, if the change is meant)",
+        drift::describe(breach, deploy.max_output_drift),
+        mix.map_or(String::new(), |m| format!("; top-class mix: {m}"))
     )))
 }
 

@@ -16,6 +16,7 @@
 pub mod agreement;
 pub mod answers;
 pub mod drift;
+pub mod evidence;
 pub mod gate;
 pub mod phase;
 pub mod plan;
@@ -577,9 +578,28 @@ impl Engine {
         let stable = self.router.model(model).ok().and_then(|r| r.table().stable.clone());
         let mut plan =
             plan::plan(m, &deploy, stable.as_ref().map(|p| p.version), version, config.server.request_timeout);
+        let live = stable.is_some();
         if let Some(live) = stable.and_then(|p| p.info()) {
             let candidate = self.shared.supervisor.describe(m, version).await;
             plan.signature = Some(plan::SignaturePlan::new(&live, candidate, deploy.allow_signature_change));
+        }
+        let dir = ModelDir::new(&m.dir);
+        let set = dir.manifest(version).ok().and_then(|manifest| manifest.validation_file(&dir.version_dir(version)));
+        if let Some(path) = set {
+            let line = match validation::read(&path) {
+                Ok(set) if live => format!(
+                    "validation set {} ({} examples): answered by both versions before any traffic",
+                    path.display(),
+                    set.len()
+                ),
+                Ok(set) => format!(
+                    "validation set {} ({} examples): scored, nothing live to compare",
+                    path.display(),
+                    set.len()
+                ),
+                Err(e) => format!("REFUSED: {e}"),
+            };
+            plan.answers.insert(0, line);
         }
         Ok(plan)
     }

@@ -24,6 +24,10 @@ pub struct Plan {
     /// The candidate's signature against the live version's (absent with none live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignaturePlan>,
+    /// How the gate would read the candidate's answers: its validation set, drift,
+    /// replays.
+    #[serde(default)]
+    pub answers: Vec<String>,
 }
 
 /// What the signature check would find.
@@ -175,7 +179,33 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
         phases,
         minimum_seconds,
         signature: None,
+        answers: answer_checks(d, from.is_some()),
     }
+}
+
+/// What the gate would read of the answers beside the rates, in the plan's words.
+fn answer_checks(d: &DeployConfig, live: bool) -> Vec<String> {
+    if !live {
+        return vec!["answers: the output contract of model.toml; nothing live to compare them with".into()];
+    }
+    let drift = match d.max_output_drift > 0.0 {
+        true => format!(
+            "drift: reverted when a feature of its answers moves from the live version's by a PSI over {} (and \
+             beyond chance), judged once each version gave {} answers{}",
+            d.max_output_drift,
+            d.drift_min_samples,
+            match d.strategy {
+                Strategy::AbTest => "; versions meant to answer differently: deploy with --expect-drift",
+                _ => "",
+            }
+        ),
+        false => "drift: measured and reported, not judged (--expect-drift or max_output_drift = 0)".into(),
+    };
+    let replay = match d.replay {
+        true => "replay: recent live requests are replayed to it where traffic is too thin to judge it".into(),
+        false => "replay: off (replay = false); a quiet model may end inconclusive".into(),
+    };
+    vec!["answers: the output contract of model.toml, on every answer".into(), drift, replay]
 }
 
 /// The plan as text.
@@ -195,6 +225,9 @@ pub fn render(plan: &Plan) -> String {
     let _ = writeln!(out, "at least {}", humantime::format_duration(Duration::from_secs_f64(plan.minimum_seconds)));
     if let Some(signature) = &plan.signature {
         render_signature(&mut out, signature, &from);
+    }
+    for line in &plan.answers {
+        let _ = writeln!(out, "{line}");
     }
     out
 }

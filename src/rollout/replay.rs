@@ -57,31 +57,23 @@ impl Drop for Replayer {
     }
 }
 
-/// What replaying needs.
-struct Replaying {
-    route: Arc<ModelRoute>,
-    candidate: Arc<Pool>,
-    stable: Arc<Pool>,
-    answers: Arc<Answers>,
-    metrics: Arc<Metrics>,
-    timeout: Duration,
+/// What replaying needs: the model's route (its sample), the two versions, where their
+/// answers are compared, and how long one replay may take.
+pub struct Replaying {
+    pub route: Arc<ModelRoute>,
+    pub candidate: Arc<Pool>,
+    pub stable: Arc<Pool>,
+    pub answers: Arc<Answers>,
+    pub metrics: Arc<Metrics>,
+    pub timeout: Duration,
 }
 
 impl Replayer {
-    /// Starts replaying `route`'s sample to `candidate`, compared with `stable`; it waits
-    /// for an aim.
-    pub fn start(
-        route: Arc<ModelRoute>,
-        candidate: Arc<Pool>,
-        stable: Arc<Pool>,
-        answers: Arc<Answers>,
-        metrics: Arc<Metrics>,
-        timeout: Duration,
-    ) -> Replayer {
+    /// Starts replaying the route's sample to the candidate; it waits for an aim.
+    pub fn start(replaying: Replaying) -> Replayer {
         let (aim, aims) = watch::channel(None);
         let exhausted = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        let replaying = Replaying { route, candidate, stable, answers, metrics, timeout };
         tokio::spawn(replaying.run(aims, exhausted.clone(), stop.clone()));
         Replayer { aim, exhausted, stop }
     }

@@ -175,27 +175,68 @@ impl Store {
     /// Replaces the saved state atomically and durably. On failure (a full disk) the old
     /// state stays, and no partial temporary file is left behind.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let tmp = self.dir.join(format!(".{FILE}.tmp"));
-        let written = self.write_then_rename(state, &tmp);
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        write_atomically(&self.dir, FILE, &bytes)
     }
 
-    fn write_then_rename(&self, state: &State, tmp: &Path) -> Result<(), StateError> {
-        let path = self.path();
-        let write_error = |source| StateError::Write { path: path.clone(), error: source };
-        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
-        let mut file = std::fs::File::create(tmp).map_err(write_error)?;
-        file.write_all(&bytes).map_err(write_error)?;
-        file.sync_all().map_err(write_error)?;
-        drop(file);
-        std::fs::rename(tmp, &path).map_err(write_error)?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(write_error)?;
-        Ok(())
+    /// The directory of the rollouts' evidence files.
+    pub fn evidence_dir(&self) -> PathBuf {
+        self.dir.join(EVIDENCE_DIR)
     }
+
+    /// Replaces one rollout's evidence file atomically, as the state is.
+    pub fn save_evidence(&self, evidence: &super::evidence::Evidence) -> Result<(), StateError> {
+        let dir = self.evidence_dir();
+        std::fs::create_dir_all(&dir).map_err(|error| StateError::Write { path: dir.clone(), error })?;
+        let bytes = serde_json::to_vec(evidence).expect("evidence serializes");
+        write_atomically(&dir, &format!("{}.json", evidence.id), &bytes)
+    }
+
+    /// One rollout's evidence, as last saved.
+    pub fn load_evidence(&self, id: u64) -> Result<super::evidence::Evidence, StateError> {
+        let path = self.evidence_dir().join(format!("{id}.json"));
+        let bytes = std::fs::read(&path).map_err(|error| StateError::Read { path: path.clone(), error })?;
+        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt { path, reason: e.to_string() })
+    }
+
+    /// Deletes the evidence of rollouts other than `keep`.
+    pub fn prune_evidence(&self, keep: &std::collections::BTreeSet<u64>) {
+        let Ok(entries) = std::fs::read_dir(self.evidence_dir()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let id = name.to_string_lossy().strip_suffix(".json").and_then(|n| n.parse::<u64>().ok());
+            if id.is_some_and(|id| !keep.contains(&id)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// The directory under the state directory that holds each rollout's evidence.
+pub const EVIDENCE_DIR: &str = "rollouts";
+
+/// Writes `name` in `dir` atomically and durably: a temporary file, fsync, rename, fsync
+/// of the directory. On failure the old file stays, and no temporary file is left.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let written = write_then_rename(dir, &tmp, &path, bytes);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_then_rename(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let write_error = |source| StateError::Write { path: path.to_path_buf(), error: source };
+    let mut file = std::fs::File::create(tmp).map_err(write_error)?;
+    file.write_all(bytes).map_err(write_error)?;
+    file.sync_all().map_err(write_error)?;
+    drop(file);
+    std::fs::rename(tmp, path).map_err(write_error)?;
+    // The rename is durable only once the directory entry is.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(write_error)?;
+    Ok(())
 }
 
 impl State {

@@ -191,6 +191,15 @@ fn flatten(value: &serde_json::Value) -> Result<(Vec<usize>, Vec<toml::Value>), 
 }
 
 impl Set {
+    /// Examples in the set.
+    pub fn len(&self) -> usize {
+        self.examples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.examples.is_empty()
+    }
+
     pub fn is_classification(&self) -> bool {
         matches!(self.examples.first(), Some((_, Expected::Class(_))))
     }

@@ -20,7 +20,7 @@ pub struct Copy {
 }
 
 /// What the shadow phase has done so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShadowCounts {
     /// Copies queued for the candidate.
     pub mirrored: u64,

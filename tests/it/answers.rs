@@ -101,6 +101,7 @@ fn serving_skew_is_reverted_by_drift_though_most_top_classes_agree() {
         let reason = tried.reason();
         assert!(reason.contains("output 'probabilities'") && reason.contains("PSI"), "{reason}");
         assert!(reason.contains("bins that moved most"), "{reason}");
+        assert!(reason.contains("top-class mix: '") || reason.contains("top class drifted"), "{reason}");
         // And the shadow's agreement was above min_agreement: drift, not agreement, caught it.
         let notes: Vec<String> = history(&tried.daemon).pop().unwrap()["phases"]
             .as_array()
@@ -134,8 +135,10 @@ fn a_canary_without_a_shadow_shows_few_users_a_skewed_version() {
     let tried = try_deploy(d, varied(stable_answer), &[]);
     assert_eq!(tried.code, 3, "{}", tried.out);
     assert!(tried.reason().contains("drifted from stable's"), "{}", tried.reason());
+    // Measured here at 0.4 %: about 1 s of the 10 % step at 500 requests/s, a third of those
+    // answers wrong. The bound leaves room for a slower machine.
     let share = tried.figure("serving skew", "canary without shadow");
-    assert!(share < 1.0, "{share:.2}% of all requests were answered wrongly");
+    assert!(share < 2.0, "{share:.2}% of all requests were answered wrongly");
 }
 
 #[test]
@@ -174,11 +177,24 @@ fn retrains_whose_weights_moved_a_few_percent_are_promoted() {
 #[test]
 fn expect_drift_lets_a_meant_change_through_and_reports_its_drift() {
     let d = daemon_with(Variant::Skewed { feature: 2, scale: 5.0 }, &deploy_line(CANARY));
-    let tried = try_deploy(d, varied(distributions), &["--expect-drift"]);
-    assert_eq!(tried.code, 0, "{}", tried.out);
-    let notes = tried.daemon.cli(&["history", "m"]).1;
+    let plan = d.cli(&["plan", "m", "--version", "2"]).1;
+    assert!(plan.contains("drift: reverted when a feature of its answers moves"), "{plan}");
+    let load = Load::start(&d, "m", Pattern { pace: Some(crate::safety::PACE), ..varied(distributions) });
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = d.cli(&["deploy", "m", "--version", "2", "--expect-drift", "--no-follow"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // While it runs, `modeld status` says where the new version's answers came from.
+    d.wait_until("status to count the answers", Duration::from_secs(10), || {
+        d.cli(&["status"]).1.contains("the new version answered")
+    });
+    d.wait_until("the promotion", Duration::from_secs(30), || {
+        history(&d).last().is_some_and(|r| r["outcome"] == "promoted")
+    });
+    let report = load.stop();
+    assert!(report.failed().is_empty(), "{:?}", report.failed().first());
+    let notes = d.cli(&["history", "m"]).1;
     assert!(notes.contains("not judged"), "the drift is reported though not judged:\n{notes}");
-    let bad = tried.daemon.cli(&["deploy", "m", "--version", "1", "--expect-drift=-0.5"]);
+    let bad = d.cli(&["deploy", "m", "--version", "1", "--expect-drift=-0.5"]);
     assert_eq!(bad.0, 1, "{bad:?}");
     assert!(bad.2.contains("a PSI must be 0 or more"), "{bad:?}");
 }
@@ -277,6 +293,10 @@ fn a_validation_set_refuses_a_worse_candidate_before_any_traffic() {
             "{\"features\": [1, 2, 3, 4], \"label\": \"low\"}\n{\"features\": [1]}\n",
         ));
     let d = TestDaemon::ready(setup);
+    let plan = d.cli(&["plan", "m", "--version", "2"]).1;
+    assert!(plan.contains("validation.jsonl (200 examples): answered by both versions before any traffic"), "{plan}");
+    let plan = d.cli(&["plan", "m", "--version", "4"]).1;
+    assert!(plan.contains("REFUSED: validation set") && plan.contains("line 2"), "{plan}");
     let load = Load::start(&d, "m", Pattern { pace: Some(crate::safety::PACE), ..varied(stable_answer) });
     let (code, out, _) = crate::rollouts::deploy(&d, &[]);
     assert_eq!(code, 4, "refused before traffic is a failed rollout:\n{out}");

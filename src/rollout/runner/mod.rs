@@ -1,0 +1,427 @@
+//! One rollout, run to its end: the strategies as sequences of routing-table swaps
+//! between bakes, each bake watched by the health gate.
+//!
+//! Before any user request, a candidate must load (warm-up, golden examples), match the
+//! live version's signature ([`super::signature`]) and, unless turned off, pass its
+//! shadow phase: answering a mirrored copy of live traffic whose answers are compared
+//! with stable's and thrown away ([`super::shadow`]).
+//!
+//! Every traffic switch is one store of the model's routing table; requests in flight
+//! finish on the pool that took them, and a pool is drained before its workers stop
+//! (the supervisor does both). The runner answers operator commands (rollback, promote,
+//! pause, resume) at any point, reports each phase on its `watch` channel and in the
+//! persisted record, and returns the record with its outcome.
+
+mod judging;
+mod strategies;
+
+use super::Shared;
+use super::answers::Answers;
+use super::gate::{Baseline, Verdict};
+use super::phase::{Phase, Progress};
+use super::replay::Replayer;
+use super::state::{self, Outcome, PhaseEntry, Record};
+use super::{shadow, signature};
+use crate::config::{DeployConfig, ModelConfig, OnInconclusive, Strategy};
+use crate::router::ModelRoute;
+use crate::router::mirror::{Mirror, ShadowCounts};
+use crate::router::pool::{Phase as PoolPhase, Pool};
+use crate::router::table::{Candidate, RoutingTable};
+use crate::wire::ModelInfo;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Answers to the same requests as stable's a rollout aims for, in drift minimums: about
+/// 200 by default, on which a PSI of 0.5 between two versions is beyond chance.
+const DRIFT_PAIRS: u64 = 4;
+
+/// What an operator can ask of a running rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Back to the old version now, skipping whatever remains.
+    Rollback,
+    /// Make the candidate stable now (A/B: the named version wins).
+    Promote(Option<u64>),
+    Pause,
+    Resume,
+}
+
+/// Why a bake ended before its time passed with a passing gate.
+enum Interrupt {
+    Revert(String),
+    PromoteNow,
+}
+
+/// What a bake holds the candidate at.
+#[derive(Clone)]
+enum Stage {
+    /// The shadow phase: answering mirrored copies, no user traffic.
+    Shadow(Arc<Mirror>),
+    /// `weight` % of traffic, at step `step` of `steps`.
+    Step { step: usize, steps: usize, weight: u8 },
+}
+
+impl Stage {
+    fn phase(&self) -> Phase {
+        match self {
+            Stage::Shadow(_) => Phase::Shadow,
+            Stage::Step { step, steps, weight } => Phase::Gating { step: *step, steps: *steps, weight: *weight },
+        }
+    }
+
+    fn held(&self, reason: &str) -> Phase {
+        let reason = reason.to_string();
+        match self {
+            Stage::Shadow(_) => Phase::Paused { step: 0, steps: 0, weight: 0, reason },
+            Stage::Step { step, steps, weight } => {
+                Phase::Paused { step: *step, steps: *steps, weight: *weight, reason }
+            }
+        }
+    }
+
+    fn shadow_counts(&self) -> Option<ShadowCounts> {
+        match self {
+            Stage::Shadow(mirror) => Some(mirror.counts()),
+            Stage::Step { .. } => None,
+        }
+    }
+}
+
+pub struct Runner {
+    pub shared: Arc<Shared>,
+    pub route: Arc<ModelRoute>,
+    pub model: ModelConfig,
+    pub deploy: DeployConfig,
+    pub record: Record,
+    pub stable: Option<Arc<Pool>>,
+    pub progress: watch::Sender<Progress>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub paused: bool,
+    /// What the candidate's answers say beside stable's, once both are up.
+    pub answers: Option<Arc<Answers>>,
+    /// Replays recent live requests to the candidate when traffic is thin.
+    pub replayer: Option<Replayer>,
+    /// Stable's window as the gate compares with it.
+    pub baseline: Baseline,
+    /// Pools whose answers to users are watched (taps to remove at the end).
+    pub watched: Vec<Arc<Pool>>,
+}
+
+impl Runner {
+    /// Runs the rollout to its end and returns its record, outcome set.
+    pub async fn run(mut self) -> Record {
+        tracing::info!(
+            model = %self.model.name, from = ?self.record.from, to = self.record.to,
+            strategy = %self.deploy.strategy, "rollout started"
+        );
+        let end = match self.deploy.strategy {
+            Strategy::Canary => self.canary().await,
+            Strategy::BlueGreen => self.blue_green().await,
+            Strategy::Rolling => self.rolling().await,
+            Strategy::Recreate => self.recreate().await,
+            Strategy::AbTest => self.ab_test().await,
+        };
+        for pool in self.watched.drain(..) {
+            pool.set_tap(None);
+        }
+        self.replayer = None;
+        let outcome = match &end {
+            Phase::Promoted => Outcome::Promoted,
+            Phase::Reverted { .. } => Outcome::Reverted,
+            _ => Outcome::Failed,
+        };
+        let reason = match &end {
+            Phase::Reverted { reason } | Phase::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        self.enter(end);
+        tracing::info!(model = %self.model.name, to = self.record.to, %outcome, ?reason, "rollout ended");
+        self.record.outcome = Some(outcome);
+        self.record.reason = reason;
+        self.record.ended_at = Some(state::now());
+        self.record
+    }
+
+    /// Reports a new phase to followers, the metrics and the persisted record.
+    fn enter(&mut self, phase: Phase) {
+        self.shared.metrics.set_rollout_phase(&self.model.name, phase.name(), &Phase::NAMES);
+        self.record.phases.push(PhaseEntry {
+            at: state::now(),
+            phase: phase.name().into(),
+            weight: phase.weight(),
+            note: Some(phase.describe()),
+        });
+        self.shared.save_rollout(&self.model.name, &self.record);
+        self.progress.send_replace(Progress {
+            id: self.record.id,
+            model: self.model.name.clone(),
+            from: self.record.from,
+            to: self.record.to,
+            strategy: self.record.strategy.clone(),
+            sources: self.answers.as_ref().map(|a| a.sources()),
+            phase,
+        });
+    }
+
+    /// Tells followers where the candidate's answers came from, when that changed.
+    fn report_sources(&self) {
+        let sources = self.answers.as_ref().map(|a| a.sources());
+        self.progress.send_if_modified(|p| {
+            let changed = p.sources != sources;
+            p.sources = sources;
+            changed
+        });
+    }
+
+    /// Adds a verdict or remark to the record without changing phase.
+    fn note(&mut self, note: String) {
+        let phase = self.progress.borrow().phase.clone();
+        self.record.phases.push(PhaseEntry {
+            at: state::now(),
+            phase: phase.name().into(),
+            weight: phase.weight(),
+            note: Some(note),
+        });
+        self.shared.save_rollout(&self.model.name, &self.record);
+    }
+
+    fn start_candidate(&self, active: usize) -> Arc<Pool> {
+        self.shared.supervisor.start_with(&self.model, self.record.to, active)
+    }
+
+    /// Waits until `want` of the candidate's workers are ready. Err: why it cannot be.
+    async fn wait_ready(&mut self, pool: &Arc<Pool>, want: usize) -> Result<(), String> {
+        let deadline =
+            Instant::now() + self.model.device.start_timeout(self.shared.server.get().worker_start_timeout) * 2;
+        loop {
+            if let PoolPhase::Failed { reason } = &*pool.phase() {
+                return Err(format!("version {} failed to start: {reason}", pool.version));
+            }
+            if pool.ready_workers() >= want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("version {} did not get {want} workers ready in time", pool.version));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                command = self.commands.recv() => {
+                    if let Some(Command::Rollback) | None = command {
+                        return Err("rolled back by the operator before it took traffic".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes `weight` % of traffic to `candidate` beside the old stable version.
+    fn route_candidate(&self, candidate: &Arc<Pool>, weight: u8) {
+        let sticky_header = match self.deploy.strategy {
+            Strategy::AbTest => self.deploy.sticky_header.clone(),
+            _ => None,
+        };
+        self.route.swap(RoutingTable {
+            stable: self.stable.clone(),
+            candidate: Some(Candidate { pool: candidate.clone(), weight, sticky_header }),
+            ..RoutingTable::default()
+        });
+    }
+
+    /// All traffic back to the old version; the candidate is drained and stopped.
+    async fn revert(&mut self, candidate: &Arc<Pool>, reason: String) -> Phase {
+        tracing::warn!(model = %self.model.name, version = candidate.version, "reverting: {reason}");
+        self.note(format!("reverting after {}", self.summary(candidate, None)));
+        match &self.stable {
+            Some(stable) => self.route.swap(RoutingTable::stable(stable.clone())),
+            None => self
+                .route
+                .swap(RoutingTable::unavailable(format!("version {} was reverted: {reason}", candidate.version))),
+        };
+        self.enter(Phase::Draining);
+        self.shared.supervisor.stop(candidate).await;
+        Phase::Reverted { reason }
+    }
+
+    /// The candidate becomes stable in one store; the old version is kept warm for
+    /// `keep_previous`, or drained and stopped now.
+    async fn promote(&mut self, candidate: &Arc<Pool>) -> Phase {
+        let old = self.stable.clone();
+        let keep = self.deploy.keep_previous;
+        let previous = old.clone().filter(|_| !keep.is_zero());
+        self.route.swap(RoutingTable { stable: Some(candidate.clone()), previous, ..RoutingTable::default() });
+        if let Some(old) = old {
+            match keep.is_zero() {
+                true => {
+                    self.enter(Phase::Draining);
+                    self.shared.supervisor.stop(&old).await;
+                }
+                false => {
+                    let watch =
+                        super::Watch { every: self.deploy.check_every, breaches: self.deploy.consecutive_breaches };
+                    self.shared.retire_later(self.route.clone(), old, keep, watch)
+                }
+            }
+        }
+        Phase::Promoted
+    }
+
+    /// Holds the candidate at `stage` for `hold`, judging it every `check_every`, and
+    /// answering commands. Ok once the hold ended with a pass.
+    async fn bake(&mut self, candidate: &Arc<Pool>, stage: Stage, hold: Duration) -> Result<(), Interrupt> {
+        let gating = stage.phase();
+        let held = |reason: &str| stage.held(reason);
+        self.enter(if self.paused { held("paused by the operator") } else { gating.clone() });
+        let started = Instant::now();
+        let mut breaches = 0;
+        let mut inconclusive_since: Option<Instant> = None;
+        if let Stage::Step { .. } = stage {
+            self.watch_live(candidate);
+        }
+        self.aim_replays(candidate, &stage, hold);
+        let mut tick = tokio::time::interval(self.deploy.check_every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                command = self.commands.recv() => match command {
+                    Some(Command::Rollback) | None => return Err(Interrupt::Revert("rolled back by the operator".into())),
+                    Some(Command::Promote(_)) => return Err(Interrupt::PromoteNow),
+                    Some(Command::Pause) if !self.paused => {
+                        self.paused = true;
+                        self.enter(held("paused by the operator"));
+                    }
+                    Some(Command::Resume) if self.paused => {
+                        self.paused = false;
+                        inconclusive_since = None;
+                        self.enter(gating.clone());
+                    }
+                    Some(_) => {}
+                },
+            }
+            let counts = stage.shadow_counts();
+            let verdict = self.judge(candidate, &stage);
+            self.report_sources();
+            match &verdict {
+                Verdict::Fail(reason) => {
+                    breaches += 1;
+                    if breaches >= self.deploy.consecutive_breaches {
+                        return Err(Interrupt::Revert(format!("health gate: {reason}")));
+                    }
+                    continue;
+                }
+                Verdict::Pass | Verdict::Inconclusive(_) => breaches = 0,
+            }
+            if self.paused || started.elapsed() < hold {
+                continue;
+            }
+            match verdict {
+                Verdict::Pass => {
+                    let what = if counts.is_some() { "shadow passed" } else { "gate passed" };
+                    self.note(format!("{what}: {}", self.summary(candidate, counts)));
+                    return Ok(());
+                }
+                Verdict::Inconclusive(why) => {
+                    let since = *inconclusive_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.deploy.inconclusive_timeout {
+                        match self.deploy.on_inconclusive {
+                            OnInconclusive::Fail => {
+                                return Err(Interrupt::Revert(format!(
+                                    "no conclusive verdict within {:?}: {why}{}",
+                                    self.deploy.inconclusive_timeout,
+                                    self.replay_state()
+                                )));
+                            }
+                            OnInconclusive::Pause => {
+                                self.paused = true;
+                                self.enter(held(&format!("not enough traffic to judge: {why}")));
+                            }
+                        }
+                    }
+                }
+                Verdict::Fail(_) => {}
+            }
+        }
+    }
+
+    /// Starts a full candidate pool and checks its signature; Err ends the rollout as
+    /// failed, before any traffic.
+    async fn spawn_full(&mut self) -> Result<Arc<Pool>, Phase> {
+        self.enter(Phase::Spawning);
+        let candidate = self.start_candidate(self.model.workers);
+        let ready = self.wait_ready(&candidate, self.model.workers).await;
+        match ready.and_then(|()| self.check_signature(candidate.info().as_deref())) {
+            Ok(()) => Ok(candidate),
+            Err(reason) => {
+                self.shared.supervisor.stop(&candidate).await;
+                Err(Phase::Failed { reason })
+            }
+        }
+    }
+
+    /// Refuses a candidate whose inputs or outputs would break the live version's clients,
+    /// unless the operator allowed it; a difference that breaks nothing is noted.
+    fn check_signature(&mut self, candidate: Option<&ModelInfo>) -> Result<(), String> {
+        let live = self.stable.as_ref().and_then(|s| s.info());
+        let (Some(live), Some(candidate)) = (live, candidate) else { return Ok(()) };
+        let differences = signature::compare(&live, candidate);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        let from = live_version(&self.record);
+        match signature::breaking(&differences) {
+            Some(breaking) if !self.deploy.allow_signature_change => Err(format!(
+                "signature differs from {from}: {breaking} (deploy with --allow-signature-change, or set \
+                 allow_signature_change = true in [model.deploy], if the change is meant)"
+            )),
+            _ => {
+                let all: Vec<String> = differences.iter().map(|d| d.text.clone()).collect();
+                self.note(format!("signature differs from {from}, allowed: {}", all.join("; ")));
+                Ok(())
+            }
+        }
+    }
+
+    /// The shadow phase, when configured and there is a stable version to mirror: the
+    /// candidate answers copies of live traffic until the gate passes on them. Ok when it
+    /// passed or was skipped.
+    async fn shadow(&mut self, candidate: &Arc<Pool>) -> Result<(), Interrupt> {
+        // Nothing to mirror without a stable version (its answers are what the shadow
+        // judges against), and then no answers are read either.
+        let Some(answers) = self.answers.clone().filter(|_| !self.deploy.shadow.is_zero()) else { return Ok(()) };
+        let timeout = self.shared.server.get().request_timeout;
+        let shadow = shadow::start(candidate, answers, self.shared.metrics.clone(), timeout);
+        self.set_shadow(Some(shadow.mirror.clone()));
+        let passed = self.bake(candidate, Stage::Shadow(shadow.mirror.clone()), self.deploy.shadow).await;
+        self.set_shadow(None);
+        if passed.is_err() {
+            self.note(format!("shadow ended: {}", self.summary(candidate, Some(shadow.mirror.counts()))));
+        }
+        passed
+    }
+
+    /// Starts or stops mirroring live traffic, the rest of the routing unchanged.
+    fn set_shadow(&self, mirror: Option<Arc<Mirror>>) {
+        self.route.swap(RoutingTable { shadow: mirror, ..RoutingTable::clone(&self.route.table()) });
+    }
+
+    /// Spawns a full candidate and runs its shadow phase: Ok(candidate) to go on, or how
+    /// the rollout ended (failed before traffic, reverted or promoted by the operator).
+    async fn prepare(&mut self) -> Result<Arc<Pool>, Phase> {
+        let candidate = self.spawn_full().await?;
+        if let Err(reason) = self.validate(&candidate).await {
+            self.shared.supervisor.stop(&candidate).await;
+            return Err(Phase::Failed { reason });
+        }
+        self.start_judging(&candidate);
+        match self.shadow(&candidate).await {
+            Ok(()) => Ok(candidate),
+            Err(Interrupt::PromoteNow) => Err(self.promote(&candidate).await),
+            Err(Interrupt::Revert(reason)) => Err(self.revert(&candidate, reason).await),
+        }
+    }
+}
+
+/// "v3", or "the live version" when none was live.
+fn live_version(record: &Record) -> String {
+    record.from.map_or("the live version".into(), |v| format!("v{v}"))
+}
