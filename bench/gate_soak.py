@@ -266,6 +266,7 @@ def main():
     args = parser.parse_args()
     only = set(args.only.split(","))
     global MODELD
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     target = "release" if args.profile == "release" else "debug"
     MODELD = ROOT / "target" / target / "modeld"
     build = ["cargo", "build", "--profile", args.profile, "--bin", "modeld", "--example", "gate_models"]
@@ -292,7 +293,6 @@ def main():
             sections.append(f"### Each kind at {rate} requests/s\n\n" + table(rows, note))
             print(sections[-1], flush=True)
     elapsed = time.time() - started
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     head = [
         f"## Gate soak {datetime.date.today().isoformat()}",
         "",
@@ -301,7 +301,7 @@ def main():
         f"- modeld {commit}, bundled defaults (no [health], no [model.deploy]), one worker per model; {elapsed / 60:.0f} minutes",
         "",
     ]
-    text = "\n".join(head) + "\n\n".join(sections) + "\n"
+    text = "\n".join(head) + "\n" + "\n\n".join(sections) + "\n"
     if not args.no_append:
         with open(ROOT / "bench" / "RESULTS.md", "a") as f:
             f.write("\n" + text)
