@@ -200,14 +200,15 @@ impl Admin {
                     if request.changes_anything() {
                         tracing::info!(uid = peer.uid, pid = ?peer.pid, command = ?request, "admin command");
                     }
-                    send(&mut writer, &answer(self.handle(request).await)).await?
+                    send(&mut writer, &answer(self.handle(request, &peer).await)).await?
                 }
                 Err(e) => send(&mut writer, &answer(Err(format!("malformed admin request: {e}")))).await?,
             }
         }
     }
 
-    async fn handle(&self, request: Request) -> Result<serde_json::Value, String> {
+    async fn handle(&self, request: Request, peer: &peer::Peer) -> Result<serde_json::Value, String> {
+        let caller = || crate::rollout::evidence::Caller::operator(peer.uid, peer.pid);
         let engine = &self.engine;
         match request {
             Request::Status => {
@@ -220,13 +221,14 @@ impl Admin {
                     return Err(format!("--expect-drift {psi}: a PSI must be 0 or more (0: drift is not judged)"));
                 }
                 let options = Options {
+                    caller: Some(caller()),
                     strategy: parse_strategy(strategy.as_deref())?,
                     allow_signature_change,
                     max_output_drift,
                 };
                 done(engine.deploy(&model, version, options))
             }
-            Request::Rollback { model } => done(engine.rollback(&model).await),
+            Request::Rollback { model } => done(engine.rollback(&model, caller()).await),
             Request::Promote { model, version } => done(engine.command(&model, Command::Promote(version))),
             Request::Pause { model } => done(engine.command(&model, Command::Pause)),
             Request::Resume { model } => done(engine.command(&model, Command::Resume)),

@@ -31,7 +31,7 @@ pub const KEPT_ROLLOUTS: usize = 100;
 pub const SAVE_EVERY: Duration = Duration::from_secs(15);
 
 /// Who or what started a rollout or a rollback.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     /// "operator" (the CLI), "reload" (SIGHUP or `modeld reload`), "config" (a start),
     /// "watch" (a new version directory, or the watch after a promotion).
@@ -282,6 +282,37 @@ pub struct Evidence {
     pub ended: Option<Ending>,
 }
 
+impl Evidence {
+    /// The evidence of a rollout starting: who asked, the plan, the config in force and
+    /// both versions' files.
+    pub fn begin(
+        record: &super::state::Record,
+        caller: Caller,
+        planned: Plan,
+        model: &crate::config::ModelConfig,
+        deploy: &crate::config::DeployConfig,
+    ) -> Evidence {
+        let dir = crate::repo::ModelDir::new(&model.dir);
+        let mut versions: Vec<VersionFiles> =
+            record.from.into_iter().map(|v| VersionFiles::read(&dir.version_dir(v), v, "live")).collect();
+        versions.push(VersionFiles::read(&dir.version_dir(record.to), record.to, "candidate"));
+        Evidence {
+            schema: SCHEMA,
+            id: record.id,
+            model: record.model.clone(),
+            caller,
+            planned,
+            config: crate::config::describe::model(model, deploy),
+            versions,
+            signature: None,
+            phases: Vec::new(),
+            evaluations: Vec::new(),
+            evaluations_left_out: 0,
+            ended: None,
+        }
+    }
+}
+
 /// A running rollout's evidence, and when it last went to disk.
 pub struct EvidenceLog {
     pub evidence: Evidence,
@@ -311,15 +342,18 @@ impl EvidenceLog {
         self.saved = Instant::now();
     }
 
-    /// Closes the phase in progress with both versions' figures, and opens `next`.
+    /// Closes the phase in progress with both versions' figures, and opens `next` (saved
+    /// then; the last phase is saved with the ending, [`EvidenceLog::finish`]).
     pub fn phase(&mut self, next: Option<PhaseRecord>, candidate: Option<&Pool>, stable: Option<&Pool>) {
         if let Some(last) = self.evidence.phases.last_mut().filter(|p| p.ended_at.is_none()) {
             last.ended_at = Some(state::now());
             last.candidate = candidate.map(Figures::of);
             last.stable = stable.map(Figures::of);
         }
-        self.evidence.phases.extend(next);
-        self.save_now();
+        if next.is_some() {
+            self.evidence.phases.extend(next);
+            self.save_now();
+        }
     }
 
     /// Adds what the phase in progress ended with (its answers, its verdict).

@@ -125,7 +125,8 @@ impl Shared {
         route.swap(RoutingTable::stable(previous));
         let reason =
             format!("after its promotion, version {from} failed the gate ({reason}); version {to} serves again");
-        self.record_switch(&route.name, from, to, "revert", Origin::Watch, Outcome::Reverted, reason);
+        let by = evidence::Caller::origin(Origin::Watch.name());
+        self.record_switch(&route.name, from, to, "revert", by, Outcome::Reverted, reason);
         self.supervisor.stop(&promoted).await;
     }
 
@@ -138,7 +139,7 @@ impl Shared {
         from: u64,
         to: u64,
         strategy: &str,
-        origin: Origin,
+        by: evidence::Caller,
         outcome: Outcome,
         reason: String,
     ) {
@@ -154,13 +155,15 @@ impl Shared {
                 from: Some(from),
                 to,
                 strategy: strategy.into(),
-                origin: origin.name().into(),
+                origin: by.origin.clone(),
                 started_at: at,
                 ended_at: Some(at),
                 outcome: Some(outcome),
                 reason: Some(reason),
                 phases: Vec::new(),
                 validation: None,
+                by: Some(by),
+                ended_by: None,
             });
         });
     }
@@ -193,8 +196,10 @@ pub enum EngineError {
 }
 
 /// What an operator asked of one rollout beyond the model's config.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
+    /// Who asked (an operator's uid and pid), for the rollout's evidence.
+    pub caller: Option<evidence::Caller>,
     /// Roll out by this strategy instead of the config's (keeping the config's gate).
     pub strategy: Option<Strategy>,
     /// Let a candidate whose signature differs from the live version's take traffic.
@@ -431,6 +436,7 @@ impl Engine {
         }
         let deploy = options.apply(&model);
         let table = route.table();
+        let caller = options.caller.clone().unwrap_or_else(|| evidence::Caller::origin(origin.name()));
         let record = Record {
             id: self.shared.read(State::next_id),
             model: name.into(),
@@ -444,6 +450,8 @@ impl Engine {
             reason: None,
             phases: Vec::new(),
             validation: None,
+            by: Some(caller.clone()),
+            ended_by: None,
         };
         let first = Progress {
             id: record.id,
@@ -463,6 +471,8 @@ impl Engine {
         running.insert(name.into(), Running { commands: commands_tx, progress: progress_rx.clone() });
         self.lock_latest().insert(name.into(), progress_rx);
         drop(running);
+        let planned = plan::plan(&model, &deploy, record.from, version, config.server.request_timeout);
+        let evidence = evidence::Evidence::begin(&record, caller, planned, &model, &deploy);
         let runner = Runner {
             shared: self.shared.clone(),
             route: route.clone(),
@@ -477,6 +487,9 @@ impl Engine {
             replayer: None,
             baseline: gate::Baseline::default(),
             watched: Vec::new(),
+            candidate: None,
+            evidence: evidence::EvidenceLog::new(evidence, self.shared.store.clone()),
+            ended_by: None,
         };
         let engine = self.clone();
         let previous = table.previous.clone();
@@ -504,6 +517,15 @@ impl Engine {
             }
             s.remember(record);
         });
+        let keep = self.shared.read(|s| {
+            s.history
+                .iter()
+                .rev()
+                .take(evidence::KEPT_ROLLOUTS)
+                .map(|r| r.id)
+                .collect::<std::collections::BTreeSet<_>>()
+        });
+        self.shared.store.prune_evidence(&keep);
         self.lock_running().remove(&name);
     }
 
@@ -534,8 +556,8 @@ impl Engine {
 
     /// Rolls back: a running rollout reverts at once; otherwise the previous version comes
     /// back — from its warm pool in one store while it is kept, else started anew first.
-    pub async fn rollback(self: &Arc<Self>, model: &str) -> Result<String, EngineError> {
-        if let Ok(progress) = self.command(model, Command::Rollback) {
+    pub async fn rollback(self: &Arc<Self>, model: &str, by: evidence::Caller) -> Result<String, EngineError> {
+        if let Ok(progress) = self.command(model, Command::Rollback(by.clone())) {
             return Ok(format!("reverting the rollout to version {}", progress.to));
         }
         let route = self.router.model(model).map_err(|_| EngineError::UnknownModel(model.into()))?;
@@ -561,7 +583,7 @@ impl Engine {
         route.swap(RoutingTable::stable(previous.clone()));
         let (from, to) = (current.version, previous.version);
         let reason = format!("operator rollback from version {from}");
-        self.shared.record_switch(model, from, to, "rollback", Origin::Operator, Outcome::RolledBack, reason);
+        self.shared.record_switch(model, from, to, "rollback", by, Outcome::RolledBack, reason);
         self.shared.supervisor.stop(&current).await;
         Ok(format!("version {to} is live again ({how}); version {from} stopped"))
     }

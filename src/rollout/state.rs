@@ -61,6 +61,12 @@ pub struct Record {
     /// The candidate's validation set, when it had one, and how both versions did on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<super::validation::Validation>,
+    /// Who started it (for a rollback: who asked), with uid and pid for an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<super::evidence::Caller>,
+    /// The operator whose `modeld rollback` ended it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<super::evidence::Caller>,
 }
 
 /// How a rollout ended, as the state file and `modeld history` spell it.
@@ -284,6 +290,8 @@ mod tests {
             reason: None,
             phases: vec![PhaseEntry { at: 1.5, phase: "step 1/4".into(), weight: Some(10), note: None }],
             validation: None,
+            by: None,
+            ended_by: None,
         });
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);

@@ -400,8 +400,9 @@ fn a_promoted_version_that_crashes_on_requests_reverts_to_the_warm_previous() {
     let client = d.client();
     d.wait_until("the promotion to be reverted", Duration::from_secs(50), || {
         let _ = client.post("/v2/models/m/infer", &big);
-        stable_version(&d) == 1
+        history(&d).last().is_some_and(|r| r["strategy"] == "revert")
     });
+    assert_eq!(stable_version(&d), 1);
     let report: Report = load.stop();
     let record = history(&d).pop().unwrap();
     assert_eq!(record["outcome"], "reverted", "{record}");

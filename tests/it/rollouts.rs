@@ -386,7 +386,10 @@ fn a_half_written_model_is_not_deployed_until_complete() {
     assert!(daemon.logs().contains("is not a complete ONNX model"), "{}", daemon.logs());
     let load = Load::start(&daemon, "m", Pattern { clients: 2, ..Pattern::default() });
     std::fs::write(dir.join("model.onnx"), &model).unwrap();
-    daemon.wait_until("the new version to roll out", Duration::from_secs(20), || stable_version(&daemon) == 2);
+    daemon.wait_until("the new version to roll out", Duration::from_secs(20), || {
+        history(&daemon).last().is_some_and(|r| r["outcome"] == "promoted")
+    });
+    assert_eq!(stable_version(&daemon), 2);
     load.stop().assert_failures_only_from(None);
     let record = history(&daemon).pop().unwrap();
     assert_eq!((record["origin"].as_str(), record["outcome"].as_str()), (Some("watch"), Some("promoted")));

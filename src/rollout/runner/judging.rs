@@ -3,7 +3,7 @@
 //! verdict with stable's baseline, the validation set before any traffic, and the
 //! summaries the history keeps.
 
-use super::{Command, DRIFT_PAIRS, Runner, Stage};
+use super::{DRIFT_PAIRS, Runner, Stage};
 use crate::rollout::answers::Answers;
 use crate::rollout::drift::Side;
 use crate::rollout::gate::{self, Seen, Verdict};
@@ -173,7 +173,7 @@ impl Runner {
             tokio::select! {
                 done = &mut work => return Ok(done),
                 command = self.commands.recv() => {
-                    if let Some(Command::Rollback) | None = command {
+                    if self.rolls_back(&command) {
                         return Err("rolled back by the operator before it took traffic".into());
                     }
                 }

@@ -13,10 +13,12 @@
 //! persisted record, and returns the record with its outcome.
 
 mod judging;
+mod recording;
 mod strategies;
 
 use super::Shared;
 use super::answers::Answers;
+use super::evidence::{Caller, EvidenceLog};
 use super::gate::{Baseline, Verdict};
 use super::phase::{Phase, Progress};
 use super::replay::Replayer;
@@ -39,8 +41,8 @@ const DRIFT_PAIRS: u64 = 4;
 /// What an operator can ask of a running rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Back to the old version now, skipping whatever remains.
-    Rollback,
+    /// Back to the old version now, skipping whatever remains; who asked.
+    Rollback(Caller),
     /// Make the candidate stable now (A/B: the named version wins).
     Promote(Option<u64>),
     Pause,
@@ -106,6 +108,12 @@ pub struct Runner {
     pub baseline: Baseline,
     /// Pools whose answers to users are watched (taps to remove at the end).
     pub watched: Vec<Arc<Pool>>,
+    /// The candidate's pool, once started.
+    pub candidate: Option<Arc<Pool>>,
+    /// What the rollout leaves as evidence, saved as it goes.
+    pub evidence: EvidenceLog,
+    /// The operator whose rollback ended the rollout, if one did.
+    pub ended_by: Option<Caller>,
 }
 
 impl Runner {
@@ -136,6 +144,7 @@ impl Runner {
             _ => None,
         };
         self.enter(end);
+        self.record_end(outcome.name(), reason.clone());
         tracing::info!(model = %self.model.name, to = self.record.to, %outcome, ?reason, "rollout ended");
         self.record.outcome = Some(outcome);
         self.record.reason = reason;
@@ -145,6 +154,7 @@ impl Runner {
 
     /// Reports a new phase to followers, the metrics and the persisted record.
     fn enter(&mut self, phase: Phase) {
+        self.record_phase(&phase);
         self.shared.metrics.set_rollout_phase(&self.model.name, phase.name(), &Phase::NAMES);
         self.record.phases.push(PhaseEntry {
             at: state::now(),
@@ -186,8 +196,23 @@ impl Runner {
         self.shared.save_rollout(&self.model.name, &self.record);
     }
 
-    fn start_candidate(&self, active: usize) -> Arc<Pool> {
-        self.shared.supervisor.start_with(&self.model, self.record.to, active)
+    fn start_candidate(&mut self, active: usize) -> Arc<Pool> {
+        let pool = self.shared.supervisor.start_with(&self.model, self.record.to, active);
+        self.candidate = Some(pool.clone());
+        pool
+    }
+
+    /// Whether a command ends the rollout by reverting it (an operator's rollback, or the
+    /// engine gone); the operator is remembered for the record.
+    fn rolls_back(&mut self, command: &Option<Command>) -> bool {
+        match command {
+            Some(Command::Rollback(by)) => {
+                self.ended_by = Some(by.clone());
+                true
+            }
+            None => true,
+            Some(_) => false,
+        }
     }
 
     /// Waits until `want` of the candidate's workers are ready. Err: why it cannot be.
@@ -207,7 +232,7 @@ impl Runner {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 command = self.commands.recv() => {
-                    if let Some(Command::Rollback) | None = command {
+                    if self.rolls_back(&command) {
                         return Err("rolled back by the operator before it took traffic".into());
                     }
                 }
@@ -231,6 +256,7 @@ impl Runner {
     /// All traffic back to the old version; the candidate is drained and stopped.
     async fn revert(&mut self, candidate: &Arc<Pool>, reason: String) -> Phase {
         tracing::warn!(model = %self.model.name, version = candidate.version, "reverting: {reason}");
+        self.conclude_phase(None, format!("revert: {reason}"));
         self.note(format!("reverting after {}", self.summary(candidate, None)));
         match &self.stable {
             Some(stable) => self.route.swap(RoutingTable::stable(stable.clone())),
@@ -284,7 +310,10 @@ impl Runner {
             tokio::select! {
                 _ = tick.tick() => {}
                 command = self.commands.recv() => match command {
-                    Some(Command::Rollback) | None => return Err(Interrupt::Revert("rolled back by the operator".into())),
+                    ref c @ (Some(Command::Rollback(_)) | None) => {
+                        self.rolls_back(c);
+                        return Err(Interrupt::Revert("rolled back by the operator".into()));
+                    }
                     Some(Command::Promote(_)) => return Err(Interrupt::PromoteNow),
                     Some(Command::Pause) if !self.paused => {
                         self.paused = true;
@@ -300,6 +329,7 @@ impl Runner {
             }
             let counts = stage.shadow_counts();
             let verdict = self.judge(candidate, &stage);
+            self.record_evaluation(candidate, &stage, &verdict);
             self.report_sources();
             match &verdict {
                 Verdict::Fail(reason) => {
@@ -317,7 +347,9 @@ impl Runner {
             match verdict {
                 Verdict::Pass => {
                     let what = if counts.is_some() { "shadow passed" } else { "gate passed" };
-                    self.note(format!("{what}: {}", self.summary(candidate, counts)));
+                    let summary = format!("{what}: {}", self.summary(candidate, counts));
+                    self.conclude_phase(counts, summary.clone());
+                    self.note(summary);
                     return Ok(());
                 }
                 Verdict::Inconclusive(why) => {
@@ -349,6 +381,9 @@ impl Runner {
         self.enter(Phase::Spawning);
         let candidate = self.start_candidate(self.model.workers);
         let ready = self.wait_ready(&candidate, self.model.workers).await;
+        if ready.is_ok() {
+            self.record_candidate(&candidate);
+        }
         match ready.and_then(|()| self.check_signature(candidate.info().as_deref())) {
             Ok(()) => Ok(candidate),
             Err(reason) => {
@@ -364,11 +399,12 @@ impl Runner {
         let live = self.stable.as_ref().and_then(|s| s.info());
         let (Some(live), Some(candidate)) = (live, candidate) else { return Ok(()) };
         let differences = signature::compare(&live, candidate);
+        let from = live_version(&self.record);
         if differences.is_empty() {
+            self.evidence.evidence.signature = Some(format!("the same inputs and outputs as {from}"));
             return Ok(());
         }
-        let from = live_version(&self.record);
-        match signature::breaking(&differences) {
+        let checked = match signature::breaking(&differences) {
             Some(breaking) if !self.deploy.allow_signature_change => Err(format!(
                 "signature differs from {from}: {breaking} (deploy with --allow-signature-change, or set \
                  allow_signature_change = true in [model.deploy], if the change is meant)"
@@ -378,7 +414,13 @@ impl Runner {
                 self.note(format!("signature differs from {from}, allowed: {}", all.join("; ")));
                 Ok(())
             }
-        }
+        };
+        let all: Vec<String> = differences.iter().map(|d| d.text.clone()).collect();
+        self.evidence.evidence.signature = Some(match &checked {
+            Ok(()) => format!("differs from {from}, allowed: {}", all.join("; ")),
+            Err(_) => format!("differs from {from}, refused: {}", all.join("; ")),
+        });
+        checked
     }
 
     /// The shadow phase, when configured and there is a stable version to mirror: the

@@ -73,11 +73,16 @@ impl Runner {
                     Some(Command::Promote(Some(v))) => {
                         return self.revert(b, format!("A/B decision: version {v} stays")).await;
                     }
-                    Some(Command::Rollback) | None => return self.revert(b, "rolled back by the operator".into()).await,
+                    ref c @ (Some(Command::Rollback(_)) | None) => {
+                        self.rolls_back(c);
+                        return self.revert(b, "rolled back by the operator".into()).await;
+                    }
                     Some(_) => {}
                 },
             }
-            let verdict = self.judge(b, &Stage::Step { step: 1, steps: 1, weight: split });
+            let stage = Stage::Step { step: 1, steps: 1, weight: split };
+            let verdict = self.judge(b, &stage);
+            self.record_evaluation(b, &stage, &verdict);
             if let Verdict::Fail(reason) = verdict {
                 breaches += 1;
                 if breaches >= self.deploy.consecutive_breaches {
