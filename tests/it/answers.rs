@@ -487,3 +487,43 @@ fn a_real_classifiers_faulty_retrains_are_stopped_and_honest_ones_promoted() {
         );
     }
 }
+
+#[test]
+fn mirroring_a_saturated_stable_version_drops_copies_and_promotes_a_good_version() {
+    // One worker and six clients sending as fast as answers come: stable is always busy. Copies are dropped rather than queued behind live requests, and the shadow's
+    // answers, one per candidate worker at a time, are timed as the candidate's own.
+    let slow = || crate::onnx::family::slow(20);
+    let lines = "workers = 1\nversion = 1\ndeploy = { strategy = \"blue_green\", check_every = \"100ms\", \
+                 shadow = \"2s\", bake = \"1s\", keep_previous = \"0s\" }\n";
+    let mut setup = Setup::new().server_section(HEALTH).model_with(ModelFiles::new("m", 1, slow()), lines);
+    for v in 2..=4 {
+        setup = setup.files(ModelFiles::new("m", v, slow()));
+    }
+    let d = TestDaemon::ready(setup);
+    let load = Load::start(&d, "m", Pattern { clients: 6, ..Pattern::default() });
+    std::thread::sleep(Duration::from_millis(500));
+    for v in 2..=4u64 {
+        let (code, out, err) = d.cli(&["deploy", "m", "--version", &v.to_string()]);
+        assert_eq!(code, 0, "a good version was not promoted while stable was saturated:\n{out}{err}");
+    }
+    let report = load.stop();
+    report.assert_failures_only_from(None);
+    let metrics = d.get("/metrics").body;
+    let dropped: f64 = (2..=4)
+        .map(|v| {
+            count(&metrics, &format!(r#"modeld_shadow_requests_total{{model="m",outcome="dropped",version="{v}"}}"#))
+        })
+        .sum();
+    let mirrored: f64 = (2..=4)
+        .map(|v| {
+            count(&metrics, &format!(r#"modeld_shadow_requests_total{{model="m",outcome="mirrored",version="{v}"}}"#))
+        })
+        .sum();
+    assert!(dropped > 0.0, "no copy was dropped though stable was saturated:\n{metrics}");
+    assert!(mirrored >= 30.0, "too few copies to judge: {mirrored}");
+    eprintln!(
+        "FIGURE answers saturated shadow: 3 of 3 promoted, {mirrored} copies mirrored and {dropped} dropped, {} requests at {:.0}/s",
+        report.shots.len(),
+        report.rate()
+    );
+}
