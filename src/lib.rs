@@ -27,6 +27,8 @@
 //! - [`repo`]: the model repository on disk: versions, `latest`, each version's `model.toml`.
 //! - [`tensor`]: the tensor type all of them share.
 //! - [`trim`]: returning freed memory to the system, in every process.
+//! - [`report`]: `modeld report`, a rollout's evidence as the deployment protocol's package.
+//! - [`yaml`]: JSON values printed as block YAML (manifests, the report's monitoring files).
 //!
 //! Dependencies point one way, from the edges in: `config` depends on nothing of ours;
 //! the worker only on `wire` (and the leaf utilities `accept` and `trim`); the front names
@@ -63,12 +65,16 @@ pub mod logging;
 pub mod metrics;
 pub mod promql;
 pub mod repo;
+#[cfg(feature = "k8s")]
+pub mod report;
 pub mod rollout;
 pub mod router;
 pub mod supervisor;
 pub mod tensor;
 pub mod trim;
 pub mod window;
+
 pub mod wire;
 #[cfg(feature = "worker")]
 pub mod worker;
+pub mod yaml;

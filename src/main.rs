@@ -6,7 +6,7 @@ use modeld::config::{self, ConfigError, Overrides};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const DEFAULT_CONFIG: &str = "/etc/modeld/modeld.toml";
+const DEFAULT_CONFIG: &str = config::DEFAULT_PATH;
 
 /// The system allocator, made to exit with a recognisable status when a memory-limited
 /// worker's allocation fails (see `modeld::worker::memory`).
@@ -112,6 +112,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// A rollout's report, or with --out its whole evidence package (deployment report,
+    /// validation results, rollback plan and script, health checks, alert rules, scrape
+    /// config, serving config, and with --k8s the manifests).
+    Report(modeld::report::cli::Args),
     /// Show past and running rollouts: phases, verdicts, reasons, timestamps.
     History {
         model: Option<String>,
@@ -285,7 +289,18 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Serve { .. } | Command::Worker(_)) {
+        // The operator commands write to a terminal or a pipe: a reader that goes away
+        // (`| head`) ends them quietly, as it ends other Unix tools, instead of a panic on
+        // the failed write. The daemon and its workers keep ignoring SIGPIPE (Rust's
+        // default): a client gone is an error on its socket, never the process's end.
+        // SAFETY: no other thread runs yet, and SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match command {
         Command::Serve { config, listen, run_dir, state_dir } => {
             serve(config, Overrides { listen, run_dir, state_dir })
         }
@@ -306,6 +321,7 @@ fn main() -> ExitCode {
             with_socket(&target, |s| cli::plan(s, Request::Plan { model, version, strategy }, output.json()))
         }
         Command::History { model, target, output } => with_socket(&target, |s| cli::history(s, model, output.json())),
+        Command::Report(args) => modeld::report::cli::run(args),
         Command::Reload { target } => with_socket(&target, |s| cli::simple(s, &Request::Reload)),
         Command::Alerts { command: AlertsCommand::Render { config, job, output } } => alerts(&config, &job, output),
         Command::K8s { command: K8sCommand::Render(args) } => k8s_render(args),

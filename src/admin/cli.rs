@@ -80,15 +80,23 @@ fn render_history(records: &[Record]) -> String {
         let from = r.from.map_or("-".into(), |v| format!("v{v}"));
         let outcome = r.outcome.map_or("in progress", |o| o.name());
         let reason = r.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
+        let who = r.by.as_ref().map_or_else(|| r.origin.clone(), |b| b.describe());
+        let end = r.ended_at.unwrap_or_else(crate::rollout::state::now);
+        let took = humantime::format_duration(std::time::Duration::from_secs((end - r.started_at).max(0.0) as u64));
         out.push_str(&format!(
-            "#{} {} {} {from} -> v{} by {} ({}): {outcome}{reason}\n",
+            "#{} {} {} {from} -> v{} by {} ({who}), took {took}: {outcome}{reason}\n",
             r.id,
             format_time(r.started_at),
             r.model,
             r.to,
             r.strategy,
-            r.origin
         ));
+        if let Some(by) = &r.ended_by {
+            out.push_str(&format!("    rolled back by {}\n", by.describe()));
+        }
+        if r.strategy != "rollback" && r.strategy != "revert" {
+            out.push_str(&format!("    report: modeld report {} --rollout {}\n", r.model, r.id));
+        }
         for p in &r.phases {
             let note = p.note.as_deref().unwrap_or(&p.phase);
             out.push_str(&format!("    {} {note}\n", format_time(p.at)));

@@ -74,6 +74,11 @@ pub enum Request {
     History {
         model: Option<String>,
     },
+    /// One rollout's record, evidence and the model's history, for `modeld report`.
+    Report {
+        model: String,
+        which: crate::report::Which,
+    },
     /// Re-read the config and apply it.
     Reload,
     /// One line per phase of the model's latest rollout, until it ends.
@@ -111,7 +116,11 @@ impl Request {
             | Request::Pause { .. }
             | Request::Resume { .. }
             | Request::Reload => true,
-            Request::Status | Request::Plan { .. } | Request::History { .. } | Request::Follow { .. } => false,
+            Request::Status
+            | Request::Plan { .. }
+            | Request::History { .. }
+            | Request::Report { .. }
+            | Request::Follow { .. } => false,
         }
     }
 }
@@ -237,6 +246,13 @@ impl Admin {
                 done(engine.plan(&model, version, options).await)
             }
             Request::History { model } => Ok(json(engine.history(model.as_deref()))),
+            Request::Report { model, which } => {
+                if self.router.model(&model).is_err() && engine.history(Some(&model)).is_empty() {
+                    return Err(format!("unknown model '{model}'"));
+                }
+                let history = engine.history(Some(&model));
+                done(crate::report::Subject::pick(&model, which, history, |id| engine.evidence(id)))
+            }
             Request::Reload => engine.reload_file().await.map(json),
             Request::Follow { .. } => unreachable!("streamed by the connection"),
         }

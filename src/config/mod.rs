@@ -32,6 +32,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+/// Where the packages install the config, and where the CLI looks by default.
+pub const DEFAULT_PATH: &str = "/etc/modeld/modeld.toml";
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

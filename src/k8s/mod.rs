@@ -7,7 +7,7 @@
 //! Argo Rollouts `Rollout` with an `AnalysisTemplate` over modeld's own metrics
 //! ([`argo`], `--rollouts argo`), and a runbook with the exact `kubectl` commands to roll
 //! out and back. Core objects are k8s-openapi types, Istio and Argo ones typed structs of
-//! ours ([`crd`]); all print as YAML ([`yaml`]). What a cluster cannot express of the
+//! ours ([`crd`]); all print as YAML ([`crate::yaml`]). What a cluster cannot express of the
 //! host's policy is said in notes, never dropped silently.
 
 mod argo;
@@ -16,7 +16,6 @@ mod crd;
 mod istio;
 mod plain;
 mod workload;
-pub mod yaml;
 
 pub use container::Models;
 
@@ -277,7 +276,7 @@ pub fn stream(rendered: &Rendered) -> String {
     let mut out: String = rendered.runbook.lines().map(|l| format!("# {l}\n").replace("# \n", "#\n")).collect();
     for object in &rendered.objects {
         out.push_str("---\n");
-        out.push_str(&yaml::document(&object.value));
+        out.push_str(&crate::yaml::document(&object.value));
     }
     out
 }
@@ -287,7 +286,7 @@ pub fn write(rendered: &Rendered, dir: &Path) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut files = Vec::new();
     for object in &rendered.objects {
-        std::fs::write(dir.join(&object.file), yaml::document(&object.value))?;
+        std::fs::write(dir.join(&object.file), crate::yaml::document(&object.value))?;
         files.push(object.file.clone());
     }
     std::fs::write(dir.join("RUNBOOK.md"), &rendered.runbook)?;

@@ -184,17 +184,21 @@ pub struct AnswerFigures {
     pub largest_psi: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psi_feature: Option<String>,
+    /// Whether a feature drifted past the limit beyond chance (the gate's drift verdict).
+    #[serde(default)]
+    pub drifted: bool,
 }
 
 impl AnswerFigures {
-    pub fn of(answers: &Answers, shadow: Option<ShadowCounts>, drift_min_samples: usize) -> AnswerFigures {
+    pub fn of(answers: &Answers, shadow: Option<ShadowCounts>, deploy: &crate::config::DeployConfig) -> AnswerFigures {
         let pairs = answers.replay_pairs();
         let (compared, agreed) = match shadow {
             Some(s) => (s.compared + pairs.compared, s.agreed + pairs.agreed),
             None => (pairs.compared, pairs.agreed),
         };
-        let drift = answers.drift_now(drift_min_samples);
+        let drift = answers.drift_now(deploy.drift_min_samples as usize);
         let largest = drift.largest();
+        let drifted = deploy.max_output_drift > 0.0 && drift.breach(deploy.max_output_drift).is_some();
         AnswerFigures {
             sources: answers.sources(),
             shadow,
@@ -202,6 +206,7 @@ impl AnswerFigures {
             compared,
             largest_psi: largest.map(|f| f.psi),
             psi_feature: largest.map(|f| f.feature.to_string()),
+            drifted,
         }
     }
 }

@@ -626,6 +626,11 @@ impl Engine {
         Ok(plan)
     }
 
+    /// One rollout's evidence, as last saved (none when it kept none or it was pruned).
+    pub fn evidence(&self, id: u64) -> Option<evidence::Evidence> {
+        self.shared.store.load_evidence(id).ok()
+    }
+
     /// Ended and running rollouts, oldest first, of one model or all.
     pub fn history(&self, model: Option<&str>) -> Vec<Record> {
         self.shared.read(|s| {

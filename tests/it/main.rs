@@ -19,6 +19,7 @@ mod load;
 mod logs;
 mod onnx;
 mod privilege;
+mod report;
 mod rollouts;
 mod safety;
 mod serving;

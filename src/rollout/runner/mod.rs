@@ -436,7 +436,10 @@ impl Runner {
         let passed = self.bake(candidate, Stage::Shadow(shadow.mirror.clone()), self.deploy.shadow).await;
         self.set_shadow(None);
         if passed.is_err() {
-            self.note(format!("shadow ended: {}", self.summary(candidate, Some(shadow.mirror.counts()))));
+            let counts = shadow.mirror.counts();
+            let summary = format!("shadow ended: {}", self.summary(candidate, Some(counts)));
+            self.conclude_phase(Some(counts), summary.clone());
+            self.note(summary);
         }
         passed
     }

@@ -58,7 +58,7 @@ impl Runner {
     /// What the candidate's answers said beside stable's, now.
     pub(super) fn answer_figures(&self, shadow: Option<ShadowCounts>) -> Option<AnswerFigures> {
         let answers = self.answers.as_deref()?;
-        Some(AnswerFigures::of(answers, shadow, self.deploy.drift_min_samples as usize))
+        Some(AnswerFigures::of(answers, shadow, &self.deploy))
     }
 
     /// Keeps one gate evaluation with the figures it judged.
