@@ -45,9 +45,11 @@ pub enum Verdict {
     Inconclusive(String),
 }
 
-/// The checks whose critical status fails a candidate.
+/// The checks whose critical status fails a candidate, causes before their effects: an
+/// OOM kill or a crash loop shows as unavailable or failed requests too, and the reason
+/// names what happened rather than what it did to the rates.
 pub const GATING: [&str; 8] =
-    ["error_rate", "latency", "availability", "oom", "memory", "model_loaded", "gpu_memory", "gpu_errors"];
+    ["oom", "model_loaded", "memory", "gpu_memory", "gpu_errors", "error_rate", "latency", "availability"];
 
 /// What the gate judges from, read at one moment.
 #[derive(Debug, Clone)]

@@ -254,7 +254,9 @@ fn a_slow_version_is_reverted_by_itself() {
 
 #[test]
 fn an_oom_ing_version_is_reverted_by_itself() {
-    let lines = format!("memory_limit = \"192MiB\"\n{}", deploy_line(CANARY));
+    // The hog is slow as well as greedy: latency is not what this test is about, so the
+    // comparison that would race the OOM kill to the revert is loosened.
+    let lines = format!("memory_limit = \"192MiB\"\n{}", deploy_line(&format!("{CANARY}, max_latency_ratio = 100.0")));
     let pattern = Pattern { big_every: Some(5), ..Pattern::default() };
     let (daemon, _) = bad_rollout("oom", family::hog(), &lines, pattern);
     let reason = history(&daemon).pop().unwrap()["reason"].as_str().unwrap().to_string();
