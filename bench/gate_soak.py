@@ -33,7 +33,6 @@ import math
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELD = ROOT / "target" / "release" / "modeld"
+sys.path.insert(0, str(ROOT / "bench"))
+from run import free_port  # noqa: E402  (the benchmark's own helper)
 
 # The stable classifier (tests/it/onnx.rs, `classes`), to tell a right answer.
 W = [1.0, -1.0, 0.0, 0.0, 2.0, -2.0, -0.3, 0.0, 0.3, 0.4, -0.4, 0.0]
@@ -52,14 +53,6 @@ MEANS = [2.0, -1.0, 0.5, 0.0]
 SPREADS = [1.0, 0.5, 2.0, 1.0]
 
 FAULTS = ["no_softmax", "serving_skew", "swapped_features", "nan", "label_order", "signature"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def stable_class(row):
