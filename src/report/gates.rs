@@ -333,3 +333,129 @@ fn post_deployment(s: &Subject, e: &Evidence, t: &Thresholds) -> Vec<Check> {
     checks.push(back);
     checks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::answers::Sources;
+    use crate::rollout::evidence::{AnswerFigures, Caller, VersionFiles};
+    use crate::rollout::plan::Plan;
+    use crate::rollout::state::Record;
+
+    fn figures(requests: u64, error_rate: f64, p95: f64) -> Figures {
+        Figures {
+            version: 2,
+            seconds: 60.0,
+            requests,
+            rate_per_second: 10.0,
+            errors: 0,
+            refused: 0,
+            unavailable: 0,
+            error_rate,
+            refusal_rate: 0.0,
+            availability: 1.0,
+            p50_ms: Some(1.0),
+            p95_ms: Some(p95),
+            p99_ms: Some(p95),
+            rss_bytes: 64 << 20,
+            cpu_cores: None,
+        }
+    }
+
+    fn phase(name: &str, candidate: Figures, agreement: Option<f64>) -> PhaseRecord {
+        PhaseRecord {
+            name: name.into(),
+            weight: Some(10),
+            planned_seconds: Some(60.0),
+            started_at: 1.0,
+            ended_at: Some(61.0),
+            candidate: Some(candidate),
+            stable: None,
+            answers: Some(AnswerFigures {
+                sources: Sources::default(),
+                shadow: None,
+                agreement,
+                compared: 100,
+                largest_psi: Some(0.02),
+                psi_feature: Some("output 'p' p(a)".into()),
+                drifted: false,
+            }),
+            verdict: None,
+        }
+    }
+
+    fn subject(phases: Vec<PhaseRecord>, outcome: Outcome) -> Subject {
+        let config = serde_json::json!({
+            "health": {"error_rate": {"critical": 5.0}, "availability": {"critical": 95.0}, "p95_latency": {"critical": "1s"}, "p99_latency": {"critical": "1s"}},
+            "deploy": {"min_agreement": 50.0, "max_output_drift": 0.25, "keep_previous": "10m"},
+        });
+        let mut candidate = VersionFiles::read(std::path::Path::new("/nonexistent"), 2, "candidate");
+        candidate.device = Some("cpu".into());
+        candidate.engine = Some("tract".into());
+        let evidence = Evidence {
+            schema: 1,
+            id: 1,
+            model: "m".into(),
+            caller: Caller::origin("reload"),
+            planned: Plan {
+                model: "m".into(),
+                from: Some(1),
+                to: 2,
+                strategy: "canary".into(),
+                downtime: false,
+                phases: vec![],
+                minimum_seconds: 0.0,
+                signature: None,
+                answers: vec![],
+            },
+            config,
+            versions: vec![candidate],
+            signature: Some("the same inputs and outputs as v1".into()),
+            phases,
+            evaluations: vec![],
+            evaluations_left_out: 0,
+            ended: None,
+        };
+        let record = super::super::tests::record(1, "canary", Some(1), 2, Some(outcome));
+        Subject { record, evidence: Some(evidence), history: vec![] }
+    }
+
+    #[test]
+    fn ticks_come_from_what_was_measured() {
+        let s = subject(
+            vec![phase("shadow", figures(100, 0.0, 5.0), Some(0.98)), phase("step 1/1", figures(300, 0.01, 8.0), None)],
+            Outcome::Promoted,
+        );
+        let gates = gates(&s);
+        assert_eq!(gates.iter().map(|g| g.mark()).collect::<Vec<_>>(), [Mark::Passed, Mark::Passed, Mark::Passed]);
+        let shadow = &gates[1].checks[0];
+        assert_eq!((shadow.value.as_str(), shadow.threshold.as_str()), ("98.00% of 100 compared", "at least 50.00%"));
+        // Golden examples and a validation set nobody declared are not ticked.
+        assert_eq!(gates[0].checks[1].mark, Mark::NotMeasured);
+        assert_eq!(gates[0].checks[3].mark, Mark::NotMeasured);
+    }
+
+    #[test]
+    fn a_measurement_past_its_threshold_fails_its_gate() {
+        let s = subject(
+            vec![
+                phase("shadow", figures(100, 0.0, 5.0), Some(0.3)),
+                phase("step 1/1", figures(300, 0.2, 1500.0), None),
+            ],
+            Outcome::Reverted,
+        );
+        let gates = gates(&s);
+        assert_eq!(gates[1].mark(), Mark::Failed);
+        assert_eq!(gates[1].checks[0].mark, Mark::Failed, "agreement 30% under 50%");
+        let window = gates[1].checks.iter().find(|c| c.what.contains("step 1/1")).unwrap();
+        assert_eq!(window.mark, Mark::Failed);
+        assert!(window.value.contains("errors 20.00%") && window.value.contains("P95 1500.0 ms"), "{}", window.value);
+        assert_eq!(gates[2].checks[0].mark, Mark::Failed, "not promoted");
+        let none = Subject { evidence: None, ..s };
+        assert!(gates_marks(&none).iter().all(|m| *m == Mark::NotMeasured));
+    }
+
+    fn gates_marks(s: &Subject) -> Vec<Mark> {
+        gates(s).iter().map(|g| g.mark()).collect()
+    }
+}

@@ -107,16 +107,17 @@ fn plan_against_actual(out: &mut String, e: &Evidence) {
         .map(|p| format!("{}{}", p.name, p.seconds.map_or(String::new(), |s| format!(" ({})", took(s)))))
         .collect();
     let _ = writeln!(out, "Planned: {} — at least {}.\n", planned.join(" → "), took(e.planned.minimum_seconds));
-    let _ = writeln!(out, "| phase | weight | planned | started | ended | took | verdict |");
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(out, "| phase | weight | planned | started | planned end | ended | took | verdict |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
     for p in &e.phases {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name,
             p.weight.map_or("-".into(), |w| format!("{w}%")),
             p.planned_seconds.map_or("-".into(), took),
             when(p.started_at),
+            p.planned_seconds.map_or("-".into(), |s| when(p.started_at + s)),
             p.ended_at.map_or("-".into(), when),
             p.ended_at.map_or("-".into(), |end| took(end - p.started_at)),
             p.verdict.as_deref().map_or("-".into(), cell)
