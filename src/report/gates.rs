@@ -340,7 +340,6 @@ mod tests {
     use crate::rollout::answers::Sources;
     use crate::rollout::evidence::{AnswerFigures, Caller, VersionFiles};
     use crate::rollout::plan::Plan;
-    use crate::rollout::state::Record;
 
     fn figures(requests: u64, error_rate: f64, p95: f64) -> Figures {
         Figures {
