@@ -256,7 +256,8 @@ impl Runner {
     /// All traffic back to the old version; the candidate is drained and stopped.
     async fn revert(&mut self, candidate: &Arc<Pool>, reason: String) -> Phase {
         tracing::warn!(model = %self.model.name, version = candidate.version, "reverting: {reason}");
-        self.conclude_phase(None, format!("revert: {reason}"));
+        // What the answers said was kept when the phase ended (the shadow's counts with it).
+        self.evidence.conclude(None, Some(format!("revert: {reason}")));
         self.note(format!("reverting after {}", self.summary(candidate, None)));
         match &self.stable {
             Some(stable) => self.route.swap(RoutingTable::stable(stable.clone())),
