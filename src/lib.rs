@@ -8,6 +8,7 @@
 //! - [`admin`]: the admin socket and the CLI's client for it (`modeld status`).
 //! - [`alerts`]: Prometheus alerting rules rendered from the health thresholds.
 //! - [`config`]: `modeld.toml`, raw then validated.
+//! - [`console`]: what the live view at `/ui` shows, and the timeline its charts draw.
 //! - [`daemon`]: `modeld serve`, wiring everything and running the event loop; it owns the
 //!   systemd notifier.
 //! - [`front`]: HTTP (hyper), the protocol adapters (OIP v2, `/predict`) and probes.
@@ -55,6 +56,7 @@ pub mod accept;
 pub mod admin;
 pub mod alerts;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod front;
 pub mod gpu;

@@ -47,6 +47,10 @@ enum Command {
         target: Target,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Keep showing it, once a second: redrawn in place on a terminal, printed again
+        /// when it changes otherwise. Stops with Ctrl-C, or when the daemon goes away.
+        #[arg(long)]
+        watch: bool,
     },
     /// Roll a model out to a version, following it live. Exit status: 0 promoted (or an
     /// A/B test awaiting its decision), 3 reverted, 4 failed, 1 not started.
@@ -305,7 +309,10 @@ fn main() -> ExitCode {
             serve(config, Overrides { listen, run_dir, state_dir })
         }
         Command::Config { command: ConfigCommand::Check { config } } => check(&config),
-        Command::Status { target, output } => with_socket(&target, |s| cli::status(s, output.json())),
+        Command::Status { target, output, watch: false } => with_socket(&target, |s| cli::status(s, output.json())),
+        Command::Status { target, output, watch: true } => {
+            with_socket(&target, |s| cli::watch_status(s, output.json()))
+        }
         Command::Deploy { model, version, strategy, no_follow, allow_signature_change, expect_drift, target } => {
             let request =
                 Request::Deploy { model, version, strategy, allow_signature_change, max_output_drift: expect_drift };

@@ -188,10 +188,18 @@ impl Window {
 
     /// The requests of the last span.
     pub fn snapshot(&self) -> Snapshot {
+        self.recent(Duration::MAX)
+    }
+
+    /// The requests of the last `last` (the whole span at most), to the slot: the live
+    /// view's one-second points read the last few seconds, the gate the whole span.
+    pub fn recent(&self, last: Duration) -> Snapshot {
         let ring = self.lock();
-        let now = ring.period(Instant::now());
-        // The current slot is partly filled; SLOTS - 1 full slots before it make the span.
-        let oldest = now.saturating_sub(SLOTS as u64 - 1);
+        let at = Instant::now();
+        let now = ring.period(at);
+        let wanted = last.min(ring.span).as_nanos().div_ceil(ring.slot_len.as_nanos()).max(1) as u64;
+        // The current slot is partly filled; the full slots before it make up the rest.
+        let oldest = now.saturating_sub(wanted.min(SLOTS as u64) - 1);
         let mut merged = Slot::empty(now);
         for slot in ring.slots.iter().filter(|s| s.period >= oldest && s.period <= now) {
             merged.requests += slot.requests;
@@ -202,7 +210,12 @@ impl Window {
                 *m += c;
             }
         }
-        let covered = Instant::now().duration_since(ring.origin).min(ring.span);
+        let covered = match wanted >= SLOTS as u64 {
+            true => at.duration_since(ring.origin).min(ring.span),
+            false => at.duration_since(
+                ring.origin + Duration::from_nanos((ring.slot_len.as_nanos() as u64).saturating_mul(oldest)),
+            ),
+        };
         drop(ring);
         let latency = |q| percentile(&merged.latencies, q);
         Snapshot {
@@ -310,6 +323,20 @@ mod tests {
         w.record(Outcome::Served, Duration::from_millis(1));
         let s = w.snapshot();
         assert_eq!((s.requests, s.failed), (1, 0));
+    }
+
+    #[test]
+    fn the_recent_part_holds_only_the_last_slots() {
+        // 400 ms span: 20 ms slots.
+        let w = Window::new(Duration::from_millis(400));
+        w.record(Outcome::Failed, Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(120));
+        w.record(Outcome::Served, Duration::from_millis(1));
+        let recent = w.recent(Duration::from_millis(40));
+        assert_eq!((recent.requests, recent.failed), (1, 0));
+        assert!(recent.covered <= Duration::from_millis(40), "{:?}", recent.covered);
+        assert_eq!(w.snapshot().requests, 2);
+        assert_eq!(w.recent(Duration::from_secs(5)).requests, 2, "a part longer than the span is the span");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::rollout::state::Record;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 /// Exit statuses of `modeld deploy`.
 pub const EXIT_PROMOTED: u8 = 0;
@@ -54,6 +55,37 @@ pub fn status(socket: &Path, as_json: bool) -> ExitCode {
     match call(socket, &Request::Status) {
         Ok(data) => print(data, as_json, |d| parse::<Status>(d).map(|s| status::render(&s))),
         Err(e) => failed(e),
+    }
+}
+
+/// Shows the status once a second until interrupted or the daemon goes away: redrawn in
+/// place on a terminal, printed (with the time) whenever it changed otherwise.
+pub fn watch_status(socket: &Path, as_json: bool) -> ExitCode {
+    let terminal = std::io::stdout().is_terminal() && !as_json;
+    let mut last = String::new();
+    loop {
+        let data = match call(socket, &Request::Status) {
+            Ok(data) => data,
+            Err(e) => return failed(e),
+        };
+        let text = match as_json {
+            true => format!("{data}\n"),
+            false => match parse::<Status>(data) {
+                Ok(s) => status::render(&s),
+                Err(e) => return failed(format!("unreadable answer from the daemon: {e}")),
+            },
+        };
+        if terminal {
+            print!("\x1b[H\x1b[J{}  (every 1s; Ctrl-C stops)\n{text}", format_time(crate::rollout::state::now()));
+        } else if text != last {
+            match as_json {
+                true => print!("{text}"),
+                false => print!("-- {}\n{text}", format_time(crate::rollout::state::now())),
+            }
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        last = text;
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 
@@ -163,8 +195,11 @@ pub fn deploy(socket: &Path, request: Request, follow: bool) -> ExitCode {
         Err(e) => return failed(e),
     };
     display.finish();
-    if let Some(s) = last.as_ref().and_then(|p| p.sources) {
+    if let Some(s) = last.as_ref().and_then(|p| p.sources).filter(|_| display.bar.is_none()) {
         println!("the new version answered {} live requests, {} mirrored, {} replayed", s.live, s.mirrored, s.replayed);
+    }
+    if let Some(p) = &last {
+        println!("report: modeld report {} --rollout {}", p.model, p.id);
     }
     match last.map(|p| p.phase) {
         Some(Phase::Promoted) | Some(Phase::AwaitingDecision { .. }) => ExitCode::from(EXIT_PROMOTED),
@@ -174,32 +209,43 @@ pub fn deploy(socket: &Path, request: Request, follow: bool) -> ExitCode {
     }
 }
 
-/// A spinner with the phase (and where the new version's answers came from) on a
-/// terminal; one timestamped line per phase otherwise.
+/// On a terminal, a spinner above the rollout's frame (phase, traffic split, the gate's
+/// checks and the time left, redrawn as the clock runs); one timestamped line per phase
+/// otherwise.
 struct Display {
     bar: Option<indicatif::ProgressBar>,
+    /// The progress the spinner's frame is drawn from.
+    shown: Arc<Mutex<Option<Progress>>>,
     /// The last phase line printed, so that progress within a phase prints no new line.
     last: String,
 }
 
 impl Display {
     fn new() -> Display {
+        let shown: Arc<Mutex<Option<Progress>>> = Arc::default();
         let bar = std::io::stdout().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
+            let drawn = shown.clone();
+            let frame = move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                if let Some(p) = drawn.lock().expect("display lock").as_ref() {
+                    let _ = w.write_str(&status::rollout_frame(p, crate::rollout::state::now()).join("\n"));
+                }
+            };
+            let style = indicatif::ProgressStyle::with_template("{spinner} {frame}")
+                .expect("the template parses")
+                .with_key("frame", frame);
+            let bar = indicatif::ProgressBar::new_spinner().with_style(style);
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Display { bar, last: String::new() }
+        Display { bar, shown, last: String::new() }
     }
 
     fn show(&mut self, p: &Progress) {
         let line = p.phase.describe();
-        let counts = p.sources.map_or(String::new(), |s| {
-            format!(" [answers: {} live, {} mirrored, {} replayed]", s.live, s.mirrored, s.replayed)
-        });
+        *self.shown.lock().expect("display lock") = Some(p.clone());
         match &self.bar {
-            Some(bar) if p.phase.is_done() => bar.finish_with_message(line.clone()),
-            Some(bar) => bar.set_message(format!("{line}{counts}")),
+            Some(bar) if p.phase.is_done() => bar.finish(),
+            Some(bar) => bar.tick(),
             None if line == self.last => {}
             None => println!("{} {line}", format_time(crate::rollout::state::now())),
         }

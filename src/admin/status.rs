@@ -109,24 +109,65 @@ pub fn render(status: &Status) -> String {
             }
         }
     }
-    for r in &status.rollouts {
-        let from = r.from.map_or("-".into(), |v| v.to_string());
-        let _ = writeln!(
-            out,
-            "rollout {} of {}: v{from} -> v{} by {}: {}",
-            r.id,
-            r.model,
-            r.to,
-            r.strategy,
-            r.phase.describe()
-        );
-        if let Some(s) = r.sources {
-            let _ = writeln!(
-                out,
-                "  the new version answered {} live requests, {} mirrored, {} replayed",
-                s.live, s.mirrored, s.replayed
-            );
-        }
+    let now = crate::rollout::state::now();
+    for line in status.rollouts.iter().flat_map(|r| rollout_frame(r, now)) {
+        let _ = writeln!(out, "{line}");
     }
     out
+}
+
+/// A rollout in progress as the terminal views show it: the phase, the traffic split,
+/// and the gate's lines.
+pub fn rollout_frame(p: &Progress, now: f64) -> Vec<String> {
+    let from = p.from.map_or("-".into(), |v| v.to_string());
+    let mut lines = vec![format!(
+        "rollout {} of {}: v{from} -> v{} by {}: {}",
+        p.id,
+        p.model,
+        p.to,
+        p.strategy,
+        p.phase.describe()
+    )];
+    if let Some(w) = p.phase.weight() {
+        let from = p.from.map_or_else(|| "old".to_string(), |v| format!("v{v}"));
+        lines.push(format!("  traffic: {from} {}%, v{} {w}%", 100 - w, p.to));
+    }
+    lines.extend(gate_lines(p, now).into_iter().map(|l| format!("  {l}")));
+    lines
+}
+
+/// What a rollout's gate saw last, one line each: the time left at `now`, every check with
+/// its value and threshold (marked in words, not only colour), and what it waits for.
+pub fn gate_lines(p: &Progress, now: f64) -> Vec<String> {
+    let answers = p.sources.map(|s| {
+        format!("the new version answered {} live requests, {} mirrored, {} replayed", s.live, s.mirrored, s.replayed)
+    });
+    let Some(gate) = p.gate.as_ref().filter(|_| !p.phase.is_done()) else {
+        return answers.into_iter().collect();
+    };
+    let mut lines = vec![match gate.seconds_left(now) {
+        Some(left) => format!(
+            "gate: {} — {:.0}s of {:.0}s left in this phase",
+            gate.verdict,
+            left,
+            gate.hold_seconds.unwrap_or(0.0)
+        ),
+        None => format!("gate: {} — held {:.0}s, until an operator decides", gate.verdict, gate.seconds_held(now)),
+    }];
+    for c in &gate.checks {
+        let mark = match c.ok {
+            Some(true) => "[ok]  ",
+            Some(false) => "[FAIL]",
+            None => "[wait]",
+        };
+        let threshold = if c.threshold.is_empty() { String::new() } else { format!("  [needs {}]", c.threshold) };
+        lines.push(format!("{mark} {} {}{threshold}", c.name, c.value));
+    }
+    match (gate.verdict.as_str(), &gate.reason) {
+        ("inconclusive", Some(why)) => lines.push(format!("waiting for: {why}")),
+        ("fail", Some(why)) => lines.push(format!("breach: {why}")),
+        _ => {}
+    }
+    lines.extend(answers);
+    lines
 }

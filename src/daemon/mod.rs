@@ -16,6 +16,7 @@ pub mod notify;
 use crate::admin::{self, Admin};
 use crate::config::Live;
 use crate::config::{Config, Overrides};
+use crate::console::Console;
 use crate::front::Front;
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
@@ -95,6 +96,14 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     tracing::info!("listening on http://{bound}");
     let address_file = server.run_dir.join(ADDRESS_FILE);
     write_address(&address_file, bound).with_context(|| format!("could not write {}", address_file.display()))?;
+    let console = Arc::new(Console {
+        router: router.clone(),
+        engine: engine.clone(),
+        host: host.clone(),
+        started: Instant::now(),
+        timeline: Default::default(),
+    });
+    tokio::spawn(crate::console::sample(console.clone(), stop_sampler.clone()));
     let front = Arc::new(Front {
         router: router.clone(),
         metrics,
@@ -102,6 +111,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         host: host.clone(),
         server: live.clone(),
         started: Instant::now(),
+        board: console,
     });
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(front.serve(listener, stop_http.clone()));

@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 /// What an endpoint needs of a token.
 pub enum Need<'a> {
+    /// Static assets without data.
+    Open,
     /// Liveness, readiness, /health, /metrics: open unless `open_probes = false`.
     Probe,
     /// A scope, on a model when the endpoint names one. `/predict` names its model in the
@@ -31,7 +33,11 @@ pub fn need(endpoint: &Endpoint) -> Need<'_> {
         | Endpoint::Health
         | Endpoint::Ready
         | Endpoint::Metrics => Need::Probe,
-        Endpoint::ServerMetadata | Endpoint::OpenApi => Need::Scope(Scope::Metadata, None),
+        // The live view's page holds no data: it asks for a token when its state does.
+        Endpoint::Ui(_) => Need::Open,
+        // Filtered to the models the token may see.
+        Endpoint::ServerMetadata | Endpoint::OpenApi | Endpoint::UiState => Need::Scope(Scope::Metadata, None),
+        Endpoint::UiReport { model, .. } => Need::Scope(Scope::Metadata, Some(model)),
         Endpoint::ModelMetadata { model, .. }
         | Endpoint::TfStatus { model, .. }
         | Endpoint::TfMetadata { model, .. } => Need::Scope(Scope::Metadata, Some(model)),
@@ -44,6 +50,7 @@ pub fn need(endpoint: &Endpoint) -> Need<'_> {
 pub fn admit(auth: &Auth, headers: &HeaderMap, need: &Need) -> Result<(), ApiError> {
     match need {
         _ if !auth.enabled() => Ok(()),
+        Need::Open => Ok(()),
         Need::Probe if auth.open_probes => Ok(()),
         Need::Probe => authorize(auth, headers, Scope::Probes, None),
         Need::Scope(scope, model) => authorize(auth, headers, *scope, *model),
@@ -87,6 +94,21 @@ pub fn authorize(auth: &Auth, headers: &HeaderMap, scope: Scope, model: Option<&
         format!("token '{}' does not allow {what}", token.name),
         format!(r#"Bearer realm="modeld", error="insufficient_scope", scope="{what}""#),
     ))
+}
+
+/// The models an admitted request's token is limited to (none: every model, as without
+/// tokens or with a token for all models).
+pub fn limited_to(auth: &Auth, headers: &HeaderMap) -> Option<Vec<String>> {
+    if !auth.enabled() {
+        return None;
+    }
+    let header = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let presented = header.and_then(|h| h.split_once(' ')).map(|(_, token)| token.trim());
+    match presented.and_then(|p| find(auth, p)) {
+        Some(token) => token.models.clone(),
+        // Refused before it got here; were it not, it would see nothing.
+        None => Some(Vec::new()),
+    }
 }
 
 /// The configured token whose hash the presented one has, comparing with every token.
@@ -135,6 +157,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(hyper::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
         h
+    }
+
+    #[test]
+    fn a_token_for_some_models_limits_what_the_live_view_shows() {
+        let a = auth();
+        assert_eq!(limited_to(&a, &bearer("s3cret")), Some(vec!["iris".to_string()]));
+        assert_eq!(limited_to(&a, &bearer("metrics-only")), None);
+        assert_eq!(limited_to(&a, &bearer("guess")), Some(vec![]));
+        assert_eq!(limited_to(&Auth::default(), &HeaderMap::new()), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod probes;
 mod reader;
 pub mod routes;
 pub mod tfserving;
+pub mod ui;
 
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
@@ -50,6 +51,8 @@ pub struct Front {
     /// grace are read from it at each use, so a reload applies them at once.
     pub server: crate::config::Live,
     pub started: Instant,
+    /// What the live view at `/ui` shows.
+    pub board: Arc<dyn ui::Board>,
 }
 
 /// A response before it becomes an HTTP message.
@@ -65,6 +68,10 @@ pub struct Reply {
     version: Option<u64>,
     /// Where the JSON header ends when binary tensor data follows it.
     json_len: Option<usize>,
+    /// `Content-Security-Policy`, for pages.
+    policy: Option<&'static str>,
+    /// `Cache-Control: no-store`: state that is stale a second later.
+    no_store: bool,
 }
 
 impl Reply {
@@ -78,6 +85,8 @@ impl Reply {
             challenge: None,
             version: None,
             json_len: None,
+            policy: None,
+            no_store: false,
         }
     }
 
@@ -206,6 +215,12 @@ impl Front {
                 served.model = Some(model.clone());
                 self.tf_infer(headers, body, &model, version, verb, served).await
             }
+            Endpoint::UiState => {
+                let shown = auth::limited_to(&self.server.get().auth, headers);
+                ui::state(self.board.as_ref(), head.uri.query(), shown.as_deref())
+            }
+            Endpoint::UiReport { model, id } => ui::report(self.board.as_ref(), &model, id),
+            Endpoint::Ui(asset) => Ok(ui::asset(asset)),
             other => self.probe(other),
         }
     }
@@ -535,6 +550,14 @@ fn respond(reply: Reply, head_only: bool, gzip: bool) -> Response<Full<Bytes>> {
     }
     if let Some(json_len) = reply.json_len {
         headers.insert(INFERENCE_HEADER, HeaderValue::from(json_len));
+    }
+    if let Some(policy) = reply.policy {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    }
+    if reply.no_store {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
 }

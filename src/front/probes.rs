@@ -81,9 +81,12 @@ impl Front {
                 self.refresh_gauges();
                 Ok(Reply { content_type: "text/plain; version=0.0.4", ..Reply::ok(self.metrics.render()) })
             }
-            Endpoint::Infer { .. } | Endpoint::Predict { .. } | Endpoint::TfInfer { .. } => {
-                unreachable!("dispatched before probes")
-            }
+            Endpoint::Infer { .. }
+            | Endpoint::Predict { .. }
+            | Endpoint::TfInfer { .. }
+            | Endpoint::Ui(_)
+            | Endpoint::UiState
+            | Endpoint::UiReport { .. } => unreachable!("dispatched before probes"),
         }
     }
 

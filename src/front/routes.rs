@@ -55,6 +55,16 @@ pub enum Endpoint {
     Metrics,
     /// `GET /openapi.json`: the API's OpenAPI 3 document.
     OpenApi,
+    /// `GET /ui`, `/ui/app.js`, `/ui/app.css`: the live view's page and its assets
+    /// (static, embedded in the binary; the data comes from `/ui/state`).
+    Ui(super::ui::Asset),
+    /// `GET /ui/state`: what the live view shows, as JSON.
+    UiState,
+    /// `GET /ui/report/{model}/{id}`: a rollout's report, as HTML.
+    UiReport {
+        model: String,
+        id: u64,
+    },
 }
 
 impl Endpoint {
@@ -102,6 +112,9 @@ impl Endpoint {
             Endpoint::Ready => ("get", "/ready"),
             Endpoint::Metrics => ("get", "/metrics"),
             Endpoint::OpenApi => ("get", "/openapi.json"),
+            Endpoint::Ui(asset) => ("get", asset.path()),
+            Endpoint::UiState => ("get", "/ui/state"),
+            Endpoint::UiReport { .. } => ("get", "/ui/report/{model}/{id}"),
         }
     }
 }
@@ -137,6 +150,14 @@ fn match_path(path: &str) -> Result<(Endpoint, &'static str), ApiError> {
         ["ready"] => get(Endpoint::Ready),
         ["metrics"] => get(Endpoint::Metrics),
         ["openapi.json"] => get(Endpoint::OpenApi),
+        ["ui"] => get(Endpoint::Ui(super::ui::Asset::Page)),
+        ["ui", "app.js"] => get(Endpoint::Ui(super::ui::Asset::Script)),
+        ["ui", "app.css"] => get(Endpoint::Ui(super::ui::Asset::Style)),
+        ["ui", "state"] => get(Endpoint::UiState),
+        ["ui", "report", model, id] => {
+            let id = id.parse().map_err(|_| ApiError::bad_request(format!("'{id}' is not a rollout id")))?;
+            get(Endpoint::UiReport { model: model.to_string(), id })
+        }
         _ => Err(ApiError::not_found(format!("no endpoint at {path}"))),
     }
 }
@@ -213,7 +234,7 @@ mod tests {
         let mut out = Vec::new();
         for (path, operations) in doc["paths"].as_object().unwrap() {
             for method in operations.as_object().unwrap().keys() {
-                let sample = path.replace("{model}", "m").replace("{version}", "2");
+                let sample = path.replace("{model}", "m").replace("{version}", "2").replace("{id}", "7");
                 out.push((method.clone(), path.clone(), sample));
             }
         }
@@ -254,6 +275,11 @@ mod tests {
             Endpoint::Ready,
             Endpoint::Metrics,
             Endpoint::OpenApi,
+            Endpoint::Ui(super::super::ui::Asset::Page),
+            Endpoint::Ui(super::super::ui::Asset::Script),
+            Endpoint::Ui(super::super::ui::Asset::Style),
+            Endpoint::UiState,
+            Endpoint::UiReport { model: "m".into(), id: 7 },
         ]
         .into_iter()
         .chain([None, v].into_iter().flat_map(|version| {

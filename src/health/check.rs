@@ -190,9 +190,29 @@ pub fn gpu_errors(errors: Result<(usize, &GpuUse), &str>, window: Duration) -> C
     }
 }
 
+/// A health check's JSON value as words: "rss_bytes 123, share 0.4".
+pub fn words(v: &Value) -> String {
+    match v {
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k} {}", words(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_read_as_words() {
+        let v = json!({"rss_bytes": 10, "share": 0.5, "gone": null, "of": "host_memory"});
+        assert_eq!(words(&v), "of host_memory, rss_bytes 10, share 0.5");
+    }
 
     fn snapshot(requests: u64, failed: u64, unavailable: u64, p95_ms: u64) -> Snapshot {
         let p = Some(Duration::from_millis(p95_ms));

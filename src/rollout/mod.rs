@@ -460,6 +460,7 @@ impl Engine {
             to: version,
             strategy: record.strategy.clone(),
             sources: None,
+            gate: None,
             phase: Phase::Spawning,
         };
         let (progress_tx, progress_rx) = watch::channel(first.clone());
@@ -490,6 +491,7 @@ impl Engine {
             candidate: None,
             evidence: evidence::EvidenceLog::new(evidence, self.shared.store.clone()),
             ended_by: None,
+            holding: None,
         };
         let engine = self.clone();
         let previous = table.previous.clone();

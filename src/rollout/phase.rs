@@ -122,6 +122,56 @@ pub struct Progress {
     /// Where the candidate's answers came from so far (once it answers beside stable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<super::answers::Sources>,
+    /// The gate's last look at the candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateView>,
     #[serde(flatten)]
     pub phase: Phase,
+}
+
+/// The gate's last evaluation as followers show it: the verdict, each check's value beside
+/// its threshold, how long the phase holds and has held, and while inconclusive what it
+/// waits for (the reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateView {
+    pub at: f64,
+    /// "pass", "fail" or "inconclusive".
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long the phase holds (none: until an operator decides), and has held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_seconds: Option<f64>,
+    pub held_seconds: f64,
+    pub checks: Vec<GateCheck>,
+    /// The candidate's agreement with the live version on the answers compared, and the
+    /// largest drift of its answers (PSI), once measured: what the live view charts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<f64>,
+}
+
+impl GateView {
+    /// Seconds left in the phase's hold at unix time `now`, when it has one.
+    pub fn seconds_left(&self, now: f64) -> Option<f64> {
+        let since = (now - self.at).max(0.0);
+        self.hold_seconds.map(|h| (h - self.held_seconds - since).max(0.0))
+    }
+
+    /// Seconds the phase has held at unix time `now`.
+    pub fn seconds_held(&self, now: f64) -> f64 {
+        self.held_seconds + (now - self.at).max(0.0)
+    }
+}
+
+/// One check of the gate: what was measured and what it is held to (`ok` none: not
+/// judged yet, too few samples).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateCheck {
+    pub name: String,
+    pub value: String,
+    pub threshold: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
 }

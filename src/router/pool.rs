@@ -14,7 +14,7 @@ use crate::config::HealthConfig;
 use crate::repo::{PredictKind, PredictSpec};
 use crate::tensor::Tensor;
 use crate::window::Window;
-use crate::wire::ModelInfo;
+use crate::wire::{Fault, ModelInfo};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -189,6 +189,9 @@ pub struct Pool {
     pub window: Window,
     /// When this version's workers were OOM-killed, within the last window or so.
     ooms: Mutex<VecDeque<Instant>>,
+    /// What the worker said of the last request it failed (not a bad input), so that a
+    /// gate failing the version on its error rate can say what the errors were.
+    last_failure: ArcSwapOption<String>,
     info: ArcSwapOption<ModelInfo>,
     phase: ArcSwap<Phase>,
     /// Woken whenever a slot fills or the phase changes.
@@ -213,6 +216,7 @@ impl Pool {
             memory_limit: spec.memory_limit,
             cores_per_worker: spec.cores_per_worker.max(1),
             ooms: Mutex::new(VecDeque::new()),
+            last_failure: ArcSwapOption::empty(),
             active: AtomicUsize::new(spec.workers),
             slots: (0..spec.workers).map(|_| Slot::default()).collect(),
             info: ArcSwapOption::empty(),
@@ -359,14 +363,25 @@ impl Pool {
     /// Runs a request, retrying once on another worker if its worker dies.
     pub async fn infer(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, crate::wire::Timing), PoolError> {
         let first = self.pick_or_wait(None).await?;
-        match first.infer(inputs).await {
+        let answer = match first.infer(inputs).await {
             Err(CallError::Gone) => {
                 tracing::warn!(model = %self.model, version = self.version, "worker died mid-request; retrying on another");
                 let second = self.pick_or_wait(Some(&first)).await?;
-                second.infer(inputs).await.map_err(PoolError::Call)
+                second.infer(inputs).await
             }
-            other => other.map_err(PoolError::Call),
+            other => other,
+        };
+        if let Err(CallError::Failed { fault, message }) = &answer
+            && *fault != Fault::BadInput
+        {
+            self.last_failure.store(Some(Arc::new(message.clone())));
         }
+        answer.map_err(PoolError::Call)
+    }
+
+    /// What the worker said of the last request this version failed, if any.
+    pub fn last_failure(&self) -> Option<Arc<String>> {
+        self.last_failure.load_full()
     }
 
     /// The least-busy open worker, never the connection `avoid`; waits for one to come up

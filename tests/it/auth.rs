@@ -52,14 +52,14 @@ impl Conn {
     }
 }
 
-fn token_table(name: &str, secret: &str, models: &str, scopes: &str) -> String {
+pub fn token_table(name: &str, secret: &str, models: &str, scopes: &str) -> String {
     format!(
         "[[auth.token]]\nname = \"{name}\"\nsha256 = \"{}\"\nmodels = {models}\nscopes = {scopes}\n",
         hash_hex(secret)
     )
 }
 
-fn auth_section(open_probes: bool, tokens: &[String]) -> String {
+pub fn auth_section(open_probes: bool, tokens: &[String]) -> String {
     format!("[auth]\nopen_probes = {open_probes}\n\n{}", tokens.join("\n"))
 }
 

@@ -25,5 +25,6 @@ mod safety;
 mod serving;
 mod shutdown;
 mod tfserving;
+mod ui;
 mod util;
 mod workers;

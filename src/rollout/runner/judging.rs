@@ -80,11 +80,14 @@ impl Runner {
         }
     }
 
-    /// The gate's verdict on the candidate now.
+    /// The gate's verdict on the candidate now, kept in the evidence and shown to
+    /// followers with the checks it was drawn from.
     pub(super) fn judge(&mut self, candidate: &Pool, stage: &Stage) -> Verdict {
         let baseline = self.stable.as_deref().and_then(|s| self.baseline.read(s));
         let seen = Seen { shadow: stage.shadow_counts(), answers: self.answers.as_deref(), baseline };
-        gate::evaluate(candidate, &self.shared.host, &self.deploy, seen)
+        let judgement = gate::evaluate(candidate, &self.shared.host, &self.deploy, seen);
+        self.record_evaluation(candidate, stage, &judgement);
+        judgement.verdict
     }
 
     /// What the gate saw of a candidate, for the history: its window, in the shadow phase

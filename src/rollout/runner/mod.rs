@@ -114,6 +114,9 @@ pub struct Runner {
     pub evidence: EvidenceLog,
     /// The operator whose rollback ended the rollout, if one did.
     pub ended_by: Option<Caller>,
+    /// Since when the phase in progress holds, and for how long (none: until an operator
+    /// decides), for followers' "time left".
+    pub holding: Option<(Instant, Option<Duration>)>,
 }
 
 impl Runner {
@@ -170,6 +173,7 @@ impl Runner {
             to: self.record.to,
             strategy: self.record.strategy.clone(),
             sources: self.answers.as_ref().map(|a| a.sources()),
+            gate: None,
             phase,
         });
     }
@@ -300,6 +304,7 @@ impl Runner {
         let held = |reason: &str| stage.held(reason);
         self.enter(if self.paused { held("paused by the operator") } else { gating.clone() });
         let started = Instant::now();
+        self.holding = Some((started, Some(hold)));
         let mut breaches = 0;
         let mut inconclusive_since: Option<Instant> = None;
         if let Stage::Step { .. } = stage {
@@ -330,7 +335,6 @@ impl Runner {
             }
             let counts = stage.shadow_counts();
             let verdict = self.judge(candidate, &stage);
-            self.record_evaluation(candidate, &stage, &verdict);
             self.report_sources();
             match &verdict {
                 Verdict::Fail(reason) => {

@@ -6,8 +6,8 @@
 use super::{Runner, Stage};
 use crate::config::Strategy;
 use crate::rollout::evidence::{AnswerFigures, Ending, Evaluation, Figures, PhaseRecord, verdict_words};
-use crate::rollout::gate::Verdict;
-use crate::rollout::phase::Phase;
+use crate::rollout::gate::Judgement;
+use crate::rollout::phase::{GateCheck, GateView, Phase};
 use crate::rollout::state;
 use crate::router::mirror::ShadowCounts;
 use crate::router::pool::Pool;
@@ -61,9 +61,9 @@ impl Runner {
         Some(AnswerFigures::of(answers, shadow, &self.deploy))
     }
 
-    /// Keeps one gate evaluation with the figures it judged.
-    pub(super) fn record_evaluation(&mut self, candidate: &Pool, stage: &Stage, verdict: &Verdict) {
-        let (word, reason) = verdict_words(verdict);
+    /// Keeps one gate evaluation with the figures it judged, and shows it to followers.
+    pub(super) fn record_evaluation(&mut self, candidate: &Pool, stage: &Stage, judgement: &Judgement) {
+        let (word, reason) = verdict_words(&judgement.verdict);
         let phase = self.evidence.evidence.phases.last().map_or_else(String::new, |p| p.name.clone());
         let evaluation = Evaluation {
             at: state::now(),
@@ -74,7 +74,28 @@ impl Runner {
             stable: self.stable.as_deref().map(Figures::of),
             answers: self.answer_figures(stage.shadow_counts()),
         };
+        let view = self.gate_view(&evaluation, judgement.checks.clone());
+        self.progress.send_modify(|p| p.gate = Some(view));
         self.evidence.evaluated(evaluation);
+    }
+
+    /// The evaluation as followers show it: each check's value beside its threshold, and
+    /// how long the phase holds and has held.
+    fn gate_view(&self, e: &Evaluation, checks: Vec<GateCheck>) -> GateView {
+        let (hold, held) = match self.holding {
+            Some((since, hold)) => (hold, since.elapsed().as_secs_f64()),
+            None => (None, 0.0),
+        };
+        GateView {
+            at: e.at,
+            verdict: e.verdict.clone(),
+            reason: e.reason.clone(),
+            hold_seconds: hold.map(|h| h.as_secs_f64()),
+            held_seconds: held,
+            checks,
+            agreement: e.answers.as_ref().and_then(|a| a.agreement),
+            psi: e.answers.as_ref().and_then(|a| a.largest_psi),
+        }
     }
 
     /// Notes the verdict that ends the phase in progress, with what the answers said.

@@ -62,6 +62,7 @@ impl Runner {
     /// names the winner.
     pub(super) async fn decide(&mut self, b: &Arc<Pool>, split: u8) -> Phase {
         self.enter(Phase::AwaitingDecision { weight: split });
+        self.holding = Some((std::time::Instant::now(), None));
         let mut breaches = 0;
         let mut tick = tokio::time::interval(self.deploy.check_every);
         loop {
@@ -82,7 +83,6 @@ impl Runner {
             }
             let stage = Stage::Step { step: 1, steps: 1, weight: split };
             let verdict = self.judge(b, &stage);
-            self.record_evaluation(b, &stage, &verdict);
             if let Verdict::Fail(reason) = verdict {
                 breaches += 1;
                 if breaches >= self.deploy.consecutive_breaches {

@@ -26,10 +26,14 @@
 //!
 //! The runner reverts only after `consecutive_breaches` failed evaluations in a row.
 
+mod view;
+
 use super::answers::{Answers, Pairs};
 use super::drift::{self, DriftReading};
+use super::phase::GateCheck;
 use crate::config::DeployConfig;
-use crate::health::{self, Host, Status};
+use crate::health::check::words;
+use crate::health::{self, Check, Host, Status};
 use crate::router::mirror::ShadowCounts;
 use crate::router::pool::Pool;
 use crate::window::Snapshot;
@@ -95,32 +99,52 @@ pub struct Seen<'a> {
     pub baseline: Option<Snapshot>,
 }
 
+/// A verdict with the checks it was drawn from, each value beside its threshold, as
+/// followers (the terminal view, `/ui`) show them.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub checks: Vec<GateCheck>,
+}
+
 /// Judges `candidate` now: its critical checks, then [`judge`] on its window against
 /// stable's (and what its answers say).
-pub fn evaluate(candidate: &Pool, host: &Host, deploy: &DeployConfig, seen: Seen) -> Verdict {
-    if let Some(fail) = critical(candidate, host) {
-        return fail;
-    }
-    let min_samples = candidate.health().min_samples;
+pub fn evaluate(candidate: &Pool, host: &Host, deploy: &DeployConfig, seen: Seen) -> Judgement {
+    let health = health::evaluate(candidate, host);
     let judged_drift = deploy.max_output_drift > 0.0;
     let evidence = Evidence {
         mine: candidate.window.snapshot(),
-        min_samples,
+        min_samples: candidate.health().min_samples,
         stable: seen.baseline,
         shadow: seen.shadow,
         replayed: seen.answers.map_or(0, Answers::replayed_in_window),
         pairs: seen.answers.map(Answers::replay_pairs).unwrap_or_default(),
         drift: seen.answers.filter(|_| judged_drift).map(|a| a.drift_now(deploy.drift_min_samples as usize)),
     };
-    judge(&evidence, deploy)
+    let checks = view::checks(&health, &evidence, deploy, &candidate.health());
+    let verdict = critical_of(&health, candidate).unwrap_or_else(|| judge(&evidence, deploy));
+    Judgement { verdict, checks }
 }
 
 /// A failing verdict when any of the candidate's gating checks is critical.
 pub fn critical(pool: &Pool, host: &Host) -> Option<Verdict> {
-    let checks = health::evaluate(pool, host);
+    critical_of(&health::evaluate(pool, host), pool)
+}
+
+/// The first critical gating check, in words; for the error rate, with what the worker
+/// said of the last request it failed (a broken output contract, NaN, a model error).
+fn critical_of(checks: &std::collections::BTreeMap<&'static str, Check>, pool: &Pool) -> Option<Verdict> {
     GATING.iter().find_map(|name| {
         let check = checks.get(name).filter(|c| c.status == Status::Critical)?;
-        Some(Verdict::Fail(format!("{name} critical: {} (threshold {})", check.value, check.threshold)))
+        let last = match *name {
+            "error_rate" => pool.last_failure().map_or(String::new(), |m| format!("; the last failure: {m}")),
+            _ => String::new(),
+        };
+        Some(Verdict::Fail(format!(
+            "{name} critical: {} (threshold {}){last}",
+            words(&check.value),
+            words(&check.threshold)
+        )))
     })
 }
 
@@ -146,31 +170,42 @@ pub fn judge(e: &Evidence, deploy: &DeployConfig) -> Verdict {
 /// Errors and refusals against stable's rates on the live share of the window (zero on
 /// the copies and replays).
 fn compare_rates(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
+    let (errors, refusals) = stable_rates(e)?;
+    exceeds("error rate", e.mine.error_rate(), errors, deploy.max_error_rate_increase)
+        .or_else(|| exceeds("refused as invalid", e.mine.refusal_rate(), refusals, deploy.max_client_error_increase))
+}
+
+/// The error and refusal rates stable is held to have on the candidate's window: its own
+/// on the live share, zero on the copies and replays (none without a stable window,
+/// unless the whole window was copies).
+fn stable_rates(e: &Evidence) -> Option<(f64, f64)> {
     let mine = &e.mine;
     let copied = match e.shadow {
         Some(_) => mine.requests,
         None => e.replayed.min(mine.requests),
     };
     let live_share = 1.0 - copied as f64 / mine.requests.max(1) as f64;
-    let (errors, refusals) = match &e.stable {
-        Some(s) => (s.error_rate() * live_share, s.refusal_rate() * live_share),
-        // Without a stable window, only requests stable is known to have answered well.
-        None if live_share == 0.0 => (0.0, 0.0),
-        None => return None,
-    };
-    exceeds("error rate", mine.error_rate(), errors, deploy.max_error_rate_increase)
-        .or_else(|| exceeds("refused as invalid", mine.refusal_rate(), refusals, deploy.max_client_error_increase))
+    match &e.stable {
+        Some(s) => Some((s.error_rate() * live_share, s.refusal_rate() * live_share)),
+        None if live_share == 0.0 => Some((0.0, 0.0)),
+        None => None,
+    }
 }
 
 fn compare_latency(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
     let (p_mine, p_theirs) = (e.mine.p95?, e.stable.as_ref()?.p95?);
-    let slower = p_mine.as_secs_f64() > p_theirs.as_secs_f64() * deploy.max_latency_ratio;
-    (slower && p_mine > p_theirs + LATENCY_SLACK).then(|| {
+    (p_mine > allowed_p95(p_theirs, deploy)).then(|| {
         Verdict::Fail(format!(
             "P95 {p_mine:?} against stable's {p_theirs:?} (at most {}x allowed)",
             deploy.max_latency_ratio
         ))
     })
+}
+
+/// The P95 a candidate may reach beside stable's: `max_latency_ratio` times it, and never
+/// less than it plus [`LATENCY_SLACK`].
+fn allowed_p95(stable: Duration, deploy: &DeployConfig) -> Duration {
+    stable.mul_f64(deploy.max_latency_ratio).max(stable + LATENCY_SLACK)
 }
 
 /// Fails when `mine` exceeds `theirs` by more than `allowed` (fractions).
@@ -188,10 +223,7 @@ fn exceeds(what: &str, mine: f64, theirs: f64, allowed: f64) -> Option<Verdict> 
 /// Agreement with stable on the requests both answered: the shadow's copies in the
 /// shadow phase, the replays in later phases; judged once `min_samples` were compared.
 fn disagreement(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
-    let (compared, agreed, what) = match &e.shadow {
-        Some(counts) => (counts.compared + e.pairs.compared, counts.agreed + e.pairs.agreed, "compared requests"),
-        None => (e.pairs.compared, e.pairs.agreed, "replayed requests"),
-    };
+    let (compared, agreed, what) = compared(e);
     let agreement = agreed as f64 / compared.max(1) as f64;
     let judged = deploy.min_agreement > 0.0 && compared >= e.min_samples;
     (judged && agreement < deploy.min_agreement).then(|| {
@@ -201,6 +233,14 @@ fn disagreement(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
             deploy.min_agreement * 100.0
         ))
     })
+}
+
+/// The answers compared with stable's and agreed, and what they were.
+fn compared(e: &Evidence) -> (u64, u64, &'static str) {
+    match &e.shadow {
+        Some(counts) => (counts.compared + e.pairs.compared, counts.agreed + e.pairs.agreed, "compared requests"),
+        None => (e.pairs.compared, e.pairs.agreed, "replayed requests"),
+    }
 }
 
 /// The feature of the candidate's answers that drifted most beyond what chance allows.
