@@ -49,7 +49,7 @@ impl Default for HealthConfig {
             p99_latency: Levels { warning: None, critical: Some(Duration::from_secs(1)) },
             availability: Levels { warning: Some(0.999), critical: Some(0.95) },
             memory: Levels { warning: Some(0.80), critical: Some(0.95) },
-            cpu: Levels { warning: Some(0.80), critical: Some(0.95) },
+            cpu: Levels { warning: Some(0.80), critical: None },
             gpu_memory: Levels { warning: Some(0.80), critical: Some(0.95) },
         }
     }
@@ -89,6 +89,14 @@ pub fn apply(
     percents("memory", &raw.memory, &mut h.memory, true);
     percents("cpu", &raw.cpu, &mut h.cpu, true);
     percents("gpu_memory", &raw.gpu_memory, &mut h.gpu_memory, true);
+    if raw.cpu.as_ref().is_some_and(|c| c.critical.is_some()) {
+        problems.push(at.warning(
+            &path.key("cpu").key("critical"),
+            "is ignored: the cpu check is never critical (a version busy at capacity still serves; latency and \
+             availability judge whether it serves well), so it warns at most, from `warning`",
+        ));
+        h.cpu.critical = None;
+    }
     for (name, raw, levels) in
         [("p95_latency", &raw.p95_latency, &mut h.p95_latency), ("p99_latency", &raw.p99_latency, &mut h.p99_latency)]
     {

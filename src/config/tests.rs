@@ -120,6 +120,18 @@ fn missing_model_files_are_warnings() {
 }
 
 #[test]
+fn a_critical_cpu_level_is_ignored_with_a_warning() {
+    let mut problems = Vec::new();
+    let text = "[health]\ncpu = { warning = 70.0, critical = 95.0 }\n[[model]]\nname = \"m\"\n";
+    let c = parse(Path::new("/x/m.toml"), text, &Overrides::default(), None, &mut problems).unwrap();
+    problems.retain(|p| p.key != "server.worker_user");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!((problems[0].severity, problems[0].key.as_str()), (Severity::Warning, "health.cpu.critical"));
+    assert!(problems[0].message.contains("never critical"), "{}", problems[0].message);
+    assert_eq!(c.models[0].health.cpu, Levels { warning: Some(0.70), critical: None });
+}
+
+#[test]
 fn health_defaults_are_the_protocol_numbers_and_models_override_them() {
     let c = check(
         r#"

@@ -133,10 +133,12 @@ pub fn memory(max_rss: u64, limit: Option<u64>, host_total: u64, h: &HealthConfi
 /// The version's own CPU: the cores its workers kept busy over the cores they may use
 /// (workers × inference threads × intra-op threads), `None` before a sample. The host's
 /// busy share is shown beside it as context, never judged: an unrelated build saturating
-/// the host says nothing about this version.
+/// the host says nothing about this version. Never critical: a version busy at capacity
+/// still serves (latency and availability say whether it serves well), and a `/health`
+/// that answered 503 at a host's peak would take it out when it is most needed.
 pub fn cpu(used: Option<(f64, f64)>, host_busy: Option<f64>, h: &HealthConfig) -> Check {
     let share = used.map(|(cores, allowed)| cores / allowed);
-    let status = share.map_or(Status::InsufficientData, |s| above(s, &h.cpu));
+    let status = share.map_or(Status::InsufficientData, |s| above(s, &h.cpu).min(Status::Warning));
     let value = json!({
         "share": share,
         "cores_used": used.map(|u| u.0),
@@ -255,9 +257,13 @@ mod tests {
         let idle = cpu(Some((0.01, 2.0)), Some(1.0), &h);
         assert_eq!(idle.status, Status::Ok);
         assert_eq!(idle.value["host_busy"], 1.0);
-        // Two workers of one core each, both pegged: critical.
-        assert_eq!(cpu(Some((1.98, 2.0)), Some(0.5), &h).status, Status::Critical);
+        // Two workers of one core each, both pegged: busy, not failing — a warning.
+        assert_eq!(cpu(Some((1.98, 2.0)), Some(0.5), &h).status, Status::Warning);
         assert_eq!(cpu(Some((1.7, 2.0)), None, &h).status, Status::Warning);
+        assert_eq!(cpu(Some((1.5, 2.0)), None, &h).status, Status::Ok);
+        // Even with a critical level set in code, never critical.
+        let strict = HealthConfig { cpu: crate::config::Levels { warning: Some(0.5), critical: Some(0.6) }, ..h };
+        assert_eq!(cpu(Some((2.0, 2.0)), None, &strict).status, Status::Warning);
     }
 
     #[test]

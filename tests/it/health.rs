@@ -223,3 +223,42 @@ fn an_idle_daemon_on_a_busy_host_is_healthy() {
         assert_eq!(checks["error_rate"]["status"], "insufficient_data", "{model}: {checks}");
     }
 }
+
+/// A version kept busy by its clients is at capacity, not failing: with its cpu check
+/// past even a "critical" level the config asks for (ignored, with a warning), `/health`
+/// says degraded with 200, never unhealthy with 503, while latency and errors are fine.
+#[test]
+fn a_version_busy_at_capacity_is_degraded_not_unhealthy() {
+    let daemon = TestDaemon::ready(
+        Setup::new()
+            .model(ModelFiles::bundled("iris", 2), 1)
+            .server_section("[health]\nwindow = \"5s\"\nmin_samples = 5\ncpu = { warning = 5.0, critical = 10.0 }"),
+    );
+    let checked = std::process::Command::new(crate::util::BIN)
+        .args(["config", "check", "--config"])
+        .arg(daemon.path().join("modeld.toml"))
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success(), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("health.cpu.critical"),
+        "config check warns of the ignored level: {out}{err}"
+    );
+    let load = crate::load::Load::start(&daemon, "iris", crate::load::Pattern { input: "X", ..Default::default() });
+    let mut busy = Value::Null;
+    daemon.wait_until("the worker sampled past both levels", Duration::from_secs(20), || {
+        busy = daemon.health();
+        check_of(&busy, "cpu")["value"]["share"].as_f64().is_some_and(|s| s > 0.10)
+    });
+    let _ = load.stop();
+    let cpu = check_of(&busy, "cpu");
+    assert_eq!(cpu["status"], "warning", "{cpu}");
+    assert_eq!(cpu["threshold"]["critical"], Value::Null, "{cpu}");
+    assert_eq!(busy["status"], "degraded", "{busy}");
+    assert_eq!(daemon.get("/health").status, 200);
+}
+
+fn check_of(health: &Value, name: &str) -> Value {
+    health["models"]["iris"]["versions"]["2"]["checks"][name].clone()
+}
