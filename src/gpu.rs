@@ -80,7 +80,7 @@ impl Readings {
     }
 
     /// Records `count` errors on `gpu` now.
-    fn record_errors(&mut self, gpu: u32, count: u64) {
+    pub(crate) fn record_errors(&mut self, gpu: u32, count: u64) {
         let now = Instant::now();
         for _ in 0..count.min(ERRORS_KEPT as u64) {
             if self.errors.len() == ERRORS_KEPT {
@@ -134,6 +134,12 @@ impl Telemetry {
     /// No telemetry, for `reason`.
     pub fn absent(reason: impl Into<String>) -> Telemetry {
         Telemetry { state: Err(reason.into()), readings: ArcSwap::from_pointee(Readings::default()) }
+    }
+
+    /// Telemetry that always reads `readings`, for tests of what reads it.
+    #[cfg(test)]
+    pub(crate) fn fixed(inventory: Inventory, readings: Readings) -> Telemetry {
+        Telemetry { state: Ok(inventory), readings: ArcSwap::from_pointee(readings) }
     }
 
     /// The GPUs NVML found, or why there is no telemetry.

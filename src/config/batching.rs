@@ -59,21 +59,8 @@ impl Default for BatchingConfig {
     }
 }
 
-impl BatchingConfig {
-    /// What a model on a GPU starts from: a kernel launch costs about the same for 1 row
-    /// as for 32, so requests are merged up to 32 rows, the first waiting at most 2 ms.
-    pub fn gpu() -> BatchingConfig {
-        let max_batch = 32;
-        BatchingConfig {
-            max_batch,
-            delay: Duration::from_millis(2),
-            plan_sizes: default_plan_sizes(max_batch, Buckets::Pow2),
-            ..BatchingConfig::default()
-        }
-    }
-}
-
-/// `[model.batching]` over `base` (the CPU's or the GPU's defaults).
+/// `[model.batching]` over `base` (off: one request per run, on a GPU too — the one GPU
+/// run measured tract-cuda batching at 0.80x, 32 images taking 32 times one's time).
 pub fn build(
     raw: &RawBatching,
     base: BatchingConfig,

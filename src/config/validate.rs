@@ -258,12 +258,11 @@ fn model_configs(
                     None => health.clone(),
                 },
                 deploy: DeployConfig::default(),
-                batching: {
-                    let base = if device.is_gpu() { BatchingConfig::gpu() } else { BatchingConfig::default() };
-                    match &m.batching {
-                        Some(raw) => super::batching::build(raw, base, &path.key("batching"), at, problems),
-                        None => base,
+                batching: match &m.batching {
+                    Some(raw) => {
+                        super::batching::build(raw, BatchingConfig::default(), &path.key("batching"), at, problems)
                     }
+                    None => BatchingConfig::default(),
                 },
                 intra_op_threads: m
                     .intra_op_threads

@@ -284,6 +284,56 @@ fn drift_short(e: &Evidence, deploy: &DeployConfig) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A candidate on GPU 0 whose worker (pid 4242) holds `used` of its 100 bytes, with
+    /// `xids` errors seen on GPU `on`.
+    fn on_a_gpu(used: u64, xids: u64, on: u32) -> (Pool, Host, tokio::net::UnixStream) {
+        use crate::gpu::{GpuInfo, GpuReading, Inventory, ProcessGpu, Readings, Telemetry};
+        let pool = Pool::new(crate::router::pool::PoolSpec {
+            model: "m".into(),
+            version: 2,
+            workers: 1,
+            ..Default::default()
+        });
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let info = crate::wire::ModelInfo {
+            load_mode: "test".into(),
+            plans_built: 0,
+            device: "cuda:0 (test GPU)".into(),
+            inputs: vec![],
+            outputs: vec![],
+            labels: None,
+        };
+        pool.fill(0, crate::router::conn::WorkerConn::start(ours), info);
+        pool.slots[0].pid.store(4242, std::sync::atomic::Ordering::Relaxed);
+        pool.slots[0].gpu.store(0, std::sync::atomic::Ordering::Relaxed);
+        let gpu = |index| GpuReading { index, memory_total_bytes: Some(100), ..GpuReading::default() };
+        let mut readings = Readings::default();
+        readings.gpus = vec![gpu(0), gpu(1)];
+        readings.processes = [(4242, ProcessGpu { gpu: 0, memory_bytes: used })].into();
+        readings.record_errors(on, xids);
+        let info = |index| GpuInfo { index, name: "test GPU".into(), uuid: format!("GPU-{index}") };
+        let inventory = Inventory { driver: "580".into(), gpus: vec![info(0), info(1)] };
+        let host = Host::new(std::sync::Arc::new(Telemetry::fixed(inventory, readings)));
+        (pool, host, theirs)
+    }
+
+    #[tokio::test]
+    async fn a_candidate_exhausting_its_gpu_or_hit_by_its_gpus_errors_fails() {
+        let deploy = DeployConfig::default();
+        let (pool, host, _worker) = on_a_gpu(97, 0, 0);
+        let judged = evaluate(&pool, &host, &deploy, Seen::default());
+        assert!(fails(&judged.verdict, "gpu_memory critical"), "{:?}", judged.verdict);
+        let (pool, host, _worker) = on_a_gpu(10, 1, 0);
+        let judged = evaluate(&pool, &host, &deploy, Seen::default());
+        assert!(fails(&judged.verdict, "gpu_errors critical"), "{:?}", judged.verdict);
+        // An error on a GPU the version does not use, and memory to spare: not held
+        // against it (no requests yet: inconclusive).
+        let (pool, host, _worker) = on_a_gpu(10, 1, 1);
+        let judged = evaluate(&pool, &host, &deploy, Seen::default());
+        assert!(matches!(judged.verdict, Verdict::Inconclusive(_)), "{:?}", judged.verdict);
+        assert!(judged.checks.iter().all(|c| c.name != "gpu_errors" && c.name != "gpu_memory"), "{:?}", judged.checks);
+    }
+
     fn window(requests: u64, failed: u64, invalid: u64, p95_ms: u64) -> Snapshot {
         let p = Some(Duration::from_millis(p95_ms));
         Snapshot { covered: Duration::from_secs(60), requests, failed, unavailable: 0, invalid, p50: p, p95: p, p99: p }
