@@ -130,8 +130,11 @@ fn the_admin_socket_admits_by_peer_credentials_and_bounds_its_lines() {
     }
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+    // The checkout may lie where only its owner may enter (a 0700 home, `mktemp -d`):
+    // `nobody` runs a copy of the binary from a directory it can enter.
+    let (_copy, bin) = binary_anyone_can_run();
     use std::os::unix::process::CommandExt;
-    let out = Command::new(BIN)
+    let out = Command::new(&bin)
         .args(["status", "--socket"])
         .arg(&socket)
         .uid(nobody.uid.as_raw())
@@ -142,4 +145,15 @@ fn the_admin_socket_admits_by_peer_credentials_and_bounds_its_lines() {
     assert!(!out.status.success());
     assert!(err.contains("permission denied: user nobody") && err.contains("is not root"), "{err}");
     assert!(daemon.logs().contains("admin connection refused"), "{}", daemon.logs());
+}
+
+/// A copy of the binary in a new directory of mode 0755 (and the directory, kept alive
+/// while the copy is used).
+fn binary_anyone_can_run() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new().prefix("modeld-bin").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("modeld");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin)
 }
