@@ -93,6 +93,7 @@ pub fn model(m: &ModelConfig, deploy_in_force: &DeployConfig) -> Value {
         "engine": m.engine.name(),
         "device": m.device.worker_kind(),
         "busy_poll": duration(m.busy_poll),
+        "hang_timeout": m.health.hang_timeout.map_or("sized from the model".to_string(), duration),
         "batching": {
             "max_batch": m.batching.max_batch,
             "delay": duration(m.batching.delay),

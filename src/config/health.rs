@@ -35,6 +35,11 @@ pub struct HealthConfig {
     pub cpu: Levels<f64>,
     /// On a GPU: the largest worker's GPU memory as a share of its GPU's.
     pub gpu_memory: Levels<f64>,
+    /// `[[model]] hang_timeout`: how long a worker's inference may make no progress before
+    /// the worker counts as hung. None: sized from the model (see
+    /// [`crate::supervisor::liveness`]), never below `server.worker_hang_timeout`. Kept
+    /// with the thresholds so that a reload applies it to running workers.
+    pub hang_timeout: Option<Duration>,
 }
 
 impl Default for HealthConfig {
@@ -51,6 +56,7 @@ impl Default for HealthConfig {
             memory: Levels { warning: Some(0.80), critical: Some(0.95) },
             cpu: Levels { warning: Some(0.80), critical: None },
             gpu_memory: Levels { warning: Some(0.80), critical: Some(0.95) },
+            hang_timeout: None,
         }
     }
 }

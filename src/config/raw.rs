@@ -60,6 +60,7 @@ pub struct RawModel {
     pub batching: Option<RawBatching>,
     pub intra_op_threads: Option<i64>,
     pub busy_poll: Option<String>,
+    pub hang_timeout: Option<String>,
     pub engine: Option<String>,
     pub onnxruntime: Option<RawOnnxRuntime>,
     pub device: Option<String>,

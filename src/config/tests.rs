@@ -120,6 +120,17 @@ fn missing_model_files_are_warnings() {
 }
 
 #[test]
+fn hang_timeout_is_per_model_kept_with_its_health_and_bounded() {
+    let c = check("[[model]]\nname = \"a\"\n[[model]]\nname = \"b\"\nhang_timeout = \"5s\"\n").unwrap();
+    assert_eq!(c.models[0].health.hang_timeout, None, "sized from the model when unset");
+    assert_eq!(c.models[1].health.hang_timeout, Some(Duration::from_secs(5)));
+    let e = errors("[[model]]\nname = \"a\"\nhang_timeout = \"20ms\"\n");
+    assert!(e.iter().any(|p| p.key == "model[0].hang_timeout" && p.message.contains("at least 100ms")), "{e:?}");
+    let e = errors("[[model]]\nname = \"a\"\nhang_timeout = \"soon\"\n");
+    assert!(e.iter().any(|p| p.key == "model[0].hang_timeout"), "{e:?}");
+}
+
+#[test]
 fn a_critical_cpu_level_is_ignored_with_a_warning() {
     let mut problems = Vec::new();
     let text = "[health]\ncpu = { warning = 70.0, critical = 95.0 }\n[[model]]\nname = \"m\"\n";

@@ -21,6 +21,8 @@ const MAX_THREADS: i64 = 1024;
 /// host cpu check) while it waits, which an operator would not expect by default.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::ZERO;
 const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+/// The shortest `hang_timeout`: the supervisor looks at workers every 50 ms.
+const MIN_HANG_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Builds the [`Config`], recording every problem; a value with a problem is replaced by
 /// its default so the rest can still be checked (the caller refuses a config with errors).
@@ -253,9 +255,12 @@ fn model_configs(
                     .memory_limit
                     .as_ref()
                     .and_then(|size| memory_limit(size, &path.key("memory_limit"), at, problems)),
-                health: match &m.health {
-                    Some(raw) => health::apply(health, raw, &path.key("health"), at, problems),
-                    None => health.clone(),
+                health: HealthConfig {
+                    hang_timeout: hang_timeout(&m.hang_timeout, &path.key("hang_timeout"), at, problems),
+                    ..match &m.health {
+                        Some(raw) => health::apply(health, raw, &path.key("health"), at, problems),
+                        None => health.clone(),
+                    }
                 },
                 deploy: DeployConfig::default(),
                 batching: match &m.batching {
@@ -384,6 +389,23 @@ fn busy_poll(value: &Option<String>, key: &KeyPath, at: &Locator, problems: &mut
         problems.push(at.error(key, message));
         DEFAULT_BUSY_POLL
     })
+}
+
+/// `hang_timeout`: at least [`MIN_HANG_TIMEOUT`] (a worker's steps are timed by a
+/// supervisor that looks every 50 ms).
+fn hang_timeout(value: &Option<String>, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> Option<Duration> {
+    let text = value.as_ref()?;
+    match parse_duration(value, Duration::ZERO) {
+        Ok(d) if d >= MIN_HANG_TIMEOUT => Some(d),
+        Ok(_) => {
+            problems.push(at.error(key, format!("'{text}' is too short: at least {MIN_HANG_TIMEOUT:?}")));
+            None
+        }
+        Err(message) => {
+            problems.push(at.error(key, message));
+            None
+        }
+    }
 }
 
 /// Parses `"30s"`, `"500ms"`, `"2m"`; must be more than zero.

@@ -12,7 +12,7 @@
 //! up for [`STABLE_RUN`] having answered requests.
 
 use super::cgroup;
-use super::liveness::{self, Lost};
+use super::liveness::{self, Lost, Watched};
 use super::process::{self, Launcher, Spawned, Started, WorkerSpec};
 use crate::metrics::Metrics;
 use crate::router::conn::WorkerConn;
@@ -105,6 +105,7 @@ impl Keeper {
         self.keep(&spec, &socket).await;
         // A worker that became another user cannot remove its socket from this directory.
         let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(self.launcher.progress_path(&spec));
     }
 
     /// Starts the worker, and again after each exit, until the pool stops or fails.
@@ -114,7 +115,7 @@ impl Keeper {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
-            let Spawned { mut child, cgroup } = match self.launcher.spawn(spec, socket) {
+            let Spawned { mut child, cgroup, progress } = match self.launcher.spawn(spec, socket) {
                 Ok(spawned) => spawned,
                 Err(e) => {
                     return self.fail(format!("could not start worker {}: {e}", self.launcher.exe.display()));
@@ -144,7 +145,13 @@ impl Keeper {
                             exited(status)
                         }
                         _ = self.stop.cancelled() => return self.stop_worker(spec, &mut child).await,
-                        lost = liveness::watch(&conn, pid, &self.launcher.server) => {
+                        lost = liveness::watch(Watched {
+                            conn: &conn,
+                            pid,
+                            block: progress.as_ref(),
+                            pool: &self.pool,
+                            server: &self.launcher.server,
+                        }) => {
                             self.lost(spec, &mut child, &conn, lost).await
                         }
                     };

@@ -2,57 +2,148 @@
 //! (SIGSTOP), deadlocked, or cut off from its connection (a frame that could not be read
 //! or written). A crash shows as an exit; these do not, so the keeper watches for them.
 //!
-//! A worker that holds requests and has said nothing for `server.worker_hang_timeout` is
-//! sent a Ping. Any frame back clears it. Silence through the ping's grace makes it *hung*
-//! — unless its CPU time kept growing (a long inference on a one-thread worker, which
-//! reads pings only between batches; a panic's backtrace being printed) and it is not
-//! stopped: a busy worker is no hung one, and least-outstanding routing already sends new
-//! requests elsewhere. A worker that computes past the request timeout and the hang
-//! timeout together serves no one, and is hung then. A hung worker's connection is
-//! abandoned at once (out of rotation, its requests retried on another worker), and the
-//! keeper SIGKILLs and restarts it.
+//! A worker is judged by its progress, not by its answers: each inference thread's slot
+//! in the worker's progress block ([`crate::wire::progress`]) says when it took its
+//! request, how many steps it has made (tract: each node of the plan) and when the last
+//! one was made, and `/proc` gives the thread's CPU time. An inference that makes a step
+//! or uses CPU within the hang timeout is progressing, however long it runs — one waiting
+//! on a GPU kernel, throttled by its cgroup's `cpu.max`, or paging in a model from a slow
+//! disk is slow, not stuck. One that does neither for the hang timeout is stuck (a
+//! deadlock, SIGSTOP), even while the worker's reader thread still answers pings. One
+//! that holds a request past the request timeout and the hang timeout together serves no
+//! one, and counts as hung too. Requests the worker holds with no inference running (its
+//! reader stopped, the whole process stopped) are looked at as before: after the hang
+//! timeout without a frame it is sent a Ping, and silence through the ping's grace makes
+//! it hung.
+//!
+//! The hang timeout is the model's `hang_timeout`, or else four times the longest step
+//! the worker has measured (its warm-up and golden examples included), never below
+//! `server.worker_hang_timeout`. A hung worker's connection is abandoned at once (out of
+//! rotation, its requests retried on another worker), and the keeper SIGKILLs and
+//! restarts it.
 
 use crate::config::Live;
 use crate::router::conn::WorkerConn;
+use crate::router::pool::Pool;
+use crate::wire::progress::{Block, Busy};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// How often a busy worker's silence is looked at.
+/// How often a worker's progress is looked at.
 const TICK: Duration = Duration::from_millis(50);
+/// The default hang timeout is this many times the longest step measured.
+const STEPS_OF_SLACK: u32 = 4;
 
 /// Why a worker that still runs no longer serves.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lost {
-    /// Held requests without a word and answered no ping.
+    /// Held requests and made no progress (or answered no ping) for the hang timeout.
     Hung(String),
     /// Its connection ended while the process lived.
     Disconnected,
 }
 
-/// Watches `conn` (worker `pid`) until it hangs or disconnects.
-pub async fn watch(conn: &WorkerConn, pid: u32, server: &Live) -> Lost {
+/// What a keeper watches one worker with.
+pub struct Watched<'a> {
+    pub conn: &'a WorkerConn,
+    pub pid: u32,
+    /// The worker's progress block (none when it could not be made: pings only then).
+    pub block: Option<&'a Block>,
+    /// The version, whose `hang_timeout` a reload may change.
+    pub pool: &'a Pool,
+    pub server: &'a Live,
+}
+
+impl Watched<'_> {
+    /// How long an inference may make no progress: the model's `hang_timeout`, else
+    /// sized from the longest step measured, never below the server's floor.
+    pub fn hang_timeout(&self) -> Duration {
+        let floor = self.server.get().worker_hang_timeout;
+        match self.pool.health().hang_timeout {
+            Some(set) => set,
+            None => floor.max(self.block.map_or(Duration::ZERO, |b| b.longest_step() * STEPS_OF_SLACK)),
+        }
+    }
+}
+
+/// One inference as the watch last saw it: when its thread's CPU time last grew.
+struct Seen {
+    cpu_ticks: Option<u64>,
+    cpu_grew: Instant,
+}
+
+/// Watches the worker until it hangs or disconnects.
+pub async fn watch(w: Watched<'_>) -> Lost {
+    let mut seen: HashMap<(usize, u64), Seen> = HashMap::new();
     loop {
         tokio::select! {
-            _ = conn.ended() => return Lost::Disconnected,
+            _ = w.conn.ended() => return Lost::Disconnected,
             _ = tokio::time::sleep(TICK) => {}
         }
-        let (hang_after, request_timeout) = {
-            let settings = server.get();
-            (settings.worker_hang_timeout, settings.request_timeout)
-        };
-        match conn.silent_for() {
-            Some(silent) if silent >= hang_after => {}
-            _ => continue,
+        let hang_after = w.hang_timeout();
+        let busy = w.block.map(Block::busy).unwrap_or_default();
+        if let Some(why) = stuck(&w, &busy, &mut seen, hang_after) {
+            return Lost::Hung(why);
         }
-        if let Some(why) = ping(conn, pid, hang_after, request_timeout).await {
+        let held_idle = busy.is_empty() && w.conn.outstanding() > 0;
+        if !held_idle || w.conn.silent_for().is_none_or(|silent| silent < hang_after) {
+            continue;
+        }
+        if let Some(why) = ping(w.conn, w.pid, hang_after).await {
             return Lost::Hung(why);
         }
     }
 }
 
-/// Ping and wait: why the worker is hung, or `None` if it spoke, moved on, or is visibly
-/// computing.
-async fn ping(conn: &WorkerConn, pid: u32, hang_after: Duration, request_timeout: Duration) -> Option<String> {
-    let (heard, cpu_before) = (conn.heard(), Process::read(pid));
+/// Why one of the worker's inferences is hung, if one is: no step and no CPU time for
+/// `hang_after`, or held past the request timeout and `hang_after` together.
+fn stuck(
+    w: &Watched<'_>,
+    busy: &[Busy],
+    seen: &mut HashMap<(usize, u64), Seen>,
+    hang_after: Duration,
+) -> Option<String> {
+    let now = Instant::now();
+    seen.retain(|key, _| busy.iter().any(|b| (b.slot, b.tid) == *key));
+    let request_timeout = w.server.get().request_timeout;
+    for b in busy {
+        let thread = Process::read_thread(w.pid, b.tid);
+        let ticks = thread.as_ref().map(|t| t.cpu_ticks);
+        let entry = seen.entry((b.slot, b.tid)).or_insert(Seen { cpu_ticks: ticks, cpu_grew: now });
+        if ticks.is_some() && ticks != entry.cpu_ticks {
+            *entry = Seen { cpu_ticks: ticks, cpu_grew: now };
+        }
+        // The thread's CPU is known to have grown no earlier than the watch saw it.
+        let idle_cpu = now.duration_since(entry.cpu_grew).min(b.held);
+        let state = thread.map_or("gone".to_string(), |t| t.describe());
+        if b.since_step >= hang_after && idle_cpu >= hang_after {
+            return Some(format!(
+                "worker hung: an inference held a request for {:.1} s and made no progress for {:.1} s ({} steps, \
+                 then none and no CPU time; thread {}, {state}); the hang timeout is {hang_after:?}, the longest step \
+                 measured {:?}",
+                b.held.as_secs_f64(),
+                b.since_step.min(idle_cpu).as_secs_f64(),
+                b.steps,
+                b.tid,
+                w.block.map_or(Duration::ZERO, Block::longest_step),
+            ));
+        }
+        if b.held >= request_timeout + hang_after {
+            return Some(format!(
+                "worker hung: an inference has run {:.1} s on one request, past the request timeout ({request_timeout:?})                  and the hang timeout ({hang_after:?}) together, and its client is gone (thread {}, {state}, {} steps)",
+                b.held.as_secs_f64(),
+                b.tid,
+                b.steps
+            ));
+        }
+    }
+    None
+}
+
+/// Requests held and no inference running: ping and wait. Why the worker is hung, or
+/// `None` if it spoke or moved on.
+async fn ping(conn: &WorkerConn, pid: u32, hang_after: Duration) -> Option<String> {
+    let heard = conn.heard();
     let pinged = Instant::now();
     conn.ping();
     let grace = (hang_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
@@ -64,17 +155,10 @@ async fn ping(conn: &WorkerConn, pid: u32, hang_after: Duration, request_timeout
     if conn.heard() != heard || silent < hang_after {
         return None;
     }
-    let now = Process::read(pid);
-    let computing = match (&cpu_before, &now) {
-        (Some(before), Some(now)) => now.cpu_ticks > before.cpu_ticks && !now.stopped(),
-        _ => false,
-    };
-    if computing && silent < request_timeout + hang_after {
-        return None;
-    }
-    let state = now.map_or("gone".to_string(), |p| p.describe());
+    let state = Process::read(pid).map_or("gone".to_string(), |p| p.describe());
     Some(format!(
-        "worker hung: it held {} request(s) for {:.1} s without a reply and answered no ping within {:?} (process {state})",
+        "worker hung: it held {} request(s) for {:.1} s with no inference running, without a reply, and answered \
+         no ping within {:?} (process {state})",
         conn.outstanding(),
         silent.as_secs_f64(),
         pinged.elapsed()
@@ -95,6 +179,11 @@ impl Process {
         Process::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
 
+    /// One thread of process `pid`, from `/proc/<pid>/task/<tid>/stat` (the same format).
+    fn read_thread(pid: u32, tid: u64) -> Option<Process> {
+        Process::parse(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
+    }
+
     fn parse(stat: &str) -> Option<Process> {
         let rest = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -103,11 +192,6 @@ impl Process {
         let utime: u64 = fields.get(11)?.parse().ok()?;
         let stime: u64 = fields.get(12)?.parse().ok()?;
         Some(Process { state, cpu_ticks: utime + stime })
-    }
-
-    /// Stopped by a signal or a tracer.
-    fn stopped(&self) -> bool {
-        matches!(self.state, 'T' | 't')
     }
 
     fn describe(&self) -> String {
@@ -126,7 +210,11 @@ impl Process {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::HealthConfig;
+    use crate::router::pool::PoolSpec;
     use crate::wire::{self, Frame};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use tokio::net::UnixStream;
 
     fn server(hang: &str) -> Live {
@@ -136,6 +224,11 @@ mod tests {
         let path = dir.path().join("modeld.toml");
         std::fs::write(&path, text).unwrap();
         Live::new(crate::config::load(&path, &Default::default()).unwrap().0.server)
+    }
+
+    fn pool(hang_timeout: Option<Duration>) -> Pool {
+        let health = HealthConfig { hang_timeout, ..HealthConfig::default() };
+        Pool::new(PoolSpec { model: "m".into(), version: 1, workers: 1, health, ..PoolSpec::default() })
     }
 
     /// A worker end that reads frames and answers only Pings (when `pongs`), never a request.
@@ -149,23 +242,32 @@ mod tests {
         }
     }
 
+    /// A connection holding one request its worker never answers (answering pings when
+    /// `pongs`), and the task holding the request.
+    fn holding(pongs: bool) -> (Arc<WorkerConn>, tokio::task::JoinHandle<Result<(Vec<wire::Tensor>, wire::Timing), crate::router::CallError>>) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        tokio::spawn(worker(theirs, pongs));
+        let conn = WorkerConn::start(ours);
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.infer(&[]).await }
+        });
+        (conn, waiting)
+    }
+
     /// A process that sleeps: alive, using no CPU.
     fn sleeper() -> std::process::Child {
         std::process::Command::new("sleep").arg("30").spawn().unwrap()
     }
 
     #[tokio::test]
-    async fn a_silent_worker_that_answers_no_ping_is_hung() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        tokio::spawn(worker(theirs, false));
-        let conn = WorkerConn::start(ours);
-        let waiting = tokio::spawn({
-            let conn = conn.clone();
-            async move { conn.infer(&[]).await }
-        });
+    async fn held_requests_with_no_inference_and_no_pong_are_a_hang() {
+        let (conn, waiting) = holding(false);
         let mut sleeping = sleeper();
+        let (live, pool) = (server("300ms"), pool(None));
         let started = Instant::now();
-        let lost = tokio::time::timeout(Duration::from_secs(10), watch(&conn, sleeping.id(), &server("300ms"))).await;
+        let watched = Watched { conn: &conn, pid: sleeping.id(), block: None, pool: &pool, server: &live };
+        let lost = tokio::time::timeout(Duration::from_secs(10), watch(watched)).await;
         let _ = sleeping.kill();
         let _ = sleeping.wait();
         match lost.expect("declared hung in time") {
@@ -187,15 +289,89 @@ mod tests {
             async move { conn.infer(&[]).await }
         });
         let mut sleeping = sleeper();
-        let watched = tokio::time::timeout(Duration::from_secs(1), watch(&conn, sleeping.id(), &server("200ms"))).await;
-        assert!(watched.is_err(), "a worker answering pings was declared lost: {watched:?}");
+        let (live, pool) = (server("200ms"), pool(None));
+        let watched = || Watched { conn: &conn, pid: sleeping.id(), block: None, pool: &pool, server: &live };
+        let result = tokio::time::timeout(Duration::from_secs(1), watch(watched())).await;
+        assert!(result.is_err(), "a worker answering pings was declared lost: {result:?}");
         // The worker's end goes away: the connection is broken, not hung.
         worker.abort();
-        let lost = tokio::time::timeout(Duration::from_secs(5), watch(&conn, sleeping.id(), &server("200ms"))).await;
+        let lost = tokio::time::timeout(Duration::from_secs(5), watch(watched())).await;
         let _ = sleeping.kill();
         let _ = sleeping.wait();
         assert_eq!(lost.unwrap(), Lost::Disconnected);
         assert!(waiting.await.unwrap().is_err());
+    }
+
+    /// A thread of this process that holds slot `slot`'s request and, until `stop`, does
+    /// `work` in a loop (sleeping, stepping, spinning); its tid.
+    fn inference(
+        block: &Arc<Block>,
+        stop: &Arc<AtomicBool>,
+        work: impl Fn(&Block, usize) + Send + 'static,
+    ) -> (u64, std::thread::JoinHandle<()>) {
+        let (block, stop) = (block.clone(), stop.clone());
+        let tid = Arc::new(AtomicU64::new(0));
+        let told = tid.clone();
+        let thread = std::thread::spawn(move || {
+            let me = nix::unistd::gettid().as_raw() as u64;
+            let slot = block.claim(me).unwrap();
+            told.store(me, Ordering::Release);
+            while !stop.load(Ordering::Relaxed) {
+                work(&block, slot);
+            }
+            block.release(slot);
+        });
+        while tid.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        (tid.load(Ordering::Acquire), thread)
+    }
+
+    /// Watches a connection holding a request, with a block where one thread of this
+    /// process runs `work`, for at most `limit`.
+    async fn judge(work: impl Fn(&Block, usize) + Send + 'static, pongs: bool, limit: Duration) -> Option<Lost> {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(Block::create(&dir.path().join("p"), 2).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (_tid, thread) = inference(&block, &stop, work);
+        let (conn, _waiting) = holding(pongs);
+        let (live, pool) = (server("100ms"), pool(Some(Duration::from_millis(400))));
+        let watched = Watched { conn: &conn, pid: std::process::id(), block: Some(&block), pool: &pool, server: &live };
+        let lost = tokio::time::timeout(limit, watch(watched)).await.ok();
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        lost
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inference_with_no_step_and_no_cpu_is_stuck_though_pings_are_answered() {
+        // A deadlocked inference thread: it sleeps, stepping never, while the worker's
+        // reader thread answers every ping.
+        let started = Instant::now();
+        let lost = judge(|_, _| std::thread::sleep(Duration::from_millis(10)), true, Duration::from_secs(10)).await;
+        match lost {
+            Some(Lost::Hung(why)) => assert!(why.contains("made no progress") && why.contains("0 steps"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(400), "not before the hang timeout");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inference_that_steps_or_computes_is_not_stuck_however_long_it_runs() {
+        // Five times the hang timeout: a step every 150 ms with no CPU between (a GPU
+        // kernel at a time), then pure computation without steps (one long node).
+        let stepping = |block: &Block, slot: usize| {
+            std::thread::sleep(Duration::from_millis(150));
+            block.step(slot);
+        };
+        assert_eq!(judge(stepping, false, Duration::from_secs(2)).await, None);
+        let spinning = |_: &Block, _: usize| {
+            let until = Instant::now() + Duration::from_millis(5);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        };
+        assert_eq!(judge(spinning, false, Duration::from_secs(2)).await, None);
     }
 
     #[test]
@@ -203,10 +379,33 @@ mod tests {
         let stat = "4242 (modeld worker (x)) T 1 4242 4242 0 -1 4194560 2400 0 0 0 170 31 0 0 20 0 5 0 100 0 0";
         let p = Process::parse(stat).unwrap();
         assert_eq!(p, Process { state: 'T', cpu_ticks: 201 });
-        assert!(p.stopped());
         assert!(p.describe().contains("stopped"));
-        let own = Process::read(std::process::id()).expect("this process's stat");
-        assert!(!own.stopped());
+        assert!(Process::read(std::process::id()).is_some(), "this process's stat");
+        let tid = nix::unistd::gettid().as_raw() as u64;
+        let me = Process::read_thread(std::process::id(), tid).expect("this thread's stat");
+        assert_eq!(me.state, 'R', "this thread runs as it reads: {me:?}");
         assert!(Process::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn the_hang_timeout_is_the_models_or_sized_from_its_longest_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = Block::create(&dir.path().join("p"), 1).unwrap();
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _entered = runtime.enter();
+        ours.set_nonblocking(true).unwrap();
+        let conn = WorkerConn::start(UnixStream::from_std(ours).unwrap());
+        let live = server("1s");
+        let unset = pool(None);
+        let watched = |pool| Watched { conn: &conn, pid: 1, block: Some(&block), pool, server: &live };
+        assert_eq!(watched(&unset).hang_timeout(), Duration::from_secs(1), "the floor, before any step");
+        let slot = block.claim(1).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        block.release(slot);
+        let sized = watched(&unset).hang_timeout();
+        assert!(sized >= Duration::from_millis(1200) && sized < Duration::from_secs(3), "4x the 300 ms step: {sized:?}");
+        let set = pool(Some(Duration::from_millis(700)));
+        assert_eq!(watched(&set).hang_timeout(), Duration::from_millis(700), "the model's own wins");
     }
 }

@@ -4,6 +4,7 @@
 use super::cgroup::Cgroups;
 use crate::config::BatchingConfig;
 use crate::router::conn::WorkerConn;
+use crate::wire::progress::Block;
 use crate::wire::{self, Frame, ModelInfo, PROTOCOL_VERSION};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -100,10 +101,12 @@ impl WorkerSpec {
     }
 }
 
-/// A started worker process, and the cgroup it was placed in, if any.
+/// A started worker process, the cgroup it was placed in, if any, and its progress
+/// block (none when it could not be made: the worker is then watched by pings alone).
 pub struct Spawned {
     pub child: Child,
     pub cgroup: Option<PathBuf>,
+    pub progress: Option<Block>,
 }
 
 /// How a start attempt ended.
@@ -122,6 +125,11 @@ pub enum Started {
 }
 
 impl Launcher {
+    /// Beside the worker's socket: its progress block ([`crate::wire::progress`]).
+    pub fn progress_path(&self, spec: &WorkerSpec) -> PathBuf {
+        self.sockets_dir.join(format!("{}.progress", spec.name()))
+    }
+
     pub fn socket_path(&self, spec: &WorkerSpec) -> Result<PathBuf, String> {
         let path = self.sockets_dir.join(format!("{}.sock", spec.name()));
         match path.as_os_str().len() <= MAX_SOCKET_PATH {
@@ -181,6 +189,18 @@ impl Launcher {
         if !spec.batching.preferred.is_empty() {
             command.args(["--preferred", &join(&spec.batching.preferred)]);
         }
+        let progress_path = self.progress_path(spec);
+        let progress = match Block::create(&progress_path, spec.threads) {
+            Ok(block) => {
+                command.arg("--progress").arg(&progress_path);
+                Some(block)
+            }
+            Err(e) => {
+                tracing::warn!(model = %spec.model, version = spec.version, slot = spec.slot,
+                    "no progress block at {} ({e}): the worker is watched by pings alone", progress_path.display());
+                None
+            }
+        };
         let mut cgroup = None;
         if let Some(limit) = spec.memory_limit {
             command.args(["--memory-limit", &limit.to_string()]);
@@ -190,7 +210,7 @@ impl Launcher {
                 cgroup = Some(dir);
             }
         }
-        Ok(Spawned { child: command.spawn()?, cgroup })
+        Ok(Spawned { child: command.spawn()?, cgroup, progress })
     }
 
     /// A worker on a GPU sees only its own (numbered as NVML numbers them), and keeps

@@ -31,6 +31,7 @@
 mod codec;
 pub mod engine;
 pub mod manifest;
+pub mod progress;
 
 pub use crate::tensor::{DType, Tensor, TensorSpec, Values};
 use codec::{Reader, Source, Stream, Writer};

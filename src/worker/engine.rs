@@ -152,6 +152,7 @@ impl Engine {
     }
 
     fn execute(&self, ordered: Vec<Tensor>) -> Result<Vec<Tensor>, Failure> {
+        let _running = super::progress::running();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.backend.execute(ordered)));
         let outputs = match outcome {
             Ok(result) => result?,

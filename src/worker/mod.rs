@@ -20,6 +20,7 @@ pub mod memory;
 pub mod onnxruntime;
 pub mod plans;
 pub mod privileges;
+pub mod progress;
 pub mod rewrite;
 pub mod server;
 pub mod tract;
@@ -91,6 +92,9 @@ pub struct WorkerArgs {
     /// supervisor running as root).
     #[arg(long)]
     pub user: Option<String>,
+    /// The progress block the supervisor made for this worker ([`crate::wire::progress`]).
+    #[arg(long)]
+    pub progress: Option<PathBuf>,
 }
 
 /// The engine and its settings, on the command line of a worker and of `describe` alike
@@ -162,6 +166,11 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::debug!(limit, ?how, "memory limit applied");
     }
     let listener = bind(&args.socket)?;
+    if let Some(path) = &args.progress {
+        let block = crate::wire::progress::Block::open(path)
+            .map_err(|e| anyhow::anyhow!("could not map the progress block {}: {e}", path.display()))?;
+        progress::install(block);
+    }
     if let Some(user) = &args.user {
         privileges::become_user(user)?;
     }

@@ -29,9 +29,16 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// Runs the plan. On the CPU each node evaluated is a step of the worker's progress
+    /// ([`super::progress`]); tract-cuda's runtime has no such hook, so a GPU run is one
+    /// step, from start to answer.
     pub fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         match self {
-            Plan::Cpu(plan) => plan.run(inputs),
+            Plan::Cpu(plan) => plan.spawn()?.run_plan_with_eval(inputs, |context, state, node, inputs| {
+                let outputs = tract_onnx::tract_core::plan::eval(context, state, node, inputs);
+                super::progress::step();
+                outputs
+            }),
             Plan::Cuda(plan) => plan.run(inputs),
         }
     }

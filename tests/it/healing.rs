@@ -123,7 +123,7 @@ fn a_stopped_worker_is_found_hung_replaced_and_costs_no_request() {
         assert!(failed.is_empty(), "{} requests failed; the first: {:?}", failed.len(), failed[0]);
         let metrics = daemon.get("/metrics").body;
         assert!(metrics.contains(r#"modeld_worker_hangs_total{model="m",version="1"} 1"#), "{metrics}");
-        assert!(daemon.logs().contains("worker hung: it held"), "{}", daemon.logs());
+        assert!(daemon.logs().contains("worker hung: "), "{}", daemon.logs());
         let reason = daemon.health()["models"]["m"]["versions"]["1"]["workers"]["restarts"].as_u64().unwrap();
         assert!(reason >= 1);
     }

@@ -12,6 +12,7 @@ mod chaos;
 mod config_check;
 mod engines;
 mod gpu;
+mod hangs;
 mod healing;
 mod health;
 mod k8s;
