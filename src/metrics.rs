@@ -39,6 +39,7 @@ pub mod names {
     pub const HEALTH_CHECK_STATUS: &str = "modeld_health_check_status";
     pub const INFERENCE_DURATION_SECONDS: &str = "modeld_inference_duration_seconds";
     pub const INFLIGHT_REQUESTS: &str = "modeld_inflight_requests";
+    pub const LATEST_SKIPPED_TOTAL: &str = "modeld_latest_skipped_total";
     pub const MODEL_LOAD_DURATION_SECONDS: &str = "modeld_model_load_duration_seconds";
     pub const NONFINITE_OUTPUTS_TOTAL: &str = "modeld_nonfinite_outputs_total";
     pub const OUTPUT_CONTRACT_VIOLATIONS_TOTAL: &str = "modeld_output_contract_violations_total";
@@ -86,6 +87,7 @@ pub struct Metrics {
     pub worker_oom_kills: IntCounterVec,
     pub worker_hangs: IntCounterVec,
     pub worker_disconnects: IntCounterVec,
+    pub latest_skipped: IntCounterVec,
     pub nonfinite_outputs: IntCounterVec,
     pub contract_violations: IntCounterVec,
     pub shadow_requests: IntCounterVec,
@@ -177,6 +179,12 @@ impl Metrics {
             worker_hangs: counter(
                 names::WORKER_HANGS_TOTAL,
                 "Workers killed and restarted for hanging (holding requests without a reply or a ping answer), by model and version.",
+                MODEL_VERSION,
+            ),
+            latest_skipped: counter(
+                names::LATEST_SKIPPED_TOTAL,
+                "Newest versions a model on version = \"latest\" skipped because they could not serve (failed or \
+                 hung while loading), the version before them serving on, by model and the version skipped.",
                 MODEL_VERSION,
             ),
             worker_disconnects: counter(
@@ -278,6 +286,7 @@ impl Metrics {
             Box::new(self.worker_oom_kills.clone()),
             Box::new(self.worker_hangs.clone()),
             Box::new(self.worker_disconnects.clone()),
+            Box::new(self.latest_skipped.clone()),
             Box::new(self.nonfinite_outputs.clone()),
             Box::new(self.contract_violations.clone()),
             Box::new(self.shadow_requests.clone()),

@@ -386,7 +386,7 @@ impl Engine {
     fn fall_back_if_it_cannot_serve(self: &Arc<Self>, model: ModelConfig, first: Arc<Pool>) {
         let engine = self.clone();
         tokio::spawn(async move {
-            let timeout = model.device.start_timeout(engine.shared.server.get().worker_start_timeout) * 2;
+            let timeout = model.device.start_timeout(engine.shared.server.get().worker_start_timeout);
             let mut pool = first;
             while let Err(reason) = wait_ready(&pool, timeout).await {
                 let Ok(route) = engine.router.model(&model.name) else { return };
@@ -399,6 +399,7 @@ impl Engine {
                     return;
                 };
                 tracing::error!(model = %model.name, "{reason}; serving version {older}, the next newest, instead");
+                engine.shared.metrics.latest_skipped.with_label_values(&[&model.name, &pool.version.to_string()]).inc();
                 let next = engine.shared.supervisor.start(&model, older);
                 route.swap(RoutingTable::stable(next.clone()));
                 engine.shared.update(|s| s.model(&model.name).live = Some(older));
@@ -574,7 +575,7 @@ impl Engine {
                 let config = self.config();
                 let model_config = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
                 let pool = self.shared.supervisor.start(model_config, version);
-                let timeout = model_config.device.start_timeout(self.shared.server.get().worker_start_timeout) * 2;
+                let timeout = model_config.device.start_timeout(self.shared.server.get().worker_start_timeout);
                 if let Err(reason) = wait_ready(&pool, timeout).await {
                     self.shared.supervisor.stop(&pool).await;
                     return Err(cannot(&reason));
@@ -681,7 +682,7 @@ async fn wait_ready(pool: &Pool, timeout: Duration) -> Result<(), String> {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("version {} did not get ready in time", pool.version));
+            return Err(format!("version {} did not get ready within the start timeout ({timeout:?})", pool.version));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -126,7 +126,12 @@ impl Keeper {
             let gpu = self.launcher.gpu_for(spec).unwrap_or(Slot::NO_GPU);
             self.pool.slots[spec.slot].gpu.store(gpu, Ordering::Relaxed);
             let exit = match self.start(spec, &mut child, socket).await {
-                None => return self.stop_worker(spec, &mut child).await,
+                // Not ready, so holding no request: nothing to wait for (and a worker hung
+                // while loading would answer no SIGTERM).
+                None => {
+                    let _ = child.kill().await;
+                    return;
+                }
                 Some(Started::LoadFailed(reason)) => return self.fail(reason),
                 Some(Started::Lost { reason, status }) => Exit { reason, status, served: false, answered: 0 },
                 Some(Started::Ready { conn, info }) => {

@@ -244,7 +244,10 @@ mod tests {
 
     /// A connection holding one request its worker never answers (answering pings when
     /// `pongs`), and the task holding the request.
-    fn holding(pongs: bool) -> (Arc<WorkerConn>, tokio::task::JoinHandle<Result<(Vec<wire::Tensor>, wire::Timing), crate::router::CallError>>) {
+    fn holding(
+        pongs: bool,
+    ) -> (Arc<WorkerConn>, tokio::task::JoinHandle<Result<(Vec<wire::Tensor>, wire::Timing), crate::router::CallError>>)
+    {
         let (ours, theirs) = UnixStream::pair().unwrap();
         tokio::spawn(worker(theirs, pongs));
         let conn = WorkerConn::start(ours);
@@ -404,7 +407,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         block.release(slot);
         let sized = watched(&unset).hang_timeout();
-        assert!(sized >= Duration::from_millis(1200) && sized < Duration::from_secs(3), "4x the 300 ms step: {sized:?}");
+        assert!(
+            sized >= Duration::from_millis(1200) && sized < Duration::from_secs(3),
+            "4x the 300 ms step: {sized:?}"
+        );
         let set = pool(Some(Duration::from_millis(700)));
         assert_eq!(watched(&set).hang_timeout(), Duration::from_millis(700), "the model's own wins");
     }

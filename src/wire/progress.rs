@@ -162,7 +162,9 @@ impl Block {
                     tid: self.slot_word(slot, 0).load(Ordering::Acquire),
                     held: Duration::from_nanos(now.saturating_sub(since)),
                     steps: self.slot_word(slot, 2).load(Ordering::Acquire),
-                    since_step: Duration::from_nanos(now.saturating_sub(self.slot_word(slot, 3).load(Ordering::Acquire))),
+                    since_step: Duration::from_nanos(
+                        now.saturating_sub(self.slot_word(slot, 3).load(Ordering::Acquire)),
+                    ),
                 })
             })
             .collect()

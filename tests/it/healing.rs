@@ -253,3 +253,105 @@ fn a_connection_broken_under_a_live_worker_is_noticed_and_the_worker_replaced() 
     assert!(daemon.get("/metrics").body.contains(r#"modeld_worker_disconnects_total{model="m",version="1"} 1"#));
     assert_eq!(daemon.post("/v2/models/m/infer", body).status, 200);
 }
+
+/// A model on `latest` serving v1, a blue-green gate short enough for a test, and a
+/// two-second start timeout.
+fn latest_daemon() -> TestDaemon {
+    let lines = "version = \"latest\"\nworkers = 1\ndeploy = { strategy = \"blue_green\", shadow = \"500ms\", bake = \"500ms\", check_every = \"100ms\" }\n";
+    TestDaemon::ready(
+        Setup::new()
+            .server("worker_start_timeout = \"2s\"")
+            .server_section(crate::rollouts::HEALTH)
+            .model_with(ModelFiles::new("m", 1, family::good(1.0)), lines),
+    )
+}
+
+/// Stops (SIGSTOP) the first worker that is not one of `before` as soon as it appears,
+/// so that it hangs while loading; its pid.
+fn stop_the_next_worker(daemon: &TestDaemon, before: &[i32]) -> i32 {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = daemon.worker_pids().into_iter().find(|p| !before.contains(p)) {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no new worker started:\n{}", daemon.logs());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// At any time, not only at start: a newest version that hangs while loading, then one
+/// that fails to load, are each skipped once, with a log line and a metric, the wait
+/// bounded by the start timeout once; the version before them serves throughout.
+#[test]
+fn latest_skips_a_newest_version_that_hangs_or_fails_while_loading_at_any_time() {
+    use crate::load::{Load, Pattern};
+    use crate::rollouts::{history, stable_version};
+    use std::time::{Duration, Instant};
+    let daemon = latest_daemon();
+    let load = Load::start(&daemon, "m", Pattern { clients: 2, ..Pattern::default() });
+    let before = daemon.worker_pids();
+    // v2: slow to load (a 512-wide matrix product per layer), and stopped as it starts.
+    ModelFiles::new("m", 2, family::slow(400)).write_to(&daemon.path().join("models"));
+    let hung = stop_the_next_worker(&daemon, &before);
+    let stopped = Instant::now();
+    daemon.wait_until("v2 skipped", Duration::from_secs(20), || {
+        history(&daemon).last().is_some_and(|r| r["outcome"] == "failed")
+    });
+    let waited = stopped.elapsed();
+    eprintln!(
+        "FIGURE latest: a newest version hanging while loading was skipped {waited:?} after it stopped (start timeout 2 s)"
+    );
+    assert!(waited < Duration::from_millis(3500), "the wait was not bounded by the start timeout once: {waited:?}");
+    let record = history(&daemon).pop().unwrap();
+    assert!(
+        record["reason"].as_str().unwrap().contains("did not get 1 workers ready within the start timeout (2s)"),
+        "{record}"
+    );
+    assert_eq!(stable_version(&daemon), 1);
+    daemon.wait_until("the stuck worker stopped", Duration::from_secs(10), || !daemon.worker_pids().contains(&hung));
+
+    // v3: decodes, but its golden example fails: skipped at once.
+    let wrong = "[[golden]]\ninputs.x = { shape = [1, 4], data = [1.0, 1.0, 1.0, 1.0] }\noutputs.y = { shape = [1, 1], data = [-99.0] }\n";
+    ModelFiles::new("m", 3, family::good(1.0)).with_manifest(wrong).write_to(&daemon.path().join("models"));
+    daemon.wait_until("v3 skipped", Duration::from_secs(20), || {
+        history(&daemon).last().is_some_and(|r| r["to"] == 3 && r["outcome"] == "failed")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let report = load.stop();
+    report.assert_failures_only_from(None);
+    assert_eq!(stable_version(&daemon), 1);
+    assert_eq!(history(&daemon).len(), 2, "a skipped version was tried again: {:?}", history(&daemon));
+    let metrics = daemon.get("/metrics").body;
+    for version in [2, 3] {
+        let line = format!("modeld_latest_skipped_total{{model=\"m\",version=\"{version}\"}} 1");
+        assert!(metrics.contains(&line), "missing {line}");
+        assert!(daemon.logs().contains(&format!("skipping version {version}, the newest")), "{}", daemon.logs());
+    }
+}
+
+/// At a first start too, a newest version that hangs while loading gives way to the one
+/// before it after the start timeout once, with the metric.
+#[test]
+fn latest_falls_back_from_a_newest_version_hanging_at_start_within_the_start_timeout() {
+    use std::time::{Duration, Instant};
+    let setup = Setup::new()
+        .server("worker_start_timeout = \"2s\"")
+        .model_with(ModelFiles::new("m", 1, family::good(1.0)), "version = \"latest\"\nworkers = 1\n")
+        .files(ModelFiles::new("m", 2, family::slow(400)));
+    let daemon = TestDaemon::start(setup);
+    let hung = stop_the_next_worker(&daemon, &[]);
+    let stopped = Instant::now();
+    let body = r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}"#;
+    daemon.wait_until("version 1 to serve", Duration::from_secs(20), || {
+        daemon.post("/v2/models/m/infer", body).version == Some(1)
+    });
+    let waited = stopped.elapsed();
+    eprintln!(
+        "FIGURE latest: at start, version 1 served {waited:?} after the newest hung while loading (start timeout 2 s)"
+    );
+    assert!(waited < Duration::from_millis(4000), "{waited:?}");
+    assert!(!daemon.worker_pids().contains(&hung));
+    assert!(daemon.get("/metrics").body.contains("modeld_latest_skipped_total{model=\"m\",version=\"2\"} 1"));
+}

@@ -148,11 +148,23 @@ impl Runner {
         };
         self.enter(end);
         self.record_end(outcome.name(), reason.clone());
+        if outcome == Outcome::Failed && self.record.origin == "watch" {
+            self.skip_latest(reason.as_deref().unwrap_or_default());
+        }
         tracing::info!(model = %self.model.name, to = self.record.to, %outcome, ?reason, "rollout ended");
         self.record.outcome = Some(outcome);
         self.record.reason = reason;
         self.record.ended_at = Some(state::now());
         self.record
+    }
+
+    /// A newest version the repository watch rolled out could not serve: it is skipped
+    /// (the version before it serves on) until a newer one appears.
+    fn skip_latest(&self, reason: &str) {
+        let (model, version) = (&self.model.name, self.record.to);
+        self.shared.metrics.latest_skipped.with_label_values(&[model, &version.to_string()]).inc();
+        let serving = self.record.from.map_or("no version".into(), |v| format!("version {v}"));
+        tracing::error!(model = %model, version, "skipping version {version}, the newest: {reason}; {serving} serves on");
     }
 
     /// Reports a new phase to followers, the metrics and the persisted record.
@@ -221,8 +233,9 @@ impl Runner {
 
     /// Waits until `want` of the candidate's workers are ready. Err: why it cannot be.
     async fn wait_ready(&mut self, pool: &Arc<Pool>, want: usize) -> Result<(), String> {
-        let deadline =
-            Instant::now() + self.model.device.start_timeout(self.shared.server.get().worker_start_timeout) * 2;
+        // Bounded once: the worker's own handshake gives up after the same time.
+        let timeout = self.model.device.start_timeout(self.shared.server.get().worker_start_timeout);
+        let deadline = Instant::now() + timeout;
         loop {
             if let PoolPhase::Failed { reason } = &*pool.phase() {
                 return Err(format!("version {} failed to start: {reason}", pool.version));
@@ -231,7 +244,10 @@ impl Runner {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("version {} did not get {want} workers ready in time", pool.version));
+                return Err(format!(
+                    "version {} did not get {want} workers ready within the start timeout ({timeout:?})",
+                    pool.version
+                ));
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
