@@ -12,6 +12,7 @@
 //! (Ir(FORM, N) - Ir(none, N)) / N.
 
 use modeld::front::oip;
+use modeld::router::ModelInfo;
 use modeld::tensor::{DType, Tensor, TensorSpec, Values};
 use std::time::Instant;
 
@@ -26,6 +27,14 @@ fn main() {
     let outputs = [TensorSpec { name: "probabilities".into(), dtype: DType::F32, shape: vec![None, Some(2)] }];
     let answer =
         [Tensor::from_values("probabilities", vec![1, 2], Values::F32(vec![0.484_285_65, 0.515_714_4])).unwrap()];
+    let info = ModelInfo {
+        load_mode: "strict".into(),
+        plans_built: 0,
+        device: "cpu".into(),
+        inputs: inputs.to_vec(),
+        outputs: outputs.to_vec(),
+        labels: None,
+    };
     let started = Instant::now();
     let mut bytes_out = 0;
     for _ in 0..iterations {
@@ -37,7 +46,7 @@ fn main() {
         let request = oip::parse_body(body, binary).expect("the body reads");
         oip::check(&request, &inputs, &outputs).expect("the body fits the signature");
         let to_worker = std::hint::black_box(request.inputs.clone());
-        let encoded = oip::infer_response("tabular_mlp", "1", &request, &answer);
+        let encoded = oip::infer_response("tabular_mlp", "1", &request, &answer, &info).expect("floats encode");
         bytes_out += encoded.body.len() + to_worker.len();
     }
     let per = started.elapsed() / iterations.max(1) as u32;

@@ -94,7 +94,7 @@ impl Baseline {
 }
 
 fn respond(outputs: &[Tensor]) -> String {
-    oip::encode_response("baseline", "1", None, &outputs.iter().collect::<Vec<_>>())
+    oip::encode_response("baseline", "1", None, &outputs.iter().collect::<Vec<_>>()).unwrap_or_else(|e| e.body())
 }
 
 fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -6,8 +6,10 @@
 //! tract). Keeping the elements as bytes means a tensor crosses the wire with one copy and
 //! no per-element work; typed access goes through [`Tensor::values`]. Strings (OIP `BYTES`)
 //! are stored as a sequence of `u32le length + bytes` records, as Triton's binary encoding
-//! of BYTES tensors does.
+//! of BYTES tensors does. Half-precision elements (`FP16`, `BF16`) are their two
+//! little-endian bytes, as the binary tensor extension and ONNX lay them out.
 
+use half::{bf16, f16};
 use std::fmt;
 
 /// Element types modeld serves. The names are the Open Inference Protocol's datatypes.
@@ -25,10 +27,15 @@ pub enum DType {
     F32,
     F64,
     Bytes,
+    /// IEEE 754 half precision (binary16).
+    F16,
+    /// bfloat16: f32's exponent with 7 bits of mantissa.
+    BF16,
 }
 
 impl DType {
-    pub const ALL: [DType; 12] = [
+    /// Every type, in wire-code order: new types go at the end, so codes stay put.
+    pub const ALL: [DType; 14] = [
         DType::Bool,
         DType::U8,
         DType::U16,
@@ -41,6 +48,8 @@ impl DType {
         DType::F32,
         DType::F64,
         DType::Bytes,
+        DType::F16,
+        DType::BF16,
     ];
 
     /// The OIP datatype name (`FP32`, `INT64`, `BYTES`, ...).
@@ -58,6 +67,8 @@ impl DType {
             DType::F32 => "FP32",
             DType::F64 => "FP64",
             DType::Bytes => "BYTES",
+            DType::F16 => "FP16",
+            DType::BF16 => "BF16",
         }
     }
 
@@ -69,7 +80,7 @@ impl DType {
     pub fn size(self) -> Option<usize> {
         match self {
             DType::Bool | DType::U8 | DType::I8 => Some(1),
-            DType::U16 | DType::I16 => Some(2),
+            DType::U16 | DType::I16 | DType::F16 | DType::BF16 => Some(2),
             DType::U32 | DType::I32 | DType::F32 => Some(4),
             DType::U64 | DType::I64 | DType::F64 => Some(8),
             DType::Bytes => None,
@@ -86,7 +97,19 @@ impl DType {
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+
+    /// The largest finite value of a float type (`None` for the others): a number past it
+    /// is out of the type's range, refused rather than made infinite.
+    pub fn largest_finite(self) -> Option<f64> {
+        match self {
+            DType::F16 => Some(f16::MAX.to_f64()),
+            DType::BF16 => Some(bf16::MAX.to_f64()),
+            DType::F32 => Some(f64::from(f32::MAX)),
+            DType::F64 => Some(f64::MAX),
+            _ => None,
+        }
     }
 }
 
@@ -304,12 +327,20 @@ pub enum Values {
     F32(Vec<f32>),
     F64(Vec<f64>),
     Bytes(Vec<Vec<u8>>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
 }
 
-/// Applies `$body` to the vector inside any numeric `Values` variant, binding it to `$v`.
+/// Applies `$body` to the vector inside any numeric `Values` variant, binding it to `$v`
+/// (the half-precision ones too, unless a `half` arm is given for them).
 macro_rules! with_numeric {
     ($values:expr, $v:ident => $body:expr, bool $b:ident => $bool_body:expr, bytes $s:ident => $bytes_body:expr) => {
+        with_numeric!($values, $v => $body, half $v => $body, bool $b => $bool_body, bytes $s => $bytes_body)
+    };
+    ($values:expr, $v:ident => $body:expr, half $h:ident => $half_body:expr, bool $b:ident => $bool_body:expr, bytes $s:ident => $bytes_body:expr) => {
         match $values {
+            Values::F16($h) => $half_body,
+            Values::BF16($h) => $half_body,
             Values::Bool($b) => $bool_body,
             Values::U8($v) => $body,
             Values::U16($v) => $body,
@@ -341,6 +372,8 @@ impl Values {
             Values::F32(_) => DType::F32,
             Values::F64(_) => DType::F64,
             Values::Bytes(_) => DType::Bytes,
+            Values::F16(_) => DType::F16,
+            Values::BF16(_) => DType::BF16,
         }
     }
 
@@ -367,6 +400,8 @@ impl Values {
             DType::F32 => Values::F32(Vec::with_capacity(capacity)),
             DType::F64 => Values::F64(Vec::with_capacity(capacity)),
             DType::Bytes => Values::Bytes(Vec::with_capacity(capacity)),
+            DType::F16 => Values::F16(Vec::with_capacity(capacity)),
+            DType::BF16 => Values::BF16(Vec::with_capacity(capacity)),
         }
     }
 
@@ -409,6 +444,8 @@ impl Values {
             DType::F32 => Values::F32(le(data, f32::from_le_bytes)),
             DType::F64 => Values::F64(le(data, f64::from_le_bytes)),
             DType::Bytes => Values::Bytes(split_strings(data)),
+            DType::F16 => Values::F16(le(data, f16::from_le_bytes)),
+            DType::BF16 => Values::BF16(le(data, bf16::from_le_bytes)),
         }
     }
 
@@ -417,9 +454,44 @@ impl Values {
     pub fn to_f64(&self) -> Vec<f64> {
         with_numeric!(self,
             v => v.iter().map(|x| *x as f64).collect(),
+            half h => h.iter().map(|x| x.to_f64()).collect(),
             bool b => b.iter().map(|x| f64::from(u8::from(*x))).collect(),
             bytes _s => Vec::new())
     }
+}
+
+/// The half-precision value nearest to `v`, ties to even; `None` when `v` is not finite or
+/// rounds past the type's largest finite value (65,504 for FP16).
+pub fn f16_from_f64(v: f64) -> Option<f16> {
+    round_to_precision(v, 11, -14, f16::MAX.to_f64()).map(f16::from_f64)
+}
+
+/// The bfloat16 value nearest to `v`, ties to even; `None` as for [`f16_from_f64`].
+pub fn bf16_from_f64(v: f64) -> Option<bf16> {
+    round_to_precision(v, 8, -126, bf16::MAX.to_f64()).map(bf16::from_f64)
+}
+
+/// `v` rounded to nearest, ties to even, on the grid of a binary float with `precision`
+/// significant bits and `min_exponent` as its smallest normal exponent (below it, the
+/// subnormals' fixed spacing); `None` past `largest`. The result is exact in that format,
+/// so converting it is exact too: `half`'s own `from_f64` drops the low 32 bits of the
+/// f64 before rounding, which rounds a value just above a tie down.
+fn round_to_precision(v: f64, precision: i32, min_exponent: i32, largest: f64) -> Option<f64> {
+    if !v.is_finite() {
+        return None;
+    }
+    let magnitude = v.abs();
+    // The binade's exponent (f64 subnormals are far below any half-precision grid).
+    let exponent = ((magnitude.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let spacing = power_of_two(exponent.max(min_exponent) - (precision - 1));
+    // Dividing by a power of two is exact; so is multiplying the whole number back.
+    let rounded = (magnitude / spacing).round_ties_even() * spacing;
+    (rounded <= largest).then(|| rounded.copysign(v))
+}
+
+/// 2^k for k within f64's normal exponents.
+fn power_of_two(k: i32) -> f64 {
+    f64::from_bits(((k + 1023) as u64) << 52)
 }
 
 fn split_strings(mut data: &[u8]) -> Vec<Vec<u8>> {
@@ -445,11 +517,77 @@ mod tests {
             Values::Bool(vec![true, false]),
             Values::U16(vec![65535, 1]),
             Values::Bytes(vec![b"setosa".to_vec(), Vec::new()]),
+            Values::F16(vec![f16::from_f32(1.5), f16::MAX, f16::NEG_INFINITY]),
+            Values::BF16(vec![bf16::from_f32(-2.5), bf16::MIN_POSITIVE_SUBNORMAL]),
         ];
         for values in cases {
             let dtype = values.dtype();
             let bytes = values.clone().into_bytes();
             assert_eq!(Values::from_bytes(dtype, &bytes), values);
+        }
+    }
+
+    /// Half-precision elements are their IEEE bits, little-endian: 1.0 is 0x3C00 in FP16
+    /// and 0x3F80 in BF16.
+    #[test]
+    fn half_precision_elements_are_two_little_endian_bytes() {
+        let t = Tensor::from_values("h", vec![2], Values::F16(vec![f16::ONE, f16::from_f32(-2.0)])).unwrap();
+        assert_eq!(t.data, [0x00, 0x3C, 0x00, 0xC0]);
+        let t = Tensor::from_values("b", vec![1], Values::BF16(vec![bf16::ONE])).unwrap();
+        assert_eq!(t.data, [0x80, 0x3F]);
+        assert_eq!(t.to_f64(), vec![1.0]);
+        let odd = Tensor { name: "h".into(), dtype: DType::F16, shape: vec![2], data: vec![0; 3] };
+        assert!(matches!(odd.check(), Err(TensorError::PartialElement { size: 2, .. })));
+    }
+
+    /// Rounding to nearest, ties to even, from the f64 a client's number parsed to; past
+    /// the largest finite value is refused (`None`), not made infinite.
+    #[test]
+    fn half_precision_rounds_to_nearest_even_and_refuses_what_overflows() {
+        let f16_bits = |v: f64| f16_from_f64(v).map(f16::to_bits);
+        // 1 + 2^-11 lies halfway between 1 and the next FP16 (1 + 2^-10): to even, 1.
+        assert_eq!(f16_bits(1.0 + 2f64.powi(-11)), Some(0x3C00));
+        // Just above the tie rounds up, even when the excess is in the f64's low 32 bits
+        // (where `half`'s own conversion does not look).
+        assert_eq!(f16_bits(1.0 + 2f64.powi(-11) + 2f64.powi(-40)), Some(0x3C01));
+        // 1 + 3 * 2^-11 is halfway between 0x3C01 and 0x3C02: to even, 0x3C02.
+        assert_eq!(f16_bits(1.0 + 3.0 * 2f64.powi(-11)), Some(0x3C02));
+        assert_eq!(f16_bits(0.1), Some(0x2E66));
+        assert_eq!(f16_bits(-0.0), Some(0x8000));
+        // Subnormals: 2^-24 is the smallest; half of it is a tie to zero, a bit more is not.
+        assert_eq!(f16_bits(2f64.powi(-24)), Some(0x0001));
+        assert_eq!(f16_bits(2f64.powi(-25)), Some(0x0000));
+        assert_eq!(f16_bits(2f64.powi(-25) * 1.0001), Some(0x0001));
+        // 65504 is the largest; up to 65520 (exclusive) rounds down to it.
+        assert_eq!(f16_bits(65504.0), Some(0x7BFF));
+        assert_eq!(f16_bits(-65519.99), Some(0xFBFF));
+        assert_eq!(f16_bits(65520.0), None);
+        assert_eq!(f16_bits(1e300), None);
+        assert_eq!(f16_bits(f64::INFINITY), None);
+        assert_eq!(f16_bits(f64::NAN), None);
+
+        let bf16_bits = |v: f64| bf16_from_f64(v).map(bf16::to_bits);
+        assert_eq!(bf16_bits(1.0), Some(0x3F80));
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: to even, 1.
+        assert_eq!(bf16_bits(1.0 + 2f64.powi(-8)), Some(0x3F80));
+        assert_eq!(bf16_bits(1.0 + 2f64.powi(-8) + 2f64.powi(-45)), Some(0x3F81));
+        assert_eq!(bf16_bits(3.3895313892515355e38), Some(0x7F7F));
+        assert_eq!(bf16_bits(3.4e38), None);
+        assert_eq!(bf16_bits(-1e-45), Some(0x8000));
+    }
+
+    /// Every FP16 value converts back to itself from its f64, and each midpoint between
+    /// neighbours goes to the even one: the whole format checked, not samples.
+    #[test]
+    fn every_f16_value_and_midpoint_converts_as_ieee_says() {
+        for bits in 0..0x7C00u16 {
+            let v = f16::from_bits(bits);
+            assert_eq!(f16_from_f64(v.to_f64()).map(f16::to_bits), Some(bits), "{v}");
+            if bits < 0x7BFF {
+                let midpoint = (v.to_f64() + f16::from_bits(bits + 1).to_f64()) / 2.0;
+                let even = if bits % 2 == 0 { bits } else { bits + 1 };
+                assert_eq!(f16_from_f64(midpoint).map(f16::to_bits), Some(even), "midpoint after {v}");
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The fast path for float tensors in JSON: a flat or nested array of plain numbers,
-//! scanned once from the raw text into a `Vec<f32>` or `Vec<f64>`.
+//! scanned once from the raw text into a `Vec<f32>` or `Vec<f64>` (or FP16 and BF16,
+//! rounded from the number's correctly rounded double).
 //!
 //! serde_json hands every element to a visitor through several calls and parses each
 //! number in general; for an image of 150,528 numbers that was most of the supervisor's
@@ -14,7 +15,8 @@
 //! and every error is worded in one place.
 
 use super::json::{Parsed, Shape};
-use crate::tensor::{DType, Values};
+use crate::tensor::{self, DType, Values};
+use half::{bf16, f16};
 
 /// Deeper nesting goes to the general parse (which has its own limit).
 const MAX_DEPTH: usize = 32;
@@ -39,6 +41,8 @@ pub fn parse_prefix(bytes: &[u8], at: usize, dtype: DType) -> Option<(Parsed, us
     match dtype {
         DType::F32 => scan::<f32>(bytes, at).map(|(shape, v, end)| (Parsed { shape, values: Values::F32(v) }, end)),
         DType::F64 => scan::<f64>(bytes, at).map(|(shape, v, end)| (Parsed { shape, values: Values::F64(v) }, end)),
+        DType::F16 => scan::<f16>(bytes, at).map(|(shape, v, end)| (Parsed { shape, values: Values::F16(v) }, end)),
+        DType::BF16 => scan::<bf16>(bytes, at).map(|(shape, v, end)| (Parsed { shape, values: Values::BF16(v) }, end)),
         _ => None,
     }
 }
@@ -59,6 +63,19 @@ impl Float for f32 {
 impl Float for f64 {
     fn from_f64(v: f64) -> Option<f64> {
         Some(v)
+    }
+}
+
+/// Nearest, ties to even; past 65,504 declined (the general parse words the refusal).
+impl Float for f16 {
+    fn from_f64(v: f64) -> Option<f16> {
+        tensor::f16_from_f64(v)
+    }
+}
+
+impl Float for bf16 {
+    fn from_f64(v: f64) -> Option<bf16> {
+        tensor::bf16_from_f64(v)
     }
 }
 
@@ -279,6 +296,26 @@ mod tests {
         }
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
         assert_eq!(floats(&deep), None);
+    }
+
+    /// Half-precision tensors are scanned too: each number its correctly rounded double,
+    /// rounded to nearest even; a number out of range is left to the general parse, to be
+    /// refused with its reason.
+    #[test]
+    fn half_precision_is_scanned_from_each_numbers_double() {
+        let numbers = ["0.1", "-2.5e-3", "65504", "1.00048828125", "7", "6e-8", "1e-40"];
+        let text = format!("[[{}], [{}]]", numbers[..3].join(","), numbers[3..6].join(","));
+        let doubles: Vec<f64> = numbers[..6].iter().map(|n| n.parse().unwrap()).collect();
+        let p = parse(&text, DType::F16).unwrap();
+        assert_eq!(p.shape, vec![2, 3]);
+        let want: Option<Vec<f16>> = doubles.iter().map(|v| tensor::f16_from_f64(*v)).collect();
+        assert_eq!(p.values, Values::F16(want.unwrap()));
+        let p = parse(&text, DType::BF16).unwrap();
+        let want: Option<Vec<bf16>> = doubles.iter().map(|v| tensor::bf16_from_f64(*v)).collect();
+        assert_eq!(p.values, Values::BF16(want.unwrap()));
+        assert_eq!(parse("[1e-40]", DType::F16).unwrap().values, Values::F16(vec![f16::ZERO]));
+        assert!(parse("[70000]", DType::F16).is_none());
+        assert!(parse("[70000]", DType::BF16).is_some());
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct RequestedOutput {
 pub struct OutputParameters {
     #[serde(default)]
     pub binary_data: Option<bool>,
+    /// Triton's classification extension: the output's K largest classes instead of it.
+    #[serde(default)]
+    pub classification: Option<i64>,
 }
 
 /// Reads an infer body's JSON.
@@ -171,7 +174,7 @@ mod tests {
             {"name": "n", "shape": [1], "datatype": "INT64", "data": [3]},
             {"name": "late", "shape": [1], "data": [4.5], "datatype": "FP64"},
             {"name": "b", "shape": [1], "datatype": "FP32", "data": null, "parameters": {"binary_data_size": 4}}
-        ], "outputs": [{"name": "y", "parameters": {"binary_data": true}}], "parameters": {"binary_data_output": true}}"#;
+        ], "outputs": [{"name": "y", "parameters": {"binary_data": true, "classification": 2}}], "parameters": {"binary_data_output": true}}"#;
         let body = one_pass(json).expect("read in one pass");
         assert_eq!(scanned(&body), [true, false, false, false]);
         assert!(matches!(&body.inputs[0].data, InputData::Scanned(Values::F32(v)) if v == &[1.5, 2.0]));
@@ -181,6 +184,7 @@ mod tests {
         assert_eq!(body.inputs[3].parameters.binary_data_size, Some(4));
         assert_eq!(body.id.as_deref(), Some("7"));
         assert_eq!(body.outputs.as_ref().unwrap()[0].parameters.binary_data, Some(true));
+        assert_eq!(body.outputs.as_ref().unwrap()[0].parameters.classification, Some(2));
         assert!(body.parameters.binary_data_output);
     }
 

@@ -3,15 +3,18 @@
 //! Parsing walks the raw JSON of a `data` (or `features`) array once, flattening nested
 //! arrays row-major straight into a typed vector and recording the nested shape (ragged
 //! arrays are refused). Each number is checked against the element type: `300` is not a
-//! UINT8, `1.5` not an INT64. Printing serializes elements straight from a tensor's bytes.
+//! UINT8, `1.5` not an INT64, `70000` not an FP16 (out of range: refused, never made
+//! infinite); FP16 and BF16 take the nearest value, ties to even. Printing serializes
+//! elements straight from a tensor's bytes; BYTES elements print as JSON strings only
+//! when they are UTF-8 (JSON cannot carry other bytes without loss).
 //!
 //! Float tensors, the large ones (an image is 150,528 numbers), first take a fast path
 //! ([`super::floats`]) that scans plain numbers and brackets without serde's per-element
 //! calls; anything it does not take is parsed here, which also words every error.
 
-use crate::tensor::{DType, Tensor, Values};
+use crate::tensor::{self, DType, Tensor, Values};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeSeq, Serializer};
+use serde::ser::{self, Serialize, SerializeSeq, Serializer};
 use std::fmt;
 
 /// A JSON array parsed for one element type: its elements row-major, and its nested shape.
@@ -99,8 +102,13 @@ impl Walk {
     fn push(&mut self, v: Scalar, depth: usize) -> Result<(), String> {
         self.shape.leaf(depth)?;
         let index = self.values.len();
-        push_scalar(&mut self.values, v)
-            .ok_or_else(|| format!("element {index}: {v} is not a valid {} value", self.values.dtype()))
+        let dtype = self.values.dtype();
+        push_scalar(&mut self.values, v).ok_or_else(|| match (v, dtype.largest_finite()) {
+            (Scalar::U(_) | Scalar::I(_) | Scalar::F(_), Some(largest)) => {
+                format!("element {index}: {v} is not a valid {dtype} value (out of range: its largest is ±{largest})")
+            }
+            _ => format!("element {index}: {v} is not a valid {dtype} value"),
+        })
     }
 }
 
@@ -197,6 +205,8 @@ fn push_scalar(values: &mut Values, v: Scalar) -> Option<()> {
         // A finite number past FP32's range would silently become infinity: refused.
         Values::F32(out) => out.push(Some(float(v)? as f32).filter(|x| x.is_finite())?),
         Values::F64(out) => out.push(float(v)?),
+        Values::F16(out) => out.push(tensor::f16_from_f64(float(v)?)?),
+        Values::BF16(out) => out.push(tensor::bf16_from_f64(float(v)?)?),
         Values::U8(out) => out.push(int(v)?),
         Values::U16(out) => out.push(int(v)?),
         Values::U32(out) => out.push(int(v)?),
@@ -214,6 +224,9 @@ fn push_scalar(values: &mut Values, v: Scalar) -> Option<()> {
 }
 
 /// A tensor's elements as a flat JSON array, serialized straight from its bytes.
+///
+/// A BYTES element that is not UTF-8 fails the serialization (see [`first_non_utf8`],
+/// which callers check first to word the refusal): it is never replaced by U+FFFD.
 ///
 /// JSON has no NaN or infinity. A float output reaches a client holding one only when the
 /// version's model.toml allows it (the worker fails the request otherwise); it is then
@@ -287,10 +300,25 @@ impl Serialize for Data<'_> {
                     seq.serialize_element(&Float(f64::from_le_bytes(c.try_into().expect("chunk"))))?;
                 }
             }
+            // Widening to f32 is exact, and f32's shortest decimal reads back to the same
+            // half-precision value.
+            DType::F16 => {
+                for c in t.data.chunks_exact(2) {
+                    seq.serialize_element(&Float32(half::f16::from_le_bytes([c[0], c[1]]).to_f32()))?;
+                }
+            }
+            DType::BF16 => {
+                for c in t.data.chunks_exact(2) {
+                    seq.serialize_element(&Float32(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))?;
+                }
+            }
             DType::Bytes => {
                 if let Values::Bytes(items) = t.values() {
-                    for item in items {
-                        seq.serialize_element(&String::from_utf8_lossy(&item))?;
+                    for (i, item) in items.iter().enumerate() {
+                        let text = std::str::from_utf8(item).map_err(|e| {
+                            ser::Error::custom(format!("output '{}': element {i} is not UTF-8: {e}", t.name))
+                        })?;
+                        seq.serialize_element(text)?;
                     }
                 }
             }
@@ -299,9 +327,39 @@ impl Serialize for Data<'_> {
     }
 }
 
+/// The index of the first BYTES element of `t` that is not UTF-8, and why; `None` when
+/// every one is (or `t` holds no strings).
+pub fn first_non_utf8(t: &Tensor) -> Option<(usize, std::str::Utf8Error)> {
+    match t.values() {
+        Values::Bytes(items) => {
+            items.iter().enumerate().find_map(|(i, b)| std::str::from_utf8(b).err().map(|e| (i, e)))
+        }
+        _ => None,
+    }
+}
+
+/// How [`elements`] writes BYTES elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    /// As text where they are UTF-8, else as `{"b64": "..."}`: lossless either way.
+    TextOrBase64,
+    /// Every one as `{"b64": "..."}` (TF Serving's form for tensors named `*_bytes`).
+    Base64,
+}
+
+/// A string element as JSON, by [`Strings`].
+fn string_value(bytes: Vec<u8>, strings: Strings) -> serde_json::Value {
+    use base64::Engine;
+    match (strings, String::from_utf8(bytes)) {
+        (Strings::TextOrBase64, Ok(text)) => serde_json::Value::String(text),
+        (_, Ok(text)) => serde_json::json!({ "b64": base64::engine::general_purpose::STANDARD.encode(text) }),
+        (_, Err(e)) => serde_json::json!({ "b64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes()) }),
+    }
+}
+
 /// A tensor's elements as JSON values, row-major (non-finite floats named as [`Float`]
-/// names them; strings as text).
-pub fn elements(t: &Tensor) -> Vec<serde_json::Value> {
+/// names them; strings as [`Strings`] says).
+pub fn elements(t: &Tensor, strings: Strings) -> Vec<serde_json::Value> {
     use serde_json::Value;
     match t.values() {
         Values::Bool(v) => v.into_iter().map(Value::from).collect(),
@@ -315,7 +373,9 @@ pub fn elements(t: &Tensor) -> Vec<serde_json::Value> {
         Values::I64(v) => v.into_iter().map(Value::from).collect(),
         Values::F32(v) => v.into_iter().map(|x| float_value(f64::from(x))).collect(),
         Values::F64(v) => v.into_iter().map(float_value).collect(),
-        Values::Bytes(v) => v.into_iter().map(|b| Value::from(String::from_utf8_lossy(&b).into_owned())).collect(),
+        Values::F16(v) => v.into_iter().map(|x| float_value(x.to_f64())).collect(),
+        Values::BF16(v) => v.into_iter().map(|x| float_value(x.to_f64())).collect(),
+        Values::Bytes(v) => v.into_iter().map(|b| string_value(b, strings)).collect(),
     }
 }
 
@@ -339,10 +399,11 @@ mod tests {
     #[test]
     fn tensors_nest_by_their_shape() {
         let t = Tensor::from_values("x", vec![2, 3], Values::I64(vec![1, 2, 3, 4, 5, 6])).unwrap();
-        assert_eq!(nest(&elements(&t), &t.shape), serde_json::json!([[1, 2, 3], [4, 5, 6]]));
-        assert_eq!(nest(&elements(&t), &[3, 2]), serde_json::json!([[1, 2], [3, 4], [5, 6]]));
+        let text = Strings::TextOrBase64;
+        assert_eq!(nest(&elements(&t, text), &t.shape), serde_json::json!([[1, 2, 3], [4, 5, 6]]));
+        assert_eq!(nest(&elements(&t, text), &[3, 2]), serde_json::json!([[1, 2], [3, 4], [5, 6]]));
         let s = Tensor::from_values("s", vec![1], Values::F32(vec![f32::NEG_INFINITY])).unwrap();
-        assert_eq!(nest(&elements(&s), &[]), serde_json::json!("-Infinity"));
+        assert_eq!(nest(&elements(&s, text), &[]), serde_json::json!("-Infinity"));
     }
 
     #[test]
@@ -384,7 +445,7 @@ mod tests {
     #[test]
     fn numbers_past_fp32s_range_are_refused_not_made_infinite() {
         let e = parse("[1, 1e39]", DType::F32).unwrap_err();
-        assert!(e.starts_with("element 1: ") && e.ends_with("is not a valid FP32 value"), "{e}");
+        assert!(e.starts_with("element 1: ") && e.contains("is not a valid FP32 value (out of range"), "{e}");
         assert!(parse("[-3.5e38]", DType::F32).is_err());
         assert_eq!(parse("[3.4e38]", DType::F32).unwrap().values, Values::F32(vec![3.4e38]));
         assert_eq!(parse("[1e39]", DType::F64).unwrap().values, Values::F64(vec![1e39]));
@@ -403,6 +464,63 @@ mod tests {
         .unwrap();
         assert!(parse(&regression, DType::F64).is_err(), "{regression}");
         assert_eq!(parse("[1.7976931348623158e308]", DType::F64).unwrap().values, Values::F64(vec![f64::MAX]));
+    }
+
+    /// FP16 and BF16 take the nearest value, ties to even, and refuse what overflows with
+    /// the type's range in the message.
+    #[test]
+    fn half_precision_numbers_round_to_nearest_even_and_out_of_range_is_refused() {
+        use half::{bf16, f16};
+        let p = parse("[[1.5, 0.1], [65504, -65519], [1.00048828125, 6e-8]]", DType::F16).unwrap();
+        assert_eq!(p.shape, vec![3, 2]);
+        let bits: Vec<u16> = match p.values {
+            Values::F16(v) => v.into_iter().map(f16::to_bits).collect(),
+            other => panic!("{other:?}"),
+        };
+        // 1.00048828125 = 1 + 2^-11, a tie: to even (1.0). 6e-8 is the subnormal 2^-24.
+        assert_eq!(bits, [0x3E00, 0x2E66, 0x7BFF, 0xFBFF, 0x3C00, 0x0001]);
+        let e = parse("[1, 70000]", DType::F16).unwrap_err();
+        assert_eq!(e, "element 1: 70000 is not a valid FP16 value (out of range: its largest is ±65504)");
+        assert!(parse("[65520]", DType::F16).is_err(), "rounds to infinity");
+        assert!(parse("[\"1\"]", DType::F16).unwrap_err().contains("not a valid FP16 value"));
+        let p = parse("[3.0, -1e38]", DType::BF16).unwrap();
+        assert_eq!(p.values, Values::BF16(vec![bf16::from_f32(3.0), bf16::from_f64(-1e38)]));
+        assert!(parse("[3.4e38]", DType::BF16).unwrap_err().contains("not a valid BF16 value (out of range"));
+    }
+
+    #[test]
+    fn half_precision_prints_as_the_shortest_decimal_that_reads_back() {
+        use half::{bf16, f16};
+        let t = Tensor::from_values("h", vec![4], Values::F16(vec![f16::from_f32(0.1), f16::MAX, f16::ONE, f16::NAN]))
+            .unwrap();
+        assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), r#"[0.099975586,65504.0,1.0,"NaN"]"#);
+        let t = Tensor::from_values("b", vec![2], Values::BF16(vec![bf16::from_f32(-2.5), bf16::INFINITY])).unwrap();
+        assert_eq!(serde_json::to_string(&Data(&t)).unwrap(), r#"[-2.5,"Infinity"]"#);
+        // Read back, each is the same half-precision value.
+        assert_eq!(parse("[0.099975586]", DType::F16).unwrap().values, Values::F16(vec![f16::from_f32(0.1)]));
+    }
+
+    /// Strings are never made lossy: JSON printing fails on bytes that are not UTF-8 (the
+    /// caller refuses first, naming the element), and `elements` writes them as base64.
+    #[test]
+    fn bytes_that_are_not_utf8_are_never_replaced() {
+        let items = vec!["naïve ☃".as_bytes().to_vec(), vec![0xFF, 0x00, 0x61], b"".to_vec()];
+        let t = Tensor::from_values("s", vec![3], Values::Bytes(items)).unwrap();
+        let (index, _) = first_non_utf8(&t).unwrap();
+        assert_eq!(index, 1);
+        let e = serde_json::to_string(&Data(&t)).unwrap_err().to_string();
+        assert!(e.contains("output 's': element 1 is not UTF-8"), "{e}");
+        assert_eq!(
+            serde_json::Value::Array(elements(&t, Strings::TextOrBase64)),
+            serde_json::json!(["naïve ☃", {"b64": "/wBh"}, ""])
+        );
+        assert_eq!(
+            serde_json::Value::Array(elements(&t, Strings::Base64)),
+            serde_json::json!([{"b64": "bmHDr3ZlIOKYgw=="}, {"b64": "/wBh"}, {"b64": ""}])
+        );
+        let fine = Tensor::from_values("s", vec![1], Values::Bytes(vec!["\u{0}\"é".as_bytes().to_vec()])).unwrap();
+        assert_eq!(first_non_utf8(&fine), None);
+        assert_eq!(serde_json::to_string(&Data(&fine)).unwrap(), r#"["\u0000\"é"]"#);
     }
 
     #[test]

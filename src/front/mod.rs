@@ -10,6 +10,7 @@
 //! [`error::ApiError`]. The front only reads routing state; it never changes it.
 
 pub mod auth;
+mod classification;
 mod compression;
 pub mod error;
 mod floats;
@@ -249,7 +250,7 @@ impl Front {
         })
         .await?;
         let version = ran.pool.version.to_string();
-        Ok(Reply::infer(oip::infer_response(&ran.pool.model, &version, &request, &ran.outputs)))
+        Ok(Reply::infer(oip::infer_response(&ran.pool.model, &version, &request, &ran.outputs, &ran.info)?))
     }
 
     /// TF Serving's `:predict`, `:classify` and `:regress`.

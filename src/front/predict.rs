@@ -134,7 +134,7 @@ fn append(all: &mut Values, more: Values) {
             }
         };
     }
-    extend!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
+    extend!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, F16, BF16, Bytes)
 }
 
 /// One answer. Non-finite values (only where the model.toml allows them) are written as

@@ -40,7 +40,7 @@ impl Front {
             Endpoint::OpenApi => Ok(Reply::ok(super::routes::OPENAPI.to_string())),
             Endpoint::TfStatus { model, version } => {
                 let route = self.router.model(&model)?;
-                Ok(Reply::ok(tfserving::status(&route.table(), version)?))
+                Ok(Reply::ok(tfserving::status(&route.table(), &route.retired.versions(), version)?))
             }
             Endpoint::TfMetadata { model, version } => {
                 let route = self.router.model(&model)?;

@@ -9,17 +9,21 @@
 //! - `:classify` with `examples` (objects keyed by input name, one row each) answering
 //!   `result`: per example every class with its score, for models that classify;
 //!   `:regress` answering one value per example, for models with one value per row;
-//! - `GET /v1/models/{m}[/versions/{v}]`: `model_version_status` (AVAILABLE, LOADING,
-//!   UNAVAILABLE, END); `GET …/metadata`: the signature as a `signature_def`.
+//! - `GET /v1/models/{m}[/versions/{v}]`: `model_version_status`, each version's state
+//!   (LOADING, AVAILABLE, UNLOADING, END) with its error code; versions a rollout retired
+//!   stay listed as END; `GET …/metadata`: the signature as a `signature_def`.
 //!
 //! Errors are `{"error": "..."}`, as TF Serving sends them. Strings travel as JSON strings
-//! (or `{"b64": "..."}` objects); non-finite floats as modeld writes them elsewhere.
+//! or `{"b64": "..."}` objects: an output named `*_bytes` all as base64 (TF Serving's
+//! rule), any other string as text where it is UTF-8 and as base64 where not, so no byte
+//! is lost. DT_HALF and DT_BFLOAT16 tensors are numbers (rounded to nearest even, refused
+//! past the type's range); non-finite floats as modeld writes them elsewhere.
 
 use super::error::ApiError;
 use super::json;
 use super::predict;
 use crate::repo::PredictKind;
-use crate::router::{ModelInfo, Phase, Pool, RoutingTable};
+use crate::router::{End, ModelInfo, Phase, Pool, Retired, RoutingTable};
 use crate::tensor::{DType, Tensor, TensorSpec, Values};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -107,7 +111,7 @@ impl Body<'_> {
 
 /// `inputs`: one tensor for a single-input model, or an object of them by input name.
 fn columnar(columns: &RawValue, specs: &[TensorSpec]) -> Result<Vec<Tensor>, ApiError> {
-    match (serde_json::from_str::<BTreeMap<String, &RawValue>>(columns.get()), specs) {
+    match (named_inputs(columns), specs) {
         (Ok(named), _) => {
             refuse_unknown(named.keys(), specs)?;
             specs.iter().map(|s| tensor(s, named.get(&s.name).copied(), None)).collect()
@@ -129,8 +133,7 @@ fn row_format(rows: &RawValue, specs: &[TensorSpec]) -> Result<Vec<Tensor>, ApiE
     if entries.is_empty() {
         return Err(ApiError::bad_request("the list of instances is empty"));
     }
-    let objects: Option<Vec<BTreeMap<String, &RawValue>>> =
-        entries.iter().map(|e| serde_json::from_str(e.get()).ok()).collect();
+    let objects: Option<Vec<BTreeMap<String, &RawValue>>> = entries.iter().map(|e| named_inputs(e).ok()).collect();
     match (objects, specs) {
         (Some(objects), _) => {
             for object in &objects {
@@ -145,6 +148,17 @@ fn row_format(rows: &RawValue, specs: &[TensorSpec]) -> Result<Vec<Tensor>, ApiE
             specs.len(),
             names(specs)
         ))),
+    }
+}
+
+/// An object of inputs by name; `Err` for anything else, a `{"b64": "..."}` value
+/// included (TF Serving reads an object whose one member is `b64` as a binary string,
+/// so a single string input's rows may all be base64).
+fn named_inputs(value: &RawValue) -> Result<BTreeMap<String, &RawValue>, ()> {
+    let object: BTreeMap<String, &RawValue> = serde_json::from_str(value.get()).map_err(drop)?;
+    match object.get("b64") {
+        Some(b64) if object.len() == 1 && b64.get().starts_with('"') => Err(()),
+        _ => Ok(object),
     }
 }
 
@@ -235,7 +249,7 @@ pub fn predictions(outputs: &[Tensor], layout: Layout) -> String {
     let single = outputs.len() == 1;
     let body = match layout {
         Layout::Columns => {
-            let whole = |t: &Tensor| json::nest(&json::elements(t), &t.shape);
+            let whole = |t: &Tensor| json::nest(&json::elements(t, string_form(t)), &t.shape);
             match single {
                 true => json!({ "outputs": whole(&outputs[0]) }),
                 false => {
@@ -258,9 +272,19 @@ pub fn predictions(outputs: &[Tensor], layout: Layout) -> String {
     body.to_string()
 }
 
+/// How an output's strings are written: all as `{"b64": ...}` for a tensor named
+/// `*_bytes` (TF Serving's rule for binary outputs), else as text where they are UTF-8
+/// and `{"b64": ...}` where not, so no byte is lost either way.
+fn string_form(t: &Tensor) -> json::Strings {
+    match t.name.ends_with("_bytes") {
+        true => json::Strings::Base64,
+        false => json::Strings::TextOrBase64,
+    }
+}
+
 /// An output's rows, each nested by the rest of its shape.
 fn split_rows(t: &Tensor) -> Vec<Value> {
-    let elements = json::elements(t);
+    let elements = json::elements(t, string_form(t));
     let rest = t.shape.get(1..).unwrap_or_default();
     let stride = rest.iter().product::<usize>().max(1);
     elements.chunks(stride).map(|row| json::nest(row, rest)).collect()
@@ -313,32 +337,85 @@ pub fn results(
     Ok(json!({ "result": result }).to_string())
 }
 
-/// `GET /v1/models/{m}[/versions/{v}]`: the versions and their states.
-pub fn status(table: &RoutingTable, version: Option<u64>) -> Result<String, ApiError> {
-    let pools: Vec<&std::sync::Arc<Pool>> =
-        table.all_pools().filter(|p| version.is_none_or(|v| p.version == v)).collect();
-    if pools.is_empty() {
+/// `GET /v1/models/{m}[/versions/{v}]`: each version's state, TF Serving's
+/// `ModelVersionStatus.State` (`LOADING`, `AVAILABLE`, `UNLOADING`, `END`), with the
+/// error beside it, newest version first (as TF Serving lists them). A version whose
+/// workers all stopped is `LOADING` again while they restart, with `UNAVAILABLE` saying
+/// so; one that failed is `END` with `UNKNOWN` and its reason; one retired by a rollout is
+/// `UNLOADING` while it drains, then `END` with `OK`.
+pub fn status(table: &RoutingTable, retired: &[Retired], version: Option<u64>) -> Result<String, ApiError> {
+    let mut states: BTreeMap<std::cmp::Reverse<u64>, VersionState> = BTreeMap::new();
+    for pool in table.all_pools() {
+        let state = live_state(pool);
+        let slot = states.entry(std::cmp::Reverse(pool.version)).or_insert_with(|| state.clone());
+        // Two pools of one version (a settings change rolling out): the one further along.
+        if state.rank() > slot.rank() {
+            *slot = state;
+        }
+    }
+    for r in retired {
+        states.entry(std::cmp::Reverse(r.version)).or_insert_with(|| retired_state(r));
+    }
+    states.retain(|v, _| version.is_none_or(|asked| asked == v.0));
+    if states.is_empty() {
         let what = version.map_or("no version".to_string(), |v| format!("no version {v}"));
         return Err(ApiError::not_found(format!("{what} is being served")));
     }
-    let statuses: Vec<Value> = pools
-        .iter()
-        .map(|p| {
-            let (state, error) = match &*p.phase() {
-                Phase::Starting => ("LOADING", None),
-                Phase::Running if p.is_ready() => ("AVAILABLE", None),
-                Phase::Running => ("UNAVAILABLE", Some("no worker is ready".to_string())),
-                Phase::Stopping => ("UNLOADING", None),
-                Phase::Failed { reason } => ("END", Some(reason.clone())),
-            };
-            let status = match error {
-                None => json!({ "error_code": "OK", "error_message": "" }),
-                Some(message) => json!({ "error_code": "UNAVAILABLE", "error_message": message }),
-            };
-            json!({ "version": p.version.to_string(), "state": state, "status": status })
-        })
-        .collect();
+    let statuses: Vec<Value> = states.into_iter().map(|(v, state)| state.json(v.0)).collect();
     Ok(json!({ "model_version_status": statuses }).to_string())
+}
+
+/// A version's state and the error beside it (`None` is `OK`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VersionState {
+    state: &'static str,
+    error: Option<(&'static str, String)>,
+}
+
+impl VersionState {
+    fn ok(state: &'static str) -> VersionState {
+        VersionState { state, error: None }
+    }
+
+    /// How far along toward serving: AVAILABLE beats LOADING beats UNLOADING beats END.
+    fn rank(&self) -> u8 {
+        match self.state {
+            "AVAILABLE" => 3,
+            "LOADING" => 2,
+            "UNLOADING" => 1,
+            _ => 0,
+        }
+    }
+
+    fn json(self, version: u64) -> Value {
+        let (code, message) = self.error.unwrap_or(("OK", String::new()));
+        json!({
+            "version": version.to_string(),
+            "state": self.state,
+            "status": { "error_code": code, "error_message": message },
+        })
+    }
+}
+
+fn live_state(pool: &Pool) -> VersionState {
+    match &*pool.phase() {
+        Phase::Starting => VersionState::ok("LOADING"),
+        Phase::Running if pool.is_ready() => VersionState::ok("AVAILABLE"),
+        Phase::Running => VersionState {
+            state: "LOADING",
+            error: Some(("UNAVAILABLE", "no worker is ready; its workers are restarting".to_string())),
+        },
+        Phase::Stopping => VersionState::ok("UNLOADING"),
+        Phase::Failed { reason } => VersionState { state: "END", error: Some(("UNKNOWN", reason.clone())) },
+    }
+}
+
+fn retired_state(retired: &Retired) -> VersionState {
+    match retired.end() {
+        End::Unloading => VersionState::ok("UNLOADING"),
+        End::Ended { failure: None } => VersionState::ok("END"),
+        End::Ended { failure: Some(reason) } => VersionState { state: "END", error: Some(("UNKNOWN", reason)) },
+    }
 }
 
 /// `GET …/metadata`: the version's signature as TF Serving's `signature_def`.
@@ -388,6 +465,8 @@ fn tf_dtype(dtype: DType) -> &'static str {
         DType::F32 => "DT_FLOAT",
         DType::F64 => "DT_DOUBLE",
         DType::Bytes => "DT_STRING",
+        DType::F16 => "DT_HALF",
+        DType::BF16 => "DT_BFLOAT16",
     }
 }
 
@@ -442,6 +521,13 @@ mod tests {
         let body = parse_body(br#"{"instances": ["hi", {"b64": "AAE="}]}"#, Verb::Predict).unwrap();
         let t = &body.tensors(&text).unwrap()[0];
         assert_eq!(t.values(), Values::Bytes(vec![b"hi".to_vec(), vec![0, 1]]));
+        // Rows all base64 are values too, not objects of named inputs; so is one column.
+        for body in [&br#"{"instances": [{"b64": "AAE="}]}"#[..], br#"{"inputs": [{"b64": "AAE="}]}"#] {
+            let t = &parse_body(body, Verb::Predict).unwrap().tensors(&text).unwrap()[0];
+            assert_eq!((t.shape.as_slice(), t.values()), (&[1][..], Values::Bytes(vec![vec![0, 1]])));
+        }
+        let named = parse_body(br#"{"inputs": {"s": [{"b64": "AAE="}]}}"#, Verb::Predict).unwrap();
+        assert_eq!(named.tensors(&text).unwrap()[0].values(), Values::Bytes(vec![vec![0, 1]]));
     }
 
     #[test]
@@ -449,6 +535,100 @@ mod tests {
         assert!(parse_body(br#"{"instances": [1], "inputs": [1]}"#, Verb::Predict).is_err());
         assert!(parse_body(br#"{}"#, Verb::Predict).unwrap_err().message.contains("exactly one of"));
         assert!(parse_body(br#"{"instances": [1]}"#, Verb::Classify).unwrap_err().message.contains("examples"));
+    }
+
+    fn pool(version: u64, phase: Phase) -> std::sync::Arc<Pool> {
+        use crate::router::pool::PoolSpec;
+        let pool = Pool::new(PoolSpec { model: "m".into(), version, workers: 1, ..PoolSpec::default() });
+        pool.set_phase(phase);
+        std::sync::Arc::new(pool)
+    }
+
+    fn states(answer: &str) -> Vec<(String, String, String, String)> {
+        let answer: Value = serde_json::from_str(answer).unwrap();
+        let text = |v: &Value| v.as_str().unwrap().to_string();
+        answer["model_version_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let status = &s["status"];
+                (text(&s["version"]), text(&s["state"]), text(&status["error_code"]), text(&status["error_message"]))
+            })
+            .collect()
+    }
+
+    /// Each pool phase has its TF Serving state, newest version first; a retired version
+    /// is END (with its failure, if it failed), one still draining UNLOADING.
+    #[test]
+    fn every_state_is_one_tf_serving_names_with_its_error() {
+        let s = |v: &str, state: &str, code: &str, message: &str| {
+            (v.to_string(), state.to_string(), code.to_string(), message.to_string())
+        };
+        let starting = RoutingTable::stable(pool(3, Phase::Starting));
+        assert_eq!(states(&status(&starting, &[], None).unwrap()), [s("3", "LOADING", "OK", "")]);
+        let restarting = RoutingTable::stable(pool(3, Phase::Running));
+        assert_eq!(
+            states(&status(&restarting, &[], None).unwrap()),
+            [s("3", "LOADING", "UNAVAILABLE", "no worker is ready; its workers are restarting")]
+        );
+        let failed = RoutingTable::stable(pool(3, Phase::Failed { reason: "could not read ONNX model".into() }));
+        assert_eq!(
+            states(&status(&failed, &[], None).unwrap()),
+            [s("3", "END", "UNKNOWN", "could not read ONNX model")]
+        );
+
+        // v1 retired and stopped, v2 retired after failing, v3 stopping, v4 starting.
+        let log = crate::router::retired::Log::default();
+        let (v1, v2, v3) =
+            (pool(1, Phase::Running), pool(2, Phase::Failed { reason: "crash loop".into() }), pool(3, Phase::Running));
+        let v4 = pool(4, Phase::Starting);
+        log.note(&RoutingTable::stable(v1.clone()), &RoutingTable::stable(v2.clone()));
+        log.note(&RoutingTable::stable(v2.clone()), &RoutingTable::stable(v3.clone()));
+        // This test's own process stands for v3's worker, still running.
+        v3.slots[0].pid.store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+        log.note(&RoutingTable::stable(v3.clone()), &RoutingTable::stable(v4.clone()));
+        v3.set_phase(Phase::Stopping);
+        drop((v1, v2));
+        let table = RoutingTable::stable(v4);
+        assert_eq!(
+            states(&status(&table, &log.versions(), None).unwrap()),
+            [
+                s("4", "LOADING", "OK", ""),
+                s("3", "UNLOADING", "OK", ""),
+                s("2", "END", "UNKNOWN", "crash loop"),
+                s("1", "END", "OK", ""),
+            ]
+        );
+        assert_eq!(states(&status(&table, &log.versions(), Some(1)).unwrap()), [s("1", "END", "OK", "")]);
+        let unknown = status(&table, &log.versions(), Some(9)).unwrap_err();
+        assert_eq!((unknown.status().as_u16(), unknown.message.as_str()), (404, "no version 9 is being served"));
+    }
+
+    #[test]
+    fn half_precision_inputs_and_outputs_are_numbers_and_strings_lose_no_byte() {
+        let halves = info(vec![spec("x", DType::F16, &[None, Some(2)])]);
+        let body = parse_body(br#"{"instances": [[0.1, 65504]]}"#, Verb::Predict).unwrap();
+        let x = &body.tensors(&halves).unwrap()[0];
+        assert_eq!(x.data, [0x66, 0x2E, 0xFF, 0x7B]);
+        let past = parse_body(br#"{"instances": [[1, 65520]]}"#, Verb::Predict).unwrap();
+        let refused = past.tensors(&halves).unwrap_err();
+        assert!(
+            refused.message.starts_with("input 'x': element 1: 65520 is not a valid FP16 value"),
+            "{}",
+            refused.message
+        );
+        let y = Tensor { name: "y".into(), ..x.clone() };
+        assert_eq!(predictions(&[y], Layout::Rows), r#"{"predictions":[[0.0999755859375,65504.0]]}"#);
+        assert_eq!(tf_dtype(DType::F16), "DT_HALF");
+        assert_eq!(tf_dtype(DType::BF16), "DT_BFLOAT16");
+
+        let strings = Values::Bytes(vec![b"caf\xc3\xa9".to_vec(), vec![0xFF, 0xFE]]);
+        let text = Tensor::from_values("text", vec![2], strings.clone()).unwrap();
+        let raw = Tensor::from_values("raw_bytes", vec![2], strings).unwrap();
+        let answer: Value = serde_json::from_str(&predictions(&[text, raw], Layout::Columns)).unwrap();
+        assert_eq!(answer["outputs"]["text"], json!(["café", {"b64": "//4="}]));
+        assert_eq!(answer["outputs"]["raw_bytes"], json!([{"b64": "Y2Fmw6k="}, {"b64": "//4="}]));
     }
 
     #[test]

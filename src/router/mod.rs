@@ -1,14 +1,15 @@
 //! The router: from a model name (and optionally a version) to a pool of workers.
 //!
 //! Per model it holds a [`RoutingTable`] behind an `ArcSwap` ([`table`]), swapped whole by
-//! the supervisor or a rollout, and a bound on requests in flight: past it a request is
-//! refused at once with [`RouteError::Overloaded`] rather than queued without limit. Each
-//! pool ([`pool`]) picks the least-busy worker and talks to it over a multiplexed
-//! connection ([`conn`]).
+//! the supervisor or a rollout (remembering the versions a swap retires, [`retired`]),
+//! and a bound on requests in flight: past it a request is refused at once with
+//! [`RouteError::Overloaded`] rather than queued without limit. Each pool ([`pool`]) picks
+//! the least-busy worker and talks to it over a multiplexed connection ([`conn`]).
 
 pub mod conn;
 pub mod mirror;
 pub mod pool;
+pub mod retired;
 pub mod sample;
 pub mod table;
 
@@ -26,6 +27,7 @@ pub use conn::CallError;
 pub use crate::wire::{Fault, ModelInfo, Timing};
 pub use mirror::Copy;
 pub use pool::{Phase, Pool};
+pub use retired::{End, Retired};
 pub use table::{Hint, RoutingTable};
 
 /// Why a request could not be routed or answered.
@@ -86,6 +88,8 @@ pub struct ModelRoute {
     /// Recent live requests its stable version answered, for a quiet model's rollouts.
     pub sample: sample::Sample,
     table: ArcSwap<RoutingTable>,
+    /// Versions swapped out of the table, for TF Serving's model status.
+    pub retired: retired::Log,
     tickets: Tickets,
     inflight: Arc<Semaphore>,
     limit: AtomicUsize,
@@ -100,6 +104,7 @@ impl ModelRoute {
             name: name.to_string(),
             sample: sample::Sample::new(sample),
             table: ArcSwap::from_pointee(table),
+            retired: retired::Log::default(),
             tickets: Tickets::default(),
             inflight: Arc::new(Semaphore::new(limit)),
             limit: AtomicUsize::new(limit),
@@ -129,9 +134,12 @@ impl ModelRoute {
         self.table.load_full()
     }
 
-    /// Replaces the routing in one atomic store.
+    /// Replaces the routing in one atomic store, noting the versions it retires.
     pub fn swap(&self, table: RoutingTable) -> Arc<RoutingTable> {
-        self.table.swap(Arc::new(table))
+        let table = Arc::new(table);
+        let old = self.table.swap(table.clone());
+        self.retired.note(&old, &table);
+        old
     }
 
     /// Requests in flight now.

@@ -192,6 +192,8 @@ fn scan(tensor: &Tensor) -> Found {
                 }
             }
         }
+        // Half precision overflows to ±Inf at 65,504 (FP16): the commonest non-finite answer.
+        DType::F16 | DType::BF16 => tensor.to_f64().into_iter().filter(|v| !v.is_finite()).for_each(&mut count),
         _ => {}
     }
     found
@@ -226,6 +228,14 @@ mod tests {
         assert!(failure.message.contains("output 'y' holds non-finite values (1 NaN, 1 +Inf, 1 -Inf of 4 elements)"));
         let f64s = Tensor::from_values("d", vec![1], Values::F64(vec![f64::NAN])).unwrap();
         assert!(Contract::default().check(&[f64s]).is_err());
+        let halves = [2.0, f32::INFINITY, f32::NAN].map(half::f16::from_f32).to_vec();
+        let f16s = Tensor::from_values("h", vec![3], Values::F16(halves)).unwrap();
+        let failure = Contract::default().check(&[f16s]).unwrap_err();
+        assert!(
+            failure.message.contains("output 'h' holds non-finite values (1 NaN, 1 +Inf of 3 elements)"),
+            "{}",
+            failure.message
+        );
     }
 
     #[test]

@@ -181,6 +181,28 @@ fn index_to_strings(tensor: Tensor, names: &[String]) -> Result<Tensor, Failure>
     Tensor::from_values(tensor.name, tensor.shape, Values::Bytes(strings)).map_err(|e| Failure::internal(e.to_string()))
 }
 
+/// A BYTES input's elements as text: ONNX string tensors hold text in both engines (Rust
+/// strings in tract, and in the `ort` crate's API), so bytes that are not UTF-8 are
+/// refused, naming the element, rather than replaced by U+FFFD.
+pub fn text_elements(tensor: &Tensor) -> Result<Vec<String>, Failure> {
+    let Values::Bytes(items) = tensor.values() else {
+        return Err(Failure::internal(format!("input '{}' is {}, not BYTES", tensor.name, tensor.dtype)));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            String::from_utf8(bytes).map_err(|e| {
+                Failure::bad_input(format!(
+                    "input '{}': element {i} is not UTF-8 ({}); the model's string input takes text",
+                    tensor.name,
+                    e.utf8_error()
+                ))
+            })
+        })
+        .collect()
+}
+
 pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<String>()

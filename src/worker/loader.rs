@@ -190,7 +190,7 @@ fn try_mode(mode: LoadMode, proto: &pb::ModelProto, dir: Option<&str>, manifest:
     let mut probe = model.clone();
     for (ix, spec) in input_specs_untyped(&model)?.iter().enumerate() {
         let shape = concrete_probe_shape(spec, manifest);
-        probe.set_input_fact(ix, InferenceFact::dt_shape(datum_type(spec.dtype), shape))?;
+        probe.set_input_fact(ix, InferenceFact::dt_shape(tract_type(spec.dtype)?, shape))?;
     }
     probe.into_typed()?.into_decluttered()?;
     Ok(PlanSource::Concrete(model))
@@ -322,6 +322,7 @@ pub fn dtype_of(dt: DatumType) -> Option<DType> {
         DatumType::I16 => DType::I16,
         DatumType::I32 => DType::I32,
         DatumType::I64 | DatumType::TDim => DType::I64,
+        DatumType::F16 => DType::F16,
         DatumType::F32 => DType::F32,
         DatumType::F64 => DType::F64,
         DatumType::String => DType::Bytes,
@@ -329,9 +330,10 @@ pub fn dtype_of(dt: DatumType) -> Option<DType> {
     })
 }
 
-/// tract's datum type for one of ours.
-pub fn datum_type(dtype: DType) -> DatumType {
-    match dtype {
+/// tract's datum type for one of ours; `None` for BF16, which tract has no type for (a
+/// model using it is not loaded by tract: [`dtype_of`] names no BF16).
+pub fn datum_type(dtype: DType) -> Option<DatumType> {
+    Some(match dtype {
         DType::Bool => DatumType::Bool,
         DType::U8 => DatumType::U8,
         DType::U16 => DatumType::U16,
@@ -344,7 +346,14 @@ pub fn datum_type(dtype: DType) -> DatumType {
         DType::F32 => DatumType::F32,
         DType::F64 => DatumType::F64,
         DType::Bytes => DatumType::String,
-    }
+        DType::F16 => DatumType::F16,
+        DType::BF16 => return None,
+    })
+}
+
+/// [`datum_type`], or the error that says tract has none for `dtype`.
+pub fn tract_type(dtype: DType) -> TractResult<DatumType> {
+    datum_type(dtype).ok_or_else(|| anyhow::anyhow!("tract has no element type for {dtype}"))
 }
 
 #[cfg(test)]

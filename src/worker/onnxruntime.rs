@@ -7,7 +7,7 @@
 //! exported, except for a trailing ZipMap, which is rewritten as for tract so that both
 //! engines serve the same signature.
 
-use super::engine::{Backend, Failure, Loaded};
+use super::engine::{Backend, Failure, Loaded, text_elements};
 use crate::wire::engine::GraphOptimization;
 use crate::wire::manifest::Manifest;
 use crate::wire::{DType, Tensor, TensorSpec, Values};
@@ -256,6 +256,8 @@ fn dtype_of(ty: TensorElementType) -> Option<DType> {
         TensorElementType::Int64 => DType::I64,
         TensorElementType::Float32 => DType::F32,
         TensorElementType::Float64 => DType::F64,
+        TensorElementType::Float16 => DType::F16,
+        TensorElementType::Bfloat16 => DType::BF16,
         TensorElementType::String => DType::Bytes,
         _ => return None,
     })
@@ -274,6 +276,8 @@ fn element_type(dtype: DType) -> TensorElementType {
         DType::I64 => TensorElementType::Int64,
         DType::F32 => TensorElementType::Float32,
         DType::F64 => TensorElementType::Float64,
+        DType::F16 => TensorElementType::Float16,
+        DType::BF16 => TensorElementType::Bfloat16,
         DType::Bytes => TensorElementType::String,
     }
 }
@@ -346,8 +350,14 @@ fn to_ort(tensor: &Tensor) -> Result<SessionInputValue<'_>, Failure> {
         return view.map_err(fail);
     }
     if tensor.dtype == DType::Bytes {
-        let Values::Bytes(items) = tensor.values() else { unreachable!("BYTES tensor") };
-        let strings: Vec<String> = items.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
+        let strings = text_elements(tensor)?;
+        // The `ort` crate hands each string to ONNX Runtime as a C string.
+        if let Some(i) = strings.iter().position(|s| s.contains('\0')) {
+            return Err(Failure::bad_input(format!(
+                "input '{}': element {i} holds a NUL byte, which ONNX Runtime's string tensors cannot take",
+                tensor.name
+            )));
+        }
         let value = ort::value::Tensor::from_string_array((tensor.shape.clone(), strings.as_slice())).map_err(fail)?;
         return Ok(value.into_dyn().into());
     }
@@ -394,7 +404,8 @@ fn view(tensor: &Tensor) -> Option<Result<SessionInputValue<'_>, ort::Error>> {
         DType::I64 => view_as!(i64),
         DType::F32 => view_as!(f32),
         DType::F64 => view_as!(f64),
-        DType::Bool | DType::Bytes => None,
+        // Copied: the `ort` crate views half-precision buffers only with its `half` feature.
+        DType::Bool | DType::Bytes | DType::F16 | DType::BF16 => None,
     }
 }
 

@@ -12,7 +12,7 @@
 //! `XDG_CACHE_HOME`, which the supervisor points at its state directory).
 
 use super::device::Placement;
-use super::loader::{PlanSource, datum_type};
+use super::loader::{PlanSource, tract_type};
 use crate::wire::DType;
 use anyhow::{bail, ensure};
 use std::collections::HashMap;
@@ -109,7 +109,7 @@ impl PlanCache {
             PlanSource::Concrete(model) => {
                 let mut model = model.clone();
                 for (ix, (shape, dtype)) in shapes.iter().zip(&self.input_dtypes).enumerate() {
-                    model.set_input_fact(ix, InferenceFact::dt_shape(datum_type(*dtype), shape.clone()))?;
+                    model.set_input_fact(ix, InferenceFact::dt_shape(tract_type(*dtype)?, shape.clone()))?;
                 }
                 model.into_typed()?
             }

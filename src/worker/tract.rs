@@ -2,7 +2,7 @@
 //! converted to and from tract's.
 
 use super::device::Placement;
-use super::engine::{Backend, Failure, Loaded};
+use super::engine::{Backend, Failure, Loaded, text_elements};
 use super::loader::{LoadedModel, datum_type, dtype_of};
 use super::plans::PlanCache;
 use crate::wire::{DType, Tensor, Values};
@@ -73,13 +73,9 @@ fn build_failure(placement: Placement, shapes: &[Vec<usize>], e: TractError) -> 
 fn to_tract(t: Tensor) -> Result<TValue, Failure> {
     let fail = |e: TractError| Failure::bad_input(format!("input '{}': {e:#}", t.name));
     let tensor = match t.dtype {
-        DType::Bytes => {
-            let Values::Bytes(items) = t.values() else { unreachable!("BYTES tensor") };
-            let strings = items.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
-            ArrayD::from_shape_vec(t.shape.clone(), strings)
-                .map_err(|e| Failure::bad_input(format!("input '{}': {e}", t.name)))?
-                .into()
-        }
+        DType::Bytes => ArrayD::from_shape_vec(t.shape.clone(), text_elements(&t)?)
+            .map_err(|e| Failure::bad_input(format!("input '{}': {e}", t.name)))?
+            .into(),
         DType::Bool => {
             // Any nonzero byte is true; normalising keeps every bool a valid 0 or 1.
             let bytes: Vec<u8> = t.data.iter().map(|b| u8::from(*b != 0)).collect();
@@ -88,9 +84,13 @@ fn to_tract(t: Tensor) -> Result<TValue, Failure> {
             unsafe { TractTensor::from_raw_dt(DatumType::Bool, &t.shape, &bytes) }.map_err(fail)?
         }
         dtype => {
+            let Some(datum) = datum_type(dtype) else {
+                return Err(Failure::bad_input(format!("input '{}': tract has no element type for {dtype}", t.name)));
+            };
             // SAFETY: `TensorSpec::admits` verified the byte length is element count × element
-            // size for this plain numeric type, and every bit pattern is a valid value.
-            unsafe { TractTensor::from_raw_dt(datum_type(dtype), &t.shape, &t.data) }.map_err(fail)?
+            // size for this plain numeric type, and every bit pattern is a valid value (FP16's
+            // two bytes are tract's f16 in memory, little-endian as ours).
+            unsafe { TractTensor::from_raw_dt(datum, &t.shape, &t.data) }.map_err(fail)?
         }
     };
     Ok(tensor.into_tvalue())
