@@ -11,7 +11,7 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 /// A binary request: the JSON header, then `binary`.
-fn binary_request(daemon: &TestDaemon, model: &str, header: Value, binary: &[u8]) -> RawAnswer {
+pub fn binary_request(daemon: &TestDaemon, model: &str, header: Value, binary: &[u8]) -> RawAnswer {
     let json = header.to_string();
     let mut body = json.clone().into_bytes();
     body.extend_from_slice(binary);
@@ -24,7 +24,7 @@ fn binary_request(daemon: &TestDaemon, model: &str, header: Value, binary: &[u8]
 }
 
 /// The JSON header of an answer, and the binary data after it.
-fn split(answer: &RawAnswer) -> (Value, &[u8]) {
+pub fn split(answer: &RawAnswer) -> (Value, &[u8]) {
     let len: usize =
         answer.headers.get("inference-header-content-length").map_or(answer.body.len(), |v| v.parse().unwrap());
     let (json, rest) = answer.body.split_at(len);

@@ -20,6 +20,7 @@ mod load;
 mod logs;
 mod onnx;
 mod privilege;
+mod protocol_types;
 mod report;
 mod rollouts;
 mod safety;

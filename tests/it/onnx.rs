@@ -11,8 +11,14 @@ pub const UINT8: i32 = 2;
 pub const INT8: i32 = 3;
 pub const INT32: i32 = 6;
 pub const INT64: i32 = 7;
+pub const STRING: i32 = 8;
 pub const BOOL: i32 = 9;
+pub const FLOAT16: i32 = 10;
 pub const DOUBLE: i32 = 11;
+pub const BFLOAT16: i32 = 16;
+
+/// The domain of ONNX's traditional-ML operators (CategoryMapper, ZipMap, ...).
+pub const ML_DOMAIN: &str = "ai.onnx.ml";
 
 /// A graph under construction.
 #[derive(Default)]
@@ -50,6 +56,25 @@ impl Graph {
         self
     }
 
+    /// A node of the traditional-ML domain ([`ML_DOMAIN`]), as ONNX Runtime requires it.
+    pub fn ml_node(mut self, op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<pb::AttributeProto>) -> Self {
+        self = self.node(op, inputs, outputs, attributes);
+        self.graph.node.last_mut().expect("the node just added").domain = ML_DOMAIN.into();
+        self
+    }
+
+    /// An FP16 initializer, its values as raw little-endian bytes (as exporters write it).
+    pub fn half_initializer(mut self, name: &str, dims: &[i64], data: &[half::f16]) -> Self {
+        self.graph.initializer.push(pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: FLOAT16,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        self
+    }
+
     pub fn float_initializer(mut self, name: &str, dims: &[i64], data: Vec<f32>) -> Self {
         self.graph.initializer.push(pb::TensorProto {
             name: name.into(),
@@ -61,11 +86,15 @@ impl Graph {
         self
     }
 
-    /// The serialized model (opset 17).
+    /// The serialized model (opset 17; ai.onnx.ml 3 when a node is of that domain).
     pub fn encode(self) -> Vec<u8> {
+        let mut opset_import = vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
+        if self.graph.node.iter().any(|n| n.domain == ML_DOMAIN) {
+            opset_import.push(pb::OperatorSetIdProto { domain: ML_DOMAIN.into(), version: 3 });
+        }
         let model = pb::ModelProto {
             ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            opset_import,
             producer_name: "modeld-tests".into(),
             graph: Some(pb::GraphProto { name: "test".into(), ..self.graph }),
             ..Default::default()
@@ -103,6 +132,15 @@ pub fn ints_attr(name: &str, ints: &[i64]) -> pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
         ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn strings_attr(name: &str, strings: &[&str]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Strings as i32,
+        strings: strings.iter().map(|s| s.as_bytes().to_vec()).collect(),
         ..Default::default()
     }
 }
@@ -456,4 +494,79 @@ pub fn fixed_single_row() -> Vec<u8> {
         .float_initializer("two", &[1], vec![2.0])
         .node("Mul", &["x", "two"], &["y"], vec![])
         .encode()
+}
+
+/// A half-precision model, as exported for GPUs: `x [N, 2]` in FP16, `y = x + [0.5, 32]`
+/// in FP16 (65504 + 32 overflows FP16 to +Inf), and `x32`, `x` widened to FP32 (exact:
+/// it shows which FP16 value the request's numbers became).
+pub fn half_precision() -> Vec<u8> {
+    let offset = [half::f16::from_f32(0.5), half::f16::from_f32(32.0)];
+    Graph::default()
+        .input("x", FLOAT16, &[None, Some(2)])
+        .output("y", FLOAT16)
+        .output("x32", FLOAT)
+        .half_initializer("offset", &[2], &offset)
+        .node("Add", &["x", "offset"], &["y"], vec![])
+        .node("Cast", &["x"], &["x32"], vec![int_attr("to", FLOAT as i64)])
+        .encode()
+}
+
+/// The words [`words`] knows, in id order.
+pub const WORDS: [&str; 3] = ["naïve", "☃", "plain"];
+
+/// A string-input model with no tokenizer: `text [N]` (BYTES) looked up in a vocabulary
+/// of [`WORDS`] (CategoryMapper: `id`, INT64, -1 for an unknown word) and passed through
+/// unchanged (`echo`, BYTES).
+pub fn words() -> Vec<u8> {
+    Graph::default()
+        .input("text", STRING, &[None])
+        .output("id", INT64)
+        .output("echo", STRING)
+        .ml_node(
+            "CategoryMapper",
+            &["text"],
+            &["id"],
+            vec![
+                strings_attr("cats_strings", &WORDS),
+                ints_attr("cats_int64s", &[0, 1, 2]),
+                int_attr("default_int64", -1),
+            ],
+        )
+        .node("Identity", &["text"], &["echo"], vec![])
+        .encode()
+}
+
+/// A bfloat16 model (ONNX Runtime only: tract has no bfloat16): `x [N, 2]` in BF16,
+/// `y = bf16(f32(x) × 2)` in BF16, and `x32`, `x` widened to FP32.
+pub fn bfloat16() -> Vec<u8> {
+    Graph::default()
+        .input("x", BFLOAT16, &[None, Some(2)])
+        .output("y", BFLOAT16)
+        .output("x32", FLOAT)
+        .float_initializer("two", &[1], vec![2.0])
+        .node("Cast", &["x"], &["x32"], vec![int_attr("to", FLOAT as i64)])
+        .node("Mul", &["x32", "two"], &["doubled"], vec![])
+        .node("Cast", &["doubled"], &["y"], vec![int_attr("to", BFLOAT16 as i64)])
+        .encode()
+}
+
+/// Slow to load, quick to describe: `x [rows, 512]` (no open dimension, so the default
+/// warm-up runs all `rows`) through `depth` 512-wide layers, so loading (plan and warm-up)
+/// takes seconds while the version is LOADING.
+pub fn slow_to_load(rows: i64, depth: usize) -> Vec<u8> {
+    let width = 512i64;
+    let weights: Vec<f32> =
+        (0..width * width).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) / width as f32).collect();
+    let mut g = Graph::default().input("x", FLOAT, &[Some(rows), Some(width)]).output("y", FLOAT).float_initializer(
+        "w",
+        &[width, width],
+        weights,
+    );
+    let mut last = "x".to_string();
+    for i in 0..depth {
+        let (mm, th) = (format!("mm{i}"), format!("th{i}"));
+        g = g.node("MatMul", &[&last, "w"], &[&mm], vec![]).node("Tanh", &[&mm], &[&th], vec![]);
+        last = th;
+    }
+    g.node("ReduceMean", &[&last], &["y"], vec![ints_attr("axes", &[1]), int_attr("keepdims", 1)]).encode()
 }

@@ -1,5 +1,6 @@
 //! TF Serving's REST API, as its clients call it: row and columnar `:predict`,
-//! `:classify`, `:regress`, model status and metadata, and its error form.
+//! `:classify`, `:regress`, model status (every state: loading, failed, retired by a
+//! rollout) and metadata, and its error form.
 
 use crate::onnx::{self, family};
 use crate::util::{ModelFiles, Setup, TestDaemon};
@@ -76,4 +77,114 @@ fn status_and_metadata_describe_the_versions() {
         json!([{"size": "-1", "name": ""}, {"size": "4", "name": ""}])
     );
     assert_eq!(meta["model_spec"], json!({"name": "m", "signature_name": "", "version": "1"}));
+}
+
+/// The states of `model`'s versions as `GET /v1/models/{model}` gives them: (version,
+/// state, error_code, error_message), or the HTTP status when it is not 200.
+fn version_states(daemon: &TestDaemon, model: &str) -> Result<Vec<(String, String, String, String)>, u16> {
+    let answer = daemon.get(&format!("/v1/models/{model}"));
+    if answer.status != 200 {
+        return Err(answer.status);
+    }
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Ok(answer.json()["model_version_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let status = &s["status"];
+            (text(&s["version"]), text(&s["state"]), text(&status["error_code"]), text(&status["error_message"]))
+        })
+        .collect())
+}
+
+fn state(version: &str, state: &str) -> (String, String, String, String) {
+    (version.into(), state.into(), "OK".into(), String::new())
+}
+
+#[test]
+fn a_version_is_loading_until_it_serves() {
+    // 1,024 rows through 40 layers of 512 × 512: seconds of warm-up before it serves.
+    let daemon = TestDaemon::start(Setup::new().model(ModelFiles::new("slow", 1, onnx::slow_to_load(1024, 40)), 1));
+    let mut seen = Vec::new();
+    daemon.wait_until("version 1 AVAILABLE", std::time::Duration::from_secs(120), || {
+        let states = version_states(&daemon, "slow").expect("the model is known from the start");
+        if seen.last() != Some(&states) {
+            seen.push(states.clone());
+        }
+        states == [state("1", "AVAILABLE")]
+    });
+    assert_eq!(seen, [vec![state("1", "LOADING")], vec![state("1", "AVAILABLE")]]);
+}
+
+#[test]
+fn a_version_that_failed_is_end_with_its_error() {
+    // Pinned and broken: END with the load's error. With `latest`, the broken newest is
+    // retired for the next one, which serves: END beside AVAILABLE.
+    let setup = Setup::new()
+        .model_with(ModelFiles::new("broken", 1, b"not an onnx model".to_vec()), "version = 1\n")
+        .model_with(ModelFiles::new("m", 1, family::good(1.0)), "version = \"latest\"\n")
+        .files(ModelFiles::new("m", 2, b"not an onnx model either".to_vec()));
+    let daemon = TestDaemon::start(setup);
+    let ended = |states: &[(String, String, String, String)], version: &str| {
+        states.iter().any(|(v, s, code, message)| {
+            v == version && s == "END" && code == "UNKNOWN" && message.contains("could not read ONNX model")
+        })
+    };
+    let timeout = std::time::Duration::from_secs(60);
+    daemon.wait_until("broken v1 END", timeout, || version_states(&daemon, "broken").is_ok_and(|s| ended(&s, "1")));
+    daemon.wait_until("m v1 AVAILABLE beside v2 END", timeout, || {
+        version_states(&daemon, "m").is_ok_and(|s| s.len() == 2 && s[1] == state("1", "AVAILABLE") && ended(&s, "2"))
+    });
+    let v2 = daemon.get("/v1/models/m/versions/2").json();
+    assert_eq!(v2["model_version_status"].as_array().unwrap().len(), 1, "{v2}");
+    assert_eq!(v2["model_version_status"][0]["state"], "END");
+    assert_eq!(daemon.get("/v1/models/m/versions/3").status, 404);
+}
+
+#[test]
+fn a_version_retired_by_a_rollout_is_end() {
+    // Recreate stops v1 before v2 starts; the rollout pauses for want of traffic to judge
+    // until promoted by hand.
+    let deploy = "version = 1\ndeploy = { strategy = \"recreate\", bake = \"200ms\", check_every = \"100ms\", on_inconclusive = \"pause\", inconclusive_timeout = \"1s\" }\n";
+    let setup = Setup::new().model_with(ModelFiles::new("m", 1, family::good(1.0)), deploy).files(ModelFiles::new(
+        "m",
+        2,
+        family::good(2.0),
+    ));
+    let daemon = TestDaemon::ready(setup);
+    assert_eq!(version_states(&daemon, "m"), Ok(vec![state("1", "AVAILABLE")]));
+    let (code, out, err) = daemon.cli(&["deploy", "m", "--version", "2", "--no-follow"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut seen = Vec::new();
+    daemon.wait_until("v2 AVAILABLE and v1 END", std::time::Duration::from_secs(60), || {
+        let states = version_states(&daemon, "m").unwrap();
+        if seen.last() != Some(&states) {
+            seen.push(states.clone());
+        }
+        states == [state("2", "AVAILABLE"), state("1", "END")]
+    });
+    // On the way: v1 draining or ended while v2 loaded; never an unknown state.
+    for states in &seen {
+        for (_, s, code, _) in states {
+            assert!(["LOADING", "AVAILABLE", "UNLOADING", "END"].contains(&s.as_str()) && code == "OK", "{seen:?}");
+        }
+    }
+    daemon.wait_until("the inconclusive pause", std::time::Duration::from_secs(30), || {
+        daemon.cli(&["status"]).1.contains("not enough traffic to judge")
+    });
+    assert_eq!(daemon.cli(&["promote", "m"]).0, 0);
+    daemon.wait_until("the rollout's end", std::time::Duration::from_secs(30), || {
+        !daemon.cli(&["status"]).1.contains("not enough traffic to judge")
+    });
+    assert_eq!(version_states(&daemon, "m"), Ok(vec![state("2", "AVAILABLE"), state("1", "END")]));
+    assert_eq!(version_states(&daemon, "m").map(|s| s.len()), Ok(2));
+    let v1 = daemon.get("/v1/models/m/versions/1").json();
+    assert_eq!(
+        v1["model_version_status"],
+        json!([{"version": "1", "state": "END", "status": {"error_code": "OK", "error_message": ""}}])
+    );
+    // The retired version takes no request.
+    let pinned = daemon.post("/v1/models/m/versions/1:predict", r#"{"instances": [[1, 2, 3, 4]]}"#);
+    assert_eq!(pinned.status, 404, "{}", pinned.body);
 }
