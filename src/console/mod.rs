@@ -94,7 +94,12 @@ impl Console {
         shown
             .filter_map(|(name, route)| {
                 let health = report.models.get(name)?;
+                // The table is read while the phase is held: the runner changes both in one
+                // moment, so a step's weight and the table's agree.
+                let follow = self.engine.follow(name);
+                let phase = follow.as_ref().map(|p| p.borrow());
                 let table = route.table();
+                let rollout = phase.map(|p| p.clone());
                 let versions = table
                     .all_pools()
                     .filter_map(|pool| {
@@ -108,7 +113,7 @@ impl Console {
                     ready: health.ready,
                     reason: health.reason.clone(),
                     versions,
-                    rollout: self.engine.follow(name).map(|p| p.borrow().clone()),
+                    rollout,
                     history: history.iter().rev().take(HISTORY).map(past).collect(),
                     series: self.timeline.of(name, since),
                 })

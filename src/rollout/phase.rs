@@ -85,6 +85,13 @@ impl Phase {
         }
     }
 
+    /// Moves the candidate's traffic share of a phase that has one.
+    pub fn set_weight(&mut self, to: u8) {
+        if let Phase::Gating { weight, .. } | Phase::Paused { weight, .. } | Phase::AwaitingDecision { weight } = self {
+            *weight = to;
+        }
+    }
+
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {

@@ -524,7 +524,10 @@ fn a_reload_rolls_out_new_worker_settings_but_not_new_rollout_settings() {
         let versions = health["models"]["m"]["versions"].as_object().unwrap().clone();
         versions.contains_key("1") && versions.keys().any(|k| k == "1-shadow" || k == "1-candidate")
     });
-    let sockets = std::fs::read_dir(daemon.path().join("run/workers")).unwrap().count();
+    let sockets = std::fs::read_dir(daemon.path().join("run/workers"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension().is_some_and(|e| e == "sock"))
+        .count();
     assert_eq!(sockets, 4, "each pool's workers have their own sockets");
     daemon.wait_until("the new workers to be promoted", Duration::from_secs(30), || {
         history(&daemon).last().is_some_and(|r| r["outcome"] == "promoted")

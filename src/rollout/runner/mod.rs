@@ -169,6 +169,12 @@ impl Runner {
 
     /// Reports a new phase to followers, the metrics and the persisted record.
     fn enter(&mut self, phase: Phase) {
+        self.enter_routed(phase, None);
+    }
+
+    /// Enters `phase`; with `route`, the candidate's weight changes in the same moment
+    /// followers learn the phase, so no one reads a table and a phase that disagree.
+    fn enter_routed(&mut self, phase: Phase, route: Option<(&Arc<Pool>, u8)>) {
         self.record_phase(&phase);
         self.shared.metrics.set_rollout_phase(&self.model.name, phase.name(), &Phase::NAMES);
         self.record.phases.push(PhaseEntry {
@@ -177,8 +183,7 @@ impl Runner {
             weight: phase.weight(),
             note: Some(phase.describe()),
         });
-        self.shared.save_rollout(&self.model.name, &self.record);
-        self.progress.send_replace(Progress {
+        let progress = Progress {
             id: self.record.id,
             model: self.model.name.clone(),
             from: self.record.from,
@@ -187,6 +192,22 @@ impl Runner {
             sources: self.answers.as_ref().map(|a| a.sources()),
             gate: None,
             phase,
+        };
+        self.progress.send_modify(|p| {
+            if let Some((candidate, weight)) = route {
+                self.route_candidate(candidate, weight);
+            }
+            *p = progress;
+        });
+        self.shared.save_rollout(&self.model.name, &self.record);
+    }
+
+    /// Moves the candidate's weight within the phase in progress (rolling, as old
+    /// workers stop), table and phase together.
+    fn reroute(&mut self, candidate: &Arc<Pool>, weight: u8) {
+        self.progress.send_modify(|p| {
+            self.route_candidate(candidate, weight);
+            p.phase.set_weight(weight);
         });
     }
 
@@ -318,7 +339,11 @@ impl Runner {
     async fn bake(&mut self, candidate: &Arc<Pool>, stage: Stage, hold: Duration) -> Result<(), Interrupt> {
         let gating = stage.phase();
         let held = |reason: &str| stage.held(reason);
-        self.enter(if self.paused { held("paused by the operator") } else { gating.clone() });
+        let route = match &stage {
+            Stage::Step { weight, .. } => Some((candidate, *weight)),
+            Stage::Shadow(_) => None,
+        };
+        self.enter_routed(if self.paused { held("paused by the operator") } else { gating.clone() }, route);
         let started = Instant::now();
         self.holding = Some((started, Some(hold)));
         let mut breaches = 0;

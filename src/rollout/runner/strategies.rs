@@ -19,7 +19,6 @@ impl Runner {
         let steps = self.deploy.steps.clone();
         let bake = self.deploy.bake;
         for (i, weight) in steps.iter().enumerate() {
-            self.route_candidate(&candidate, *weight);
             let stage = Stage::Step { step: i + 1, steps: steps.len(), weight: *weight };
             match self.bake(&candidate, stage, bake).await {
                 Ok(()) => {}
@@ -35,8 +34,8 @@ impl Runner {
             Ok(c) => c,
             Err(ended) => return ended,
         };
-        // One store moves all traffic; blue stays warm behind it until the bake passes.
-        self.route_candidate(&green, 100);
+        // One store moves all traffic (as the bake begins); blue stays warm behind it
+        // until the bake passes.
         match self.bake(&green, Stage::Step { step: 1, steps: 1, weight: 100 }, self.deploy.bake).await {
             Ok(()) | Err(Interrupt::PromoteNow) => self.promote(&green).await,
             Err(Interrupt::Revert(reason)) => self.revert(&green, reason).await,
@@ -49,7 +48,6 @@ impl Runner {
             Err(ended) => return ended,
         };
         let split = self.deploy.split;
-        self.route_candidate(&b, split);
         match self.bake(&b, Stage::Step { step: 1, steps: 1, weight: split }, self.deploy.duration).await {
             Ok(()) => {}
             Err(Interrupt::PromoteNow) => return self.promote(&b).await,
@@ -138,7 +136,6 @@ impl Runner {
             let held = match shadowed {
                 Ok(()) => {
                     let weight = self.rolling_weight(&candidate);
-                    self.route_candidate(&candidate, weight);
                     self.bake(&candidate, Stage::Step { step, steps, weight }, self.deploy.bake).await
                 }
                 interrupted => interrupted,
@@ -159,7 +156,7 @@ impl Runner {
                 old_active = n.saturating_sub(new_active).min(old_active);
                 self.shared.supervisor.scale(&stable, old_active).await;
                 let weight = if old_active == 0 { 100 } else { self.rolling_weight(&candidate) };
-                self.route_candidate(&candidate, weight);
+                self.reroute(&candidate, weight);
             }
         }
         self.promote(&candidate).await
