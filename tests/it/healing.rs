@@ -29,50 +29,124 @@ fn a_corrupt_state_file_is_set_aside_and_the_config_serves() {
     assert!(!daemon.logs().contains("is not valid"), "{}", daemon.logs());
 }
 
+/// The slow model's width: one row of it is 8 KiB of JSON and 2048² multiply-adds for
+/// each of its 1200 layers.
+const SLOW_WIDTH: usize = 2048;
+
+/// One request of the slow model with `rows` rows: status, body and latency.
+fn slow_request(daemon: &TestDaemon, rows: usize) -> (u16, String, std::time::Duration) {
+    let body = crate::util::infer_body("x", &[rows, SLOW_WIDTH], &vec![0.5; rows * SLOW_WIDTH]);
+    let started = std::time::Instant::now();
+    let answer = daemon.client().post("/v2/models/slow/infer", &body);
+    (answer.status, answer.body, started.elapsed())
+}
+
+/// The worker of `model` (its command line names it).
+fn worker_of(daemon: &TestDaemon, model: &str) -> i32 {
+    let named = |pid: &i32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.windows(2).any(|w| w[0] == b"--model" && w[1] == model.as_bytes())
+    };
+    daemon.worker_pids().into_iter().find(named).unwrap_or_else(|| panic!("no worker of {model}"))
+}
+
+/// Every `[server]` key a reload applies is checked by what the daemon then does, not by
+/// the words of its answer: the body limit, the request timeout, the in-flight bound, the
+/// header timeout, the start timeout of the next worker, the log level and the shutdown
+/// grace; a restart-only key is said to be so and the daemon keeps the old value.
 #[test]
 fn a_reload_applies_every_server_key_or_says_it_needs_a_restart() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    // m loads in far over 20 ms (400 layers to plan), slow infers for seconds.
     let setup = Setup::new()
-        .model_with(ModelFiles::new("m", 1, family::good(1.0)), "version = 1\n")
-        .server("max_body = \"64KiB\"");
-    let daemon = TestDaemon::ready(setup);
+        .model_with(ModelFiles::new("m", 1, family::slow(400)), "version = 1\n")
+        .model_with(ModelFiles::new("slow", 1, crate::onnx::slow(SLOW_WIDTH as i64, 1200)), "workers = 2\n")
+        .server("max_body = \"1MiB\"");
+    let mut daemon = TestDaemon::ready(setup);
     let config = std::fs::read_to_string(daemon.path().join("modeld.toml")).unwrap();
     let big = format!(
         r#"{{"inputs": [{{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}}], "id": "{}"}}"#,
-        "x".repeat(4096)
+        "x".repeat(90 << 10)
     );
     assert_eq!(daemon.post("/v2/models/m/infer", &big).status, 200);
-
-    let changed = config.replace("max_body = \"64KiB\"", "max_body = \"2KiB\"\nrequest_timeout = \"7s\"\nmax_inflight_per_model = 64\nworker_start_timeout = \"90s\"\nshutdown_grace = \"3s\"\nheader_read_timeout = \"4s\"\nadmin_socket = \"other.sock\"")
-        .replace("log_level = \"debug\"", "log_level = \"warn\"");
-    daemon.write_config(&changed);
-    let (code, out, err) = daemon.cli(&["reload"]);
-    assert_eq!(code, 0, "{err}");
-    for line in [
-        "server.max_body: 65536 -> 2048: applied to requests from now on",
-        "server.request_timeout: 30s -> 7s: applied to requests from now on",
-        "server.max_inflight_per_model: 1024 -> 64: applied to every model",
-        "server.worker_start_timeout: 300s -> 90s: applied to workers started from now on",
-        "server.shutdown_grace: 30s -> 3s: applied to the next stop",
-        "server.header_read_timeout: 10s -> 4s: applied to connections from now on",
-        "server.log_level: debug -> warn: applied to the daemon now",
-        "other.sock: takes effect on restart only (the daemon keeps the old value)",
-    ] {
-        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    // Rows that make a slow request take over a second and a half (8 rows: 66 KiB),
+    // timed with the plan for its shape built (by a first request of that shape).
+    let (mut rows, mut took) = (1, Duration::ZERO);
+    while rows <= 8 {
+        assert_eq!(slow_request(&daemon, rows).0, 200);
+        let (status, body, t) = slow_request(&daemon, rows);
+        assert_eq!(status, 200, "{body}");
+        took = t;
+        if took >= Duration::from_millis(1500) || rows == 8 {
+            break;
+        }
+        rows *= 2;
     }
-    // Applied at once: the smaller body limit, and the log level (a reload's info line no
-    // longer shows).
+    eprintln!("FIGURE reload: a slow request of {rows} rows takes {took:?}");
+    assert!(took >= Duration::from_millis(1200), "the slow model is too fast here: {took:?} at {rows} rows");
+    let timeout_ms = took.as_millis() / 4;
+
+    let server_keys = |max_body: &str, request_timeout: &str| {
+        format!(
+            "max_body = \"{max_body}\"\nrequest_timeout = \"{request_timeout}\"\nmax_inflight_per_model = 1\n\
+             worker_start_timeout = \"20ms\"\nshutdown_grace = \"1s\"\nheader_read_timeout = \"1s\"\n\
+             admin_socket = \"other.sock\""
+        )
+    };
+    let reloaded = |keys: String| {
+        let changed =
+            config.replace("max_body = \"1MiB\"", &keys).replace("log_level = \"debug\"", "log_level = \"warn\"");
+        daemon.write_config(&changed);
+        let (code, out, err) = daemon.cli(&["reload"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let out = reloaded(server_keys("80KiB", &format!("{timeout_ms}ms")));
+    assert!(out.contains("other.sock: takes effect on restart only"), "{out}");
+
+    // max_body.
     let refused = daemon.post("/v2/models/m/infer", &big);
     assert_eq!(refused.status, 413, "{}", refused.body);
-    assert!(refused.body.contains("2048-byte limit"), "{}", refused.body);
-    // The log line reaches the test's reader thread a moment after the CLI's answer.
-    daemon.wait_until("the restart-only key logged too", std::time::Duration::from_secs(5), || {
-        daemon.logs().contains("takes effect on restart only")
+    assert!(refused.body.contains("81920-byte limit"), "{}", refused.body);
+    // request_timeout: the same slow request now times out.
+    let (status, body, waited) = slow_request(&daemon, rows);
+    assert_eq!(status, 504, "{body}");
+    assert!(waited < took / 2, "answered at the new timeout ({waited:?}), not after the {took:?} inference");
+    // max_inflight_per_model: with one request in flight, the next is refused.
+    let first = std::thread::spawn({
+        let client = daemon.client();
+        let body = crate::util::infer_body("x", &[rows, SLOW_WIDTH], &vec![0.5; rows * SLOW_WIDTH]);
+        move || client.post("/v2/models/slow/infer", &body).status
     });
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, body, _) = slow_request(&daemon, 1);
+    assert_eq!(status, 503, "over the new in-flight bound of 1: {body}");
+    assert!(body.contains("retry later"), "{body}");
+    let _ = first.join();
+    // header_read_timeout: a client stalled in its headers is let go after 1 s.
+    let mut stalled = std::net::TcpStream::connect(daemon.addr).unwrap();
+    stalled.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let stalled_at = Instant::now();
+    let _ = stalled.read_to_end(&mut Vec::new());
+    let let_go = stalled_at.elapsed();
+    assert!(let_go < Duration::from_secs(5), "the stalled client was held {let_go:?} (the old timeout is 10 s)");
+    // log_level: a reload's info line no longer shows.
     let lines = daemon.logs().lines().count();
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(500));
     let after: Vec<String> = daemon.logs().lines().skip(lines).map(String::from).collect();
     assert!(after.iter().all(|l| !l.contains("SIGHUP: config applied")), "info logged at warn: {after:?}");
+    // admin_socket is restart-only: the old socket still answers.
+    assert_eq!(daemon.cli(&["status"]).0, 0);
+    // worker_start_timeout: a worker started from now on must be ready within 20 ms.
+    let victim = worker_of(&daemon, "m");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL).unwrap();
+    daemon.wait_until("a restarted worker held to 20 ms", Duration::from_secs(20), || {
+        daemon.logs().contains("did not report ready within 20ms")
+    });
 
     // A config that does not parse is refused, and the daemon's own log says so.
     daemon.write_config("[server\nbroken");
@@ -81,6 +155,28 @@ fn a_reload_applies_every_server_key_or_says_it_needs_a_restart() {
     assert!(err.contains("not valid TOML"), "{err}");
     assert!(daemon.logs().contains("reload: refusing the new config"), "{}", daemon.logs());
     assert_eq!(daemon.post("/v2/models/m/infer", &big).status, 413, "the running config stays");
+
+    // shutdown_grace: with the request timeout long again, SIGTERM with a request in
+    // flight four times as long as the others exits after the 1 s grace given to the
+    // open requests and the 1 s given to the workers, not after the request.
+    reloaded(server_keys("1MiB", "30s"));
+    let client = daemon.client();
+    let long = rows * 4;
+    let body = crate::util::infer_body("x", &[long, SLOW_WIDTH], &vec![0.5; long * SLOW_WIDTH]);
+    let in_flight = std::thread::spawn(move || client.post("/v2/models/slow/infer", &body).status);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    let exited = stopped.elapsed();
+    eprintln!(
+        "FIGURE reload: with shutdown_grace 1s, SIGTERM exited in {exited:?} with a ~{:?} request in flight",
+        took * 4
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(exited < took * 3, "the daemon took {exited:?} to stop");
+    assert!(daemon.logs().contains("shutdown grace of 1s ran out"), "{}", daemon.logs());
+    let _ = in_flight.join();
 }
 
 /// Stops one worker with SIGSTOP under load and waits for its replacement; returns the
