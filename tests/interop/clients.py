@@ -39,19 +39,32 @@ SQUEEZE = session("squeezenet")
 TYPES = session("types")
 TYPE_DATA = {
     "fp32": np.float32, "fp64": np.float64, "int64": np.int64, "int32": np.int32,
-    "int8": np.int8, "uint8": np.uint8, "bool": np.bool_,
+    "int8": np.int8, "uint8": np.uint8, "bool": np.bool_, "fp16": np.float16, "text": np.object_,
 }
 TRITON_NAMES = {
     np.float32: "FP32", np.float64: "FP64", np.int64: "INT64", np.int32: "INT32",
-    np.int8: "INT8", np.uint8: "UINT8", np.bool_: "BOOL",
+    np.int8: "INT8", np.uint8: "UINT8", np.bool_: "BOOL", np.float16: "FP16", np.object_: "BYTES",
 }
+# Strings a text model is sent: non-ASCII, a 4-byte character, JSON's escapes, the empty string.
+TEXTS = ["naïve", "☃", "😀 emoji", "", 'tab\t"quote"', "plain"]
 
 
 def typed(kind, rows):
     dtype = TYPE_DATA[kind]
     if dtype is np.bool_:
         return RNG.integers(0, 2, (rows, 3)).astype(np.bool_)
+    if dtype is np.object_:
+        return np.array([[TEXTS[(r * 3 + c) % len(TEXTS)] for c in range(3)] for r in range(rows)], dtype=np.object_)
     return (RNG.random((rows, 3)) * 100).astype(dtype)
+
+
+def same(got, want):
+    """Equal, element for element; strings compared as UTF-8 bytes (clients give str from
+    JSON and bytes from binary data)."""
+    if want.dtype == np.object_:
+        as_bytes = lambda a: [v if isinstance(v, bytes) else str(v).encode() for v in a.reshape(-1)]
+        return got.shape == want.shape and as_bytes(got) == as_bytes(want)
+    return np.array_equal(got, want)
 
 
 def tritonclient(binary):
@@ -82,16 +95,54 @@ def tritonclient(binary):
         inp.set_data_from_numpy(data, binary_data=binary)
         inputs.append(inp)
         feeds[f"x_{kind}"] = data
-    result = c.infer("types", inputs)
+    outputs = None if binary else [triton.InferRequestedOutput(o.name, binary_data=False) for o in TYPES.get_outputs()]
+    result = c.infer("types", inputs, outputs=outputs)
     want = dict(zip([o.name for o in TYPES.get_outputs()], TYPES.run(None, feeds)))
-    same = all(np.array_equal(result.as_numpy(name), value) for name, value in want.items())
-    check(f"tritonclient ({mode}): every dtype round-trips", same)
+    differ = [name for name, value in want.items() if not same(result.as_numpy(name), value)]
+    check(f"tritonclient ({mode}): every dtype round-trips, FP16 and BYTES included", not differ, differ)
+    # FP16 numbers that are not FP16 values: rounded to nearest even as numpy rounds them.
+    halves = np.array([[0.1, 1.00048828125, 65519.0], [-0.1, 2049.0, 1e-8]], np.float64)
+    inp = triton.InferInput("x_fp16", [2, 3], "FP16")
+    inp.set_data_from_numpy(halves.astype(np.float16), binary_data=binary)
+    others = [i for i in inputs if i.name() != "x_fp16"]
+    fp16 = c.infer("types", others + [inp], outputs=None if binary else [triton.InferRequestedOutput("y_fp16", binary_data=False)])
+    check(f"tritonclient ({mode}): FP16 values as numpy rounds them", np.array_equal(fp16.as_numpy("y_fp16"), halves.astype(np.float16)))
+    if binary:
+        # Bytes that are not UTF-8 are no ONNX string: refused with the element named.
+        bad = triton.InferInput("x_text", [1, 3], "BYTES")
+        bad.set_data_from_numpy(np.array([[b"ok", b"\xff\xfe", b"x"]], dtype=np.object_))
+        rows = [i for i in inputs if i.name() != "x_text"]
+        two = [triton.InferInput(i.name(), [1, 3], i.datatype()) for i in rows]
+        for i, kind in zip(two, [n.name()[2:] for n in rows]):
+            i.set_data_from_numpy(typed(kind, 1))
+        try:
+            c.infer("types", two + [bad])
+            check("tritonclient (binary): BYTES that are not UTF-8 are refused", False)
+        except InferenceServerException as e:
+            check("tritonclient (binary): BYTES that are not UTF-8 are refused, naming the element",
+                  "input 'x_text': element 1 is not UTF-8" in e.message(), e.message())
     iris = triton.InferInput("X", [1, 4], "FP32")
     iris.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32), binary_data=binary)
     labels = c.infer("iris", [iris]).get_response()["outputs"]
     label_output = next(o["name"] for o in labels if o["datatype"] == "BYTES")
     got = c.infer("iris", [iris]).as_numpy(label_output)
     check(f"tritonclient ({mode}): BYTES output", got.reshape(-1)[0] in (b"setosa", "setosa"), got)
+    # Triton's classification: the top classes as "value:index:label", labels from the model.
+    probabilities = next(o["name"] for o in labels if o["datatype"] == "FP32")
+    top = triton.InferRequestedOutput(probabilities, binary_data=binary, class_count=2)
+    got = [v.decode() if isinstance(v, bytes) else v for v in c.infer("iris", [iris], outputs=[top]).as_numpy(probabilities).reshape(-1)]
+    check(f"tritonclient ({mode}): classification with labels", len(got) == 2 and got[0].endswith(":0:setosa")
+          and float(got[0].split(":")[0]) > 0.99, got)
+    x = RNG.random((3, 30), dtype=np.float32)
+    inp = triton.InferInput("features", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    top = triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=1)
+    got = c.infer("tabular_mlp", [inp], outputs=[top]).as_numpy("probabilities").reshape(-1)
+    want = MLP.run(None, {"features": x})[0]
+    parsed = [(float(v.split(b":" if isinstance(v, bytes) else ":")[0]), int(v.split(b":" if isinstance(v, bytes) else ":")[1])) for v in got]
+    check(f"tritonclient ({mode}): classification matches onnxruntime's top class",
+          [i for _, i in parsed] == list(np.argmax(want, axis=1))
+          and np.allclose([p for p, _ in parsed], np.max(want, axis=1), atol=1e-5), (got, want))
     bad = triton.InferInput("features", [1, 29], "FP32")
     bad.set_data_from_numpy(np.zeros((1, 29), np.float32), binary_data=binary)
     try:
@@ -117,6 +168,22 @@ def kserve_client():
             got = response.outputs[0].as_numpy()
             check(f"kserve v2 ({'binary' if binary else 'JSON'}): infer matches onnxruntime",
                   close(got, MLP.run(None, {"features": x})[0]))
+        # FP16 and BYTES, as the SDK sends them. Its JSON encoder refuses FP16 itself
+        # ("Sending FP16 data via JSON is not supported"), so the JSON round sends that one
+        # input as binary data beside the others in JSON, as its users must.
+        for binary in (False, True):
+            feeds, inputs = {}, []
+            for kind in TYPE_DATA:
+                data = typed(kind, 2)
+                inp = InferInput(f"x_{kind}", list(data.shape), TRITON_NAMES[TYPE_DATA[kind]])
+                inp.set_data_from_numpy(data, binary_data=binary or kind == "fp16")
+                inputs.append(inp)
+                feeds[f"x_{kind}"] = data
+            response = await v2.infer(BASE, InferRequest("types", inputs), model_name="types")
+            got = {o.name: o.as_numpy() for o in response.outputs}
+            want = dict(zip([o.name for o in TYPES.get_outputs()], TYPES.run(None, feeds)))
+            differ = [n for n in ("y_fp16", "y_text") if not same(got[n], want[n])]
+            check(f"kserve v2 ({'binary' if binary else 'JSON'}): FP16 and BYTES round-trip", not differ, differ)
         await v2.close()
         v1 = InferenceRESTClient(RESTConfig(protocol="v1"))
         response = await v1.infer(BASE, {"instances": x.tolist()}, model_name="tabular_mlp")

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes a model with one input per element type, each passed through to an output
-(`x_<type>` -> `y_<type>`, shape [batch, 3]), so clients can send and read every type."""
+(`x_<type>` -> `y_<type>`, shape [batch, 3]), so clients can send and read every type:
+FP16 as GPU exports give it, and strings (`text`, BYTES) as tokenizer-free text models
+take them."""
 import sys
 
 import onnx
@@ -9,7 +11,7 @@ from onnx import TensorProto, helper
 TYPES = {
     "fp32": TensorProto.FLOAT, "fp64": TensorProto.DOUBLE, "int64": TensorProto.INT64,
     "int32": TensorProto.INT32, "int8": TensorProto.INT8, "uint8": TensorProto.UINT8,
-    "bool": TensorProto.BOOL,
+    "bool": TensorProto.BOOL, "fp16": TensorProto.FLOAT16, "text": TensorProto.STRING,
 }
 nodes, inputs, outputs = [], [], []
 for name, t in TYPES.items():
