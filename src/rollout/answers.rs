@@ -82,8 +82,9 @@ impl Answers {
             Side::Stable => &self.stable,
             Side::Candidate => &self.candidate,
         };
+        let rows = request_rows(outputs);
         let mut drift = self.drift();
-        reading.features(outputs, |feature, value| drift.record(side, feature, value));
+        reading.features(outputs, |feature, value| drift.record(side, feature, value, rows));
     }
 
     /// Both versions' answers to one request: their distributions, the pair, and whether
@@ -92,7 +93,7 @@ impl Answers {
         let (mut theirs, mut mine) = (Vec::new(), Vec::new());
         self.stable.features(stable, |f, v| theirs.push((f, v)));
         self.candidate.features(candidate, |f, v| mine.push((f, v)));
-        self.drift().record_pair(theirs, mine);
+        self.drift().record_pair(theirs, mine, request_rows(stable));
         self.comparer.agrees(stable, candidate)
     }
 
@@ -171,4 +172,9 @@ impl AnswerTap for Tap {
     fn answered(&self, outputs: &[Tensor]) {
         self.answers.live(self.side, outputs);
     }
+}
+
+/// The rows of the request an answer answers (its first output's batch dimension).
+fn request_rows(outputs: &[Tensor]) -> usize {
+    outputs.first().map_or(1, |t| t.rows().max(1))
 }

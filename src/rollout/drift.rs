@@ -28,6 +28,13 @@
 //! far fewer answers than two independent samples need. So a small sample never reverts a good
 //! version by chance, a quiet model's replays still reach a verdict, and a large sample
 //! holds the candidate to the limit itself.
+//!
+//! Rows of one request are not independent answers: a client's batch often holds one
+//! user's or one item's rows, alike. Both tests count a side's answers as the effective
+//! number of independent ones, `N² / Σ m` over its rows (`m`: the rows of the request a
+//! row came with), which is `N` when every request is one row and the number of requests
+//! when each batch's rows are all alike, so a few large batches never pass for many
+//! answers.
 
 use crate::repo::PredictKind;
 use crate::router::pool::Pool;
@@ -252,16 +259,18 @@ fn argmax(row: &[f64]) -> usize {
     (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
 }
 
-/// The values one side has given of one feature, the most recent [`KEPT`].
+/// The values one side has given of one feature, the most recent [`KEPT`], with the
+/// number of rows of the request each came with.
 #[derive(Debug, Clone, Default)]
 struct Observed {
     numbers: VecDeque<f64>,
     categories: VecDeque<String>,
+    batches: VecDeque<usize>,
     probability: bool,
 }
 
 impl Observed {
-    fn push(&mut self, value: Value) {
+    fn push(&mut self, value: Value, rows: usize) {
         match value {
             Value::Number { value, probability } => {
                 self.probability = probability;
@@ -269,11 +278,23 @@ impl Observed {
             }
             Value::Category(name) => push_bounded(&mut self.categories, name),
         }
+        push_bounded(&mut self.batches, rows.max(1));
     }
 
     fn len(&self) -> usize {
         self.numbers.len().max(self.categories.len())
     }
+
+    /// How many independent answers the values are worth (see the module's notes).
+    fn effective(&self) -> f64 {
+        effective(&self.batches)
+    }
+}
+
+/// `N² / Σ m` over rows that came in requests of `m` rows each.
+fn effective<'a>(batches: impl IntoIterator<Item = &'a usize>) -> f64 {
+    let (n, sum) = batches.into_iter().fold((0.0, 0.0), |(n, sum), m| (n + 1.0, sum + *m as f64));
+    if sum == 0.0 { 0.0 } else { n * n / sum }
 }
 
 fn push_bounded<T>(ring: &mut VecDeque<T>, value: T) {
@@ -296,7 +317,15 @@ pub enum Side {
 pub struct Drift {
     stable: BTreeMap<Feature, Observed>,
     candidate: BTreeMap<Feature, Observed>,
-    pairs: BTreeMap<Feature, VecDeque<(Value, Value)>>,
+    pairs: BTreeMap<Feature, VecDeque<Pair>>,
+}
+
+/// Two versions' values of one feature for one row of one request of `rows` rows.
+#[derive(Debug, Clone)]
+struct Pair {
+    stable: Value,
+    candidate: Value,
+    rows: usize,
 }
 
 /// One feature's PSI and what it was judged against.
@@ -367,26 +396,35 @@ impl DriftReading {
 }
 
 impl Drift {
-    pub fn record(&mut self, side: Side, feature: Feature, value: Value) {
+    /// One feature's value of one row of an answer to a request of `rows` rows.
+    pub fn record(&mut self, side: Side, feature: Feature, value: Value, rows: usize) {
         let map = match side {
             Side::Stable => &mut self.stable,
             Side::Candidate => &mut self.candidate,
         };
-        map.entry(feature).or_default().push(value);
+        map.entry(feature).or_default().push(value, rows);
     }
 
-    /// Both versions' features of one request: each side's, and the pairs.
-    pub fn record_pair(&mut self, stable: Vec<(Feature, Value)>, candidate: Vec<(Feature, Value)>) {
-        let mut theirs: BTreeMap<Feature, Value> = candidate.into_iter().collect();
-        for (feature, value) in stable {
-            if let Some(mine) = theirs.remove(&feature) {
-                push_bounded(self.pairs.entry(feature.clone()).or_default(), (value.clone(), mine.clone()));
-                self.record(Side::Candidate, feature.clone(), mine);
-            }
-            self.record(Side::Stable, feature, value);
+    /// Both versions' features of one request of `rows` rows: each side's, and the
+    /// pairs, row by row (the n-th value of a feature on one side with the n-th on the
+    /// other).
+    pub fn record_pair(&mut self, stable: Vec<(Feature, Value)>, candidate: Vec<(Feature, Value)>, rows: usize) {
+        let mut theirs: BTreeMap<Feature, VecDeque<Value>> = BTreeMap::new();
+        for (feature, value) in candidate {
+            theirs.entry(feature).or_default().push_back(value);
         }
-        for (feature, value) in theirs {
-            self.record(Side::Candidate, feature, value);
+        for (feature, value) in stable {
+            if let Some(mine) = theirs.get_mut(&feature).and_then(|values| values.pop_front()) {
+                let pair = Pair { stable: value.clone(), candidate: mine.clone(), rows };
+                push_bounded(self.pairs.entry(feature.clone()).or_default(), pair);
+                self.record(Side::Candidate, feature.clone(), mine, rows);
+            }
+            self.record(Side::Stable, feature, value, rows);
+        }
+        for (feature, values) in theirs {
+            for value in values {
+                self.record(Side::Candidate, feature.clone(), value, rows);
+            }
         }
     }
 
@@ -423,7 +461,7 @@ fn judge_feature(
     feature: &Feature,
     stable: &Observed,
     candidate: &Observed,
-    pairs: &VecDeque<(Value, Value)>,
+    pairs: &VecDeque<Pair>,
     alpha: f64,
 ) -> FeatureDrift {
     let binning = match stable.numbers.is_empty() {
@@ -448,7 +486,7 @@ fn judge_feature(
     FeatureDrift {
         feature: feature.clone(),
         psi,
-        chance_psi: chance_psi(bins.len(), n_s, n_c, alpha),
+        chance_psi: chance_psi(bins.len(), stable.effective(), candidate.effective(), alpha),
         stable_samples: n_s,
         candidate_samples: n_c,
         paired: pairs.len(),
@@ -461,10 +499,12 @@ fn judge_feature(
 /// Stuart–Maxwell test of marginal homogeneity (the paired counterpart of the PSI's
 /// question), `dᵀ V⁻¹ d` over the bins any answer moved into or out of, where `d` is
 /// each bin's stable count minus its candidate count and `V` their covariance from the
-/// moves; against a χ² with one degree of freedom fewer than those bins.
-fn paired_shift(binning: &Binning, pairs: &VecDeque<(Value, Value)>, alpha: f64) -> bool {
+/// moves; against a χ² with one degree of freedom fewer than those bins. Pairs from
+/// batches count as the independent ones they are worth: the statistic is divided by
+/// the design effect `N / (N² / Σ m)`.
+fn paired_shift(binning: &Binning, pairs: &VecDeque<Pair>, alpha: f64) -> bool {
     let mut moves: BTreeMap<(usize, usize), f64> = BTreeMap::new();
-    for (s, c) in pairs {
+    for Pair { stable: s, candidate: c, .. } in pairs {
         let (Some(from), Some(to)) = (binning.index(s), binning.index(c)) else { continue };
         if from != to {
             *moves.entry((from, to)).or_default() += 1.0;
@@ -488,7 +528,8 @@ fn paired_shift(binning: &Binning, pairs: &VecDeque<(Value, Value)>, alpha: f64)
         .map(|&i| bins.iter().map(|&j| if i == j { out_of(i) + into(i) } else { -(n(i, j) + n(j, i)) }).collect())
         .collect();
     let (statistic, df) = quadratic_form(v, d);
-    df > 0 && statistic > chi_square_quantile(df, 1.0 - alpha)
+    let design_effect = pairs.len() as f64 / effective(pairs.iter().map(|p| &p.rows));
+    df > 0 && statistic / design_effect > chi_square_quantile(df, 1.0 - alpha)
 }
 
 /// `dᵀ V⁻ d` for a symmetric positive semi-definite `V` (a generalized inverse: Gauss–
@@ -640,11 +681,11 @@ fn psi(bins: &[Bin]) -> f64 {
 /// The PSI over `bins` bins that chance alone exceeds with probability `alpha` between
 /// independent samples of `n_s` and `n_c` values of one distribution: the χ² quantile
 /// with `bins − 1` degrees of freedom, scaled by `1/n_s + 1/n_c`.
-pub fn chance_psi(bins: usize, n_s: usize, n_c: usize, alpha: f64) -> f64 {
-    if bins < 2 || n_s == 0 || n_c == 0 {
+pub fn chance_psi(bins: usize, n_s: f64, n_c: f64, alpha: f64) -> f64 {
+    if bins < 2 || n_s <= 0.0 || n_c <= 0.0 {
         return 0.0;
     }
-    chi_square_quantile(bins - 1, 1.0 - alpha) * (1.0 / n_s as f64 + 1.0 / n_c as f64)
+    chi_square_quantile(bins - 1, 1.0 - alpha) * (1.0 / n_s + 1.0 / n_c)
 }
 
 /// The χ² quantile with `df` degrees of freedom at `p` (Wilson and Hilferty's cube-root
@@ -754,9 +795,65 @@ mod tests {
     fn drift_of(stable: impl Iterator<Item = f64>, candidate: impl Iterator<Item = f64>) -> DriftReading {
         let mut d = Drift::default();
         let f = feature("y", "value");
-        stable.for_each(|v| d.record(Side::Stable, f.clone(), number(v)));
-        candidate.for_each(|v| d.record(Side::Candidate, f.clone(), number(v)));
+        stable.for_each(|v| d.record(Side::Stable, f.clone(), number(v), 1));
+        candidate.for_each(|v| d.record(Side::Candidate, f.clone(), number(v), 1));
         d.read(20)
+    }
+
+    /// Batches whose rows are alike (one user's, one item's) are few answers, not many:
+    /// a candidate seen mostly through a handful of them is not drifted by their luck.
+    #[test]
+    fn batches_of_alike_rows_count_as_the_requests_they_are() {
+        let f = feature("y", "value");
+        let mut alarms = 0;
+        for seed in 0..50 {
+            let mut d = Drift::default();
+            let mut values = normal(seed);
+            for _ in 0..600 {
+                d.record(Side::Stable, f.clone(), number(values.next().unwrap()), 1);
+            }
+            // 60 single rows and 4 batches of 64 copies of one draw.
+            for _ in 0..60 {
+                d.record(Side::Candidate, f.clone(), number(values.next().unwrap()), 1);
+            }
+            for _ in 0..4 {
+                let v = values.next().unwrap();
+                (0..64).for_each(|_| d.record(Side::Candidate, f.clone(), number(v), 64));
+            }
+            alarms += usize::from(d.read(20).breach(0.25).is_some());
+        }
+        assert_eq!(alarms, 0, "one distribution, judged drifted in {alarms} of 50 runs");
+        // A real shift in such batches is still found once there are enough of them.
+        let mut d = Drift::default();
+        let mut values = normal(7);
+        for _ in 0..600 {
+            d.record(Side::Stable, f.clone(), number(values.next().unwrap()), 1);
+        }
+        for _ in 0..40 {
+            let v = values.next().unwrap() + 3.0;
+            (0..16).for_each(|_| d.record(Side::Candidate, f.clone(), number(v), 16));
+        }
+        assert!(d.read(20).breach(0.25).is_some(), "{:?}", d.read(20));
+    }
+
+    /// Both versions' answers to one batch are paired row by row, and every row is
+    /// counted on both sides.
+    #[test]
+    fn a_batchs_answers_pair_row_by_row() {
+        let f = feature("y", "value");
+        let mut d = Drift::default();
+        let rows = |offset: f64| (0..8).map(|i| (f.clone(), number(i as f64 + offset))).collect::<Vec<_>>();
+        d.record_pair(rows(0.0), rows(0.5), 8);
+        assert_eq!((d.stable[&f].len(), d.candidate[&f].len()), (8, 8));
+        let pairs: Vec<(f64, f64)> = d.pairs[&f]
+            .iter()
+            .map(|p| match (&p.stable, &p.candidate) {
+                (Value::Number { value: s, .. }, Value::Number { value: c, .. }) => (*s, *c),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(pairs, (0..8).map(|i| (i as f64, i as f64 + 0.5)).collect::<Vec<_>>());
+        assert!((d.stable[&f].effective() - 1.0).abs() < 1e-9, "eight alike rows of one request are worth one");
     }
 
     #[test]
@@ -807,7 +904,7 @@ mod tests {
         let mut d = Drift::default();
         let f = feature("y", "value");
         for (s, c) in pairs {
-            d.record_pair(vec![(f.clone(), number(s))], vec![(f.clone(), number(c))]);
+            d.record_pair(vec![(f.clone(), number(s))], vec![(f.clone(), number(c))], 1);
         }
         d.read(20)
     }
@@ -897,10 +994,10 @@ mod tests {
             counts.iter().flat_map(|(c, n)| std::iter::repeat_n(c.to_string(), *n)).collect()
         };
         for c in mix(&[("a", 400), ("b", 400), ("c", 195), ("rare", 5)]) {
-            d.record(Side::Stable, f.clone(), Value::Category(c));
+            d.record(Side::Stable, f.clone(), Value::Category(c), 1);
         }
         for c in mix(&[("a", 700), ("b", 150), ("c", 145), ("new", 5)]) {
-            d.record(Side::Candidate, f.clone(), Value::Category(c));
+            d.record(Side::Candidate, f.clone(), Value::Category(c), 1);
         }
         let r = d.read(20);
         let breach = r.breach(0.25).expect("a class mix moved by 30 points drifts");
@@ -915,8 +1012,8 @@ mod tests {
         let f = feature("p", "p(cat)");
         let p = |value| Value::Number { value, probability: true };
         for v in uniform(10).take(400) {
-            d.record(Side::Stable, f.clone(), p(0.001 + v * 0.0002));
-            d.record(Side::Candidate, f.clone(), p(0.0013 + v * 0.0002));
+            d.record(Side::Stable, f.clone(), p(0.001 + v * 0.0002), 1);
+            d.record(Side::Candidate, f.clone(), p(0.0013 + v * 0.0002), 1);
         }
         let r = d.read(20);
         assert_eq!(r.features[0].psi, 0.0, "{:?}", r.features[0]);
