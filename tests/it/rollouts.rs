@@ -89,6 +89,11 @@ fn good_rollout(name: &str, settings: &str, extra: &[&str]) -> (TestDaemon, Repo
     let tail: Vec<_> = report.shots.iter().rev().take(20).collect();
     assert!(tail.iter().all(|s| s.version == Some(2)), "traffic is not on v2 at the end");
     assert_eq!(stable_version(&daemon), 2);
+    // The new version is the stable one, not a candidate left at 100 % beside a stopped
+    // stable: the next rollout starts from it.
+    let status: Value = serde_json::from_str(&daemon.cli(&["status", "--output", "json"]).1).unwrap();
+    let versions = status["models"][0]["versions"].as_array().unwrap();
+    assert!(!versions.iter().any(|v| v["role"] == "candidate"), "{status}");
     figure(name, &report, seconds);
     (daemon, report)
 }

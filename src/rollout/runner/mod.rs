@@ -60,8 +60,10 @@ enum Interrupt {
 enum Stage {
     /// The shadow phase: answering mirrored copies, no user traffic.
     Shadow(Arc<Mirror>),
-    /// `weight` % of traffic, at step `step` of `steps`.
+    /// `weight` % of traffic beside stable, at step `step` of `steps`: the bake routes it.
     Step { step: usize, steps: usize, weight: u8 },
+    /// All traffic, the old version gone (recreate): it is already the table's stable.
+    Alone,
 }
 
 impl Stage {
@@ -69,6 +71,7 @@ impl Stage {
         match self {
             Stage::Shadow(_) => Phase::Shadow,
             Stage::Step { step, steps, weight } => Phase::Gating { step: *step, steps: *steps, weight: *weight },
+            Stage::Alone => Phase::Gating { step: 1, steps: 1, weight: 100 },
         }
     }
 
@@ -79,13 +82,14 @@ impl Stage {
             Stage::Step { step, steps, weight } => {
                 Phase::Paused { step: *step, steps: *steps, weight: *weight, reason }
             }
+            Stage::Alone => Phase::Paused { step: 1, steps: 1, weight: 100, reason },
         }
     }
 
     fn shadow_counts(&self) -> Option<ShadowCounts> {
         match self {
             Stage::Shadow(mirror) => Some(mirror.counts()),
-            Stage::Step { .. } => None,
+            Stage::Step { .. } | Stage::Alone => None,
         }
     }
 }
@@ -341,14 +345,14 @@ impl Runner {
         let held = |reason: &str| stage.held(reason);
         let route = match &stage {
             Stage::Step { weight, .. } => Some((candidate, *weight)),
-            Stage::Shadow(_) => None,
+            Stage::Shadow(_) | Stage::Alone => None,
         };
         self.enter_routed(if self.paused { held("paused by the operator") } else { gating.clone() }, route);
         let started = Instant::now();
         self.holding = Some((started, Some(hold)));
         let mut breaches = 0;
         let mut inconclusive_since: Option<Instant> = None;
-        if let Stage::Step { .. } = stage {
+        if let Stage::Step { .. } | Stage::Alone = stage {
             self.watch_live(candidate);
         }
         self.aim_replays(candidate, &stage, hold);

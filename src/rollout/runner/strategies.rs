@@ -237,7 +237,7 @@ impl Runner {
         };
         let verdict = match validated {
             Err(reason) => Err(reason),
-            Ok(()) => match self.bake(&new, Stage::Step { step: 1, steps: 1, weight: 100 }, self.deploy.bake).await {
+            Ok(()) => match self.bake(&new, Stage::Alone, self.deploy.bake).await {
                 Ok(()) | Err(Interrupt::PromoteNow) => Ok(()),
                 Err(Interrupt::Revert(reason)) => Err(reason),
             },
