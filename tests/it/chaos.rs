@@ -1,9 +1,11 @@
 //! The chaos suite (`.ci/run` runs it; `cargo test --test it chaos -- --ignored` by
 //! hand, as root for its tmpfs): sustained load on two models while, at random moments,
-//! 20 deploys of good versions (canary, blue-green, rolling, recreate in turn), 20 worker
-//! SIGKILLs, 5 SIGSTOP/SIGCONT pairs, SIGHUPs with good and broken configs, a corrupt
-//! model directory appearing in the repository, all with the state directory on a tiny
-//! tmpfs that fills up. Every answer is checked against the reference.
+//! 24 deploys — 20 of good versions (canary, blue-green, rolling, recreate in turn), each
+//! of which must be promoted, and 4 of faulty ones (errors, NaN answers, a label-order
+//! bug, a signature change), each of which must be stopped before any user sees it —,
+//! 20 worker SIGKILLs, 5 SIGSTOP/SIGCONT pairs, SIGHUPs with good and broken configs, a
+//! corrupt model directory appearing in the repository, all with the state directory on
+//! a tiny tmpfs that is full (checked). Every answer is checked against the reference.
 //!
 //! What may fail by design, and nothing else: a request whose worker died under it and
 //! whose one retry found its second worker dead too (503, "the retry found none"), and a
@@ -20,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Versions per model beyond the first: 2 models × 10 = 20 deploys.
-const DEPLOYS_PER_MODEL: u64 = 10;
+/// Versions per model beyond the first: 2 models × 12 = 24 deploys.
+const DEPLOYS_PER_MODEL: u64 = 12;
 const KILLS: usize = 20;
 const STOPS: usize = 5;
 /// The span the signal events are spread over.
@@ -48,9 +50,43 @@ impl Rng {
 
 const STRATEGIES: [&str; 4] = ["canary", "blue_green", "rolling", "recreate"];
 
+/// What a deployed version is, and so how its rollout must end.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Good,
+    /// Broken in a way the gate must see before users do, so deployed by a strategy
+    /// with a shadow phase (never recreate, whose downtime-by-design has none).
+    Faulty {
+        what: &'static str,
+        strategy: &'static str,
+    },
+}
+
+/// The version `v` of `model` (2 ..= 1 + DEPLOYS_PER_MODEL): good but for 5 and 9.
+fn kind(model: &str, v: u64) -> Kind {
+    match (model, v) {
+        ("reg", 5) => Kind::Faulty { what: "fails half its requests", strategy: "canary" },
+        ("reg", 9) => Kind::Faulty { what: "answers NaN", strategy: "rolling" },
+        ("cls", 5) => Kind::Faulty { what: "orders its classes wrongly", strategy: "blue_green" },
+        ("cls", 9) => Kind::Faulty { what: "changed its signature", strategy: "canary" },
+        _ => Kind::Good,
+    }
+}
+
+fn model_file(model: &str, v: u64) -> ModelFiles {
+    match (model, v) {
+        ("reg", 5) => ModelFiles::new("reg", v, family::erroring()),
+        ("reg", 9) => ModelFiles::new("reg", v, family::nan()),
+        ("reg", _) => ModelFiles::new("reg", v, family::good(1.0)),
+        ("cls", 5) => ModelFiles::new("cls", v, family::classifier(true)).with_manifest(family::CLASSIFIER_LABELS),
+        ("cls", 9) => ModelFiles::new("cls", v, family::good(1.0)),
+        _ => ModelFiles::new("cls", v, family::classifier(false)).with_manifest(family::CLASSIFIER_LABELS),
+    }
+}
+
 fn model_lines() -> String {
     let deploy =
-        "check_every = \"100ms\", shadow = \"300ms\", bake = \"300ms\", steps = [50, 100], keep_previous = \"0s\"";
+        "check_every = \"100ms\", shadow = \"500ms\", bake = \"300ms\", steps = [50, 100], keep_previous = \"0s\"";
     format!("workers = 2\nversion = 1\ndeploy = {{ {deploy} }}\n")
 }
 
@@ -65,33 +101,35 @@ fn config_setup() -> Setup {
         // On "latest", watched: where the corrupt and the incompatible versions appear.
         .model_with(ModelFiles::new("lat", 1, family::good(1.0)), "version = \"latest\"\n");
     for v in 2..=1 + DEPLOYS_PER_MODEL {
-        setup = setup
-            .files(ModelFiles::new("reg", v, family::good(1.0)))
-            .files(ModelFiles::new("cls", v, family::classifier(false)).with_manifest(family::CLASSIFIER_LABELS));
+        setup = setup.files(model_file("reg", v)).files(model_file("cls", v));
     }
     setup.before_start(|dir| mount_tiny_tmpfs(&dir.join("state")))
 }
 
 /// Mounts a tmpfs of [`TMPFS_BYTES`] on `dir`, most of it taken by a filler, so saving
-/// the state fails once the history grows. Without the right to mount (not root), the
-/// directory stays a plain one and the run says so.
+/// the state fails once the history grows. The suite needs it (root, for `mount`): a
+/// plain directory would let the full-disk case pass without happening.
 fn mount_tiny_tmpfs(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let mounted = std::process::Command::new("mount")
+    let out = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_BYTES}"), "tmpfs"])
         .arg(dir)
-        .output();
-    match mounted {
-        Ok(out) if out.status.success() => {
-            std::fs::write(dir.join("filler"), vec![0u8; FILLER_BYTES as usize]).unwrap();
-            eprintln!("CHAOS state directory: a {TMPFS_BYTES}-byte tmpfs, {FILLER_BYTES} bytes of it taken");
-        }
-        Ok(out) => eprintln!(
-            "CHAOS state directory: a plain directory (no tmpfs: {}; run as root for it)",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => eprintln!("CHAOS state directory: a plain directory (no mount command: {e})"),
-    }
+        .output()
+        .expect("the chaos suite needs the mount command");
+    assert!(
+        out.status.success(),
+        "the chaos suite mounts a tiny tmpfs under the state directory, and could not (run it as root): {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    std::fs::write(dir.join("filler"), vec![0u8; FILLER_BYTES as usize]).unwrap();
+    eprintln!("CHAOS state directory: a {TMPFS_BYTES}-byte tmpfs, {FILLER_BYTES} bytes of it taken");
+}
+
+/// Bytes free on the file system holding `dir`, and whether it is a tmpfs.
+fn free_bytes(dir: &Path) -> (u64, bool) {
+    let fs = nix::sys::statfs::statfs(dir).unwrap();
+    let vfs = nix::sys::statvfs::statvfs(dir).unwrap();
+    (vfs.blocks_available() as u64 * vfs.fragment_size() as u64, fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }
 
 /// Unmounts the state tmpfs when the run ends, passed or not (lazily: a daemon may hold it).
@@ -143,12 +181,13 @@ fn chaos() {
     let deploys = std::thread::spawn({
         let (daemon, outcomes, deploying) = (daemon.clone(), outcomes.clone(), deploying.clone());
         move || {
-            run_deploys(&daemon, &outcomes);
+            let wrong = run_deploys(&daemon, &outcomes);
             deploying.store(false, Ordering::Relaxed);
+            wrong
         }
     });
     let events = run_signals(&daemon, &mut Rng(seed), &config, &deploying);
-    deploys.join().unwrap();
+    let wrongly_ended = deploys.join().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let (reg, cls) = (reg.stop(), cls.stop());
     let elapsed = started.elapsed();
@@ -170,31 +209,58 @@ fn chaos() {
         );
         assert!(report.shots.len() > 1000, "{name}: only {} requests", report.shots.len());
     }
-    assert!(!logs.contains("panicked"), "a panic in the log:\n{logs}");
+    // The faulty version that fails half its requests does so by an out-of-range Gather
+    // that panics inside tract; the worker catches it and answers the request failed.
+    // Any other panic is a defect.
+    let panics: Vec<&str> = logs.lines().filter(|l| l.contains("panicked at") && !l.contains("/tract-core-")).collect();
+    assert!(panics.is_empty(), "a panic in the log:\n{}", panics.join("\n"));
+    assert!(wrongly_ended.is_empty(), "deploys that did not end as their kind must:\n{}", wrongly_ended.join("\n"));
     check_state_afterwards(daemon, &state_dir);
 }
 
-/// 20 deploys, the two models in turn, each by the next strategy, each followed to its end
-/// (a deploy refused because the repository watch's rollout runs is tried again).
-fn run_deploys(daemon: &TestDaemon, outcomes: &Mutex<BTreeMap<String, usize>>) {
+/// The deploys, the two models in turn, each good one by the next strategy, each
+/// followed to its end (a deploy refused because the repository watch's rollout runs is
+/// tried again); returns how each ended that is not how its kind must.
+fn run_deploys(daemon: &TestDaemon, outcomes: &Mutex<BTreeMap<String, usize>>) -> Vec<String> {
+    let mut wrong = Vec::new();
     for i in 0..2 * DEPLOYS_PER_MODEL {
         let model = if i % 2 == 0 { "reg" } else { "cls" };
         let version = 2 + i / 2;
-        let strategy = STRATEGIES[(i as usize / 2) % STRATEGIES.len()];
+        let kind = kind(model, version);
+        let strategy = match kind {
+            Kind::Good => STRATEGIES[(i as usize / 2) % STRATEGIES.len()],
+            Kind::Faulty { strategy, .. } => strategy,
+        };
         let outcome = loop {
             let (code, out, err) =
                 daemon.cli(&["deploy", model, "--version", &version.to_string(), "--strategy", strategy]);
+            let why = || {
+                out.lines().find(|l| l.contains("reverted:") || l.contains("failed:")).unwrap_or_default().to_string()
+            };
             match code {
                 0 => break "promoted".to_string(),
-                3 => break format!("reverted ({})", out.lines().last().unwrap_or_default()),
-                4 => break format!("failed ({})", out.lines().last().unwrap_or_default()),
+                3 => break format!("reverted ({})", why()),
+                4 => break format!("failed ({})", why()),
                 _ if err.contains("rollout in progress") => std::thread::sleep(Duration::from_millis(200)),
                 _ => break format!("not started: {err}"),
             }
         };
-        eprintln!("CHAOS deploy {model} v{version} by {strategy}: {outcome}");
-        *outcomes.lock().unwrap().entry(outcome.split(' ').next().unwrap().to_string()).or_default() += 1;
+        let ended = outcome.split(' ').next().unwrap().to_string();
+        let what = match kind {
+            Kind::Good => "good".to_string(),
+            Kind::Faulty { what, .. } => format!("faulty: {what}"),
+        };
+        eprintln!("CHAOS deploy {model} v{version} ({what}) by {strategy}: {outcome}");
+        let as_its_kind_says = match kind {
+            Kind::Good => ended == "promoted",
+            Kind::Faulty { .. } => ended == "reverted" || ended == "failed",
+        };
+        if !as_its_kind_says {
+            wrong.push(format!("{model} v{version} ({what}) by {strategy}: {outcome}"));
+        }
+        *outcomes.lock().unwrap().entry(format!("{what} {ended}")).or_default() += 1;
     }
+    wrong
 }
 
 /// The signal and repository events, spread at random over [`SPAN`] (and on while the
@@ -303,9 +369,19 @@ fn check_state_afterwards(daemon: Arc<TestDaemon>, state_dir: &Path) {
     let state: serde_json::Value = serde_json::from_slice(&saved).expect("the state file parses");
     let history = state["history"].as_array().map_or(0, |h| h.len());
     let save_failures = daemon.logs().lines().filter(|l| l.contains("could not write state")).count();
+    let (free, tmpfs) = free_bytes(state_dir);
     eprintln!(
-        "CHAOS state afterwards: readable, {history} rollouts in its history; {save_failures} saves failed on the full disk"
+        "CHAOS state afterwards: readable, {history} rollouts in its history; {save_failures} saves failed on the \
+         full disk ({free} bytes free of {TMPFS_BYTES}, a {}-byte state file)",
+        saved.len()
     );
+    assert!(tmpfs, "the state directory is the tiny tmpfs");
+    assert!(
+        free < saved.len() as u64,
+        "the disk was really full: {free} bytes free, a state file takes {}",
+        saved.len()
+    );
+    assert!(save_failures > 0, "saves failed on the full disk, and the log said so");
     let daemon = Arc::try_unwrap(daemon).unwrap_or_else(|_| panic!("the daemon is still shared"));
     let daemon = daemon.restart();
     daemon.wait_ready();
