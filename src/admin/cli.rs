@@ -5,9 +5,7 @@
 use super::Request;
 use super::client::{self, ClientError};
 use super::status::{self, Status};
-use crate::rollout::phase::{Phase, Progress};
-use crate::rollout::plan::{self, Plan};
-use crate::rollout::state::Record;
+use crate::rollout::{Phase, Plan, Progress, Record, now};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
@@ -76,11 +74,11 @@ pub fn watch_status(socket: &Path, as_json: bool) -> ExitCode {
             },
         };
         if terminal {
-            print!("\x1b[H\x1b[J{}  (every 1s; Ctrl-C stops)\n{text}", format_time(crate::rollout::state::now()));
+            print!("\x1b[H\x1b[J{}  (every 1s; Ctrl-C stops)\n{text}", format_time(now()));
         } else if text != last {
             match as_json {
                 true => print!("{text}"),
-                false => print!("-- {}\n{text}", format_time(crate::rollout::state::now())),
+                false => print!("-- {}\n{text}", format_time(now())),
             }
         }
         let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -91,7 +89,7 @@ pub fn watch_status(socket: &Path, as_json: bool) -> ExitCode {
 
 pub fn plan(socket: &Path, request: Request, as_json: bool) -> ExitCode {
     match call(socket, &request) {
-        Ok(data) => print(data, as_json, |d| parse::<Plan>(d).map(|p| plan::render(&p))),
+        Ok(data) => print(data, as_json, |d| parse::<Plan>(d).map(|p| p.render())),
         Err(e) => failed(e),
     }
 }
@@ -113,7 +111,7 @@ fn render_history(records: &[Record]) -> String {
         let outcome = r.outcome.map_or("in progress", |o| o.name());
         let reason = r.reason.as_deref().map_or(String::new(), |r| format!(": {r}"));
         let who = r.by.as_ref().map_or_else(|| r.origin.clone(), |b| b.describe());
-        let end = r.ended_at.unwrap_or_else(crate::rollout::state::now);
+        let end = r.ended_at.unwrap_or_else(now);
         let took = humantime::format_duration(std::time::Duration::from_secs((end - r.started_at).max(0.0) as u64));
         out.push_str(&format!(
             "#{} {} {} {from} -> v{} by {} ({who}), took {took}: {outcome}{reason}\n",
@@ -227,7 +225,7 @@ impl Display {
             let drawn = shown.clone();
             let frame = move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
                 if let Some(p) = drawn.lock().expect("display lock").as_ref() {
-                    let _ = w.write_str(&status::rollout_frame(p, crate::rollout::state::now()).join("\n"));
+                    let _ = w.write_str(&status::rollout_frame(p, now()).join("\n"));
                 }
             };
             let style = indicatif::ProgressStyle::with_template("{spinner} {frame}")
@@ -247,7 +245,7 @@ impl Display {
             Some(bar) if p.phase.is_done() => bar.finish(),
             Some(bar) => bar.tick(),
             None if line == self.last => {}
-            None => println!("{} {line}", format_time(crate::rollout::state::now())),
+            None => println!("{} {line}", format_time(now())),
         }
         self.last = line;
     }

@@ -14,10 +14,11 @@ pub mod client;
 pub mod peer;
 pub mod status;
 
+pub use client::call;
+
 use crate::config::Strategy;
 use crate::health::Host;
-use crate::rollout::runner::Command;
-use crate::rollout::{Engine, Options};
+use crate::rollout::{Caller, Command, Engine, Options};
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -217,7 +218,7 @@ impl Admin {
     }
 
     async fn handle(&self, request: Request, peer: &peer::Peer) -> Result<serde_json::Value, String> {
-        let caller = || crate::rollout::evidence::Caller::operator(peer.uid, peer.pid);
+        let caller = || Caller::operator(peer.uid, peer.pid);
         let engine = &self.engine;
         match request {
             Request::Status => {

@@ -2,7 +2,7 @@
 //! workers and health, as JSON for scripts and as a table for people.
 
 use crate::health::{self, Host, Overall};
-use crate::rollout::phase::Progress;
+use crate::rollout::{Progress, now};
 use crate::router::Router;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -109,7 +109,7 @@ pub fn render(status: &Status) -> String {
             }
         }
     }
-    let now = crate::rollout::state::now();
+    let now = now();
     for line in status.rollouts.iter().flat_map(|r| rollout_frame(r, now)) {
         let _ = writeln!(out, "{line}");
     }

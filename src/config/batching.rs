@@ -19,8 +19,10 @@ pub enum Buckets {
 impl Buckets {
     /// The bucket scheme a config names (and the worker's `--buckets` carries as
     /// [`crate::wire::Buckets`]: the worker does not read the config).
+    pub const ALL: [Buckets; 2] = [Buckets::Exact, Buckets::Pow2];
+
     pub fn from_name(name: &str) -> Option<Buckets> {
-        [Buckets::Exact, Buckets::Pow2].into_iter().find(|b| b.name() == name)
+        Buckets::ALL.into_iter().find(|b| b.name() == name)
     }
 
     pub fn name(self) -> &'static str {

@@ -393,3 +393,29 @@ fn gpu_memory_thresholds_are_percent_like_memory() {
     let c = check("[health]\ngpu_memory = { warning = 70.0, critical = 90.0 }\n[[model]]\nname = \"m\"\n").unwrap();
     assert_eq!(c.models[0].health.gpu_memory, Levels { warning: Some(0.70), critical: Some(0.90) });
 }
+
+/// The choices the config offers and the worker's command line takes are named alike,
+/// both ways: the config keeps its own types (it depends on nothing of ours, the worker
+/// does not read it), so this is where the two are held to agree.
+#[test]
+fn config_and_worker_name_the_same_choices() {
+    use crate::wire;
+    use std::collections::BTreeSet;
+    fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> BTreeSet<&'static str> {
+        all.iter().map(|t| name(*t)).collect()
+    }
+    assert_eq!(
+        names(&batching::Buckets::ALL, batching::Buckets::name),
+        names(&wire::Buckets::ALL, wire::Buckets::name)
+    );
+    let engines: BTreeSet<&str> = Engine::NAMES.iter().map(|(n, _)| *n).collect();
+    assert_eq!(engines, names(&wire::engine::EngineKind::ALL, wire::engine::EngineKind::name));
+    let devices =
+        [Device::Cpu, Device::Cuda { gpus: vec![], or_cpu: false }, Device::Cuda { gpus: vec![1], or_cpu: true }];
+    let devices: BTreeSet<&str> = devices.iter().map(Device::worker_kind).collect();
+    assert_eq!(devices, names(&wire::engine::DeviceKind::ALL, wire::engine::DeviceKind::name));
+    let levels: BTreeSet<&str> = OPTIMIZATION_LEVELS.into_iter().collect();
+    assert_eq!(levels, names(&wire::engine::GraphOptimization::ALL, wire::engine::GraphOptimization::name));
+    assert_eq!(OnnxRuntimeOptions::default().optimization, wire::engine::GraphOptimization::default().name());
+    assert!(wire::Buckets::parse("pow3").unwrap_err().contains("'pow3' is not a bucket policy (exact, pow2)"));
+}

@@ -6,13 +6,9 @@
 
 pub mod timeline;
 
-use crate::front::error::ApiError;
-use crate::front::ui::Board;
-use crate::health::check::words;
-use crate::health::{self, Host, VersionHealth};
-use crate::rollout::Engine;
-use crate::rollout::phase::Progress;
-use crate::rollout::state::{Record, now};
+use crate::front::{ApiError, Board};
+use crate::health::{self, Host, VersionHealth, words};
+use crate::rollout::{Engine, Outcome, Progress, Record, now};
 use crate::router::Router;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -78,7 +74,7 @@ struct PastRollout {
     origin: String,
     started_at: f64,
     ended_at: Option<f64>,
-    outcome: Option<crate::rollout::state::Outcome>,
+    outcome: Option<Outcome>,
     reason: Option<String>,
     by: Option<String>,
     report: String,

@@ -22,10 +22,7 @@ use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::rollout::{Engine, Parts};
 use crate::router::Router;
-use crate::supervisor::cgroup::Cgroups;
-use crate::supervisor::process::Launcher;
-use crate::supervisor::signals::{Intent, Signals};
-use crate::supervisor::{Supervisor, sampler};
+use crate::supervisor::{Cgroups, Intent, Launcher, Signals, Supervisor};
 use anyhow::Context;
 use notify::Notifier;
 use std::sync::Arc;
@@ -75,7 +72,7 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone()));
     let host = Arc::new(Host::new(gpus));
     let stop_sampler = CancellationToken::new();
-    tokio::spawn(sampler::run(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
+    tokio::spawn(crate::supervisor::sample(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
     // The daemon owns what it tells systemd; the engine reports reloads through it.
     let notifier = Arc::new(Notifier::from_env());
     let parts = Parts {

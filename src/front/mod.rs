@@ -24,13 +24,15 @@ pub mod routes;
 pub mod tfserving;
 pub mod ui;
 
+pub use error::ApiError;
+pub use ui::Board;
+
 use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::router::{self, CallError, Copy, Fault, Hint, ModelInfo, ModelRoute, Pool, RouteError, Router, Timing};
 use crate::tensor::Tensor;
 use crate::window::Outcome;
 use bytes::Bytes;
-use error::ApiError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};

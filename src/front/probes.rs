@@ -117,10 +117,10 @@ impl Front {
                 m.workers_up.with_label_values(&[name, &version]).add(pool.ready_workers() as i64);
                 let looping = i64::from(pool.crash_loop().is_some());
                 m.crash_looping.with_label_values(&[name, &version]).add(looping);
-                for (slot, s) in pool.slots.iter().enumerate() {
-                    let rss = s.rss_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64;
+                for (slot, worker) in pool.workers().enumerate() {
+                    let rss = worker.rss_bytes as i64;
                     m.worker_rss_bytes.with_label_values(&[name, &version, &slot.to_string()]).set(rss);
-                    if let Some(gpu) = gpus.processes.get(&s.pid.load(std::sync::atomic::Ordering::Relaxed)) {
+                    if let Some(gpu) = gpus.processes.get(&worker.pid) {
                         let labels = [name.as_str(), &version, &slot.to_string(), &gpu.gpu.to_string()];
                         m.worker_gpu_memory_bytes.with_label_values(&labels).set(gpu.memory_bytes as i64);
                     }

@@ -12,10 +12,7 @@
 
 pub mod check;
 
-use crate::router::Router;
-use crate::router::mirror::ShadowCounts;
-use crate::router::pool::{Phase, Pool};
-use crate::router::table::RoutingTable;
+use crate::router::{Phase, Pool, Router, RoutingTable, ShadowCounts};
 use crate::window::Snapshot;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -24,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use crate::gpu::Readings as GpuReadings;
-pub use check::{Check, Status};
+pub use check::{Check, Status, words};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -180,7 +177,7 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
     // A version whose workers die on the requests they get fails its clients as surely as
     // one that cannot load.
     let failed = matches!(*pool.phase(), Phase::Failed { .. }) || pool.crash_loop().is_some();
-    let max_rss = pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0);
+    let max_rss = pool.largest_rss();
     let mut checks = BTreeMap::from([
         ("model_loaded", check::model_loaded(pool.ready_workers(), pool.active(), failed)),
         ("memory", check::memory(max_rss, pool.memory_limit, host.total_memory(), h)),
@@ -208,9 +205,9 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
 /// version's, and in a PID namespace NVML's pids are not the workers'.
 pub fn gpu_use(pool: &Pool, readings: &crate::gpu::Readings) -> check::GpuUse {
     let mut usage = check::GpuUse { largest: None, gpus: Default::default() };
-    for slot in &pool.slots {
-        usage.gpus.extend(slot.gpu());
-        let Some(process) = readings.processes.get(&slot.pid.load(Ordering::Relaxed)) else { continue };
+    for worker in pool.workers() {
+        usage.gpus.extend(worker.gpu);
+        let Some(process) = readings.processes.get(&worker.pid) else { continue };
         usage.gpus.insert(process.gpu);
         // A GPU whose total NVML did not give cannot be judged by share.
         let Some(total) = readings.gpu(process.gpu).and_then(|g| g.memory_total_bytes) else { continue };
@@ -240,12 +237,7 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
     let ready = pool.ready_workers();
     let reason = match &*pool.phase() {
         Phase::Failed { reason } => Some(reason.clone()),
-        _ => pool.crash_loop().or_else(|| {
-            pool.slots
-                .iter()
-                .filter(|s| s.conn().is_none())
-                .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone())
-        }),
+        _ => pool.crash_loop().or_else(|| pool.down_reason()),
     };
     VersionHealth {
         state,
@@ -253,14 +245,7 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
         reason,
         load_mode: pool.info().map(|i| i.load_mode.clone()),
         device: pool.info().map(|i| i.device.clone()),
-        workers: Workers {
-            configured: pool.active(),
-            ready,
-            restarts: sum(pool, |s| &s.restarts),
-            oom_kills: sum(pool, |s| &s.oom_kills),
-            hangs: sum(pool, |s| &s.hangs),
-            disconnects: sum(pool, |s| &s.disconnects),
-        },
+        workers: workers(pool, ready),
         window: summary(&window),
         shadow: table.shadow.as_ref().filter(|m| Arc::ptr_eq(&m.pool, pool)).map(|m| {
             let counts = m.counts();
@@ -270,9 +255,16 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
     }
 }
 
-/// A per-slot counter summed over the pool's slots.
-fn sum(pool: &Pool, counter: impl Fn(&crate::router::pool::Slot) -> &AtomicU64) -> u64 {
-    pool.slots.iter().map(|s| counter(s).load(Ordering::Relaxed)).sum()
+fn workers(pool: &Pool, ready: usize) -> Workers {
+    let faults = pool.faults();
+    Workers {
+        configured: pool.active(),
+        ready,
+        restarts: faults.restarts,
+        oom_kills: faults.oom_kills,
+        hangs: faults.hangs,
+        disconnects: faults.disconnects,
+    }
 }
 
 /// Names of the models that have no ready stable version, with why.

@@ -112,6 +112,6 @@ fn write_package(subject: &Subject, setting: &Setting, dir: &Path) -> ExitCode {
 /// The rollout, from the daemon over its admin socket.
 fn ask(socket: &Path, model: &str, which: Which) -> Result<Subject, String> {
     let request = Request::Report { model: model.to_string(), which };
-    let data = crate::admin::client::call(socket, &request).map_err(|e| e.to_string())?;
+    let data = crate::admin::call(socket, &request).map_err(|e| e.to_string())?;
     serde_json::from_value(data).map_err(|e| format!("unreadable answer from the daemon: {e}"))
 }

@@ -18,7 +18,6 @@ use super::state::{self, Store};
 use crate::router::mirror::ShadowCounts;
 use crate::router::pool::Pool;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The format of an evidence file.
@@ -162,7 +161,7 @@ impl Figures {
             p50_ms: ms(w.p50),
             p95_ms: ms(w.p95),
             p99_ms: ms(w.p99),
-            rss_bytes: pool.slots.iter().map(|s| s.rss_bytes.load(Ordering::Relaxed)).max().unwrap_or(0),
+            rss_bytes: pool.largest_rss(),
             cpu_cores: pool.cpu().map(|(busy, _)| busy),
         }
     }

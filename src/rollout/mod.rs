@@ -29,6 +29,14 @@ pub mod signature;
 pub mod state;
 pub mod validation;
 
+// The engine's face for the admin socket, the live view and the daemon: its commands,
+// what a rollout's progress and record say, and its plans.
+pub use evidence::Caller;
+pub use phase::{Phase, Progress};
+pub use plan::Plan;
+pub use runner::Command;
+pub use state::{Outcome, Record, now};
+
 use crate::config::VersionSpec;
 use crate::config::{Config, ModelConfig, Overrides, Strategy};
 use crate::health::Host;
@@ -39,10 +47,9 @@ use crate::router::table::RoutingTable;
 use crate::router::{ModelRoute, Router};
 use crate::supervisor::Supervisor;
 use arc_swap::ArcSwap;
-use phase::{Phase, Progress};
 use repo_watch::RepoWatch;
-use runner::{Command, Runner};
-use state::{Outcome, Record, State, Store};
+use runner::Runner;
+use state::{State, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

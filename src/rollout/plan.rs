@@ -209,6 +209,13 @@ fn answer_checks(d: &DeployConfig, live: bool) -> Vec<String> {
 }
 
 /// The plan as text.
+impl Plan {
+    /// What `modeld plan` prints.
+    pub fn render(&self) -> String {
+        render(self)
+    }
+}
+
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     let from = plan.from.map_or("(none)".into(), |v| format!("v{v}"));

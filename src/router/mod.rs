@@ -25,8 +25,8 @@ pub use conn::CallError;
 // What the front may name of the router (and of what crosses to the workers), so that it
 // reaches into none of the router's modules.
 pub use crate::wire::{Fault, ModelInfo, Timing};
-pub use mirror::Copy;
-pub use pool::{Phase, Pool};
+pub use mirror::{Copy, ShadowCounts};
+pub use pool::{Faults, Phase, Pool, WorkerUse};
 pub use retired::{End, Retired};
 pub use table::{Hint, RoutingTable};
 

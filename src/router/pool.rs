@@ -201,6 +201,23 @@ pub struct Pool {
 /// Hands out pool ids.
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// One slot's current worker, as sampled (pid 0 and no memory when none runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerUse {
+    pub pid: u32,
+    pub rss_bytes: u64,
+    pub gpu: Option<u32>,
+}
+
+/// A version's worker faults since it started, over all its workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub restarts: u64,
+    pub oom_kills: u64,
+    pub hangs: u64,
+    pub disconnects: u64,
+}
+
 impl Pool {
     pub fn new(spec: PoolSpec) -> Pool {
         Pool {
@@ -266,6 +283,40 @@ impl Pool {
         let samples: Vec<f64> = self.slots.iter().take(self.active()).filter_map(Slot::cpu_cores).collect();
         let allowed = (self.active() * self.cores_per_worker).max(1) as f64;
         (!samples.is_empty()).then(|| (samples.iter().sum(), allowed))
+    }
+
+    /// What the version's workers went through, summed over its slots.
+    pub fn faults(&self) -> Faults {
+        let sum =
+            |counter: fn(&Slot) -> &AtomicU64| self.slots.iter().map(|s| counter(s).load(Ordering::Relaxed)).sum();
+        Faults {
+            restarts: sum(|s| &s.restarts),
+            oom_kills: sum(|s| &s.oom_kills),
+            hangs: sum(|s| &s.hangs),
+            disconnects: sum(|s| &s.disconnects),
+        }
+    }
+
+    /// Each slot's current worker as measured: pid, resident memory, GPU.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerUse> + '_ {
+        self.slots.iter().map(|s| WorkerUse {
+            pid: s.pid.load(Ordering::Relaxed),
+            rss_bytes: s.rss_bytes.load(Ordering::Relaxed),
+            gpu: s.gpu(),
+        })
+    }
+
+    /// The largest resident memory of one of the version's workers (0 before sampling).
+    pub fn largest_rss(&self) -> u64 {
+        self.workers().map(|w| w.rss_bytes).max().unwrap_or(0)
+    }
+
+    /// How the first worker that is down last ended, if one is down.
+    pub fn down_reason(&self) -> Option<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.conn().is_none())
+            .find_map(|s| s.last_exit.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Why the version's workers crash-loop while serving, if any slot's do.

@@ -242,12 +242,12 @@ mod tests {
         }
     }
 
+    /// The task holding a request: what the call ended with.
+    type Held = tokio::task::JoinHandle<Result<(Vec<wire::Tensor>, wire::Timing), crate::router::CallError>>;
+
     /// A connection holding one request its worker never answers (answering pings when
     /// `pongs`), and the task holding the request.
-    fn holding(
-        pongs: bool,
-    ) -> (Arc<WorkerConn>, tokio::task::JoinHandle<Result<(Vec<wire::Tensor>, wire::Timing), crate::router::CallError>>)
-    {
+    fn holding(pongs: bool) -> (Arc<WorkerConn>, Held) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         tokio::spawn(worker(theirs, pongs));
         let conn = WorkerConn::start(ours);

@@ -14,12 +14,18 @@ pub mod process;
 pub mod sampler;
 pub mod signals;
 
+// What the daemon builds a supervisor from and runs beside it.
+pub use cgroup::Cgroups;
+pub use process::Launcher;
+pub use sampler::run as sample;
+pub use signals::{Intent, Signals};
+
 use crate::config::ModelConfig;
 use crate::metrics::Metrics;
 use crate::repo::ModelDir;
 use crate::router::pool::{Phase, Pool, PoolSpec};
 use keeper::Keeper;
-use process::{Launcher, WorkerSpec};
+use process::WorkerSpec;
 use std::sync::{Arc, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;

@@ -52,8 +52,18 @@ pub enum Buckets {
 }
 
 impl Buckets {
+    pub const ALL: [Buckets; 2] = [Buckets::Exact, Buckets::Pow2];
+
     pub fn from_name(name: &str) -> Option<Buckets> {
-        [Buckets::Exact, Buckets::Pow2].into_iter().find(|b| b.name() == name)
+        Buckets::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Parses a `--buckets` value; anything else is refused, naming the choices.
+    pub fn parse(name: &str) -> Result<Buckets, String> {
+        Buckets::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = Buckets::ALL.iter().map(|b| b.name()).collect();
+            format!("'{name}' is not a bucket policy ({})", names.join(", "))
+        })
     }
 
     pub fn name(self) -> &'static str {

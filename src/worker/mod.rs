@@ -76,9 +76,9 @@ pub struct WorkerArgs {
     /// Batch sizes that dispatch at once when reached.
     #[arg(long, value_delimiter = ',')]
     pub preferred: Vec<usize>,
-    /// Plan buckets: pow2 or exact.
-    #[arg(long, default_value = "pow2")]
-    pub buckets: String,
+    /// Plan buckets: pow2 or exact (anything else is refused).
+    #[arg(long, default_value = "pow2", value_parser = Buckets::parse)]
+    pub buckets: Buckets,
     /// Batch sizes whose plans are built at load.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub plan_sizes: Vec<usize>,
@@ -144,10 +144,6 @@ impl EngineArgs {
 }
 
 impl WorkerArgs {
-    fn buckets(&self) -> Buckets {
-        Buckets::from_name(&self.buckets).unwrap_or(Buckets::Pow2)
-    }
-
     fn policy(&self) -> batcher::Policy {
         batcher::Policy {
             max_batch: self.max_batch.max(1),
@@ -278,7 +274,7 @@ async fn wait_failed(mut load: watch::Receiver<LoadState>) -> String {
 fn load_and_check(args: &WorkerArgs) -> Result<engine::Engine, String> {
     let started = std::time::Instant::now();
     let (manifest, model) = load_model(&args.dir, &args.engine, args.threads.max(1), args.max_plans)?;
-    let mut engine = engine::Engine::new(model, args.buckets());
+    let mut engine = engine::Engine::new(model, args.buckets);
     engine.contract = contract::Contract::new(&manifest, &engine.info)?;
     let hints = manifest.inputs.iter().map(|(name, hint)| (name.clone(), hint.shape.clone())).collect();
     engine.build_plans(&args.plan_sizes, &hints);
@@ -367,4 +363,29 @@ fn bind(socket: &Path) -> anyhow::Result<StdListener> {
 /// Removes the socket, where the worker may (after a change of user the supervisor does).
 fn cleanup(socket: &Path) {
     let _ = std::fs::remove_file(socket);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: WorkerArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<WorkerArgs, String> {
+        let base = ["worker", "--model", "m", "--version", "1", "--dir", "/d", "--socket", "/s", "--parent-pid", "1"];
+        Command::try_parse_from(base.iter().chain(extra)).map(|c| c.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_bucket_policy_is_refused_not_defaulted() {
+        assert_eq!(parse(&[]).unwrap().buckets, Buckets::Pow2);
+        assert_eq!(parse(&["--buckets", "exact"]).unwrap().buckets, Buckets::Exact);
+        let refused = parse(&["--buckets", "pow3"]).unwrap_err();
+        assert!(refused.contains("'pow3' is not a bucket policy (exact, pow2)"), "{refused}");
+    }
 }
