@@ -42,9 +42,8 @@ use crate::config::{Config, ModelConfig, Overrides, Strategy};
 use crate::health::Host;
 use crate::metrics::Metrics;
 use crate::repo::ModelDir;
-use crate::router::pool::Pool;
+use crate::router::Router;
 use crate::router::table::RoutingTable;
-use crate::router::{ModelRoute, Router};
 use crate::supervisor::Supervisor;
 use arc_swap::ArcSwap;
 use repo_watch::RepoWatch;
@@ -52,138 +51,13 @@ use runner::Runner;
 use state::{State, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// How a promoted version is watched while its predecessor is kept warm.
-#[derive(Debug, Clone, Copy)]
-pub struct Watch {
-    pub every: Duration,
-    pub breaches: u32,
-}
+mod shared;
+mod startup;
 
-/// What the runners share with the engine.
-pub struct Shared {
-    pub supervisor: Arc<Supervisor>,
-    pub host: Arc<Host>,
-    pub metrics: Arc<Metrics>,
-    /// `[server]` in force: `worker_start_timeout` (how long a candidate may take to get
-    /// ready) and `request_timeout` (how long a mirrored copy may take on a shadow).
-    pub server: crate::config::Live,
-    store: Store,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    /// Applies `change` to the state and saves it; a failed save is logged (the daemon
-    /// keeps serving; the state on disk is then the previous one).
-    pub fn update(&self, change: impl FnOnce(&mut State)) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        change(&mut state);
-        if let Err(e) = self.store.save(&state) {
-            tracing::error!("{e}");
-        }
-    }
-
-    pub fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
-        read(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Saves a running rollout's record as the model's rollout in progress.
-    pub fn save_rollout(&self, model: &str, record: &Record) {
-        self.update(|s| s.model(model).rollout = Some(record.clone()));
-    }
-
-    /// Keeps `old` warm for `keep` after a promotion, then stops it, unless a rollback
-    /// took it back into service first. Meanwhile the promoted version is watched by the
-    /// gate's critical checks (its workers crash-looping on requests, its error rate,
-    /// latency, availability, OOM kills): `watch.breaches` failing evaluations in a row
-    /// revert to `old` at once, from its warm pool.
-    pub fn retire_later(self: &Arc<Self>, route: Arc<ModelRoute>, old: Arc<Pool>, keep: Duration, watch: Watch) {
-        let shared = self.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + keep;
-            let mut breaches = 0;
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(watch.every.min(deadline - tokio::time::Instant::now())).await;
-                let table = route.table();
-                let (Some(previous), Some(promoted)) = (&table.previous, &table.stable) else { return };
-                if !Arc::ptr_eq(previous, &old) {
-                    return; // rolled back meanwhile, or a new rollout retired it
-                }
-                let Some(gate::Verdict::Fail(reason)) = gate::critical(promoted, &shared.host) else {
-                    breaches = 0;
-                    continue;
-                };
-                breaches += 1;
-                if breaches >= watch.breaches {
-                    return shared.revert_promotion(&route, promoted.clone(), old, reason).await;
-                }
-            }
-            shared.retire_previous(&route, &old).await;
-        });
-    }
-
-    /// Puts `previous` back in service after the promoted version failed the gate, and
-    /// records it as the promoted version's revert.
-    async fn revert_promotion(&self, route: &ModelRoute, promoted: Arc<Pool>, previous: Arc<Pool>, reason: String) {
-        let (from, to) = (promoted.version, previous.version);
-        tracing::error!(model = %route.name, from, to, "the promoted version failed the gate: {reason}; reverting to the warm previous version");
-        route.swap(RoutingTable::stable(previous));
-        let reason =
-            format!("after its promotion, version {from} failed the gate ({reason}); version {to} serves again");
-        let by = evidence::Caller::origin(Origin::Watch.name());
-        self.record_switch(&route.name, from, to, "revert", by, Outcome::Reverted, reason);
-        self.supervisor.stop(&promoted).await;
-    }
-
-    /// Records a switch of the live version outside a rollout (a rollback by hand, a revert
-    /// after promotion) in the state and the history.
-    #[allow(clippy::too_many_arguments)]
-    fn record_switch(
-        &self,
-        model: &str,
-        from: u64,
-        to: u64,
-        strategy: &str,
-        by: evidence::Caller,
-        outcome: Outcome,
-        reason: String,
-    ) {
-        self.update(|s| {
-            let m = s.model(model);
-            m.live = Some(to);
-            m.previous = Some(from);
-            let at = state::now();
-            let id = s.next_id();
-            s.remember(Record {
-                id,
-                model: model.into(),
-                from: Some(from),
-                to,
-                strategy: strategy.into(),
-                origin: by.origin.clone(),
-                started_at: at,
-                ended_at: Some(at),
-                outcome: Some(outcome),
-                reason: Some(reason),
-                phases: Vec::new(),
-                validation: None,
-                by: Some(by),
-                ended_by: None,
-            });
-        });
-    }
-
-    /// Takes `old` out of the table's warm previous slot, if it is still there, and stops it.
-    async fn retire_previous(&self, route: &ModelRoute, old: &Arc<Pool>) {
-        let table = route.table();
-        if table.previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, old)) {
-            route.swap(RoutingTable { previous: None, ..RoutingTable::clone(&table) });
-            self.supervisor.stop(old).await;
-        }
-    }
-}
+pub use shared::{Shared, Watch};
+use startup::{abort_interrupted, sample_limits, wait_ready};
 
 /// Why the engine refused a request.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -275,7 +149,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Origin::Config => "config",
             Origin::Reload => "reload",
@@ -293,7 +167,7 @@ impl Engine {
         let store = Store::new(&config.server.state_dir);
         let mut saved = store.load_or_set_aside();
         abort_interrupted(&mut saved);
-        let shared = Arc::new(Shared { supervisor, host, metrics, server: live, store, state: Mutex::new(saved) });
+        let shared = Arc::new(Shared::new(supervisor, host, metrics, live, store, saved));
         shared.update(|_| {});
         let engine = Arc::new(Engine {
             shared,
@@ -338,82 +212,6 @@ impl Engine {
             .map(|r| format!("rollout {} v{} by {}: {}", r.model, r.to, r.strategy, r.phase.describe()))
             .collect();
         summary(&self.router, &rollouts)
-    }
-
-    /// Starts serving a model that has no route yet: its last promoted version when it
-    /// still exists, else what the config asks; then a rollout if the config asks anew.
-    fn bring_up(self: &Arc<Self>, model: &ModelConfig, config: &Config) {
-        let dir = ModelDir::new(&model.dir);
-        let desired = dir.resolve(model.version);
-        let saved = self.shared.read(|s| s.models.get(&model.name).cloned().unwrap_or_default());
-        let live = saved.live.filter(|v| dir.resolve(VersionSpec::Exact(*v)).is_ok());
-        let (serve, pending) = match (live, &desired) {
-            (Some(live), Ok(want)) if *want != live && saved.config_asked != Some(*want) => (Some(live), Some(*want)),
-            (Some(live), _) => (Some(live), None),
-            (None, Ok(want)) => (Some(*want), None),
-            (None, Err(_)) => (None, None),
-        };
-        let table = match serve {
-            Some(version) => {
-                self.shared.update(|s| {
-                    let m = s.model(&model.name);
-                    m.live = Some(version);
-                    if m.config_asked.is_none() {
-                        m.config_asked = desired.as_ref().ok().copied();
-                    }
-                });
-                let pool = self.shared.supervisor.start(model, version);
-                if model.version == VersionSpec::Latest && live.is_none() {
-                    self.fall_back_if_it_cannot_serve(model.clone(), pool.clone());
-                }
-                RoutingTable::stable(pool)
-            }
-            None => {
-                let reason = desired.err().map(|e| e.to_string()).unwrap_or_default();
-                tracing::error!(model = %model.name, "cannot serve: {reason}");
-                RoutingTable::unavailable(reason)
-            }
-        };
-        let limit = config.server.max_inflight_per_model;
-        let sample = sample_limits(&model.deploy);
-        self.router.insert(Arc::new(ModelRoute::new(&model.name, limit, sample, table)));
-        if let Some(want) = pending {
-            tracing::info!(model = %model.name, version = want, "the config asks for a version not yet rolled out");
-            if let Err(e) = self.start_rollout(&model.name, want, Options::default(), Origin::Config) {
-                tracing::error!("{e}");
-            }
-        }
-    }
-
-    /// `version = "latest"` on a first start serves the newest version that loads: when
-    /// the newest fails (corrupt, failing its golden examples), the next older one is
-    /// started in its place, and so on; each failure is logged once with its reason. The
-    /// newest stays what the config asked for, so neither a reload nor the repository
-    /// watch retries it until a newer one appears.
-    fn fall_back_if_it_cannot_serve(self: &Arc<Self>, model: ModelConfig, first: Arc<Pool>) {
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let timeout = model.device.start_timeout(engine.shared.server.get().worker_start_timeout);
-            let mut pool = first;
-            while let Err(reason) = wait_ready(&pool, timeout).await {
-                let Ok(route) = engine.router.model(&model.name) else { return };
-                if !route.table().stable.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pool)) {
-                    return; // replaced meanwhile (a rollout, a reload)
-                }
-                let versions = ModelDir::new(&model.dir).versions().unwrap_or_default();
-                let Some(older) = versions.into_iter().filter(|v| *v < pool.version).max() else {
-                    tracing::error!(model = %model.name, "{reason}; no older version to fall back to");
-                    return;
-                };
-                tracing::error!(model = %model.name, "{reason}; serving version {older}, the next newest, instead");
-                engine.shared.metrics.latest_skipped.with_label_values(&[&model.name, &pool.version.to_string()]).inc();
-                let next = engine.shared.supervisor.start(&model, older);
-                route.swap(RoutingTable::stable(next.clone()));
-                engine.shared.update(|s| s.model(&model.name).live = Some(older));
-                engine.shared.supervisor.stop(&pool).await;
-                pool = next;
-            }
-        });
     }
 
     /// Starts a rollout of `model` to `version`, as the operator's `options` ask.
@@ -655,43 +453,6 @@ impl Engine {
 
     fn lock_latest(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Progress>>> {
         self.latest.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// What a model's sample of live requests may hold, as its deploy settings say (nothing
-/// when replay is off).
-fn sample_limits(deploy: &crate::config::DeployConfig) -> crate::router::sample::Limits {
-    match deploy.replay {
-        true => crate::router::sample::Limits { requests: deploy.replay_sample, bytes: deploy.replay_memory },
-        false => crate::router::sample::Limits::OFF,
-    }
-}
-
-/// Records rollouts the last process did not finish as aborted (rolled back by restart).
-fn abort_interrupted(state: &mut State) {
-    let interrupted: Vec<Record> = state.models.values_mut().filter_map(|m| m.rollout.take()).collect();
-    for mut record in interrupted {
-        tracing::warn!(model = %record.model, to = record.to, "a rollout was cut by a restart; serving the last promoted version");
-        record.outcome = Some(Outcome::Aborted);
-        record.reason = Some("the daemon restarted mid-rollout; the last promoted version serves".into());
-        record.ended_at = Some(state::now());
-        state.remember(record);
-    }
-}
-
-async fn wait_ready(pool: &Pool, timeout: Duration) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let crate::router::pool::Phase::Failed { reason } = &*pool.phase() {
-            return Err(format!("version {} failed to start: {reason}", pool.version));
-        }
-        if pool.is_ready() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("version {} did not get ready within the start timeout ({timeout:?})", pool.version));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
