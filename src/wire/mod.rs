@@ -34,9 +34,15 @@ pub mod manifest;
 pub mod progress;
 
 pub use crate::tensor::{DType, Tensor, TensorSpec, Values};
-use codec::{Reader, Source, Stream, Writer};
+mod io;
+mod payload;
+
+pub use io::{read_decoded_blocking, read_frame, recv, send};
+pub use payload::encode_infer;
+
+use codec::{Reader, Source, Writer};
+use payload::{encode_tensors, read_info, read_tensors, tensors_size, write_info, write_tensors};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use codec::DecodeError;
 
@@ -290,187 +296,6 @@ impl Frame {
         };
         Ok(frame)
     }
-}
-
-/// Encodes an Infer frame straight from borrowed tensors (the router keeps its request's
-/// tensors to retry it on another worker).
-pub fn encode_infer(id: u64, inputs: &[Tensor]) -> Vec<u8> {
-    encode_tensors(4, id, inputs)
-}
-
-fn tensors_size(tensors: &[Tensor]) -> usize {
-    tensors.iter().map(|t| t.data.len() + t.name.len() + 8 * t.shape.len() + 16).sum::<usize>()
-}
-
-fn encode_tensors(kind: u8, id: u64, tensors: &[Tensor]) -> Vec<u8> {
-    let mut w = Writer::with_capacity(tensors_size(tensors) + 16);
-    w.head(kind, id);
-    write_tensors(&mut w, tensors);
-    w.finish()
-}
-
-/// Reads one frame body; `Ok(None)` on a clean end of stream between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
-    let mut header = [0u8; 4];
-    if !started(reader.read_exact(&mut header).await.map(drop))? {
-        return Ok(None);
-    }
-    let mut body = vec![0u8; body_len(header)?];
-    reader.read_exact(&mut body).await?;
-    Ok(Some(body))
-}
-
-/// [`read_frame`] and [`Frame::decode`] in one, for the one-thread worker's blocking
-/// socket: the frame's fields are read from the socket as they are decoded, so a tensor's
-/// bytes land straight in their own buffer, not in the frame's and copied out of it (an
-/// image is 600 KB). `Ok(None)` on a clean end of stream between frames. After an error
-/// the stream is mid-frame: the connection is done.
-pub fn read_decoded_blocking<R: std::io::Read>(reader: &mut std::io::BufReader<R>) -> std::io::Result<Option<Frame>> {
-    let mut header = [0u8; 4];
-    if !started(std::io::Read::read_exact(reader, &mut header))? {
-        return Ok(None);
-    }
-    let mut stream = Stream::new(reader, body_len(header)?);
-    let decoded = Frame::read(&mut stream);
-    stream.finish(decoded).map(Some)
-}
-
-/// Whether a frame header was read: false on a clean end of stream before it.
-fn started(header_read: std::io::Result<()>) -> std::io::Result<bool> {
-    match header_read {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// The body length a header announces, refused past [`MAX_FRAME`] so a corrupt length
-/// never allocates.
-fn body_len(header: [u8; 4]) -> std::io::Result<usize> {
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
-        ));
-    }
-    Ok(len)
-}
-
-/// Reads and decodes one frame; end of stream and undecodable frames are errors here.
-pub async fn recv<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Frame> {
-    let body = read_frame(reader)
-        .await?
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"))?;
-    Frame::decode(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-/// Encodes and writes one frame, flushing it.
-pub async fn send<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> std::io::Result<()> {
-    writer.write_all(&frame.encode()).await?;
-    writer.flush().await
-}
-
-fn write_tensors(w: &mut Writer, tensors: &[Tensor]) {
-    w.u16(tensors.len() as u16);
-    for t in tensors {
-        w.str(&t.name);
-        w.u8(t.dtype.code());
-        w.u8(t.shape.len() as u8);
-        for d in &t.shape {
-            w.u64(*d as u64);
-        }
-        w.u64(t.data.len() as u64);
-        w.bytes(&t.data);
-    }
-}
-
-fn read_tensors(r: &mut impl Source) -> Result<Vec<Tensor>, DecodeError> {
-    let count = r.u16()? as usize;
-    let mut out = room_for(count);
-    for _ in 0..count {
-        let name = r.str()?;
-        let dtype = read_dtype(r)?;
-        let rank = r.u8()? as usize;
-        let shape = (0..rank).map(|_| r.u64().map(|d| d as usize)).collect::<Result<_, _>>()?;
-        let len = r.u64()? as usize;
-        let data = r.owned(len)?;
-        out.push(Tensor { name, dtype, shape, data });
-    }
-    Ok(out)
-}
-
-/// A list with room for the `count` items a frame announces, up to what a real frame
-/// holds: a hostile count of 65,535 reserves nothing of that size.
-fn room_for<T>(count: usize) -> Vec<T> {
-    Vec::with_capacity(count.min(64))
-}
-
-fn read_dtype(r: &mut impl Source) -> Result<DType, DecodeError> {
-    let code = r.u8()?;
-    DType::from_code(code).ok_or(DecodeError::BadValue("dtype", u64::from(code)))
-}
-
-fn write_specs(w: &mut Writer, specs: &[TensorSpec]) {
-    w.u16(specs.len() as u16);
-    for s in specs {
-        w.str(&s.name);
-        w.u8(s.dtype.code());
-        w.u8(s.shape.len() as u8);
-        for d in s.oip_shape() {
-            w.i64(d);
-        }
-    }
-}
-
-fn read_specs(r: &mut impl Source) -> Result<Vec<TensorSpec>, DecodeError> {
-    let count = r.u16()? as usize;
-    let mut out = room_for(count);
-    for _ in 0..count {
-        let name = r.str()?;
-        let dtype = read_dtype(r)?;
-        let rank = r.u8()? as usize;
-        let shape = (0..rank).map(|_| r.i64().map(|d| usize::try_from(d).ok())).collect::<Result<_, _>>()?;
-        out.push(TensorSpec { name, dtype, shape });
-    }
-    Ok(out)
-}
-
-fn write_info(w: &mut Writer, info: &ModelInfo) {
-    w.str(&info.load_mode);
-    w.u32(info.plans_built);
-    w.str(&info.device);
-    write_specs(w, &info.inputs);
-    write_specs(w, &info.outputs);
-    match &info.labels {
-        None => w.u8(0),
-        Some(labels) => {
-            w.u8(1);
-            w.str(&labels.output);
-            w.u32(labels.names.len() as u32);
-            for n in &labels.names {
-                w.str(n);
-            }
-        }
-    }
-}
-
-fn read_info(r: &mut impl Source) -> Result<ModelInfo, DecodeError> {
-    let load_mode = r.str()?;
-    let plans_built = r.u32()?;
-    let device = r.str()?;
-    let inputs = read_specs(r)?;
-    let outputs = read_specs(r)?;
-    let labels = match r.u8()? {
-        0 => None,
-        _ => {
-            let output = r.str()?;
-            let count = r.u32()? as usize;
-            let names = (0..count).map(|_| r.str()).collect::<Result<_, _>>()?;
-            Some(Labels { output, names })
-        }
-    };
-    Ok(ModelInfo { load_mode, plans_built, device, inputs, outputs, labels })
 }
 
 #[cfg(test)]
