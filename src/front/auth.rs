@@ -57,6 +57,13 @@ pub fn admit(auth: &Auth, headers: &HeaderMap, need: &Need) -> Result<(), ApiErr
     }
 }
 
+/// Whether a probe's answer may name models and say why they are not ready: always
+/// without tokens; with tokens, to a token of the probes scope (open probes tell others
+/// only their status).
+pub fn sees_detail(auth: &Auth, headers: &HeaderMap) -> bool {
+    authorize(auth, headers, Scope::Probes, None).is_ok()
+}
+
 /// The request's token, which must allow `scope` on `model`.
 pub fn authorize(auth: &Auth, headers: &HeaderMap, scope: Scope, model: Option<&str>) -> Result<(), ApiError> {
     if !auth.enabled() {

@@ -75,11 +75,18 @@ pub struct ApiError {
     pub allow: Option<&'static str>,
     /// Sent as `WWW-Authenticate` with 401s and 403s.
     pub challenge: Option<String>,
+    /// `Connection: close`: the request's body was left unread.
+    pub close: bool,
 }
 
 impl ApiError {
     fn new(kind: Kind, message: impl Into<String>) -> ApiError {
-        ApiError { kind, message: message.into(), retry_after: None, allow: None, challenge: None }
+        ApiError { kind, message: message.into(), retry_after: None, allow: None, challenge: None, close: false }
+    }
+
+    /// The same error, its connection closed after it when `close`.
+    pub fn closing(self, close: bool) -> ApiError {
+        ApiError { close, ..self }
     }
 
     pub fn status(&self) -> StatusCode {

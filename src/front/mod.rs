@@ -40,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::router::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -49,7 +49,7 @@ use reply::respond;
 use routes::Endpoint;
 use served::Served;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -122,12 +122,25 @@ impl Front {
 
     async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
         let (head, body) = req.into_parts();
-        // Every body is read before any answer, refusals too: a client still sending when
-        // the answer comes sees a broken pipe instead of it. What the read found is judged
-        // where the body is used, so each refusal keeps its precedence.
+        // A request for no route, or whose headers fail the token check, is answered
+        // without its body being kept: a stranger's body costs no memory. A route's
+        // refusal reads the body through (up to max_body, thrown away as it comes) so the
+        // keep-alive connection goes on; a token's refusal reads at most a little of it,
+        // so a small one's sender still sees the answer, and past that the connection
+        // closes after the answer.
+        let server = self.server.get();
+        let endpoint = match routes::route(&head.method, head.uri.path()) {
+            Ok(endpoint) => endpoint,
+            Err(refused) => return Err(refused.closing(!discard(body, server.max_body_bytes, None).await)),
+        };
+        let auth = server.auth.clone();
+        if let Err(refused) = auth::admit(&auth, &head.headers, &auth::need(&endpoint)) {
+            return Err(refused.closing(!discard(body, DISCARD_BYTES, Some(DISCARD_TIME)).await));
+        }
+        // An admitted body is read whole before any answer, refusals too: a client still
+        // sending when the answer comes sees a broken pipe instead of it. What the read
+        // found is judged where the body is used, so each refusal keeps its precedence.
         let body = self.read_body(&head.headers, body).await;
-        let endpoint = routes::route(&head.method, head.uri.path())?;
-        auth::admit(&self.server.get().auth, &head.headers, &auth::need(&endpoint))?;
         let headers = &head.headers;
         match endpoint {
             Endpoint::Infer { model, version } => {
@@ -150,7 +163,7 @@ impl Front {
             }
             Endpoint::UiReport { model, id } => ui::report(self.board.as_ref(), &model, id),
             Endpoint::Ui(asset) => Ok(ui::asset(asset)),
-            other => self.probe(other),
+            other => self.probe(other, auth::sees_detail(&auth, headers)),
         }
     }
 
@@ -170,5 +183,33 @@ impl Front {
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
             Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),
         }
+    }
+}
+
+/// How much of the body of a request refused for its token is read and thrown away, and
+/// for how long, before the answer: enough for a small request, nothing a stranger grows.
+const DISCARD_BYTES: usize = 64 * 1024;
+const DISCARD_TIME: Duration = Duration::from_millis(200);
+
+/// Reads and drops at most `bytes` of `body` (within `time`, when given): whether it
+/// ended within them (else its connection must close after the answer).
+async fn discard(mut body: Incoming, bytes: usize, time: Option<Duration>) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    let drained = async {
+        let mut seen = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > bytes {
+                return false;
+            }
+        }
+        true
+    };
+    match time {
+        Some(time) => tokio::time::timeout(time, drained).await.unwrap_or(false),
+        None => drained.await,
     }
 }

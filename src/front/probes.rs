@@ -10,7 +10,9 @@ use crate::router::Hint;
 use hyper::StatusCode;
 
 impl Front {
-    pub(super) fn probe(&self, endpoint: Endpoint) -> Result<Reply, ApiError> {
+    /// A probe's or metadata endpoint's answer; `detail`: whether `/health` and `/ready`
+    /// may name models and their checks ([`super::auth::sees_detail`]).
+    pub(super) fn probe(&self, endpoint: Endpoint, detail: bool) -> Result<Reply, ApiError> {
         match endpoint {
             Endpoint::ServerMetadata => Ok(Reply::ok(
                 serde_json::json!({ "name": "modeld", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] })
@@ -68,14 +70,20 @@ impl Front {
                     health::Overall::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::OK,
                 };
-                Ok(Reply::json(status, serde_json::to_string(&report).expect("report serializes")))
+                let body = match detail {
+                    true => serde_json::to_string(&report).expect("report serializes"),
+                    false => serde_json::json!({ "status": report.status, "detail": NO_DETAIL }).to_string(),
+                };
+                Ok(Reply::json(status, body))
             }
             Endpoint::Ready => {
                 let waiting = health::not_ready(&self.router);
-                Ok(status_reply(
-                    waiting.is_empty(),
-                    serde_json::json!({ "ready": waiting.is_empty(), "not_ready": waiting }),
-                ))
+                let ready = waiting.is_empty();
+                let body = match detail {
+                    true => serde_json::json!({ "ready": ready, "not_ready": waiting }),
+                    false => serde_json::json!({ "ready": ready, "detail": NO_DETAIL }),
+                };
+                Ok(status_reply(ready, body))
             }
             Endpoint::Metrics => {
                 self.refresh_gauges();
@@ -168,6 +176,9 @@ fn set_gpu_gauges(m: &Metrics, readings: &health::GpuReadings) {
 }
 
 /// 200 when `ok`, else 503 (so load balancers and probes can act on the code alone).
+/// What an open probe says instead of naming models, when tokens are on.
+const NO_DETAIL: &str = "models and checks are shown to a token with the probes scope";
+
 fn status_reply(ok: bool, body: serde_json::Value) -> Reply {
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     Reply::json(status, body.to_string())

@@ -26,6 +26,8 @@ pub struct Reply {
     pub(super) policy: Option<&'static str>,
     /// `Cache-Control: no-store`: state that is stale a second later.
     pub(super) no_store: bool,
+    /// `Connection: close`: the request's body was left unread, so the connection ends.
+    pub(super) close: bool,
 }
 
 impl Reply {
@@ -41,6 +43,7 @@ impl Reply {
             json_len: None,
             policy: None,
             no_store: false,
+            close: false,
         }
     }
 
@@ -62,7 +65,13 @@ impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
         let status = e.status();
         let body = e.body();
-        Reply { retry_after: e.retry_after, allow: e.allow, challenge: e.challenge, ..Reply::json(status, body) }
+        Reply {
+            retry_after: e.retry_after,
+            allow: e.allow,
+            challenge: e.challenge,
+            close: e.close,
+            ..Reply::json(status, body)
+        }
     }
 }
 
@@ -106,6 +115,9 @@ pub(super) fn respond(reply: Reply, head_only: bool, gzip: bool) -> Response<Ful
     }
     if reply.no_store {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if reply.close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

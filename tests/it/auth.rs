@@ -121,13 +121,7 @@ fn every_route_family_asks_for_the_right_token() {
     assert_eq!(status, 403);
     assert!(challenge.unwrap().contains(r#"scope="infer:tabular_mlp""#));
     assert_eq!(conn.send("POST", "/v2/models/tabular_mlp/infer", Some("tok-infer-iris"), "{}").0, 403);
-    // A large body without a token: the 401 arrives whole, after the body was taken.
-    let image = format!(
-        r#"{{"inputs": [{{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [{}]}}]}}"#,
-        vec!["0.25"; 150_000].join(",")
-    );
-    let (status, _, text) = conn.send("POST", "/v2/models/iris/infer", None, &image);
-    assert_eq!(status, 401, "{text}");
+    // (A large body without a token is refused unread: `a_strangers_body_is_not_read`.)
     // Probes and /metrics are open (open_probes = true).
     for path in ["/v2/health/live", "/v2/health/ready", "/v2/models/iris/ready", "/ready", "/health", "/metrics"] {
         assert_eq!(conn.send("GET", path, None, "").0, 200, "{path}");
@@ -229,9 +223,10 @@ fn config_check_warns_of_an_open_port_and_a_readable_tokens_file() {
     assert!(out.contains("auth.token[0].sha256") && out.contains("not a SHA-256"), "{out}");
 }
 
-/// Any refusal, not only the token check's, comes after the body was read: a large body
-/// to an unknown model or to a probe is answered whole, and the keep-alive connection
-/// goes on serving.
+/// A refusal by route or model comes after the body was read (thrown away as it came,
+/// never kept): a large body to an unknown model or to a probe is answered whole, and the
+/// keep-alive connection goes on serving. (A refusal by token does not read it:
+/// `a_strangers_body_is_not_read`.)
 #[test]
 fn every_refusal_reads_the_body_first() {
     let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::bundled("iris", 2), 1));
@@ -246,4 +241,96 @@ fn every_refusal_reads_the_body_first() {
     }
     let row = format!(r#"{{"inputs": [{{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": {IRIS_ROW}}}]}}"#);
     assert_eq!(conn.send("POST", "/v2/models/iris/infer", None, &row).0, 200);
+}
+
+/// The supervisor's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Sends a `bytes`-long body without a token, as fast as the server takes it; returns how
+/// much was written before the server stopped taking it, and the status line if one came.
+fn stranger_upload(addr: std::net::SocketAddr, bytes: usize) -> (usize, Option<String>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_write_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: modeld\r\nContent-Type: application/json\r\nContent-Length: {bytes}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 1 << 20];
+    let mut written = 0;
+    while written < bytes {
+        match stream.write(&chunk[..chunk.len().min(bytes - written)]) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    let mut answer = String::new();
+    let status =
+        BufReader::new(stream).read_line(&mut answer).ok().filter(|n| *n > 0).map(|_| answer.trim().to_string());
+    (written, status)
+}
+
+/// A request whose headers fail the token check is answered before its body is read:
+/// four strangers each sending 60 MiB at once are cut off after a little of it and leave
+/// the supervisor's peak memory where it was; a small refused body gets its 401 on a
+/// connection that goes on serving.
+#[test]
+fn a_strangers_body_is_not_read() {
+    let daemon = TestDaemon::ready(
+        Setup::new()
+            .model(ModelFiles::bundled("iris", 2), 1)
+            .server("max_body = \"128MiB\"")
+            .server_section(&auth_section(true, &two_tokens())),
+    );
+    let mut conn = Conn::open(&daemon);
+    let row = format!(r#"{{"inputs": [{{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": {IRIS_ROW}}}]}}"#);
+    assert_eq!(conn.send("POST", "/v2/models/iris/infer", None, &row).0, 401);
+    assert_eq!(conn.send("POST", "/v2/models/iris/infer", Some("tok-infer-iris"), &row).0, 200, "the same connection");
+
+    const BODY: usize = 60 << 20;
+    let before = peak_rss(daemon.pid());
+    let uploads: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = daemon.addr;
+            std::thread::spawn(move || stranger_upload(addr, BODY))
+        })
+        .collect();
+    let results: Vec<(usize, Option<String>)> = uploads.into_iter().map(|u| u.join().unwrap()).collect();
+    let grown = peak_rss(daemon.pid()).saturating_sub(before);
+    eprintln!("FIGURE strangers: 4 x 60 MiB bodies without a token: {results:?}; peak RSS grew {} KiB", grown >> 10);
+    for (written, status) in &results {
+        assert!(*written < BODY, "the server took the whole body: {results:?}");
+        assert!(status.as_deref().is_none_or(|s| s.contains(" 401 ")), "{status:?}");
+    }
+    assert!(grown < BODY as u64 / 4, "peak memory grew {grown} bytes with 4 refused 60 MiB bodies");
+}
+
+/// With tokens on, open probes answer their status but name no model: `/health`'s
+/// models and checks and `/ready`'s waiting list are for a token of the probes scope.
+#[test]
+fn open_probes_name_no_model_without_a_probes_token() {
+    let mut tokens = two_tokens();
+    tokens.push(token_table("scraper", "tok-probes", "[\"*\"]", "[\"probes\"]"));
+    let daemon = TestDaemon::ready(
+        Setup::new().model(ModelFiles::bundled("iris", 2), 1).server_section(&auth_section(true, &tokens)),
+    );
+    let mut conn = Conn::open(&daemon);
+    for path in ["/health", "/ready"] {
+        for token in [None, Some("tok-meta-all")] {
+            let (status, _, body) = conn.send("GET", path, token, "");
+            assert_eq!(status, 200, "{path}: {body}");
+            assert!(!body.contains("iris") && body.contains("probes scope"), "{path} with {token:?}: {body}");
+        }
+        let (status, _, body) = conn.send("GET", path, Some("tok-probes"), "");
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.contains("iris") || path == "/ready", "{path}: {body}");
+        assert!(!body.contains("probes scope"), "{path}: {body}");
+    }
+    // Without tokens there is nothing to hide.
+    let open = TestDaemon::ready(Setup::new().model(ModelFiles::bundled("iris", 2), 1));
+    assert!(open.get("/health").body.contains("iris"));
 }
