@@ -151,6 +151,9 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Probe the daemon as a kubelet's exec probe does, with a token from a file (for
+    /// `open_probes = false`). Exit 0 on 200.
+    Probe(commands::probe::Probe),
     /// Kubernetes manifests from the config.
     K8s {
         #[command(subcommand)]
@@ -262,6 +265,7 @@ fn main() -> ExitCode {
         Command::Token { command: TokenCommand::New { name, models, scopes } } => {
             token::new_token(&name, &models, &scopes)
         }
+        Command::Probe(args) => commands::probe::probe(args),
         Command::Describe { dir, user, engine } => daemon::describe(&dir, user.as_deref(), &engine),
         Command::Worker(args) => daemon::worker(args),
     }

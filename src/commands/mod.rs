@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod check;
 pub mod daemon;
+pub mod probe;
 pub mod render;
 pub mod token;
 

@@ -38,6 +38,10 @@ pub struct K8sRender {
     /// The Prometheus the analysis queries (--rollouts argo).
     #[arg(long, default_value = "http://prometheus.monitoring.svc:9090")]
     prometheus: String,
+    /// A file holding a token of the probes scope: needed when the config closes probes
+    /// (`open_probes = false`); the kubelet's exec probes and the scrape read it from a Secret.
+    #[arg(long)]
+    probe_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -78,6 +82,16 @@ pub fn k8s_render(args: K8sRender) -> ExitCode {
         Ok((config, _)) => config,
         Err(e) => return config_failed(e),
     };
+    let probe_token = match &args.probe_token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                eprintln!("modeld: k8s render: --probe-token-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let options = Options {
         name: args.name,
         namespace: args.namespace,
@@ -91,6 +105,7 @@ pub fn k8s_render(args: K8sRender) -> ExitCode {
         load_balancer: args.load_balancer,
         prometheus: args.prometheus,
         out_hint: args.out.as_ref().map_or_else(|| "-".into(), |d| d.display().to_string()),
+        probe_token,
     };
     let rendered = match k8s::render(config, options) {
         Ok(rendered) => rendered,

@@ -19,6 +19,12 @@ pub const STATE_DIR: &str = "/var/lib/modeld/state";
 pub const IMAGE_MODELS: &str = "/var/lib/modeld/models";
 pub const VOLUME_MODELS: &str = "/models";
 pub const PORT: u16 = 8080;
+/// Where the pod mounts its Secrets: the tokens file, the probes' token.
+pub const SECRETS_DIR: &str = "/var/run/secrets/modeld";
+pub const TOKENS_FILE: &str = "tokens.toml";
+pub const PROBE_TOKEN_FILE: &str = "token";
+/// The binary in the image (packaging/Dockerfile), for exec probes.
+pub const BINARY: &str = "/usr/bin/modeld";
 /// The image's user and group (packaging/Dockerfile).
 pub const UID: i64 = 10001;
 /// Memory the supervisor itself may use beside its workers (its RSS is ~10-60 MiB).
@@ -103,10 +109,11 @@ pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)])
     server.remove("admin_group");
     // The container starts as its unprivileged user: there is no other to hand workers to.
     server.remove("worker_user");
-    if table.get("auth").and_then(|a| a.get("tokens_file")).is_some() {
-        return Err(RenderError::Config(
-            "[auth] tokens_file names a file on this host, which a pod does not have: put the tokens in [[auth.token]] (they are hashes), or mount a Secret and add tokens_file after rendering".into(),
-        ));
+    // The tokens file becomes a Secret the pod mounts ([`tokens_file`]): never the ConfigMap.
+    if let Some(auth) = table.get_mut("auth").and_then(toml::Value::as_table_mut)
+        && auth.contains_key("tokens_file")
+    {
+        auth.insert("tokens_file".into(), format!("{SECRETS_DIR}/tokens/{TOKENS_FILE}").into());
     }
     let entries = table.get_mut("model").and_then(toml::Value::as_array_mut);
     for ((entry, model), (_, version)) in entries.into_iter().flatten().zip(&config.models).zip(versions) {
@@ -132,6 +139,22 @@ pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)])
         "# Rendered by `modeld k8s render` from {}: paths and listen set for the container,\n# versions pinned. Edit the source and render again.\n{body}",
         config.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     ))
+}
+
+/// The config's tokens file as it is on this host, for the pod's Secret (none without one).
+pub fn tokens_file(config: &Config) -> Result<Option<String>, RenderError> {
+    let text = std::fs::read_to_string(&config.path)
+        .map_err(|e| RenderError::Config(format!("cannot read {}: {e}", config.path.display())))?;
+    let table: toml::Table =
+        text.parse().map_err(|e| RenderError::Config(format!("{} is not TOML: {e}", config.path.display())))?;
+    let Some(file) = table.get("auth").and_then(|a| a.get("tokens_file")).and_then(toml::Value::as_str) else {
+        return Ok(None);
+    };
+    let base = config.path.parent().unwrap_or(std::path::Path::new("."));
+    let path = base.join(file);
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .map_err(|e| RenderError::Config(format!("[auth] tokens_file {}: {e}", path.display())))
 }
 
 /// `1536Mi`, `2Gi`: a byte count as a Kubernetes quantity, rounded up to a MiB.

@@ -50,6 +50,9 @@ pub struct Options {
     pub prometheus: String,
     /// Where the files go, for the runbook's `kubectl apply -f` (stdout: `-`).
     pub out_hint: String,
+    /// A token of the probes scope (`--probe-token-file`), for the kubelet's probes and the
+    /// Prometheus scrape when the config closes probes (`open_probes = false`).
+    pub probe_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,11 @@ pub struct Plan {
     pub shutdown_grace_seconds: i64,
     pub worker_start_timeout_seconds: i64,
     pub out_hint: String,
+    /// The tokens file's content, for the Secret mounted in its place.
+    pub tokens_file: Option<String>,
+    /// The probes' token when probes are closed: exec probes and the scrape read it from
+    /// a Secret.
+    pub probe_token: Option<String>,
 }
 
 impl Plan {
@@ -93,6 +101,8 @@ impl Plan {
             .map(|m| container::pinned_version(m).map(|v| (m.name.clone(), v)))
             .collect::<Result<Vec<_>, _>>()?;
         let config_text = container::config_file(&config, &options.models, &versions)?;
+        let tokens_file = container::tokens_file(&config)?;
+        let probe_token = probe_token(&config.server.auth, options.probe_token)?;
         let labels = Labels::from([
             ("app.kubernetes.io/name".to_string(), "modeld".to_string()),
             ("app.kubernetes.io/instance".to_string(), options.name.clone()),
@@ -123,11 +133,37 @@ impl Plan {
             shutdown_grace_seconds: server.shutdown_grace.as_secs() as i64,
             worker_start_timeout_seconds: start_timeout.as_secs() as i64,
             out_hint: options.out_hint,
+            tokens_file,
+            probe_token,
         })
     }
 
     pub fn deploy(&self) -> &DeployConfig {
         &self.model.deploy
+    }
+}
+
+/// The token the kubelet and Prometheus send when the config closes probes: required then,
+/// and it must be one of the config's with the probes scope; unused otherwise.
+fn probe_token(auth: &crate::config::Auth, given: Option<String>) -> Result<Option<String>, RenderError> {
+    if !auth.enabled() || auth.open_probes {
+        return Ok(None);
+    }
+    let Some(token) = given.map(|t| t.trim().to_string()) else {
+        return Err(RenderError::Config(
+            "[auth] open_probes = false: the kubelet's probes and Prometheus' scrape need a token of the probes scope, which the pod reads from a Secret. Make one (`modeld token new kubelet --models '*' --scopes probes`, its table added to the config) and pass its file: --probe-token-file FILE; or set open_probes = true".into(),
+        ));
+    };
+    let hash = crate::front::auth::hash_hex(&token);
+    let known = auth.tokens.iter().any(|t| {
+        let hex: String = t.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        hex == hash && t.allows(crate::config::Scope::Probes, None)
+    });
+    match known {
+        true => Ok(Some(token)),
+        false => Err(RenderError::Config(
+            "--probe-token-file: that token is not one of the config's with the probes scope (its hash matches no [[auth.token]] whose scopes hold \"probes\")".into(),
+        )),
     }
 }
 
@@ -224,6 +260,12 @@ pub fn render(config: Config, options: Options) -> Result<Rendered, RenderError>
         rendered.note(note);
     }
     rendered.objects.insert(0, Object::of("configmap", &plan.config_map, &workload::config_map(&plan)));
+    for (name, key, content) in workload::secrets(&plan) {
+        rendered.objects.insert(1, Object::of("secret", &name, &workload::secret(&plan, &name, key, content)));
+    }
+    if plan.probe_token.is_some() {
+        rendered.runbook.push_str(&closed_probes_runbook(&plan));
+    }
     rendered.runbook = runbook(&plan, &rendered);
     Ok(rendered)
 }
@@ -248,6 +290,19 @@ fn what_the_image_needs(config: &Config) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// What closed probes need beyond the pod: Prometheus scraping with the probes token.
+fn closed_probes_runbook(plan: &Plan) -> String {
+    let secret = workload::probe_secret_name(plan);
+    format!(
+        "\n## Probes and the scrape with tokens (open_probes = false)\n\n         The kubelet probes by `{bin} probe live|ready`, an exec probe that reads the token from the Secret {secret}          (mounted read-only, mode 0440, group {uid}); an httpGet probe would need the token in clear in the pod spec.          The pods carry no prometheus.io annotations: an annotation-driven scrape would get 401.          Prometheus scrapes with the same token: mount the Secret into it (Prometheus Operator: `spec.secrets: [{secret}]`,          which mounts it at /etc/prometheus/secrets/{secret}/) and add this job:\n\n         ```yaml\n         - job_name: {name}\n             kubernetes_sd_configs:\n    - role: pod\n      namespaces: {{names: [{ns}]}}\n             relabel_configs:\n               - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_instance]\n      regex: {name}\n      action: keep\n               - source_labels: [__meta_kubernetes_pod_container_port_name]\n      regex: http\n      action: keep\n             authorization:\n    type: Bearer\n    credentials_file: /etc/prometheus/secrets/{secret}/{file}\n         ```\n\n         The Secret holds the token itself: keep the rendered {secret} file out of version control.\n",
+        bin = container::BINARY,
+        uid = container::UID,
+        name = plan.name,
+        ns = plan.namespace,
+        file = container::PROBE_TOKEN_FILE,
+    )
 }
 
 fn runbook(plan: &Plan, rendered: &Rendered) -> String {

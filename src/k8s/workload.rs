@@ -15,9 +15,9 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ClientIPConfig, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
-    Volume, VolumeMount,
+    ExecAction, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, SessionAffinityConfig, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -54,17 +54,54 @@ pub fn config_map(plan: &Plan) -> ConfigMap {
     }
 }
 
+/// Secrets a pod's files are read from, mode 0440 for the image's group.
+const SECRET_MODE: i32 = 0o440;
+
+/// The Secrets the pod mounts: (name, key, content) of the tokens file and of the probes'
+/// token, where the config has them.
+pub fn secrets(plan: &Plan) -> Vec<(String, &'static str, String)> {
+    let mut secrets = Vec::new();
+    if let Some(tokens) = &plan.tokens_file {
+        secrets.push((tokens_secret_name(plan), container::TOKENS_FILE, tokens.clone()));
+    }
+    if let Some(token) = &plan.probe_token {
+        secrets.push((probe_secret_name(plan), container::PROBE_TOKEN_FILE, format!("{token}\n")));
+    }
+    secrets
+}
+
+pub fn tokens_secret_name(plan: &Plan) -> String {
+    format!("{}-tokens", plan.name)
+}
+
+pub fn probe_secret_name(plan: &Plan) -> String {
+    format!("{}-probe-token", plan.name)
+}
+
+pub fn secret(plan: &Plan, name: &str, key: &str, content: String) -> Secret {
+    Secret {
+        metadata: meta(plan, name, &plan.labels),
+        string_data: Some(BTreeMap::from([(key.to_string(), content)])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
 /// The pod running `modeld serve` with `labels` (the plan's and its track's or slot's).
+/// With probes closed, nothing invites an annotation-driven scrape (it would get 401).
 pub fn pod_template(plan: &Plan, labels: &Labels) -> PodTemplateSpec {
-    let annotations = BTreeMap::from([
-        ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), container::PORT.to_string()),
-        ("prometheus.io/path".to_string(), "/metrics".to_string()),
-    ]);
+    let annotations = match plan.probe_token {
+        Some(_) => BTreeMap::new(),
+        None => BTreeMap::from([
+            ("prometheus.io/scrape".to_string(), "true".to_string()),
+            ("prometheus.io/port".to_string(), container::PORT.to_string()),
+            ("prometheus.io/path".to_string(), "/metrics".to_string()),
+        ]),
+    };
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels.clone()),
-            annotations: Some(annotations),
+            annotations: Some(annotations).filter(|a| !a.is_empty()),
             ..Default::default()
         }),
         spec: Some(PodSpec {
@@ -103,11 +140,17 @@ fn server_container(plan: &Plan) -> Container {
         }]),
         resources: Some(resources(&plan.resources)),
         // The daemon answers live as soon as it listens; restart it if it stops answering.
-        liveness_probe: Some(probe("/v2/health/live", 10, 5, 3)),
-        readiness_probe: Some(probe("/ready", PROBE_PERIOD, 3, 3)),
+        liveness_probe: Some(probe(plan, Check::Live, 10, 5, 3)),
+        readiness_probe: Some(probe(plan, Check::Ready, PROBE_PERIOD, 3, 3)),
         // Loading, warming up and checking golden examples may take worker_start_timeout:
         // liveness waits for that before it may restart the pod.
-        startup_probe: Some(probe("/ready", PROBE_PERIOD, 3, startup_failures(plan.worker_start_timeout_seconds))),
+        startup_probe: Some(probe(
+            plan,
+            Check::Ready,
+            PROBE_PERIOD,
+            3,
+            startup_failures(plan.worker_start_timeout_seconds),
+        )),
         volume_mounts: Some(volume_mounts(plan)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -120,14 +163,43 @@ fn server_container(plan: &Plan) -> Container {
     }
 }
 
-/// An HTTP GET probe of `path` on the `http` port.
-fn probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
+/// What a probe asks.
+#[derive(Clone, Copy)]
+enum Check {
+    Live,
+    Ready,
+}
+
+/// An HTTP GET of the check's path on the `http` port; with probes closed, an exec of
+/// `modeld probe` with the token from its Secret (the kubelet's httpGet could only carry
+/// it in clear in the pod spec).
+fn probe(plan: &Plan, check: Check, period: i32, timeout: i32, failures: i32) -> Probe {
+    let (path, name) = match check {
+        Check::Live => ("/v2/health/live", "live"),
+        Check::Ready => ("/ready", "ready"),
+    };
+    let (http_get, exec) = match plan.probe_token {
+        None => {
+            let get = HTTPGetAction {
+                path: Some(path.into()),
+                port: IntOrString::String("http".into()),
+                ..Default::default()
+            };
+            (Some(get), None)
+        }
+        Some(_) => {
+            let token = format!("{}/probe/{}", container::SECRETS_DIR, container::PROBE_TOKEN_FILE);
+            let command = [container::BINARY, "probe", name, "--address", &format!("127.0.0.1:{}", container::PORT)]
+                .into_iter()
+                .map(String::from)
+                .chain(["--token-file".to_string(), token, "--timeout".to_string(), timeout.to_string()])
+                .collect();
+            (None, Some(ExecAction { command: Some(command) }))
+        }
+    };
     Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..Default::default()
-        }),
+        http_get,
+        exec,
         period_seconds: Some(period),
         timeout_seconds: Some(timeout),
         failure_threshold: Some(failures),
@@ -169,6 +241,21 @@ fn volumes(plan: &Plan) -> Vec<Volume> {
         // Live versions and rollout history: the pod's own.
         empty("state", None),
     ];
+    let secret = |name: &str, secret: String| Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            default_mode: Some(SECRET_MODE),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if plan.tokens_file.is_some() {
+        volumes.push(secret("tokens", tokens_secret_name(plan)));
+    }
+    if plan.probe_token.is_some() {
+        volumes.push(secret("probe-token", probe_secret_name(plan)));
+    }
     if let Models::Claim(claim) = &plan.models {
         volumes.push(Volume {
             name: "models".into(),
@@ -196,6 +283,12 @@ fn volume_mounts(plan: &Plan) -> Vec<VolumeMount> {
     ];
     if let Models::Claim(_) = plan.models {
         mounts.push(mount("models", container::VOLUME_MODELS, true));
+    }
+    if plan.tokens_file.is_some() {
+        mounts.push(mount("tokens", &format!("{}/tokens", container::SECRETS_DIR), true));
+    }
+    if plan.probe_token.is_some() {
+        mounts.push(mount("probe-token", &format!("{}/probe", container::SECRETS_DIR), true));
     }
     mounts
 }

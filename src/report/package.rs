@@ -294,6 +294,7 @@ fn manifests(model: &str, setting: &Setting) -> Result<Vec<File>, String> {
         load_balancer: false,
         prometheus: "http://prometheus.monitoring.svc:9090".into(),
         out_hint: "manifests".into(),
+        probe_token: None,
     };
     let rendered = k8s::render(config, options).map_err(|e| format!("--k8s: {e}"))?;
     let mut files: Vec<File> = rendered

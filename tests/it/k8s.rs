@@ -222,3 +222,177 @@ fn a_model_on_gpus_asks_for_them_and_spreads_over_the_pods() {
     assert!(stdout.contains("device = \"cuda\""), "host GPU indices replaced in the ConfigMap:\n{stdout}");
     assert!(!stdout.contains("cuda:2,3"), "{stdout}");
 }
+
+/// A block scalar (`key: |`) of a rendered YAML file, de-indented.
+fn block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+    let head = lines.next().unwrap_or_else(|| panic!("no {key}: | in\n{yaml}"));
+    let indent = head.len() - head.trim_start().len() + 2;
+    let body: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect();
+    body.join("\n").trim_end().to_string() + "\n"
+}
+
+/// The exec command of the probe `probe` (`livenessProbe`, ...) in a rendered Deployment.
+fn exec_command(yaml: &str, probe: &str) -> Vec<String> {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{probe}:"));
+    lines.next().unwrap_or_else(|| panic!("no {probe} in\n{yaml}"));
+    let mut lines = lines.skip_while(|l| l.trim() != "command:");
+    lines.next().unwrap_or_else(|| panic!("{probe} has no exec command:\n{yaml}"));
+    lines
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .map(|item| serde_json::from_str::<String>(item).unwrap_or_else(|_| item.to_string()))
+        .collect()
+}
+
+/// With tokens and `open_probes = false`, the render needs a token of the probes scope and
+/// then keeps probes and the scrape working: the tokens file and the probes' token become
+/// Secrets mounted read-only (mode 0440), never the ConfigMap; the probes are exec probes
+/// of `modeld probe` reading the token from its Secret; the pods invite no scrape without
+/// it and the runbook gives Prometheus' job with the token. Then the rendered config and
+/// probe commands run here, the mounted files laid out as the pod has them (under a
+/// temporary root): every probe passes with its token and is refused without it.
+#[test]
+fn closed_probes_render_with_a_token_the_kubelet_and_prometheus_can_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe_token = "mdl_probe_for_the_kubelet";
+    let tokens = format!(
+        "[[token]]\nname = \"kubelet\"\nsha256 = \"{}\"\nmodels = [\"*\"]\nscopes = [\"probes\"]\n\n\
+         [[token]]\nname = \"app\"\nsha256 = \"{}\"\nmodels = [\"iris\"]\nscopes = [\"infer\"]\n",
+        modeld::front::auth::hash_hex(probe_token),
+        modeld::front::auth::hash_hex("mdl_app")
+    );
+    std::fs::write(dir.path().join("tokens.toml"), &tokens).unwrap();
+    std::fs::set_permissions(dir.path().join("tokens.toml"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let config = dir.path().join("modeld.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nrepository = {repo:?}\n[auth]\nopen_probes = false\ntokens_file = \"tokens.toml\"\n\
+             [[model]]\nname = \"iris\"\nversion = 2\n"
+        ),
+    )
+    .unwrap();
+
+    // Without a probes token the render refuses, saying what to change.
+    let refused = render(&config, &[]);
+    assert!(!refused.status.success());
+    let why = text(&refused.stderr);
+    assert!(why.contains("--probe-token-file") && why.contains("open_probes = true"), "{why}");
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, "mdl_app\n").unwrap();
+    let why = text(&render(&config, &["--probe-token-file", wrong.to_str().unwrap()]).stderr);
+    assert!(why.contains("not one of the config's with the probes scope"), "{why}");
+
+    let token_file = dir.path().join("probe-token");
+    std::fs::write(&token_file, format!("{probe_token}\n")).unwrap();
+    let out = dir.path().join("out");
+    let rendered =
+        render(&config, &["--probe-token-file", token_file.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(rendered.status.success(), "{}", text(&rendered.stderr));
+    let file = |prefix: &str| {
+        let entry = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix));
+        std::fs::read_to_string(entry.unwrap_or_else(|| panic!("no {prefix}* rendered"))).unwrap()
+    };
+    let config_map = file("configmap-");
+    let container_config = block(&config_map, "modeld.toml");
+    assert!(!container_config.contains("sha256"), "no token hash inlined in the ConfigMap:\n{container_config}");
+    assert!(
+        container_config.contains("tokens_file = \"/var/run/secrets/modeld/tokens/tokens.toml\""),
+        "{container_config}"
+    );
+    let tokens_secret = file("secret-modeld-tokens");
+    assert_eq!(block(&tokens_secret, "tokens.toml"), tokens, "the tokens file, as a Secret");
+    let probe_secret = file("secret-modeld-probe-token");
+    assert_eq!(block(&probe_secret, "token").trim(), probe_token);
+    let deployment = file("deployment-");
+    assert!(deployment.contains("defaultMode: 288"), "Secrets mounted mode 0440:\n{deployment}");
+    assert!(!deployment.contains("httpGet") && !deployment.contains("prometheus.io/scrape"), "{deployment}");
+    let runbook = std::fs::read_to_string(out.join("RUNBOOK.md")).unwrap();
+    assert!(runbook.contains("credentials_file: /etc/prometheus/secrets/modeld-probe-token/token"), "{runbook}");
+
+    // The pod, here: its files under `root`, its port a free one.
+    let root = dir.path().join("root");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let in_root = |text: &str| {
+        ["/etc/modeld", "/var/run/secrets/modeld", "/run/modeld", "/var/lib/modeld"]
+            .iter()
+            .fold(text.to_string(), |t, p| t.replace(p, &format!("{}{p}", root.display())))
+            .replace("0.0.0.0:8080", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+    };
+    let write = |path: &str, content: &str, mode: u32| {
+        let path = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    };
+    write("/etc/modeld/modeld.toml", &in_root(&container_config), 0o644);
+    write("/var/run/secrets/modeld/tokens/tokens.toml", &block(&tokens_secret, "tokens.toml"), 0o440);
+    write("/var/run/secrets/modeld/probe/token", &block(&probe_secret, "token"), 0o440);
+    for entry in std::fs::read_dir(repo.join("iris/2")).unwrap() {
+        let entry = entry.unwrap().path();
+        let bytes = std::fs::read(&entry).unwrap();
+        let to = root.join("var/lib/modeld/models/iris/2").join(entry.file_name().unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, bytes).unwrap();
+    }
+    for d in ["run/modeld", "var/lib/modeld/state"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let args: Vec<String> = ["serve", "--config", "/etc/modeld/modeld.toml"].iter().map(|a| in_root(a)).collect();
+    assert!(deployment.contains("- \"serve\"") && deployment.contains("- \"/etc/modeld/modeld.toml\""), "{deployment}");
+    let mut daemon = Command::new(BIN).args(&args).stderr(std::process::Stdio::null()).spawn().unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut daemon);
+    let run = |command: &[String]| {
+        let command: Vec<String> = command.iter().map(|c| in_root(c)).collect();
+        assert_eq!(command[0], in_root("/usr/bin/modeld"));
+        Command::new(BIN).args(&command[1..]).output().unwrap()
+    };
+    let startup = exec_command(&deployment, "startupProbe");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !run(&startup).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the startup probe never passed: {}",
+            text(&run(&startup).stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let command = exec_command(&deployment, probe);
+        assert!(command.contains(&"--token-file".to_string()), "{probe}: {command:?}");
+        let passed = run(&command);
+        assert!(passed.status.success(), "{probe} {command:?}: {}", text(&passed.stderr));
+        // The same probe without the token is refused.
+        let at = command.iter().position(|c| c == "--token-file").unwrap();
+        let without: Vec<String> = command[..at].iter().chain(&command[at + 2..]).cloned().collect();
+        let refused = run(&without);
+        assert!(
+            !refused.status.success() && text(&refused.stderr).contains("401"),
+            "{probe}: {}",
+            text(&refused.stderr)
+        );
+    }
+    // The scrape: /metrics with the token Prometheus is given, refused without.
+    let agent = ureq::Agent::new_with_defaults();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let scraped = agent.get(&metrics).header("Authorization", &format!("Bearer {probe_token}")).call().unwrap();
+    assert_eq!(scraped.status(), 200);
+    let anonymous = agent.get(&metrics).call();
+    assert!(matches!(anonymous, Err(ureq::Error::StatusCode(401))), "{anonymous:?}");
+}

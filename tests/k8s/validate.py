@@ -46,10 +46,10 @@ LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FIXTURES = Path("tests/fixtures/k8s")
 CRDS = Path("tests/fixtures/crds")
 STRATEGIES = ["blue_green", "canary", "rolling", "recreate", "ab_test"]
-CORE_KINDS = ["ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+CORE_KINDS = ["ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
 CRD_KINDS = ["VirtualService", "DestinationRule", "Rollout", "AnalysisTemplate"]
 FILE_PREFIX = {
-    "ConfigMap": "configmap", "Deployment": "deployment", "Service": "service",
+    "ConfigMap": "configmap", "Secret": "secret", "Deployment": "deployment", "Service": "service",
     "HorizontalPodAutoscaler": "hpa", "PodDisruptionBudget": "pdb", "VirtualService": "virtualservice",
     "DestinationRule": "destinationrule", "Rollout": "rollout", "AnalysisTemplate": "analysistemplate",
 }
@@ -316,7 +316,7 @@ class Validators:
 class Render:
     def __init__(self, rid, strategy, rollouts, flags, work):
         self.id, self.strategy, self.rollouts, self.flags = rid, strategy, rollouts, flags
-        self.config_path = FIXTURES / f"{strategy}.toml"
+        self.config_path = FIXTURES / flags.get("config", f"{strategy}.toml")
         self.config = tomllib.loads(self.config_path.read_text())
         self.out = work / rid
         self.objects = []  # (file name, object)
@@ -336,6 +336,8 @@ class Render:
                 args += [f"--{key}", self.flags[key]]
         if self.load_balancer:
             args.append("--load-balancer")
+        if "probe_token_file" in self.flags:
+            args += ["--probe-token-file", str(FIXTURES / self.flags["probe_token_file"])]
         return args
 
     def describe(self):
@@ -410,6 +412,8 @@ def check_composition(r):
         "VirtualService": int(r.strategy in ("canary", "ab_test")),
         "DestinationRule": int(r.strategy in ("canary", "ab_test")),
         "Service": 2 if r.strategy == "blue_green" else 1,
+        # Closed probes: the tokens file and the probes' token, each a Secret.
+        "Secret": 2 if "probe_token_file" in r.flags else 0,
     }
     for kind, n in expect.items():
         if count[kind] != n:
@@ -490,6 +494,16 @@ def check_pods(r):
                 port = c.get(probe, {}).get("httpGet", {}).get("port")
                 if isinstance(port, str) and port not in ports:
                     p.append(f"{cwhere}: {probe} port {port!r} is not a named container port")
+                # Closed probes: an exec of `modeld probe` whose token file is a mounted Secret.
+                command = c.get(probe, {}).get("exec", {}).get("command")
+                if "probe_token_file" in r.flags:
+                    if not command or "--token-file" not in command:
+                        p.append(f"{cwhere}: {probe}: closed probes need an exec probe with --token-file, got {c.get(probe)}")
+                        continue
+                    token = PurePosixPath(command[command.index("--token-file") + 1])
+                    vol = volumes.get(mounts.get(str(token.parent), {}).get("name"), {})
+                    if "secret" not in vol or vol["secret"].get("defaultMode") != 0o440:
+                        p.append(f"{cwhere}: {probe}: {token.parent} is no Secret mounted with mode 0440: {vol}")
     # The pinned versions: each model's in the rendered config file, as in the source.
     for file, parsed in toml_files.items():
         rendered = {m["name"]: m.get("version") for m in parsed.get("model", [])}
@@ -839,6 +853,10 @@ def matrix(work):
         Render("canary-argo-pvc", "canary", "argo", {"models": "pvc:models"}, work),
         Render("canary-argo-model-tabular_mlp", "canary", "argo", {"model": "tabular_mlp"}, work),
         Render("blue_green-kubernetes-lb", "blue_green", "kubernetes", {"load_balancer": True}, work),
+        Render("canary-kubernetes-closed-probes", "canary", "kubernetes",
+               {"config": "canary_closed_probes.toml", "probe_token_file": "closed_probes.token"}, work),
+        Render("blue_green-argo-closed-probes", "blue_green", "argo",
+               {"config": "blue_green_closed_probes.toml", "probe_token_file": "closed_probes.token"}, work),
         Render("ab_test-argo-named", "ab_test", "argo",
                {"namespace": "ml-serving", "name": "iris-api", "image": "registry.example/modeld:1.2.3",
                 "prometheus": "http://prometheus.observability:9090", "models": "pvc:model-store",
