@@ -38,6 +38,13 @@ pub struct K8sRender {
     /// The Prometheus the analysis queries (--rollouts argo).
     #[arg(long, default_value = "http://prometheus.monitoring.svc:9090")]
     prometheus: String,
+    /// An Istio ingress gateway (NAMESPACE/NAME) to bind the VirtualService to, so outside
+    /// requests follow the canary's weights too (canary and ab_test); needs --host.
+    #[arg(long, value_name = "NAMESPACE/NAME", requires = "host")]
+    istio_gateway: Option<String>,
+    /// The host outside clients reach the model by, through --istio-gateway.
+    #[arg(long, requires = "istio_gateway")]
+    host: Option<String>,
     /// A file holding a token of the probes scope: needed when the config closes probes
     /// (`open_probes = false`); the kubelet's exec probes and the scrape read it from a Secret.
     #[arg(long)]
@@ -106,6 +113,10 @@ pub fn k8s_render(args: K8sRender) -> ExitCode {
         prometheus: args.prometheus,
         out_hint: args.out.as_ref().map_or_else(|| "-".into(), |d| d.display().to_string()),
         probe_token,
+        istio_gateway: match (args.istio_gateway, args.host) {
+            (Some(gateway), Some(host)) => Some(modeld::k8s::IstioGateway { gateway, host }),
+            _ => None,
+        },
     };
     let rendered = match k8s::render(config, options) {
         Ok(rendered) => rendered,

@@ -94,6 +94,13 @@ fn weighted(plan: &Plan, out: &mut Rendered) -> RolloutStrategy {
     }
     out.push(Object::of("service", &plan.name, &workload::service(plan, &plan.name, &plan.labels)));
     out.push(Object::of("virtualservice", &plan.name, &istio::virtual_service(plan, 0)));
+    // Argo scales the canary's pods to the step's share of the replicas (at least one).
+    let first =
+        if deploy.strategy == Strategy::AbTest { deploy.split } else { deploy.steps.first().copied().unwrap_or(100) };
+    let canary_pods = ((workload::MIN_REPLICAS * i32::from(first) + 99) / 100).max(1);
+    for note in istio::mesh_notes(plan, first, workload::MIN_REPLICAS, canary_pods) {
+        out.note(&note);
+    }
     let sticky = match deploy.strategy {
         Strategy::AbTest => deploy.sticky_header.as_deref(),
         _ => None,

@@ -50,22 +50,41 @@ impl Models {
     }
 }
 
-/// The container's CPU (millicores), memory (bytes, when every model bounds its workers')
-/// and NVIDIA GPUs (`nvidia.com/gpu`, from the device plugin).
+/// The most CPU a pod requests, in millicores: what a 4-vCPU node has left for pods
+/// once the kubelet and system daemons took theirs, so a pod fits on the nodes most
+/// clusters run.
+pub const MAX_CPU_REQUEST: u64 = 3500;
+/// The least CPU a pod requests, in millicores.
+const MIN_CPU_REQUEST: u64 = 250;
+
+/// The container's CPU (millicores: its request and its limit), memory (bytes, when every
+/// model bounds its workers'; request and limit alike) and NVIDIA GPUs (`nvidia.com/gpu`).
 pub struct Resources {
-    pub millicores: u64,
+    pub cpu_request: u64,
+    pub cpu_limit: u64,
     pub memory: Option<u64>,
     pub gpus: u64,
 }
 
-/// Requests and limits from the config: each worker's threads × intra-op threads, each
-/// worker's memory_limit, plus the supervisor's share; and as many GPUs as the model that
-/// names most of them (`cuda:N,M` two, `cuda` one). In the pod they are numbered from 0.
+/// Requests and limits from the config. CPU limit: every inference thread busy at once
+/// (workers × threads × intra-op threads of each model, a core each) plus the
+/// supervisor's half core; CPU request: half of that (inference is bursty: a pod rarely
+/// keeps every thread busy, and the HPA adds pods at 70 % of the request), between a
+/// quarter core and [`MAX_CPU_REQUEST`]. Memory: each worker's memory_limit plus the
+/// supervisor's share, requested as much as limited (memory cannot be taken back). GPUs:
+/// as many as the model that names most of them (`cuda:N,M` two, `cuda` one), numbered
+/// from 0 in the pod.
 pub fn resources(config: &Config) -> Resources {
     let cores: u64 = config.models.iter().map(|m| (m.workers * m.threads * m.intra_op_threads) as u64).sum();
     let memory: Option<u64> = config.models.iter().map(|m| m.memory_limit.map(|l| l * m.workers as u64)).sum();
     let gpus = config.models.iter().map(|m| gpus_wanted(&m.device)).max().unwrap_or(0);
-    Resources { millicores: cores * 1000 + SUPERVISOR_MILLICORES, memory: memory.map(|m| m + SUPERVISOR_MEMORY), gpus }
+    let cpu_limit = cores * 1000 + SUPERVISOR_MILLICORES;
+    Resources {
+        cpu_request: (cpu_limit / 2).clamp(MIN_CPU_REQUEST, MAX_CPU_REQUEST),
+        cpu_limit,
+        memory: memory.map(|m| m + SUPERVISOR_MEMORY),
+        gpus,
+    }
 }
 
 fn gpus_wanted(device: &crate::config::Device) -> u64 {

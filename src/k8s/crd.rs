@@ -27,6 +27,9 @@ pub const ARGO: &str = "argoproj.io/v1alpha1";
 #[derive(Serialize)]
 pub struct VirtualServiceSpec {
     pub hosts: Vec<String>,
+    /// The ingress gateway as well as the mesh, when asked (`--istio-gateway`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
 }
 

@@ -44,8 +44,34 @@ pub fn virtual_service(plan: &Plan, canary_weight: i32) -> Custom<VirtualService
         api_version: ISTIO,
         kind: "VirtualService",
         metadata: meta(plan, &plan.name, &plan.labels),
-        spec: VirtualServiceSpec { hosts: vec![host], http: vec![header, weighted] },
+        spec: match &plan.istio_gateway {
+            None => VirtualServiceSpec { hosts: vec![host], gateways: Vec::new(), http: vec![header, weighted] },
+            // Bound to the gateway for `outside`, and to the mesh for the Service's name.
+            Some(gateway) => VirtualServiceSpec {
+                hosts: vec![host, gateway.host.clone()],
+                gateways: vec![gateway.gateway.clone(), "mesh".into()],
+                http: vec![header, weighted],
+            },
+        },
     }
+}
+
+/// What the weights do not govern: requests that do not pass through the mesh (the
+/// Service's own load balancing spreads them over pods, so the canary gets its share of
+/// pods, not of the step), and a LoadBalancer Service in front, which bypasses the mesh.
+pub fn mesh_notes(plan: &Plan, first_weight: u8, stable_pods: i32, canary_pods: i32) -> Vec<String> {
+    let pods_share = f64::from(canary_pods) * 100.0 / f64::from(stable_pods + canary_pods);
+    let mut notes = vec![format!(
+        "Istio's weights apply to requests that pass through the mesh (from pods with a sidecar, or through an Istio ingress gateway: --istio-gateway);          any other request reaches the Service, which spreads it over all pods: the canary's {canary_pods} of {} pods get about {pods_share:.0} % of those,          not the step's {first_weight} % (and without Istio installed, that is every request)",
+        stable_pods + canary_pods
+    )];
+    if plan.load_balancer {
+        notes.push(
+            "--load-balancer: a LoadBalancer Service sends outside clients straight to the pods, past the mesh's weights;              expose the model through an Istio ingress gateway instead (--istio-gateway) for the steps to hold"
+                .into(),
+        );
+    }
+    notes
 }
 
 /// Subsets `stable` and `canary` selecting the pods labelled with each (Argo Rollouts adds

@@ -50,9 +50,20 @@ pub struct Options {
     pub prometheus: String,
     /// Where the files go, for the runbook's `kubectl apply -f` (stdout: `-`).
     pub out_hint: String,
+    /// An Istio ingress gateway (`NAMESPACE/NAME`) and the outside host it serves the model
+    /// on: the VirtualService binds to it too, so outside requests follow the steps.
+    pub istio_gateway: Option<IstioGateway>,
     /// A token of the probes scope (`--probe-token-file`), for the kubelet's probes and the
     /// Prometheus scrape when the config closes probes (`open_probes = false`).
     pub probe_token: Option<String>,
+}
+
+/// An Istio ingress gateway and the host outside clients use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IstioGateway {
+    /// `NAMESPACE/NAME` of the Gateway object.
+    pub gateway: String,
+    pub host: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +94,7 @@ pub struct Plan {
     pub shutdown_grace_seconds: i64,
     pub worker_start_timeout_seconds: i64,
     pub out_hint: String,
+    pub istio_gateway: Option<IstioGateway>,
     /// The tokens file's content, for the Secret mounted in its place.
     pub tokens_file: Option<String>,
     /// The probes' token when probes are closed: exec probes and the scrape read it from
@@ -103,6 +115,14 @@ impl Plan {
         let config_text = container::config_file(&config, &options.models, &versions)?;
         let tokens_file = container::tokens_file(&config)?;
         let probe_token = probe_token(&config.server.auth, options.probe_token)?;
+        let weighted =
+            matches!(model.deploy.strategy, crate::config::Strategy::Canary | crate::config::Strategy::AbTest);
+        if options.istio_gateway.is_some() && !weighted {
+            return Err(RenderError::Config(format!(
+                "--istio-gateway: only canary and ab_test route through Istio; model '{}' rolls out by {}",
+                model.name, model.deploy.strategy
+            )));
+        }
         let labels = Labels::from([
             ("app.kubernetes.io/name".to_string(), "modeld".to_string()),
             ("app.kubernetes.io/instance".to_string(), options.name.clone()),
@@ -135,6 +155,7 @@ impl Plan {
             out_hint: options.out_hint,
             tokens_file,
             probe_token,
+            istio_gateway: options.istio_gateway,
         })
     }
 

@@ -48,17 +48,18 @@ fn single(plan: &Plan, recreate: bool) -> Rendered {
     out
 }
 
+/// The idle blue-green slot keeps one pod (its HPA's floor) until it is the next
+/// release's: enough to check it through the preview Service, not a second full fleet.
+const IDLE_REPLICAS: i32 = 1;
+
 fn blue_green(plan: &Plan) -> Rendered {
     let mut out = Rendered::default();
-    for slot in ["blue", "green"] {
+    for (slot, replicas) in [("blue", workload::MIN_REPLICAS), ("green", IDLE_REPLICAS)] {
         let name = format!("{}-{slot}", plan.name);
         let labels = with(&plan.labels, "modeld.dev/slot", slot);
-        out.push(Object::of(
-            "deployment",
-            &name,
-            &workload::deployment(plan, &name, &labels, workload::MIN_REPLICAS, false),
-        ));
-        out.push(Object::of("hpa", &name, &workload::autoscaler(plan, &name, ("Deployment", &name), &labels)));
+        out.push(Object::of("deployment", &name, &workload::deployment(plan, &name, &labels, replicas, false)));
+        let hpa = workload::autoscaler_from(plan, &name, ("Deployment", &name), &labels, replicas);
+        out.push(Object::of("hpa", &name, &hpa));
         out.push(Object::of("pdb", &name, &workload::disruption_budget(plan, &name, &labels)));
     }
     let active = with(&plan.labels, "modeld.dev/slot", "blue");
@@ -69,22 +70,31 @@ fn blue_green(plan: &Plan) -> Rendered {
     out.note("blue_green: Kubernetes switches the Service by hand (runbook); modeld's bake and automatic revert need Argo Rollouts (--rollouts argo)");
     let (ns, name, dir) = (&plan.namespace, &plan.name, &plan.out_hint);
     let select = |slot: &str| format!("'{{\"spec\":{{\"selector\":{{\"modeld.dev/slot\":\"{slot}\"}}}}}}'");
+    let floor = |n: i32| format!("'{{\"spec\":{{\"minReplicas\":{n}}}}}'");
     let _ = write!(
         out.runbook,
         "## Blue-green\n\n\
          `{name}` (the Service clients use) selects the blue Deployment; `{name}-preview` selects green.\n\
          First install: `kubectl apply -f {dir}` (both slots run this render's versions).\n\n\
-         To release a new version, render the new config into a new directory (NEW) and apply its ConfigMap and the idle slot only (green here), check it through the preview Service, then switch:\n\n\
+         The idle slot (green) keeps {idle} pod: its HPA's floor. To release a new version, render the new config into a new directory (NEW) and apply its ConfigMap and the idle slot's Deployment only, check it through the preview Service, scale it up to carry the traffic, then switch:\n\n\
          \x20   kubectl -n {ns} apply -f NEW/configmap-*.yaml -f NEW/deployment-{name}-green.yaml\n\
          \x20   kubectl -n {ns} rollout status deployment/{name}-green\n\
          \x20   kubectl -n {ns} port-forward service/{name}-preview 8080:80 &   # then: curl localhost:8080/ready\n\
+         \x20   kubectl -n {ns} patch hpa {name}-green -p {full}\n\
+         \x20   kubectl -n {ns} scale deployment/{name}-green --replicas={min} && kubectl -n {ns} rollout status deployment/{name}-green\n\
          \x20   kubectl -n {ns} patch service {name} -p {green}\n\
          \x20   kubectl -n {ns} patch service {name}-preview -p {blue}\n\n\
          Bake for {bake} watching the thresholds (modeld's own alerts, `modeld alerts render`). Roll back at once by switching the selector back:\n\n\
          \x20   kubectl -n {ns} patch service {name} -p {blue}\n\n\
-         The next release goes to blue the same way. Do not re-apply service-{name}.yaml after a switch: it selects blue.\n",
+         Once the bake passed, the old slot idles down to its floor (the HPA then scales it down as its load went):\n\n\
+         \x20   kubectl -n {ns} patch hpa {name}-blue -p {idle_floor}\n\n\
+         The next release goes to blue the same way. Do not re-apply service-{name}.yaml or the HPAs after a switch: they describe blue as the active slot.\n",
         green = select("green"),
         blue = select("blue"),
+        full = floor(workload::MIN_REPLICAS),
+        idle_floor = floor(IDLE_REPLICAS),
+        idle = IDLE_REPLICAS,
+        min = workload::MIN_REPLICAS,
         bake = humantime::format_duration(plan.deploy().bake),
     );
     out
@@ -104,6 +114,9 @@ fn canary(plan: &Plan) -> Rendered {
         &workload::deployment(plan, &stable_name, &stable, workload::MIN_REPLICAS, false),
     ));
     out.push(Object::of("deployment", &canary_name, &workload::deployment(plan, &canary_name, &canary, 1, false)));
+    // The canary scales with its own load (its share of requests), from one pod.
+    let canary_hpa = workload::autoscaler_from(plan, &canary_name, ("Deployment", &canary_name), &canary, 1);
+    out.push(Object::of("hpa", &canary_name, &canary_hpa));
     out.push(Object::of(
         "hpa",
         &stable_name,
@@ -118,6 +131,9 @@ fn canary(plan: &Plan) -> Rendered {
         out.note("ab_test: Istio hashes sticky_header to a pod within each subset, but its weighted split between the arms is per request: a key does not stay on one arm as on the host");
     }
     out.note(&format!("{}: the weights after the first step are changed by hand (runbook); modeld's health gate and automatic revert need Argo Rollouts (--rollouts argo)", deploy.strategy));
+    for note in super::istio::mesh_notes(plan, first, workload::MIN_REPLICAS, 1) {
+        out.note(&note);
+    }
     let (ns, name) = (&plan.namespace, &plan.name);
     let weights = |canary: u8| {
         format!(

@@ -212,16 +212,20 @@ fn startup_failures(seconds: i64) -> i32 {
     i32::try_from(seconds / i64::from(PROBE_PERIOD) + 2).unwrap_or(i32::MAX)
 }
 
+/// CPU requested below its limit (see [`container::resources`]); memory and GPUs
+/// requested as much as limited.
 fn resources(r: &Resources) -> ResourceRequirements {
-    let mut amounts = BTreeMap::from([("cpu".to_string(), Quantity(format!("{}m", r.millicores)))]);
+    let mut requests = BTreeMap::from([("cpu".to_string(), Quantity(format!("{}m", r.cpu_request)))]);
+    let mut limits = BTreeMap::from([("cpu".to_string(), Quantity(format!("{}m", r.cpu_limit)))]);
     if let Some(memory) = r.memory {
-        amounts.insert("memory".into(), Quantity(container::quantity(memory)));
+        requests.insert("memory".into(), Quantity(container::quantity(memory)));
+        limits.insert("memory".into(), Quantity(container::quantity(memory)));
     }
     if r.gpus > 0 {
-        amounts.insert("nvidia.com/gpu".into(), Quantity(r.gpus.to_string()));
+        requests.insert("nvidia.com/gpu".into(), Quantity(r.gpus.to_string()));
+        limits.insert("nvidia.com/gpu".into(), Quantity(r.gpus.to_string()));
     }
-    // Requests equal limits: the pod is Guaranteed, and its workers get what they were sized for.
-    ResourceRequirements { requests: Some(amounts.clone()), limits: Some(amounts), ..Default::default() }
+    ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }
 }
 
 fn volumes(plan: &Plan) -> Vec<Volume> {
@@ -349,6 +353,17 @@ pub fn service(plan: &Plan, name: &str, selects: &Labels) -> Service {
 
 /// Scales `target` (a Deployment or Rollout) between 3 and 10 replicas.
 pub fn autoscaler(plan: &Plan, name: &str, target: (&str, &str), labels: &Labels) -> HorizontalPodAutoscaler {
+    autoscaler_from(plan, name, target, labels, MIN_REPLICAS)
+}
+
+/// Scales `target` between `min` and 10 replicas, on CPU (and memory where requested).
+pub fn autoscaler_from(
+    plan: &Plan,
+    name: &str,
+    target: (&str, &str),
+    labels: &Labels,
+    min: i32,
+) -> HorizontalPodAutoscaler {
     let (api_version, kind) = match target.0 {
         "Rollout" => ("argoproj.io/v1alpha1", "Rollout"),
         _ => ("apps/v1", "Deployment"),
@@ -383,7 +398,7 @@ pub fn autoscaler(plan: &Plan, name: &str, target: (&str, &str), labels: &Labels
                 kind: kind.into(),
                 name: target.1.into(),
             },
-            min_replicas: Some(MIN_REPLICAS),
+            min_replicas: Some(min),
             max_replicas: MAX_REPLICAS,
             metrics: Some(metrics),
             behavior: Some(HorizontalPodAutoscalerBehavior {

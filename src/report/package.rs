@@ -295,6 +295,7 @@ fn manifests(model: &str, setting: &Setting) -> Result<Vec<File>, String> {
         prometheus: "http://prometheus.monitoring.svc:9090".into(),
         out_hint: "manifests".into(),
         probe_token: None,
+        istio_gateway: None,
     };
     let rendered = k8s::render(config, options).map_err(|e| format!("--k8s: {e}"))?;
     let mut files: Vec<File> = rendered

@@ -396,3 +396,59 @@ fn closed_probes_render_with_a_token_the_kubelet_and_prometheus_can_use() {
     let anonymous = agent.get(&metrics).call();
     assert!(matches!(anonymous, Err(ureq::Error::StatusCode(401))), "{anonymous:?}");
 }
+
+/// Rendered pods schedule and scale as a user expects: CPU requested below its limit and
+/// at most 3.5 cores (a pod fits a 4-vCPU node) while the limit lets every inference thread
+/// run; the canary scales on its own load from one pod; blue-green's idle slot keeps one
+/// pod; the notes say what share non-mesh traffic really gets and that a LoadBalancer
+/// bypasses the weights; `--istio-gateway` binds the route to the gateway too.
+#[test]
+fn rendered_pods_fit_nodes_and_scale_by_track() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let config = |strategy: &str, workers: usize| {
+        let path = dir.path().join(format!("{strategy}-{workers}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nrepository = {repo:?}\n[[model]]\nname = \"iris\"\nversion = 2\nworkers = {workers}\nthreads = 2\n\
+                 [model.deploy]\nstrategy = \"{strategy}\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // 8 workers x 2 threads: a 16.5-core limit, a request capped at 3.5 cores.
+    let big = render(&config("canary", 8), &["--load-balancer"]);
+    assert!(big.status.success(), "{}", text(&big.stderr));
+    let (stream, notes) = (text(&big.stdout), text(&big.stderr));
+    assert!(stream.contains("cpu: \"16500m\"") && stream.contains("cpu: \"3500m\""), "{stream}");
+    assert!(stream.contains("name: \"modeld-canary\"") && stream.contains("kind: \"HorizontalPodAutoscaler\""));
+    let canary_hpa = stream
+        .split("---\n")
+        .find(|d| d.contains("kind: \"HorizontalPodAutoscaler\"") && d.contains("modeld-canary"))
+        .unwrap();
+    assert!(canary_hpa.contains("minReplicas: 1"), "{canary_hpa}");
+    assert!(notes.contains("the canary's 1 of 4 pods get about 25 %") && notes.contains("not the step's"), "{notes}");
+    assert!(
+        notes.contains("--load-balancer: a LoadBalancer Service sends outside clients straight to the pods"),
+        "{notes}"
+    );
+    // One worker: half of 2.5 cores requested.
+    let small = text(&render(&config("rolling", 1), &[]).stdout);
+    assert!(small.contains("cpu: \"1250m\"") && small.contains("cpu: \"2500m\""), "{small}");
+
+    let bg = text(&render(&config("blue_green", 2), &[]).stdout);
+    let green = bg.split("---\n").find(|d| d.contains("kind: \"Deployment\"") && d.contains("modeld-green")).unwrap();
+    assert!(green.contains("replicas: 1"), "the idle slot keeps one pod: {green}");
+    let refused = render(&config("blue_green", 2), &["--istio-gateway", "istio-system/gw", "--host", "m.example"]);
+    assert!(text(&refused.stderr).contains("--istio-gateway: only canary and ab_test route through Istio"));
+
+    let gw = render(&config("canary", 2), &["--istio-gateway", "istio-system/gw", "--host", "m.example"]);
+    let vs = text(&gw.stdout);
+    let vs = vs.split("---\n").find(|d| d.contains("kind: \"VirtualService\"")).unwrap();
+    assert!(
+        vs.contains("- \"istio-system/gw\"") && vs.contains("- \"mesh\"") && vs.contains("- \"m.example\""),
+        "{vs}"
+    );
+}

@@ -331,9 +331,9 @@ class Render:
 
     def args(self):
         args = ["k8s", "render", "--config", str(self.config_path), "--rollouts", self.rollouts]
-        for key in ("models", "namespace", "name", "image", "model", "prometheus"):
+        for key in ("models", "namespace", "name", "image", "model", "prometheus", "istio_gateway", "host"):
             if key in self.flags:
-                args += [f"--{key}", self.flags[key]]
+                args += [f"--{key.replace('_', '-')}", self.flags[key]]
         if self.load_balancer:
             args.append("--load-balancer")
         if "probe_token_file" in self.flags:
@@ -561,6 +561,12 @@ def check_istio(r):
         p.append(f"DestinationRule consistentHash.httpHeaderName {got_sticky!r}, expected {sticky!r}")
     if service["metadata"]["name"] not in vs["spec"].get("hosts", []):
         p.append(f"VirtualService hosts {vs['spec'].get('hosts')} lack the Service {service['metadata']['name']}")
+    # --istio-gateway: bound to the gateway for the outside host, and still to the mesh.
+    want_gateways = [r.flags["istio_gateway"], "mesh"] if "istio_gateway" in r.flags else None
+    if vs["spec"].get("gateways") != want_gateways:
+        p.append(f"VirtualService gateways {vs['spec'].get('gateways')}, expected {want_gateways}")
+    if "host" in r.flags and r.flags["host"] not in vs["spec"].get("hosts", []):
+        p.append(f"VirtualService hosts {vs['spec'].get('hosts')} lack --host {r.flags['host']}")
     http = vs["spec"].get("http", [])
     header = [h for h in http if any(m.get("headers", {}).get(CANARY_HEADER) == {"exact": "true"}
                                      for m in h.get("match", []))]
@@ -853,6 +859,10 @@ def matrix(work):
         Render("canary-argo-pvc", "canary", "argo", {"models": "pvc:models"}, work),
         Render("canary-argo-model-tabular_mlp", "canary", "argo", {"model": "tabular_mlp"}, work),
         Render("blue_green-kubernetes-lb", "blue_green", "kubernetes", {"load_balancer": True}, work),
+        Render("canary-kubernetes-gateway", "canary", "kubernetes",
+               {"istio_gateway": "istio-system/ingressgateway", "host": "iris.example.com"}, work),
+        Render("ab_test-argo-gateway", "ab_test", "argo",
+               {"istio_gateway": "istio-system/ingressgateway", "host": "iris.example.com"}, work),
         Render("canary-kubernetes-closed-probes", "canary", "kubernetes",
                {"config": "canary_closed_probes.toml", "probe_token_file": "closed_probes.token"}, work),
         Render("blue_green-argo-closed-probes", "blue_green", "argo",
