@@ -64,11 +64,12 @@ pub fn asset(asset: Asset) -> Reply {
 
 /// `/ui/state?since=T`.
 pub fn state(board: &dyn Board, query: Option<&str>, shown: Option<&[String]>) -> Result<Reply, ApiError> {
-    let since = match query.into_iter().flat_map(|q| q.split('&')).find_map(|kv| kv.strip_prefix("since=")) {
-        Some(t) => Some(
+    let asked = query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(key, _)| key == "since"));
+    let since = match asked {
+        Some((_, t)) => Some(
             t.parse::<f64>()
                 .ok()
-                .filter(|t| t.is_finite())
+                .filter(|t| t.is_finite() && *t >= 0.0)
                 .ok_or_else(|| ApiError::bad_request(format!("since={t}: a Unix time in seconds is expected")))?,
         ),
         None => None,

@@ -86,6 +86,8 @@ fn the_state_follows_a_canary_step_by_step() {
     let (status, _, body) = get(&d, "/ui/state?since=yesterday", None);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("since=yesterday"), "{body}");
+    assert_eq!(get(&d, "/ui/state?since=-1", None).0, 400, "a time before 1970 is no Unix time");
+    assert_eq!(get(&d, "/ui/state?since=1e%2B9", None).0, 200, "the query is percent-decoded");
 
     let load = Load::start(&d, "m", paced());
     std::thread::sleep(Duration::from_millis(1500));
