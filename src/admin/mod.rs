@@ -168,8 +168,9 @@ async fn read_line(
 }
 
 impl Admin {
-    /// Answers connections until `stop`, then removes the socket.
-    pub async fn serve(self: Arc<Self>, listener: UnixListener, path: PathBuf, stop: CancellationToken) {
+    /// Answers connections until `stop`, then removes the socket at `path` (none: a socket
+    /// the service manager owns, left in place).
+    pub async fn serve(self: Arc<Self>, listener: UnixListener, path: Option<PathBuf>, stop: CancellationToken) {
         crate::accept::until(&listener, "admin socket", stop.cancelled(), |stream| {
             let admin = self.clone();
             tokio::spawn(async move {
@@ -179,7 +180,9 @@ impl Admin {
             });
         })
         .await;
-        let _ = std::fs::remove_file(path);
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     async fn connection(&self, stream: UnixStream) -> std::io::Result<()> {

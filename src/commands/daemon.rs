@@ -8,6 +8,14 @@ use std::process::ExitCode;
 
 /// Loads and checks the config, then runs the daemon until it is told to stop.
 pub fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
+    // Before any thread starts: it reads and unsets the environment.
+    let activated = match modeld::daemon::activation::Activated::take() {
+        Ok(activated) => activated,
+        Err(e) => {
+            eprintln!("modeld: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (config, report) = match config::load_checked(&path, &overrides, Some(&modeld::repo::check_version)) {
         Ok(loaded) => loaded,
         Err(e) => return config_failed(e),
@@ -23,7 +31,7 @@ pub fn serve(path: PathBuf, overrides: Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(modeld::daemon::serve(config, overrides)) {
+    match runtime.block_on(modeld::daemon::serve(config, overrides, activated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

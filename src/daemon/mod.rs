@@ -11,6 +11,7 @@
 //! STOPPING from its loop, and the rollout engine reports reloads through it as a
 //! [`crate::rollout::ReloadObserver`].
 
+pub mod activation;
 pub mod notify;
 
 use crate::admin::{self, Admin};
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 /// How often the event loop proves it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
-pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
+pub async fn serve(config: Config, overrides: Overrides, activated: activation::Activated) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("could not install signal handlers")?;
     let server = &config.server;
     let sockets_dir = server.run_dir.join("workers");
@@ -54,8 +55,15 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         }
         None => {}
     }
-    // Bound first: if another daemon answers on it, nothing else may start.
-    let admin_listener = admin::bind(&server.admin_socket, server.admin_group.as_ref().map(|g| g.gid)).await?;
+    // Bound first: if another daemon answers on it, nothing else may start. A socket the
+    // service manager handed over is its own: served, never unlinked.
+    let (admin_listener, admin_path) = match activated.admin {
+        Some(handed) => (admin_socket_handed_over(handed, &server.admin_socket)?, None),
+        None => {
+            let bound = admin::bind(&server.admin_socket, server.admin_group.as_ref().map(|g| g.gid)).await?;
+            (bound, Some(server.admin_socket.clone()))
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let router = Arc::new(Router::default());
     let heartbeat = Arc::new(Heartbeat::new());
@@ -86,9 +94,12 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let engine = Engine::start(config.clone(), overrides, parts);
     engine.watch_repository();
 
-    let listener = TcpListener::bind(server.listen)
-        .await
-        .with_context(|| format!("could not listen on {} (server.listen)", server.listen))?;
+    let listener = match activated.http {
+        Some(handed) => http_socket_handed_over(handed, server.listen)?,
+        None => TcpListener::bind(server.listen)
+            .await
+            .with_context(|| format!("could not listen on {} (server.listen)", server.listen))?,
+    };
     let bound = listener.local_addr()?;
     tracing::info!("listening on http://{bound}");
     let address_file = server.run_dir.join(ADDRESS_FILE);
@@ -109,12 +120,13 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         server: live.clone(),
         started: Instant::now(),
         board: console,
+        stopping: Default::default(),
     });
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(front.serve(listener, stop_http.clone()));
     let admin = Arc::new(Admin { router: router.clone(), engine: engine.clone(), host, started: Instant::now() });
     let stop_admin = CancellationToken::new();
-    let admin_task = tokio::spawn(admin.serve(admin_listener, server.admin_socket.clone(), stop_admin.clone()));
+    let admin_task = tokio::spawn(admin.serve(admin_listener, admin_path, stop_admin.clone()));
 
     let intent = event_loop(&mut signals, &heartbeat, &engine, &notifier).await;
     stop_http.cancel();
@@ -135,6 +147,40 @@ pub async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&address_file);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTP socket the service manager handed over, for tokio; a `listen` it does not
+/// match is said (the handed-over socket wins: it is where clients wait).
+fn http_socket_handed_over(handed: std::net::TcpListener, listen: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    handed.set_nonblocking(true).context("socket activation: the HTTP socket")?;
+    let listener = TcpListener::from_std(handed).context("socket activation: the HTTP socket")?;
+    let bound = listener.local_addr()?;
+    tracing::info!("HTTP socket handed over by the service manager (socket activation): {bound}");
+    if bound != listen && listen.port() != 0 {
+        tracing::warn!("server.listen is {listen}, the socket handed over is {bound}: serving on {bound}");
+    }
+    Ok(listener)
+}
+
+/// The admin socket the service manager handed over, for tokio.
+fn admin_socket_handed_over(
+    handed: std::os::unix::net::UnixListener,
+    configured: &std::path::Path,
+) -> anyhow::Result<tokio::net::UnixListener> {
+    handed.set_nonblocking(true).context("socket activation: the admin socket")?;
+    let path = handed.local_addr().ok().and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf));
+    tracing::info!(
+        "admin socket handed over by the service manager: {}",
+        path.as_deref().unwrap_or(configured).display()
+    );
+    if path.as_deref().is_some_and(|p| p != configured) {
+        tracing::warn!(
+            "server.admin_socket is {}, the socket handed over is {}: the CLI finds it with --socket",
+            configured.display(),
+            path.as_deref().unwrap_or(configured).display()
+        );
+    }
+    tokio::net::UnixListener::from_std(handed).context("socket activation: the admin socket")
 }
 
 /// The file in `run_dir` holding the address HTTP listens on (`127.0.0.1:41234`, the port

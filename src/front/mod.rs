@@ -64,6 +64,8 @@ pub struct Front {
     pub started: Instant,
     /// What the live view at `/ui` shows.
     pub board: Arc<dyn ui::Board>,
+    /// Set once the daemon stops: every answer then closes its connection.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Front {
@@ -74,7 +76,13 @@ impl Front {
         crate::accept::until(&listener, "HTTP", stop.cancelled(), |stream| self.clone().connection(stream, &graceful))
             .await;
         drop(listener);
+        // Connections taken just before the stop may not have sent their request yet, and
+        // a graceful shutdown closes a connection it finds idle: they get a moment to send
+        // it, answered with `Connection: close` like every request from now on (the next
+        // ones wait in the socket's backlog when a service manager holds it).
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         let grace = self.server.get().shutdown_grace;
+        tokio::time::sleep(LINGER.min(grace)).await;
         tokio::select! {
             _ = graceful.shutdown() => tracing::info!("all HTTP requests answered"),
             _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace of {grace:?} ran out with requests open"),
@@ -117,7 +125,8 @@ impl Front {
         };
         self.record(&served, &reply, started.elapsed());
         let version = served.pool.as_ref().map(|p| p.version);
-        respond(Reply { version, ..reply }, head_only, gzip)
+        let close = reply.close || self.stopping.load(std::sync::atomic::Ordering::Relaxed);
+        respond(Reply { version, close, ..reply }, head_only, gzip)
     }
 
     async fn dispatch(&self, req: Request<Incoming>, served: &mut Served) -> Result<Reply, ApiError> {
@@ -185,6 +194,10 @@ impl Front {
         }
     }
 }
+
+/// How long a stopping daemon still reads the first request of connections it took just
+/// before the stop, before closing the idle ones.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// How much of the body of a request refused for its token is read and thrown away, and
 /// for how long, before the answer: enough for a small request, nothing a stranger grows.

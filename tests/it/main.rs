@@ -1,6 +1,7 @@
 //! Integration tests: each runs the real `modeld` binary (see `util::TestDaemon`) and
 //! talks to it over HTTP and signals, as an operator or client would.
 
+mod activation;
 mod admin;
 mod answers;
 mod architecture;

@@ -161,6 +161,15 @@ pub struct TestDaemon {
     dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
     agent: ureq::Agent,
+    /// Sockets the test holds and hands to each daemon it starts, as a systemd socket unit
+    /// does (socket activation); none: the daemon binds its own.
+    held: Option<Arc<HeldSockets>>,
+}
+
+/// The HTTP and admin sockets a test holds across daemons (see [`TestDaemon::held`]).
+pub struct HeldSockets {
+    pub http: std::net::TcpListener,
+    pub admin: std::os::unix::net::UnixListener,
 }
 
 /// An HTTP answer: status, body and the headers tests look at.
@@ -229,11 +238,82 @@ impl TestDaemon {
         std::fs::write(self.dir.path().join("modeld.toml"), text).unwrap();
     }
 
+    /// Starts a daemon on sockets the test holds (socket activation), and waits for `/ready`.
+    pub fn ready_on_held_sockets(setup: Setup) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        for files in &setup.files {
+            files.write_to(&dir.path().join("models"));
+        }
+        let config = dir.path().join("modeld.toml");
+        std::fs::write(&config, setup.config()).unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        let held = Arc::new(HeldSockets {
+            http: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            admin: std::os::unix::net::UnixListener::bind(dir.path().join("run/admin.sock")).unwrap(),
+        });
+        let daemon = Self::spawn_with(dir, &config, Some(held));
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Stops this daemon as systemd does (SIGTERM, waiting for it to finish its requests
+    /// and exit), then starts a new one on the same directory and the same held sockets.
+    pub fn restart_on_held_sockets(mut self) -> (TestDaemon, Duration) {
+        let started = Instant::now();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "the first daemon stopped with {status}:\n{}", self.logs());
+        let stopped = started.elapsed();
+        let config = self.dir.path().join("modeld.toml");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (TestDaemon::spawn_with(dir, &config, self.held.take()), stopped)
+    }
+
     fn spawn(dir: tempfile::TempDir, config: &Path) -> TestDaemon {
+        Self::spawn_with(dir, config, None)
+    }
+
+    fn spawn_with(dir: tempfile::TempDir, config: &Path, held: Option<Arc<HeldSockets>>) -> TestDaemon {
         // A daemon killed before (restart) left its address behind.
         let address_file = dir.path().join("run").join(modeld::daemon::ADDRESS_FILE);
         let _ = std::fs::remove_file(&address_file);
-        let mut child = Command::new(BIN)
+        let mut command = match &held {
+            None => Command::new(BIN),
+            Some(held) => {
+                use std::os::fd::AsRawFd;
+                use std::os::unix::process::CommandExt;
+                let fds = [held.http.as_raw_fd(), held.admin.as_raw_fd()];
+                // The protocol systemd speaks: the sockets at fds 3 and 4, LISTEN_PID the
+                // daemon's own pid (the shell's, which exec keeps).
+                let mut command = Command::new("sh");
+                command
+                    .args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", BIN])
+                    .env("LISTEN_FDS", "2")
+                    .env("LISTEN_FDNAMES", "http:admin");
+                // SAFETY: dup2 is async-signal-safe, and the fds stay open in this process.
+                unsafe {
+                    command.pre_exec(move || {
+                        // Copied out of the way first (either may already be 3 or 4, and
+                        // dup2 onto itself would keep close-on-exec), then into place.
+                        let mut high = [0; 2];
+                        for (copy, from) in high.iter_mut().zip(fds) {
+                            *copy = nix::libc::fcntl(from, nix::libc::F_DUPFD_CLOEXEC, 10);
+                            if *copy < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                        }
+                        for (to, from) in [3, 4].into_iter().zip(high) {
+                            if nix::libc::dup2(from, to) < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+                command
+            }
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--run-dir"])
@@ -264,7 +344,7 @@ impl TestDaemon {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        TestDaemon { child, addr, dir, logs, agent }
+        TestDaemon { child, addr, dir, logs, agent, held }
     }
 
     /// Starts a daemon and waits for `/ready`.
