@@ -5,7 +5,7 @@ chown root:modeld /etc/modeld /etc/modeld/modeld.toml
 chmod 0750 /etc/modeld
 chmod 0640 /etc/modeld/modeld.toml
 if [ "$1" -eq 1 ] && [ -d /run/systemd/system ]; then
-    systemctl --no-reload preset modeld.service >/dev/null 2>&1 || :
+    systemctl --no-reload preset modeld.socket modeld.service >/dev/null 2>&1 || :
 fi
 [ -d /run/systemd/system ] && systemctl daemon-reload >/dev/null 2>&1 || :
 exit 0
