@@ -86,7 +86,10 @@ pub(super) async fn run(
         attempts += 1;
         let pool = route.pick(&wants.hint())?;
         served.on(&pool);
-        let outcome = match pool.wait_info().await {
+        let waiting = std::time::Instant::now();
+        let info = pool.wait_info().await;
+        served.waited_for_start += waiting.elapsed();
+        let outcome = match info {
             Ok(info) => {
                 let inputs = inputs_for(&info, retried.take())?;
                 match router::infer(&pool, &inputs).await {

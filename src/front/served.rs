@@ -24,6 +24,10 @@ pub(super) struct Served {
     /// Offered to a candidate in its shadow phase: its version, and whether the copy was
     /// queued (or dropped, the queue being full).
     pub(super) mirrored: Option<(u64, bool)>,
+    /// How long the request waited for its version to start (recreate's gap, a version
+    /// brought up): the user waited, but it is no measure of how fast the version answers,
+    /// so its window, which the health gate judges, does not count it.
+    pub(super) waited_for_start: std::time::Duration,
 }
 
 impl Served {
@@ -45,7 +49,7 @@ impl Front {
                 true => Outcome::Invalid,
                 false => Outcome::of_status(reply.status.as_u16()),
             };
-            pool.window.record(outcome, elapsed);
+            pool.window.record(outcome, elapsed.saturating_sub(served.waited_for_start));
         }
         let model = served.model.as_deref().unwrap_or("");
         let version = served.pool.as_ref().map(|p| p.version.to_string()).unwrap_or_default();

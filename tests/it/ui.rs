@@ -138,8 +138,18 @@ fn the_state_follows_a_canary_step_by_step() {
     let newer: usize =
         model(&later, "m")["series"].as_array().unwrap().iter().map(|s| s["points"].as_array().unwrap().len()).sum();
     assert!(newer <= 4, "since= returned old points: {later}");
-    let record = &m["history"][0];
-    assert_eq!(record["outcome"], "promoted");
+    // The phase says "promoted" as the rollout ends; its history entry follows once the
+    // engine has recorded it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let history = loop {
+        let history = model(&state(&d, ""), "m")["history"].clone();
+        if !history[0]["outcome"].is_null() || Instant::now() > deadline {
+            break history;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let record = &history[0];
+    assert_eq!(record["outcome"], "promoted", "{history}");
     let (status, headers, report) = get(&d, record["report"].as_str().unwrap(), None);
     assert_eq!(status, 200, "{report}");
     assert!(report.contains("Deployment report: m v2"), "{report}");
