@@ -153,7 +153,10 @@ fn a_reload_applies_every_server_key_or_says_it_needs_a_restart() {
     let (code, _, err) = daemon.cli(&["reload"]);
     assert_ne!(code, 0);
     assert!(err.contains("not valid TOML"), "{err}");
-    assert!(daemon.logs().contains("reload: refusing the new config"), "{}", daemon.logs());
+    // The daemon's stderr reaches the test through a reader thread: wait for the line.
+    daemon.wait_until("the refusal in the daemon's log", Duration::from_secs(10), || {
+        daemon.logs().contains("reload: refusing the new config")
+    });
     assert_eq!(daemon.post("/v2/models/m/infer", &big).status, 413, "the running config stays");
 
     // shutdown_grace: with the request timeout long again, SIGTERM with a request in
