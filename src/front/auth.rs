@@ -119,7 +119,7 @@ pub fn limited_to(auth: &Auth, headers: &HeaderMap) -> Option<Vec<String>> {
 }
 
 /// The configured token whose hash the presented one has, comparing with every token.
-fn find<'a>(auth: &'a Auth, presented: &str) -> Option<&'a Token> {
+pub fn find<'a>(auth: &'a Auth, presented: &str) -> Option<&'a Token> {
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let mut found = None;
     for token in &auth.tokens {

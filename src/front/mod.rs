@@ -137,13 +137,14 @@ impl Front {
         // keep-alive connection goes on; a token's refusal reads at most a little of it,
         // so a small one's sender still sees the answer, and past that the connection
         // closes after the answer.
-        let server = self.server.get();
+        // The settings in force for the whole request (an Arc, not a guard held across awaits).
+        let server = Arc::clone(&self.server.get());
         let endpoint = match routes::route(&head.method, head.uri.path()) {
             Ok(endpoint) => endpoint,
             Err(refused) => return Err(refused.closing(!discard(body, server.max_body_bytes, None).await)),
         };
-        let auth = server.auth.clone();
-        if let Err(refused) = auth::admit(&auth, &head.headers, &auth::need(&endpoint)) {
+        let auth = &server.auth;
+        if let Err(refused) = auth::admit(auth, &head.headers, &auth::need(&endpoint)) {
             return Err(refused.closing(!discard(body, DISCARD_BYTES, Some(DISCARD_TIME)).await));
         }
         // An admitted body is read whole before any answer, refusals too: a client still
@@ -167,12 +168,12 @@ impl Front {
                 self.tf_infer(headers, body, &model, version, verb, served).await
             }
             Endpoint::UiState => {
-                let shown = auth::limited_to(&self.server.get().auth, headers);
+                let shown = auth::limited_to(auth, headers);
                 ui::state(self.board.as_ref(), head.uri.query(), shown.as_deref())
             }
             Endpoint::UiReport { model, id } => ui::report(self.board.as_ref(), &model, id),
             Endpoint::Ui(asset) => Ok(ui::asset(asset)),
-            other => self.probe(other, auth::sees_detail(&auth, headers)),
+            other => self.probe(other, auth, headers),
         }
     }
 

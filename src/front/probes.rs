@@ -10,9 +10,15 @@ use crate::router::Hint;
 use hyper::StatusCode;
 
 impl Front {
-    /// A probe's or metadata endpoint's answer; `detail`: whether `/health` and `/ready`
-    /// may name models and their checks ([`super::auth::sees_detail`]).
-    pub(super) fn probe(&self, endpoint: Endpoint, detail: bool) -> Result<Reply, ApiError> {
+    /// A probe's or metadata endpoint's answer; `/health` and `/ready` name models and
+    /// their checks only to whom [`super::auth::sees_detail`] allows (asked there alone).
+    pub(super) fn probe(
+        &self,
+        endpoint: Endpoint,
+        auth: &crate::config::Auth,
+        headers: &hyper::HeaderMap,
+    ) -> Result<Reply, ApiError> {
+        let detail = || super::auth::sees_detail(auth, headers);
         match endpoint {
             Endpoint::ServerMetadata => Ok(Reply::ok(
                 serde_json::json!({ "name": "modeld", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] })
@@ -70,7 +76,7 @@ impl Front {
                     health::Overall::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::OK,
                 };
-                let body = match detail {
+                let body = match detail() {
                     true => serde_json::to_string(&report).expect("report serializes"),
                     false => serde_json::json!({ "status": report.status, "detail": NO_DETAIL }).to_string(),
                 };
@@ -79,7 +85,7 @@ impl Front {
             Endpoint::Ready => {
                 let waiting = health::not_ready(&self.router);
                 let ready = waiting.is_empty();
-                let body = match detail {
+                let body = match detail() {
                     true => serde_json::json!({ "ready": ready, "not_ready": waiting }),
                     false => serde_json::json!({ "ready": ready, "detail": NO_DETAIL }),
                 };

@@ -113,10 +113,7 @@ pub fn pinned_version(model: &ModelConfig) -> Result<u64, RenderError> {
 /// set for the image and each model's version pinned.
 /// `versions` are the models' pinned versions, in the config's order ([`pinned_version`]).
 pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)]) -> Result<String, RenderError> {
-    let text = std::fs::read_to_string(&config.path)
-        .map_err(|e| RenderError::Config(format!("cannot read {}: {e}", config.path.display())))?;
-    let mut table: toml::Table =
-        text.parse().map_err(|e| RenderError::Config(format!("{} is not TOML: {e}", config.path.display())))?;
+    let mut table = source(config)?;
     let server = table.entry("server").or_insert_with(|| toml::Value::Table(Default::default()));
     let server = server.as_table_mut().ok_or_else(|| RenderError::Config("[server] is not a table".into()))?;
     server.insert("listen".into(), format!("0.0.0.0:{PORT}").into());
@@ -162,10 +159,7 @@ pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)])
 
 /// The config's tokens file as it is on this host, for the pod's Secret (none without one).
 pub fn tokens_file(config: &Config) -> Result<Option<String>, RenderError> {
-    let text = std::fs::read_to_string(&config.path)
-        .map_err(|e| RenderError::Config(format!("cannot read {}: {e}", config.path.display())))?;
-    let table: toml::Table =
-        text.parse().map_err(|e| RenderError::Config(format!("{} is not TOML: {e}", config.path.display())))?;
+    let table = source(config)?;
     let Some(file) = table.get("auth").and_then(|a| a.get("tokens_file")).and_then(toml::Value::as_str) else {
         return Ok(None);
     };
@@ -174,6 +168,13 @@ pub fn tokens_file(config: &Config) -> Result<Option<String>, RenderError> {
     std::fs::read_to_string(&path)
         .map(Some)
         .map_err(|e| RenderError::Config(format!("[auth] tokens_file {}: {e}", path.display())))
+}
+
+/// The operator's config file as a TOML table (what the container's config is made from).
+fn source(config: &Config) -> Result<toml::Table, RenderError> {
+    let text = std::fs::read_to_string(&config.path)
+        .map_err(|e| RenderError::Config(format!("cannot read {}: {e}", config.path.display())))?;
+    text.parse().map_err(|e| RenderError::Config(format!("{} is not TOML: {e}", config.path.display())))
 }
 
 /// `1536Mi`, `2Gi`: a byte count as a Kubernetes quantity, rounded up to a MiB.

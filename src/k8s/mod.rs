@@ -175,11 +175,7 @@ fn probe_token(auth: &crate::config::Auth, given: Option<String>) -> Result<Opti
             "[auth] open_probes = false: the kubelet's probes and Prometheus' scrape need a token of the probes scope, which the pod reads from a Secret. Make one (`modeld token new kubelet --models '*' --scopes probes`, its table added to the config) and pass its file: --probe-token-file FILE; or set open_probes = true".into(),
         ));
     };
-    let hash = crate::front::auth::hash_hex(&token);
-    let known = auth.tokens.iter().any(|t| {
-        let hex: String = t.sha256.iter().map(|b| format!("{b:02x}")).collect();
-        hex == hash && t.allows(crate::config::Scope::Probes, None)
-    });
+    let known = crate::front::auth::find(auth, &token).is_some_and(|t| t.allows(crate::config::Scope::Probes, None));
     match known {
         true => Ok(Some(token)),
         false => Err(RenderError::Config(

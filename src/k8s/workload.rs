@@ -215,17 +215,21 @@ fn startup_failures(seconds: i64) -> i32 {
 /// CPU requested below its limit (see [`container::resources`]); memory and GPUs
 /// requested as much as limited.
 fn resources(r: &Resources) -> ResourceRequirements {
-    let mut requests = BTreeMap::from([("cpu".to_string(), Quantity(format!("{}m", r.cpu_request)))]);
-    let mut limits = BTreeMap::from([("cpu".to_string(), Quantity(format!("{}m", r.cpu_limit)))]);
-    if let Some(memory) = r.memory {
-        requests.insert("memory".into(), Quantity(container::quantity(memory)));
-        limits.insert("memory".into(), Quantity(container::quantity(memory)));
+    let amounts = |millicores: u64| {
+        let mut amounts = BTreeMap::from([("cpu".to_string(), Quantity(format!("{millicores}m")))]);
+        if let Some(memory) = r.memory {
+            amounts.insert("memory".into(), Quantity(container::quantity(memory)));
+        }
+        if r.gpus > 0 {
+            amounts.insert("nvidia.com/gpu".into(), Quantity(r.gpus.to_string()));
+        }
+        amounts
+    };
+    ResourceRequirements {
+        requests: Some(amounts(r.cpu_request)),
+        limits: Some(amounts(r.cpu_limit)),
+        ..Default::default()
     }
-    if r.gpus > 0 {
-        requests.insert("nvidia.com/gpu".into(), Quantity(r.gpus.to_string()));
-        limits.insert("nvidia.com/gpu".into(), Quantity(r.gpus.to_string()));
-    }
-    ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }
 }
 
 fn volumes(plan: &Plan) -> Vec<Volume> {

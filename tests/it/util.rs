@@ -200,6 +200,13 @@ impl Answer {
 impl TestDaemon {
     /// Starts a daemon and waits until it listens (not until models are ready).
     pub fn start(setup: Setup) -> TestDaemon {
+        let (dir, config) = Self::lay_out(&setup);
+        Self::spawn(dir, &config)
+    }
+
+    /// A directory with the setup's models, its config (returned) and whatever its
+    /// `before_start` prepares.
+    fn lay_out(setup: &Setup) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         for files in &setup.files {
             files.write_to(&dir.path().join("models"));
@@ -209,7 +216,7 @@ impl TestDaemon {
         if let Some(prepare) = &setup.prepare {
             prepare(dir.path());
         }
-        Self::spawn(dir, &config)
+        (dir, config)
     }
 
     /// Kills this daemon (as `kill -9` would) and starts a new one on the same directory.
@@ -240,12 +247,7 @@ impl TestDaemon {
 
     /// Starts a daemon on sockets the test holds (socket activation), and waits for `/ready`.
     pub fn ready_on_held_sockets(setup: Setup) -> TestDaemon {
-        let dir = tempfile::tempdir().unwrap();
-        for files in &setup.files {
-            files.write_to(&dir.path().join("models"));
-        }
-        let config = dir.path().join("modeld.toml");
-        std::fs::write(&config, setup.config()).unwrap();
+        let (dir, config) = Self::lay_out(&setup);
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         let held = Arc::new(HeldSockets {
             http: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
