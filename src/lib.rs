@@ -67,7 +67,6 @@ pub mod logging;
 pub mod metrics;
 pub mod promql;
 pub mod repo;
-#[cfg(feature = "k8s")]
 pub mod report;
 pub mod rollout;
 pub mod router;

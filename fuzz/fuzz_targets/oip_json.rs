@@ -45,7 +45,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let outputs: Vec<&Tensor> = request.inputs.iter().collect();
-    let body = oip::encode_response("m", "1", request.id.as_deref(), &outputs);
+    // Refused only for strings that are not UTF-8, which JSON cannot carry.
+    let Ok(body) = oip::encode_response("m", "1", request.id.as_deref(), &outputs) else { return };
     if let Err(e) = serde_json::from_str::<serde_json::Value>(&body) {
         panic!("the response is not JSON ({e}): {body}");
     }

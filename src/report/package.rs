@@ -277,6 +277,12 @@ fn serving_config(s: &Subject, setting: &Setting) -> serde_json::Value {
     })
 }
 
+#[cfg(not(feature = "k8s"))]
+fn manifests(_model: &str, _setting: &Setting) -> Result<Vec<File>, String> {
+    Err("--k8s: this modeld was built without its k8s feature".into())
+}
+
+#[cfg(feature = "k8s")]
 fn manifests(model: &str, setting: &Setting) -> Result<Vec<File>, String> {
     use crate::k8s::{self, Models, Options, Rollouts};
     let mut config = setting.config.clone();
