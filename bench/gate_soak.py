@@ -52,6 +52,9 @@ B = [-1.85, 4.0, -2.15]
 MEANS = [2.0, -1.0, 0.5, 0.0]
 SPREADS = [1.0, 0.5, 2.0, 1.0]
 
+# Where each deploy's report (`modeld report --last --format json`) is kept (--reports).
+REPORTS = None
+
 FAULTS = ["no_softmax", "serving_skew", "swapped_features", "nan", "label_order", "signature"]
 
 
@@ -171,6 +174,9 @@ def deploy(daemon, model, results):
     done = daemon.cli("deploy", model, "--version", "2")
     seconds = time.monotonic() - started
     history = json.loads(daemon.cli("history", model, "--output", "json").stdout or "[]")
+    if REPORTS:
+        report = daemon.cli("report", model, "--last", "--format", "json")
+        (REPORTS / f"{model}.{int(time.time())}.json").write_text(report.stdout or report.stderr)
     last = history[-1] if history else {}
     results[model] = {
         "code": done.returncode,
@@ -255,10 +261,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="soak,r1,r20,r500")
     parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--reports", help="keep each deploy's report (JSON) in this directory")
     parser.add_argument("--profile", default="release", help="release, or dev for a quick try of the script")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    global MODELD
+    global MODELD, REPORTS
+    if args.reports:
+        REPORTS = Path(args.reports)
+        REPORTS.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     target = "release" if args.profile == "release" else "debug"
     MODELD = ROOT / "target" / target / "modeld"

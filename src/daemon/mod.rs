@@ -71,7 +71,7 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     let live = Live::new(server.clone());
     let gpus = crate::gpu::Telemetry::start();
     let launcher = Launcher {
-        exe: std::env::current_exe().context("could not find the modeld binary to start workers")?,
+        exe: crate::supervisor::process::Exe::this().context("could not find the modeld binary to start workers")?,
         sockets_dir,
         server: live.clone(),
         cgroups: config.models.iter().any(|m| m.memory_limit.is_some()).then(Cgroups::detect).flatten(),

@@ -106,7 +106,7 @@ pub(super) async fn run(
             Ok((info, inputs, outputs, timing)) => {
                 served.timing = Some(timing);
                 pool.tap(&outputs);
-                share_answer(route, &pool, inputs, &outputs, served);
+                share_answer(route, &pool, inputs, &outputs, timing.computed, served);
                 return Ok(Ran { pool, info, outputs });
             }
             Err(RouteError::Retired { .. }) if attempts < 2 => continue,
@@ -130,6 +130,7 @@ fn share_answer(
     pool: &Arc<Pool>,
     mut inputs: Vec<Tensor>,
     outputs: &[Tensor],
+    inference: std::time::Duration,
     served: &mut Served,
 ) {
     if !route.is_stable(pool) {
@@ -144,7 +145,11 @@ fn share_answer(
         route.sample.keep(kept, outputs.to_vec(), pool.version);
     }
     if let Some(mirror) = mirror {
-        let queued = mirror.offer(pool.is_saturated(), || Copy { inputs, answer: outputs.to_vec() });
+        let queued = mirror.offer(pool.is_saturated(), || Copy {
+            inputs,
+            answer: outputs.to_vec(),
+            stable_inference: inference,
+        });
         served.mirrored = Some((mirror.pool.version, queued));
     }
 }

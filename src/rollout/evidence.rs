@@ -8,8 +8,8 @@
 //! (`<state_dir>/rollouts/<id>.json`), written atomically as the history is, at each phase
 //! change, on a failing evaluation and every [`SAVE_EVERY`] otherwise, so a rollout cut by
 //! a restart keeps what it measured. It is bounded: evaluations that passed are thinned as
-//! they accumulate (every failing one is kept), and the evidence of all but the latest
-//! [`KEPT_ROLLOUTS`] rollouts is deleted.
+//! they accumulate (every failing one is kept), and the evidence of all but the running
+//! rollouts and the latest [`KEPT_ROLLOUTS`] ended ones is deleted.
 
 use super::answers::{Answers, Sources};
 use super::gate::Verdict;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub const SCHEMA: u32 = 1;
 /// Evaluations kept per rollout, at most; passing ones are thinned past it.
 pub const MAX_EVALUATIONS: usize = 600;
-/// Rollouts whose evidence is kept on disk.
+/// Ended rollouts whose evidence is kept on disk (running ones' always is).
 pub const KEPT_ROLLOUTS: usize = 100;
 /// How often a running rollout's evidence is saved between phase changes.
 pub const SAVE_EVERY: Duration = Duration::from_secs(15);

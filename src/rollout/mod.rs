@@ -325,14 +325,7 @@ impl Engine {
             }
             s.remember(record);
         });
-        let keep = self.shared.read(|s| {
-            s.history
-                .iter()
-                .rev()
-                .take(evidence::KEPT_ROLLOUTS)
-                .map(|r| r.id)
-                .collect::<std::collections::BTreeSet<_>>()
-        });
+        let keep = self.shared.read(|s| s.evidence_kept(evidence::KEPT_ROLLOUTS));
         self.shared.store.prune_evidence(&keep);
         self.lock_running().remove(&name);
     }

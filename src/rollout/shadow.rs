@@ -1,7 +1,7 @@
 //! The shadow phase's worker side: answers the mirrored copies of live requests on the
 //! candidate, records each outcome and latency in the candidate's window (as its own
-//! traffic would be), compares its answers with stable's ([`Answers`]), and throws them
-//! away.
+//! traffic would be), compares its answers with stable's ([`Answers`]) and its worker's
+//! inference time with stable's worker's on the same copy, and throws them away.
 //!
 //! It runs at most one copy per ready worker of the candidate at a time, each under the
 //! request timeout, so a copy never queues behind another inside a worker (its latency is
@@ -94,7 +94,8 @@ impl Answering {
         let latency = started.elapsed();
         let outcome = match result {
             Err(_) => Outcome::Unavailable,
-            Ok(Ok((outputs, _))) => {
+            Ok(Ok((outputs, timing))) => {
+                self.mirror.timed(timing.computed, copy.stable_inference);
                 if let Some(agreed) = self.answers.mirrored(&copy.answer, &outputs) {
                     self.mirror.compared(agreed);
                     self.count(if agreed { "agreed" } else { "disagreed" });

@@ -259,6 +259,13 @@ impl State {
         }
     }
 
+    /// The rollouts whose evidence stays on disk: the latest `ended` ones of the history,
+    /// and every one still running (another model's rollout may end first).
+    pub fn evidence_kept(&self, ended: usize) -> std::collections::BTreeSet<u64> {
+        let running = self.models.values().filter_map(|m| m.rollout.as_ref().map(|r| r.id));
+        self.history.iter().rev().take(ended).map(|r| r.id).chain(running).collect()
+    }
+
     /// The next rollout id.
     pub fn next_id(&self) -> u64 {
         let in_progress = self.models.values().filter_map(|m| m.rollout.as_ref().map(|r| r.id));
@@ -269,6 +276,36 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: u64, model: &str) -> Record {
+        Record {
+            id,
+            model: model.into(),
+            from: Some(1),
+            to: 2,
+            strategy: "canary".into(),
+            origin: "operator".into(),
+            started_at: 1.0,
+            ended_at: None,
+            outcome: None,
+            reason: None,
+            phases: vec![],
+            validation: None,
+            by: None,
+            ended_by: None,
+        }
+    }
+
+    #[test]
+    fn evidence_of_running_rollouts_is_kept_whatever_ended_after_them() {
+        let mut state = State::default();
+        state.model("a").rollout = Some(record(1, "a"));
+        state.model("b").rollout = Some(record(2, "b"));
+        for id in 3..=6 {
+            state.remember(record(id, "c"));
+        }
+        assert_eq!(state.evidence_kept(2).into_iter().collect::<Vec<_>>(), [1, 2, 5, 6]);
+    }
 
     #[test]
     fn state_round_trips_and_starts_empty() {

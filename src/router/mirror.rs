@@ -6,17 +6,30 @@
 //! user request. The rollout's shadow task ([`crate::rollout::shadow`]) takes the copies,
 //! runs them on the candidate, throws its answers away once compared, and counts here what
 //! it compared; `/health` and the gate read the counts.
+//!
+//! It also keeps, for the copies both versions answered, each worker's own inference time
+//! (what the worker measured running the model). A copy's round trip is no measure of the
+//! candidate's speed beside stable's live requests: it runs right after stable answered,
+//! while the daemon and the client handle that answer on the same cores, and a saturated
+//! host makes it wait for a core far more than the live request did (a soak of 20 honest
+//! retrains at 20 requests/s each saw the copies' P95 at up to 10x stable's live P95 in
+//! the shadow, 1-3x in the canary steps that followed). The two workers' inference times
+//! on the same inputs are a like-for-like comparison, which the gate uses in the shadow.
 
 use super::pool::Pool;
 use crate::tensor::Tensor;
+use crate::window::{Outcome, Window};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One live request and the stable version's answer to it.
 pub struct Copy {
     pub inputs: Vec<Tensor>,
     pub answer: Vec<Tensor>,
+    /// How long stable's worker ran the model for it.
+    pub stable_inference: Duration,
 }
 
 /// What the shadow phase has done so far.
@@ -32,6 +45,15 @@ pub struct ShadowCounts {
     pub compared: u64,
     /// Of those, the ones where the two agreed.
     pub agreed: u64,
+    /// Copies both versions answered, in the window, with each worker's inference time.
+    #[serde(default)]
+    pub timed: u64,
+    /// P95 of the candidate's inference time on those copies, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_p95_us: Option<u64>,
+    /// P95 of stable's inference time on the same copies, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_p95_us: Option<u64>,
 }
 
 impl ShadowCounts {
@@ -39,6 +61,19 @@ impl ShadowCounts {
     pub fn agreement(&self) -> Option<f64> {
         (self.compared > 0).then(|| self.agreed as f64 / self.compared as f64)
     }
+
+    /// The candidate's and stable's inference P95 on the same copies, once any were timed.
+    pub fn inference_p95s(&self) -> Option<(Duration, Duration)> {
+        let (mine, theirs) = (self.candidate_p95_us?, self.stable_p95_us?);
+        Some((Duration::from_micros(mine), Duration::from_micros(theirs)))
+    }
+}
+
+/// The two workers' inference times on the copies both answered, over the candidate's
+/// window span.
+struct Timed {
+    candidate: Window,
+    stable: Window,
 }
 
 pub struct Mirror {
@@ -50,6 +85,7 @@ pub struct Mirror {
     answered: AtomicU64,
     compared: AtomicU64,
     agreed: AtomicU64,
+    timed: Timed,
 }
 
 impl Mirror {
@@ -57,6 +93,7 @@ impl Mirror {
     /// the task that answers them.
     pub fn new(pool: Arc<Pool>, capacity: usize) -> (Arc<Mirror>, mpsc::Receiver<Copy>) {
         let (queue, copies) = mpsc::channel(capacity.max(1));
+        let span = pool.health().window;
         let mirror = Mirror {
             pool,
             queue,
@@ -65,6 +102,7 @@ impl Mirror {
             answered: AtomicU64::new(0),
             compared: AtomicU64::new(0),
             agreed: AtomicU64::new(0),
+            timed: Timed { candidate: Window::new(span), stable: Window::new(span) },
         };
         (Arc::new(mirror), copies)
     }
@@ -105,14 +143,25 @@ impl Mirror {
         }
     }
 
+    /// Records both workers' inference times on one copy the candidate answered.
+    pub fn timed(&self, candidate: Duration, stable: Duration) {
+        self.timed.candidate.record(Outcome::Served, candidate);
+        self.timed.stable.record(Outcome::Served, stable);
+    }
+
     pub fn counts(&self) -> ShadowCounts {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (candidate, stable) = (self.timed.candidate.snapshot(), self.timed.stable.snapshot());
+        let micros = |p: Option<Duration>| p.map(|p| p.as_micros() as u64);
         ShadowCounts {
             mirrored: read(&self.mirrored),
             dropped: read(&self.dropped),
             answered: read(&self.answered),
             compared: read(&self.compared),
             agreed: read(&self.agreed),
+            timed: candidate.requests,
+            candidate_p95_us: micros(candidate.p95),
+            stable_p95_us: micros(stable.p95),
         }
     }
 }
@@ -138,7 +187,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_without_building_the_copy() {
         let (mirror, mut copies) = Mirror::new(candidate(), 2);
-        let copy = || Copy { inputs: vec![], answer: vec![] };
+        let copy = || Copy { inputs: vec![], answer: vec![], stable_inference: Duration::ZERO };
         assert!(mirror.offer(false, copy));
         assert!(mirror.offer(false, copy));
         let mut built = false;
@@ -155,5 +204,20 @@ mod tests {
         mirror.compared(true);
         mirror.compared(false);
         assert_eq!(mirror.counts().agreement(), Some(0.5));
+    }
+
+    #[test]
+    fn inference_times_are_paired_per_copy() {
+        let (mirror, _copies) = Mirror::new(candidate(), 2);
+        assert_eq!(mirror.counts().inference_p95s(), None);
+        for i in 1..=20u64 {
+            mirror.timed(Duration::from_micros(300 * i), Duration::from_micros(100 * i));
+        }
+        let counts = mirror.counts();
+        assert_eq!(counts.timed, 20);
+        let (mine, theirs) = counts.inference_p95s().unwrap();
+        // Log buckets 5 % wide: within a bucket of the 19th of 20 samples.
+        let near = |d: Duration, us: f64| (d.as_secs_f64() * 1e6 / us - 1.0).abs() < 0.06;
+        assert!(near(mine, 5700.0) && near(theirs, 1900.0), "{mine:?} {theirs:?}");
     }
 }

@@ -118,7 +118,7 @@ impl Keeper {
             let Spawned { mut child, cgroup, progress } = match self.launcher.spawn(spec, socket) {
                 Ok(spawned) => spawned,
                 Err(e) => {
-                    return self.fail(format!("could not start worker {}: {e}", self.launcher.exe.display()));
+                    return self.fail(format!("could not start worker {}: {e}", self.launcher.exe));
                 }
             };
             let ooms_before = cgroup.as_deref().map_or(0, cgroup::oom_kills);

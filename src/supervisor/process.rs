@@ -42,11 +42,45 @@ pub const KERNEL_CACHE_DIR: &str = "kernel-cache";
 /// Longest path a Unix socket address holds (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// This binary, as workers and `modeld describe` are started from it.
+#[derive(Debug, Clone)]
+pub struct Exe {
+    /// What is executed: the running daemon's own file (`/proc/self/exe`, where there is
+    /// one), which stays this build after a package upgrade replaced the path on disk —
+    /// a worker restarted after a crash then speaks this daemon's protocol, and a broken
+    /// new binary cannot take down an old daemon's workers.
+    pub run: PathBuf,
+    /// The path it was started as: the workers' argv[0] and what messages name.
+    pub name: PathBuf,
+}
+
+impl Exe {
+    /// The running binary.
+    pub fn this() -> std::io::Result<Exe> {
+        let name = std::env::current_exe()?;
+        let own = Path::new("/proc/self/exe");
+        let run = if own.exists() { own.to_path_buf() } else { name.clone() };
+        Ok(Exe { run, name })
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.run);
+        command.arg0(&self.name);
+        command
+    }
+}
+
+impl std::fmt::Display for Exe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.name.display().fmt(f)
+    }
+}
+
 /// How every worker is started.
 #[derive(Debug, Clone)]
 pub struct Launcher {
     /// This binary, re-executed as `modeld worker`.
-    pub exe: PathBuf,
+    pub exe: Exe,
     pub sockets_dir: PathBuf,
     /// `[server]` in force: `worker_start_timeout`, `log_level` (for workers started from
     /// now on) and `shutdown_grace` are read at each use, so a reload applies them.
@@ -143,7 +177,7 @@ impl Launcher {
 
     pub fn spawn(&self, spec: &WorkerSpec, socket: &Path) -> std::io::Result<Spawned> {
         let _ = std::fs::remove_file(socket);
-        let mut command = Command::new(&self.exe);
+        let mut command = self.exe.command();
         command
             .arg("worker")
             .args(["--model", &spec.model])
@@ -263,7 +297,7 @@ impl Launcher {
     /// The signature a worker would report for the version in `dir`, read by a short-lived
     /// `modeld describe` process (the supervisor never loads a model itself).
     pub async fn describe(&self, dir: &Path, engine: &EngineSpec) -> Result<ModelInfo, String> {
-        let mut command = Command::new(&self.exe);
+        let mut command = self.exe.command();
         command.arg("describe").arg("--dir").arg(dir).args(self.engine_args(engine));
         // It parses the model as workers do: as the worker user.
         if let Some(user) = self.server.get().workers_switch_to() {
@@ -277,7 +311,7 @@ impl Launcher {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("could not start {} describe: {e}", self.exe.display()))?;
+            .map_err(|e| format!("could not start {} describe: {e}", self.exe))?;
         let timeout = self.start_timeout();
         let output = tokio::time::timeout(timeout, child.wait_with_output())
             .await

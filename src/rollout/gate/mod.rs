@@ -11,7 +11,7 @@
 //!   `max_error_rate_increase`, its share of requests refused as invalid for it higher by
 //!   more than `max_client_error_increase`, or its P95 above stable's by
 //!   `max_latency_ratio` (and by at least 10 ms, so noise on fast models does not fail
-//!   them); or it agrees with stable on fewer than `min_agreement` of the requests both
+//!   them) — in the shadow, the two workers' inference times on the same copies; or it agrees with stable on fewer than `min_agreement` of the requests both
 //!   answered (shadow copies, replays); or a feature of its answers drifted from stable's
 //!   by a PSI over `max_output_drift` beyond what chance allows ([`super::drift`]).
 //! - **Inconclusive**: too few requests to judge the rates, too few copies answered or
@@ -193,13 +193,39 @@ fn stable_rates(e: &Evidence) -> Option<(f64, f64)> {
 }
 
 fn compare_latency(e: &Evidence, deploy: &DeployConfig) -> Option<Verdict> {
-    let (p_mine, p_theirs) = (e.mine.p95?, e.stable.as_ref()?.p95?);
-    (p_mine > allowed_p95(p_theirs, deploy)).then(|| {
+    let p = LatencyPair::of(e)?;
+    let what = if p.on_copies { "inference P95 on the copies" } else { "P95" };
+    (p.mine > allowed_p95(p.stable, deploy)).then(|| {
         Verdict::Fail(format!(
-            "P95 {p_mine:?} against stable's {p_theirs:?} (at most {}x allowed)",
-            deploy.max_latency_ratio
+            "{what} {:?} against stable's {:?} (at most {}x allowed)",
+            p.mine, p.stable, deploy.max_latency_ratio
         ))
     })
+}
+
+/// The P95s the latency comparison reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LatencyPair {
+    pub(super) mine: Duration,
+    pub(super) stable: Duration,
+    /// Both workers' inference times on the same shadow copies, rather than windows.
+    pub(super) on_copies: bool,
+}
+
+impl LatencyPair {
+    /// In the shadow, both workers' inference times on the same copies, once `min_samples`
+    /// were timed (a copy's round trip waits for cores the live request did not,
+    /// [`crate::router::mirror`]); else the candidate's window against stable's.
+    pub(super) fn of(e: &Evidence) -> Option<LatencyPair> {
+        match &e.shadow {
+            Some(counts) if counts.timed < e.min_samples => None,
+            Some(counts) => {
+                let (mine, stable) = counts.inference_p95s()?;
+                Some(LatencyPair { mine, stable, on_copies: true })
+            }
+            None => Some(LatencyPair { mine: e.mine.p95?, stable: e.stable.as_ref()?.p95?, on_copies: false }),
+        }
+    }
 }
 
 /// The P95 a candidate may reach beside stable's: `max_latency_ratio` times it, and never
@@ -390,7 +416,35 @@ mod tests {
     }
 
     fn shadow(answered: u64, compared: u64, agreed: u64) -> Option<ShadowCounts> {
-        Some(ShadowCounts { mirrored: answered, dropped: 0, answered, compared, agreed })
+        Some(ShadowCounts { mirrored: answered, dropped: 0, answered, compared, agreed, ..ShadowCounts::default() })
+    }
+
+    /// Shadow counts with `timed` copies whose inference P95s were `mine` and `theirs` ms.
+    fn timed(timed: u64, mine: u64, theirs: u64) -> Option<ShadowCounts> {
+        Some(ShadowCounts {
+            timed,
+            candidate_p95_us: Some(mine * 1000),
+            stable_p95_us: Some(theirs * 1000),
+            ..shadow(100, 100, 100).unwrap()
+        })
+    }
+
+    #[test]
+    fn in_the_shadow_latency_is_the_workers_inference_on_the_same_copies() {
+        let d = DeployConfig::default();
+        // The copies' round trips (50 ms) queued for cores against stable's live 2 ms; the
+        // two workers ran the model as fast as each other.
+        let slow_trips =
+            |counts| Evidence { shadow: counts, ..evidence(window(100, 0, 0, 50), Some(window(1000, 0, 0, 2))) };
+        assert_eq!(judge(&slow_trips(timed(100, 3, 3)), &d), Verdict::Pass);
+        // The candidate's own inference 20x stable's on the same inputs fails.
+        let v = judge(&slow_trips(timed(100, 60, 3)), &d);
+        assert!(fails(&v, "inference P95 on the copies 60ms against stable's 3ms"), "{v:?}");
+        // Too few timed to compare: latency is not judged yet (the shadow's own counts
+        // keep the verdict inconclusive until enough copies were answered).
+        assert_eq!(judge(&slow_trips(timed(19, 60, 3)), &d), Verdict::Pass);
+        // Outside the shadow, the windows are compared as before.
+        assert!(fails(&judge(&slow_trips(None), &d), "P95 50ms against stable's 2ms"));
     }
 
     #[test]

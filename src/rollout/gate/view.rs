@@ -2,7 +2,7 @@
 //! is held to, marked ok, failing or not judged yet, from the same evidence and limits
 //! the verdict is drawn from.
 
-use super::{Evidence, GATING, allowed_p95, compared, stable_rates};
+use super::{Evidence, GATING, LatencyPair, allowed_p95, compared, stable_rates};
 use crate::config::{DeployConfig, HealthConfig};
 use crate::health::check::words;
 use crate::health::{Check, Status};
@@ -86,17 +86,28 @@ fn error_rate(
 
 fn latency(health: &BTreeMap<&'static str, Check>, e: &Evidence, deploy: &DeployConfig, h: &HealthConfig) -> GateCheck {
     let absolute = h.p95_latency.critical.map(|c| format!("≤ {}", ms(c)));
-    let stable = e.stable.as_ref().and_then(|s| s.p95);
-    let relative = stable
-        .map(|s| format!("≤ {} ({}x live {}, or +10 ms)", ms(allowed_p95(s, deploy)), deploy.max_latency_ratio, ms(s)));
-    let within = match (e.mine.p95, stable) {
-        (Some(mine), Some(s)) => mine <= allowed_p95(s, deploy),
-        _ => true,
-    };
-    let p99 = e.mine.p99.map_or(String::new(), |p| format!(" (P99 {})", ms(p)));
+    let pair = LatencyPair::of(e);
+    let relative = pair.map(|p| {
+        let whose = if p.on_copies { "stable's inference on the copies" } else { "live" };
+        format!(
+            "≤ {} ({}x {whose} {}, or +10 ms)",
+            ms(allowed_p95(p.stable, deploy)),
+            deploy.max_latency_ratio,
+            ms(p.stable)
+        )
+    });
+    let within = pair.is_none_or(|p| p.mine <= allowed_p95(p.stable, deploy));
+    let besides: Vec<String> = [
+        e.mine.p99.map(|p| format!("P99 {}", ms(p))),
+        pair.filter(|p| p.on_copies).map(|p| format!("inference {}", ms(p.mine))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let besides = if besides.is_empty() { String::new() } else { format!(" ({})", besides.join("; ")) };
     GateCheck {
         name: "P95 latency".into(),
-        value: e.mine.p95.map_or_else(|| "-".into(), |p| format!("{}{p99}", ms(p))),
+        value: e.mine.p95.map_or_else(|| "-".into(), |p| format!("{}{besides}", ms(p))),
         threshold: join(absolute, relative),
         ok: judged(health, "latency", within),
     }
