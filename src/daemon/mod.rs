@@ -23,7 +23,7 @@ use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::rollout::{Engine, Parts};
 use crate::router::Router;
-use crate::supervisor::{Cgroups, Intent, Launcher, Signals, Supervisor};
+use crate::supervisor::{Cgroups, Exe, Intent, Launcher, Signals, Supervisor};
 use anyhow::Context;
 use notify::Notifier;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     let live = Live::new(server.clone());
     let gpus = crate::gpu::Telemetry::start();
     let launcher = Launcher {
-        exe: crate::supervisor::process::Exe::this().context("could not find the modeld binary to start workers")?,
+        exe: Exe::this().context("could not find the modeld binary to start workers")?,
         sockets_dir,
         server: live.clone(),
         cgroups: config.models.iter().any(|m| m.memory_limit.is_some()).then(Cgroups::detect).flatten(),

@@ -16,7 +16,7 @@ pub mod signals;
 
 // What the daemon builds a supervisor from and runs beside it.
 pub use cgroup::Cgroups;
-pub use process::Launcher;
+pub use process::{Exe, Launcher};
 pub use sampler::run as sample;
 pub use signals::{Intent, Signals};
 

@@ -379,10 +379,12 @@ fn a_version_crashing_on_its_requests_is_reported_and_backs_off() {
 
 #[test]
 fn a_promoted_version_that_crashes_on_requests_reverts_to_the_warm_previous() {
-    // v2 serves single rows well (and passes its rollout), then dies on every large batch.
+    // v2 serves single rows right (and passes its rollout), then dies on every large batch.
+    // It allocates on every run (its inference ~17 ms a row against v1's ~0.14 ms), which
+    // this test does not judge: the latency ratio is left wide open.
     let lines = "workers = 1\nversion = 1\nmemory_limit = \"192MiB\"\ndeploy = { strategy = \"blue_green\", \
                  check_every = \"100ms\", shadow = \"1s\", bake = \"1s\", keep_previous = \"60s\", \
-                 max_latency_ratio = 50.0 }\n";
+                 max_latency_ratio = 10000.0 }\n";
     let setup = Setup::new()
         .server_section(HEALTH)
         // The hog answers a quarter of the row's sum, as good(0.25) does.
