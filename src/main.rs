@@ -141,6 +141,18 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Hand the running daemon over to a new modeld binary (after a package upgrade) with
+    /// no connection refused: the new one checks the config, loads every live model on its
+    /// own workers, then takes over while the old one finishes its requests and exits. If it
+    /// refuses the config or fails to start, the running daemon keeps serving (exit 1).
+    /// Rollouts in progress are rolled back first.
+    Upgrade {
+        /// The new binary (default: the path the running daemon was started from).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Prometheus alerting rules from the config's health thresholds.
     Alerts {
         #[command(subcommand)]
@@ -258,6 +270,10 @@ fn main() -> ExitCode {
         Command::History { model, target, output } => with_socket(&target, |s| cli::history(s, model, output.json())),
         Command::Report(args) => modeld::report::cli::run(args),
         Command::Reload { target } => with_socket(&target, |s| cli::simple(s, &Request::Reload)),
+        Command::Upgrade { binary, target } => {
+            let binary = binary.map(|b| std::path::absolute(&b).unwrap_or(b));
+            with_socket(&target, |s| cli::simple(s, &Request::Upgrade { binary }))
+        }
         Command::Alerts { command: AlertsCommand::Render { config, job, output } } => {
             render::alerts(&config, &job, output)
         }

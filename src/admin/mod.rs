@@ -86,6 +86,20 @@ pub enum Request {
     Follow {
         model: String,
     },
+    /// Hand the daemon over to a new modeld (`binary`, else the path this one was started
+    /// from): answered once the new one is ready and this one steps aside, or with why not.
+    Upgrade {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<PathBuf>,
+    },
+}
+
+/// An upgrade the admin socket was asked for, for the daemon's loop, which answers on
+/// `reply`.
+pub struct UpgradeAsked {
+    pub binary: Option<PathBuf>,
+    pub caller: Caller,
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 /// The daemon's answer to one request.
@@ -116,7 +130,8 @@ impl Request {
             | Request::Promote { .. }
             | Request::Pause { .. }
             | Request::Resume { .. }
-            | Request::Reload => true,
+            | Request::Reload
+            | Request::Upgrade { .. } => true,
             Request::Status
             | Request::Plan { .. }
             | Request::History { .. }
@@ -131,6 +146,10 @@ pub struct Admin {
     pub engine: Arc<Engine>,
     pub host: Arc<Host>,
     pub started: Instant,
+    /// Where upgrades go (the daemon's loop).
+    pub upgrades: tokio::sync::mpsc::Sender<UpgradeAsked>,
+    /// Set once the daemon handed over: the socket at its path is the new daemon's now.
+    pub handed_over: std::sync::atomic::AtomicBool,
 }
 
 /// Binds the admin socket (0660, owned by `group` when given), refusing if another daemon
@@ -180,7 +199,7 @@ impl Admin {
             });
         })
         .await;
-        if let Some(path) = path {
+        if let Some(path) = path.filter(|_| !self.handed_over.load(std::sync::atomic::Ordering::Acquire)) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -258,6 +277,12 @@ impl Admin {
                 done(crate::report::Subject::pick(&model, which, history, |id| engine.evidence(id)))
             }
             Request::Reload => engine.reload_file().await.map(json),
+            Request::Upgrade { binary } => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let asked = UpgradeAsked { binary, caller: caller(), reply };
+                self.upgrades.send(asked).await.map_err(|_| "the daemon is stopping".to_string())?;
+                answer.await.map_err(|_| "the daemon stopped before the upgrade ended".to_string())?.map(json)
+            }
             Request::Follow { .. } => unreachable!("streamed by the connection"),
         }
     }

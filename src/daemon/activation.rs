@@ -3,16 +3,25 @@
 //! manager owns stays open while the daemon restarts, so connections wait in the kernel's
 //! backlog instead of being refused; the daemon serves on it instead of binding its own.
 //! Without them the daemon binds `listen` and `admin_socket` as before.
+//!
+//! A daemon handing over to a new modeld ([`super::handover`]) passes its own sockets the
+//! same way, named in `MODELD_HANDOVER` (`http:FD,admin:FD,link:FD`), with the link on
+//! which the new daemon says it is ready.
 
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
+
+/// The variable naming what a daemon handing over passed.
+pub const HANDOVER_VAR: &str = "MODELD_HANDOVER";
 
 /// What was handed over: at most one TCP listener (HTTP) and one Unix one (the admin socket).
 #[derive(Debug, Default)]
 pub struct Activated {
     pub http: Option<TcpListener>,
     pub admin: Option<UnixListener>,
+    /// The link to the daemon handing over to this one, when one is.
+    pub predecessor: Option<UnixStream>,
 }
 
 impl Activated {
@@ -26,7 +35,29 @@ impl Activated {
         for (fd, name) in fds {
             activated.add(fd, &name)?;
         }
+        if let Some(passed) = std::env::var_os(HANDOVER_VAR) {
+            // SAFETY: before any other thread starts (see above).
+            unsafe { std::env::remove_var(HANDOVER_VAR) };
+            activated.take_handover(&passed.to_string_lossy())?;
+        }
         Ok(activated)
+    }
+
+    /// Takes what `MODELD_HANDOVER` names: `http:FD,admin:FD,link:FD`.
+    fn take_handover(&mut self, passed: &str) -> Result<(), String> {
+        for item in passed.split(',') {
+            let bad = || format!("{HANDOVER_VAR}: '{item}' is not NAME:FD");
+            let (name, fd) = item.split_once(':').ok_or_else(bad)?;
+            let fd: RawFd = fd.parse().ok().filter(|fd| *fd > 2).ok_or_else(bad)?;
+            match name {
+                "http" | "admin" => self.add(fd, name)?,
+                // SAFETY: the daemon handing over passed this descriptor to this process
+                // alone; nothing else in it owns or closes it.
+                "link" => self.predecessor = Some(unsafe { UnixStream::from_raw_fd(fd) }),
+                other => return Err(format!("{HANDOVER_VAR}: unknown name '{other}'")),
+            }
+        }
+        Ok(())
     }
 
     fn add(&mut self, fd: RawFd, name: &str) -> Result<(), String> {

@@ -12,6 +12,8 @@
 //! [`crate::rollout::ReloadObserver`].
 
 pub mod activation;
+mod events;
+pub mod handover;
 pub mod notify;
 
 use crate::admin::{self, Admin};
@@ -23,16 +25,15 @@ use crate::health::{Heartbeat, Host};
 use crate::metrics::Metrics;
 use crate::rollout::{Engine, Parts};
 use crate::router::Router;
-use crate::supervisor::{Cgroups, Exe, Intent, Launcher, Signals, Supervisor};
+use crate::supervisor::{Cgroups, Exe, Launcher, Signals, Supervisor};
 use anyhow::Context;
+use events::{Ending, Events, Upgrading};
 use notify::Notifier;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// How often the event loop proves it is alive.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn serve(config: Config, overrides: Overrides, activated: activation::Activated) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("could not install signal handlers")?;
@@ -70,19 +71,24 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     heartbeat.beat();
     let live = Live::new(server.clone());
     let gpus = crate::gpu::Telemetry::start();
+    let exe = Exe::this().context("could not find the modeld binary to start workers")?;
+    let binary = exe.name.clone();
     let launcher = Launcher {
-        exe: Exe::this().context("could not find the modeld binary to start workers")?,
+        exe,
         sockets_dir,
         server: live.clone(),
         cgroups: config.models.iter().any(|m| m.memory_limit.is_some()).then(Cgroups::detect).flatten(),
         host_gpus: gpus.gpu_count(),
+        daemon: std::process::id(),
     };
+    launcher.remove_stale_files();
     let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone()));
     let host = Arc::new(Host::new(gpus));
     let stop_sampler = CancellationToken::new();
     tokio::spawn(crate::supervisor::sample(supervisor.clone(), host.clone(), metrics.clone(), stop_sampler.clone()));
     // The daemon owns what it tells systemd; the engine reports reloads through it.
-    let notifier = Arc::new(Notifier::from_env());
+    let predecessor = activated.predecessor.map(handover::Predecessor::new).transpose().map_err(anyhow::Error::msg)?;
+    let notifier = Arc::new(Notifier::from_env(predecessor.is_some()));
     let parts = Parts {
         router: router.clone(),
         supervisor: supervisor.clone(),
@@ -123,20 +129,31 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
         stopping: Default::default(),
     });
     let stop_http = CancellationToken::new();
+    let sockets = handover::Sockets { http: listener.as_raw_fd(), admin: admin_listener.as_raw_fd() };
     let http = tokio::spawn(front.serve(listener, stop_http.clone()));
-    let admin = Arc::new(Admin { router: router.clone(), engine: engine.clone(), host, started: Instant::now() });
+    let (upgrades_asked, upgrades) = tokio::sync::mpsc::channel(4);
+    let admin = Arc::new(Admin {
+        router: router.clone(),
+        engine: engine.clone(),
+        host,
+        started: Instant::now(),
+        upgrades: upgrades_asked,
+        handed_over: Default::default(),
+    });
     let stop_admin = CancellationToken::new();
-    let admin_task = tokio::spawn(admin.serve(admin_listener, admin_path, stop_admin.clone()));
+    let admin_task = tokio::spawn(admin.clone().serve(admin_listener, admin_path, stop_admin.clone()));
 
-    let intent = event_loop(&mut signals, &heartbeat, &engine, &notifier).await;
+    let events = Events { signals: &mut signals, heartbeat: &heartbeat, engine: &engine, notifier: &notifier };
+    let upgrading = Upgrading { upgrades, sockets, binary, admin: &admin, predecessor, live: &live };
+    let ending = events.run(upgrading).await;
     stop_http.cancel();
-    match intent {
-        Intent::FastStop => {
+    match ending {
+        Ending::FastStop => {
             tracing::info!("SIGINT: stopping now");
             supervisor.kill_all();
         }
-        _ => {
-            tracing::info!("SIGTERM: finishing in-flight requests (up to {:?})", live.get().shutdown_grace);
+        Ending::GracefulStop | Ending::HandedOver => {
+            tracing::info!("finishing in-flight requests (up to {:?})", live.get().shutdown_grace);
             let _ = http.await;
             supervisor.stop_all().await;
         }
@@ -144,8 +161,14 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     stop_admin.cancel();
     stop_sampler.cancel();
     let _ = admin_task.await;
-    let _ = std::fs::remove_file(&address_file);
-    tracing::info!("stopped");
+    match ending {
+        // The new daemon serves on the same sockets and wrote the same address.
+        Ending::HandedOver => tracing::info!("stopped: the new modeld serves"),
+        _ => {
+            let _ = std::fs::remove_file(&address_file);
+            tracing::info!("stopped");
+        }
+    }
     Ok(())
 }
 
@@ -193,47 +216,4 @@ fn write_address(path: &std::path::Path, address: std::net::SocketAddr) -> std::
     let tmp = path.with_extension("addr.tmp");
     std::fs::write(&tmp, format!("{address}\n"))?;
     std::fs::rename(&tmp, path)
-}
-
-/// The supervisor's event loop: beats the heartbeat and systemd's watchdog, tells systemd
-/// when start-up is over and what the daemon is doing, reloads on SIGHUP, and returns the
-/// signal that stops the daemon.
-async fn event_loop(signals: &mut Signals, heartbeat: &Heartbeat, engine: &Arc<Engine>, notifier: &Notifier) -> Intent {
-    let every = notifier.watchdog_every().map_or(HEARTBEAT_EVERY, |w| w.min(HEARTBEAT_EVERY));
-    let mut tick = tokio::time::interval(every);
-    let mut ready = false;
-    let mut last_status = String::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                heartbeat.beat();
-                notifier.watchdog();
-                let status = engine.status_line();
-                if !ready && notify::settled(engine.router()) {
-                    ready = true;
-                    tracing::info!("start-up done: {status}");
-                    notifier.ready(&status);
-                } else if status != last_status {
-                    notifier.status(&status);
-                }
-                last_status = status;
-            }
-            intent = signals.next() => match intent {
-                // On its own task: the loop keeps beating while rollouts start.
-                Intent::Reload => drop(tokio::spawn(reload(engine.clone()))),
-                stop => {
-                    notifier.stopping();
-                    return stop;
-                }
-            },
-        }
-    }
-}
-
-/// SIGHUP: re-reads the config and applies it, or refuses it whole and keeps the live one
-/// (the refusal is logged where every reload's is).
-async fn reload(engine: Arc<Engine>) {
-    if let Ok(lines) = engine.reload_file().await {
-        tracing::info!("SIGHUP: config applied:\n{}", lines.join("\n"));
-    }
 }

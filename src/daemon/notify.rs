@@ -6,29 +6,55 @@
 //! - `RELOADING=1` + `MONOTONIC_USEC=` while a reload is applied, then `READY=1` again;
 //! - `WATCHDOG=1` from the supervisor's event loop at half of `WatchdogSec`, so a stalled
 //!   loop stops the pings and systemd restarts the daemon;
-//! - `STOPPING=1` when a stop begins.
+//! - `STOPPING=1` when a stop begins;
+//! - `MAINPID=` when the daemon hands over to a new modeld ([`super::handover`]): from
+//!   then on systemd watches the new one. A daemon being handed over to stays silent
+//!   until the old one has said so (systemd takes notifications from the main process
+//!   only), then says `READY=1`.
 //!
 //! Outside systemd (no `$NOTIFY_SOCKET`) every call does nothing.
 
 use crate::rollout::ReloadObserver;
 use crate::router::{Phase, Router};
 use sd_notify::NotifyState;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub struct Notifier {
     enabled: bool,
     watchdog: Option<Duration>,
+    /// Silent while another daemon is systemd's main process (this one taking over).
+    muted: AtomicBool,
 }
 
 impl Notifier {
-    pub fn from_env() -> Notifier {
+    /// `muted`: this daemon is taking over from another, which is still the main process.
+    pub fn from_env(muted: bool) -> Notifier {
         let mut usec = 0;
         let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
-        Notifier { enabled: std::env::var_os("NOTIFY_SOCKET").is_some(), watchdog }
+        Notifier { enabled: std::env::var_os("NOTIFY_SOCKET").is_some(), watchdog, muted: AtomicBool::new(muted) }
+    }
+
+    /// Whether it tells systemd anything at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// This daemon is now systemd's main process: it speaks, starting with `READY=1`.
+    pub fn unmute(&self, status: &str) {
+        self.muted.store(false, Ordering::Release);
+        self.ready(status);
+    }
+
+    /// Makes `pid` systemd's main process of the service (the daemon taking over).
+    pub fn main_pid(&self, pid: u32) {
+        self.send(&[NotifyState::MainPid(pid), NotifyState::Status("handed over to a new modeld")]);
+        self.muted.store(true, Ordering::Release);
     }
 
     fn send(&self, states: &[NotifyState]) {
         if self.enabled
+            && !self.muted.load(Ordering::Acquire)
             && let Err(e) = sd_notify::notify(false, states)
         {
             tracing::warn!("sd_notify failed: {e}");

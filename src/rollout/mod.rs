@@ -74,6 +74,8 @@ pub enum EngineError {
     Idle(String),
     #[error("model '{model}': {reason}")]
     CannotRollBack { model: String, reason: String },
+    #[error("model '{0}': no rollout starts while the daemon hands over to a new modeld (modeld upgrade)")]
+    HandingOver(String),
 }
 
 /// What an operator asked of one rollout beyond the model's config.
@@ -120,6 +122,8 @@ pub struct Engine {
     running: Mutex<HashMap<String, Running>>,
     /// The last progress of each model's latest rollout, running or ended.
     latest: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+    /// Set while the daemon hands over to a new modeld: no rollout or reload starts.
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 /// What the engine works with, made by the daemon.
@@ -179,6 +183,7 @@ impl Engine {
             observer,
             running: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
+            frozen: Default::default(),
         });
         for model in &config.models {
             engine.bring_up(model, &config);
@@ -230,6 +235,9 @@ impl Engine {
         options: Options,
         origin: Origin,
     ) -> Result<Progress, EngineError> {
+        if self.is_frozen() {
+            return Err(EngineError::HandingOver(name.into()));
+        }
         let config = self.config();
         let model = config.model(name).ok_or_else(|| EngineError::UnknownModel(name.into()))?.clone();
         ModelDir::new(&model.dir)
@@ -328,6 +336,39 @@ impl Engine {
         let keep = self.shared.read(|s| s.evidence_kept(evidence::KEPT_ROLLOUTS));
         self.shared.store.prune_evidence(&keep);
         self.lock_running().remove(&name);
+    }
+
+    /// Stops rollouts and reloads from starting, and rolls back the running ones, waiting
+    /// up to `timeout` for them to end: the daemon is about to hand over to a new modeld,
+    /// which serves the live versions. Refused when a hand-over already froze it.
+    pub async fn freeze(&self, by: evidence::Caller, timeout: std::time::Duration) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.frozen.swap(true, Ordering::AcqRel) {
+            return Err("an upgrade is already under way".into());
+        }
+        let running: Vec<String> = self.in_progress().into_iter().map(|p| p.model).collect();
+        for model in &running {
+            tracing::info!(model = %model, "upgrade: rolling back the rollout in progress");
+            let _ = self.command(model, Command::Rollback(by.clone()));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.in_progress().is_empty() {
+            if std::time::Instant::now() > deadline {
+                self.thaw();
+                return Err(format!("rollouts did not end within {timeout:?} of their rollback"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Lets rollouts and reloads start again (the hand-over failed).
+    pub fn thaw(&self) {
+        self.frozen.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sends a command to the model's running rollout.

@@ -12,6 +12,9 @@ impl Engine {
     /// it is reloading meanwhile. An invalid file is refused whole, with the report, and
     /// the running config stays.
     pub async fn reload_file(self: &Arc<Self>) -> Result<Vec<String>, String> {
+        if self.is_frozen() {
+            return Err("no reload while the daemon hands over to a new modeld (modeld upgrade)".into());
+        }
         self.observer.reloading();
         let result = self.apply_file().await;
         self.observer.reloaded(&self.status_line());

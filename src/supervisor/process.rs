@@ -89,6 +89,10 @@ pub struct Launcher {
     pub cgroups: Option<Cgroups>,
     /// The host's GPUs, as NVML counted them (`None`: no telemetry).
     pub host_gpus: Option<u32>,
+    /// The daemon's process id, which starts every worker's name: a daemon handed over to
+    /// (`modeld upgrade`) shares the run directory and the cgroup with the one it replaces,
+    /// and their workers' sockets, progress blocks and cgroups must not meet.
+    pub daemon: u32,
 }
 
 /// What one worker process is asked to serve.
@@ -129,7 +133,7 @@ impl EngineSpec {
 }
 
 impl WorkerSpec {
-    /// `<model>-<version>-<pool>-<slot>`: names the worker's socket and cgroup.
+    /// `<model>-<version>-<pool>-<slot>`: the worker within its daemon.
     pub fn name(&self) -> String {
         format!("{}-{}-{}-{}", self.model, self.version, self.pool, self.slot)
     }
@@ -159,13 +163,34 @@ pub enum Started {
 }
 
 impl Launcher {
+    /// Removes the sockets and progress blocks that daemons no longer running left in the
+    /// sockets directory (a daemon killed, or one from before names carried its pid); a
+    /// live daemon's, such as the one handing over to this one, are kept.
+    pub fn remove_stale_files(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.sockets_dir) else { return };
+        for path in entries.flatten().map(|e| e.path()) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let owner = name.split_once('.').and_then(|(pid, _)| pid.parse::<i32>().ok());
+            let alive = owner.is_some_and(|pid| kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH));
+            if !alive && (name.ends_with(".sock") || name.ends_with(".progress")) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// `<daemon pid>.<model>-<version>-<pool>-<slot>`: names the worker's socket, progress
+    /// block and cgroup.
+    fn worker_name(&self, spec: &WorkerSpec) -> String {
+        format!("{}.{}", self.daemon, spec.name())
+    }
+
     /// Beside the worker's socket: its progress block ([`crate::wire::progress`]).
     pub fn progress_path(&self, spec: &WorkerSpec) -> PathBuf {
-        self.sockets_dir.join(format!("{}.progress", spec.name()))
+        self.sockets_dir.join(format!("{}.progress", self.worker_name(spec)))
     }
 
     pub fn socket_path(&self, spec: &WorkerSpec) -> Result<PathBuf, String> {
-        let path = self.sockets_dir.join(format!("{}.sock", spec.name()));
+        let path = self.sockets_dir.join(format!("{}.sock", self.worker_name(spec)));
         match path.as_os_str().len() <= MAX_SOCKET_PATH {
             true => Ok(path),
             false => Err(format!(
@@ -239,7 +264,7 @@ impl Launcher {
         if let Some(limit) = spec.memory_limit {
             command.args(["--memory-limit", &limit.to_string()]);
             if let Some(cgroups) = &self.cgroups {
-                let dir = cgroups.worker(&spec.name(), limit)?;
+                let dir = cgroups.worker(&self.worker_name(spec), limit)?;
                 command.arg("--cgroup").arg(&dir);
                 cgroup = Some(dir);
             }

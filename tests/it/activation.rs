@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 const BODY: &str = r#"{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}"#;
 
 /// How one request ended: its status (0: the connection was refused or broke) and time.
-struct Shot {
-    status: u16,
-    refused: bool,
-    took: Duration,
+pub struct Shot {
+    pub status: u16,
+    pub refused: bool,
+    pub took: Duration,
 }
 
 /// One request on a connection of its own (`Connection: close`), so a refused connection
 /// shows as one.
-fn one_request(addr: SocketAddr) -> Shot {
+pub fn one_request(addr: SocketAddr) -> Shot {
     let started = Instant::now();
     let mut stream = match TcpStream::connect(addr) {
         Ok(stream) => stream,

@@ -29,5 +29,6 @@ mod serving;
 mod shutdown;
 mod tfserving;
 mod ui;
+mod upgrade;
 mod util;
 mod workers;

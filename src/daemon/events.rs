@@ -1,0 +1,171 @@
+//! The supervisor's event loop: beats the heartbeat and systemd's watchdog, tells systemd
+//! when start-up is over and what the daemon is doing, reloads on SIGHUP, hands over to a
+//! new modeld when asked ([`super::handover`]), and returns how the daemon ends.
+
+use super::handover::{self, Predecessor, Sockets, Successor};
+use super::notify::{self, Notifier};
+use crate::admin::{Admin, UpgradeAsked};
+use crate::config::Live;
+use crate::health::Heartbeat;
+use crate::rollout::Engine;
+use crate::supervisor::{Intent, Signals};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How often the event loop proves it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long rollouts in progress get to end once rolled back for an upgrade.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the daemon ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM: finish in-flight requests, stop the workers.
+    GracefulStop,
+    /// SIGINT: stop now.
+    FastStop,
+    /// A new modeld took over: finish in-flight requests, stop the workers, leave the
+    /// sockets and files it shares in place.
+    HandedOver,
+}
+
+pub struct Events<'a> {
+    pub signals: &'a mut Signals,
+    pub heartbeat: &'a Heartbeat,
+    pub engine: &'a Arc<Engine>,
+    pub notifier: &'a Arc<Notifier>,
+}
+
+/// What handing over, either way, needs.
+pub struct Upgrading<'a> {
+    pub upgrades: mpsc::Receiver<UpgradeAsked>,
+    pub sockets: Sockets,
+    /// The binary an upgrade starts unless it names another: the path this one ran from.
+    pub binary: PathBuf,
+    pub admin: &'a Arc<Admin>,
+    /// The daemon handing over to this one, until this one is ready.
+    pub predecessor: Option<Predecessor>,
+    pub live: &'a Live,
+}
+
+/// An upgrade under way: the new daemon starting, and who asked.
+struct Pending {
+    started: JoinHandle<Result<Successor, String>>,
+    reply: oneshot::Sender<Result<String, String>>,
+}
+
+impl Events<'_> {
+    pub async fn run(self, mut upgrading: Upgrading<'_>) -> Ending {
+        let every = self.notifier.watchdog_every().map_or(HEARTBEAT_EVERY, |w| w.min(HEARTBEAT_EVERY));
+        let mut tick = tokio::time::interval(every);
+        let mut ready = false;
+        let mut last_status = String::new();
+        let mut pending: Option<Pending> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.heartbeat.beat();
+                    self.notifier.watchdog();
+                    let status = self.engine.status_line();
+                    if !ready && notify::settled(self.engine.router()) {
+                        ready = true;
+                        tracing::info!("start-up done: {status}");
+                        self.ready(upgrading.predecessor.take(), &status);
+                    } else if status != last_status {
+                        self.notifier.status(&status);
+                    }
+                    last_status = status;
+                }
+                intent = self.signals.next() => match intent {
+                    // On its own task: the loop keeps beating while rollouts start.
+                    Intent::Reload => drop(tokio::spawn(reload(self.engine.clone()))),
+                    Intent::GracefulStop => return self.stopping(Ending::GracefulStop),
+                    Intent::FastStop => return self.stopping(Ending::FastStop),
+                },
+                Some(asked) = upgrading.upgrades.recv() => match pending {
+                    Some(_) => drop(asked.reply.send(Err("an upgrade is already under way".into()))),
+                    None => pending = Some(self.upgrade(asked, &upgrading)),
+                },
+                started = async { (&mut pending.as_mut().expect("polled only when pending").started).await },
+                    if pending.is_some() =>
+                {
+                    let reply = pending.take().expect("pending").reply;
+                    match started.unwrap_or_else(|e| Err(format!("the upgrade task failed: {e}"))) {
+                        Ok(successor) => {
+                            self.step_aside(successor, reply, upgrading.admin).await;
+                            return Ending::HandedOver;
+                        }
+                        Err(why) => {
+                            tracing::error!("upgrade refused: {why}");
+                            self.engine.thaw();
+                            let _ = reply.send(Err(why));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start-up is over: tell systemd, or, taking over from another daemon, tell that one
+    /// and speak to systemd once it made this one the main process.
+    fn ready(&self, predecessor: Option<Predecessor>, status: &str) {
+        match predecessor {
+            None => self.notifier.ready(status),
+            Some(predecessor) => {
+                let (notifier, status) = (self.notifier.clone(), status.to_string());
+                tokio::spawn(async move {
+                    predecessor.ready_then_main().await;
+                    notifier.unmute(&status);
+                });
+            }
+        }
+    }
+
+    fn stopping(&self, ending: Ending) -> Ending {
+        self.notifier.stopping();
+        ending
+    }
+
+    /// Rolls back what is rolling out and starts the new daemon, on a task of its own.
+    fn upgrade(&self, asked: UpgradeAsked, upgrading: &Upgrading) -> Pending {
+        let binary = asked.binary.unwrap_or_else(|| upgrading.binary.clone());
+        tracing::info!(binary = %binary.display(), by = ?asked.caller, "upgrade asked");
+        let (engine, sockets) = (self.engine.clone(), upgrading.sockets);
+        let timeout = upgrading.live.get().worker_start_timeout;
+        let config = self.engine.config().path.clone();
+        let started = tokio::spawn(async move {
+            handover::check_config(&binary, &config).await?;
+            engine.freeze(asked.caller, ROLLBACK_TIMEOUT).await?;
+            handover::start_successor(&binary, sockets, timeout).await
+        });
+        Pending { started, reply: asked.reply }
+    }
+
+    /// The new daemon is ready: it becomes systemd's main process and is told so; this
+    /// one answers who asked, then stops as on SIGTERM, leaving the sockets in place.
+    async fn step_aside(&self, successor: Successor, reply: oneshot::Sender<Result<String, String>>, admin: &Admin) {
+        let said = format!(
+            "handed over to the new modeld, PID {} (its models ready {:.1} s after it started); PID {} finishes \
+             its in-flight requests and exits",
+            successor.pid,
+            successor.ready_after.as_secs_f64(),
+            std::process::id()
+        );
+        tracing::info!("upgrade: {said}");
+        admin.handed_over.store(true, std::sync::atomic::Ordering::Release);
+        self.notifier.main_pid(successor.pid);
+        successor.crown().await;
+        let _ = reply.send(Ok(said));
+    }
+}
+
+/// SIGHUP: re-reads the config and applies it, or refuses it whole and keeps the live one
+/// (the refusal is logged where every reload's is).
+async fn reload(engine: Arc<Engine>) {
+    if let Ok(lines) = engine.reload_file().await {
+        tracing::info!("SIGHUP: config applied:\n{}", lines.join("\n"));
+    }
+}

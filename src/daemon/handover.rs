@@ -1,0 +1,161 @@
+//! `modeld upgrade`: handing the daemon over to a new modeld without refusing a connection
+//! or making a request wait for a model to load, as nginx's binary upgrade does.
+//!
+//! The old daemon starts the new binary with its own arguments and passes it its listening
+//! sockets (HTTP and admin) and one end of a link ([`super::activation`]'s
+//! `MODELD_HANDOVER`). The new daemon loads the config and every model's live version on
+//! its own workers, serving on the shared sockets as soon as it listens (a request it takes
+//! before a model is ready waits for it, as at any start), and says `ready` on the link
+//! once every model has settled. Only then does the old one step aside: under systemd it
+//! makes the new one the service's main process (`MAINPID=`), tells it `main`, and stops as
+//! on SIGTERM — it stops accepting, finishes what is in flight, stops its workers and exits,
+//! leaving the sockets, which the new daemon holds, in place.
+//!
+//! If the new binary refuses the config, fails to start, or is not ready within
+//! `worker_start_timeout`, the old daemon keeps serving and says why; the new one is
+//! stopped. Rollouts in progress are rolled back first (the new daemon serves the live
+//! versions), and no rollout starts while a hand-over is under way.
+
+use super::activation::HANDOVER_VAR;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// What the new daemon says on the link when its models are ready.
+const READY: &str = "ready";
+/// What the old daemon answers once the new one is systemd's main process.
+const MAIN: &str = "main";
+
+/// The listening sockets the daemon serves on, passed to its successor.
+#[derive(Debug, Clone, Copy)]
+pub struct Sockets {
+    pub http: RawFd,
+    pub admin: RawFd,
+}
+
+/// A new daemon that said it is ready.
+pub struct Successor {
+    pub pid: u32,
+    /// From its start to its word that it is ready.
+    pub ready_after: Duration,
+    link: UnixStream,
+}
+
+/// Starts `binary` with this daemon's arguments and sockets, and waits until it is ready
+/// (its models loaded), it exits, or `timeout` passes (it is then killed).
+pub async fn start_successor(binary: &Path, sockets: Sockets, timeout: Duration) -> Result<Successor, String> {
+    let (mine, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| format!("could not make the link to the new modeld: {e}"))?;
+    let passed = [sockets.http, sockets.admin, theirs.as_raw_fd()];
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(std::env::args_os().skip(1))
+        .env(HANDOVER_VAR, format!("http:{},admin:{},link:{}", passed[0], passed[1], passed[2]))
+        // systemd's watchdog names this process; the new one's pings count once it is main.
+        .env_remove("WATCHDOG_PID")
+        .kill_on_drop(false);
+    // SAFETY: between fork and exec the closure only calls fcntl(2), which is
+    // async-signal-safe, on descriptors this process holds open until the spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in passed {
+                fcntl(BorrowedFd::borrow_raw(fd), FcntlArg::F_SETFD(FdFlag::empty()))?;
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("could not start the new modeld {}: {e}", binary.display()))?;
+    drop(theirs);
+    let pid = child.id().unwrap_or_default();
+    tracing::info!(pid, binary = %binary.display(), "upgrade: the new modeld is starting; this one serves meanwhile");
+    let mut link = BufReader::new(into_tokio(mine)?);
+    let mut said = String::new();
+    let outcome = tokio::select! {
+        read = link.read_line(&mut said) => match read {
+            Ok(_) if said.trim() == READY => Ok(()),
+            _ => Err(match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+                Ok(Ok(status)) => format!("the new modeld (PID {pid}) exited ({status}) before it was ready"),
+                _ => format!("the new modeld (PID {pid}) closed its link before it was ready"),
+            }),
+        },
+        status = child.wait() => Err(match status {
+            Ok(status) => format!("the new modeld (PID {pid}) exited ({status}) before it was ready"),
+            Err(e) => format!("lost the new modeld (PID {pid}): {e}"),
+        }),
+        _ = tokio::time::sleep(timeout) => Err(format!("the new modeld (PID {pid}) was not ready within {timeout:?}")),
+    };
+    match outcome {
+        Ok(()) => Ok(Successor { pid, ready_after: started.elapsed(), link: link.into_inner() }),
+        Err(why) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            Err(format!("{why}; its messages are in the daemon's log. This modeld keeps serving"))
+        }
+    }
+}
+
+/// The new binary's verdict on the config in force, before anything of it starts.
+pub async fn check_config(binary: &Path, config: &Path) -> Result<(), String> {
+    let checked = tokio::process::Command::new(binary)
+        .args(["config", "check", "--config"])
+        .arg(config)
+        .output()
+        .await
+        .map_err(|e| format!("could not run the new modeld {}: {e}", binary.display()))?;
+    if checked.status.success() {
+        return Ok(());
+    }
+    let said = [checked.stderr, checked.stdout].map(|o| String::from_utf8_lossy(&o).trim().to_string());
+    Err(format!(
+        "the new modeld {} refuses {} ({}):\n{}\nThis modeld keeps serving",
+        binary.display(),
+        config.display(),
+        checked.status,
+        said.iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("\n")
+    ))
+}
+
+impl Successor {
+    /// Tells the new daemon it is the main process now (after `MAINPID=` under systemd).
+    pub async fn crown(mut self) {
+        if let Err(e) = self.link.write_all(format!("{MAIN}\n").as_bytes()).await {
+            tracing::warn!("upgrade: could not tell the new modeld (PID {}) it took over: {e}", self.pid);
+        }
+    }
+}
+
+/// The new daemon's side: the daemon handing over to it.
+pub struct Predecessor {
+    link: UnixStream,
+}
+
+impl Predecessor {
+    pub fn new(link: std::os::unix::net::UnixStream) -> Result<Predecessor, String> {
+        Ok(Predecessor { link: into_tokio(link.into())? })
+    }
+
+    /// Says this daemon is ready, then waits until the old one made it the main process (or
+    /// went away: then nobody else speaks for the service either).
+    pub async fn ready_then_main(self) {
+        let mut link = BufReader::new(self.link);
+        if let Err(e) = link.get_mut().write_all(format!("{READY}\n").as_bytes()).await {
+            tracing::warn!("upgrade: could not tell the old modeld this one is ready: {e}");
+        }
+        let mut said = String::new();
+        match link.read_line(&mut said).await {
+            Ok(_) if said.trim() == MAIN => tracing::info!("upgrade: this modeld took over"),
+            _ => tracing::warn!("upgrade: the old modeld went away without handing over; this one serves"),
+        }
+    }
+}
+
+fn into_tokio(fd: OwnedFd) -> Result<UnixStream, String> {
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    stream.set_nonblocking(true).map_err(|e| format!("the upgrade link: {e}"))?;
+    UnixStream::from_std(stream).map_err(|e| format!("the upgrade link: {e}"))
+}
