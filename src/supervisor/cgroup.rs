@@ -20,7 +20,12 @@ impl Cgroups {
     /// Sets up delegation under this process's own cgroup, if the system allows it.
     pub fn detect() -> Option<Cgroups> {
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let dir = Path::new("/sys/fs/cgroup").join(unified_path(&own)?.trim_start_matches('/'));
+        let mut dir = Path::new("/sys/fs/cgroup").join(unified_path(&own)?.trim_start_matches('/'));
+        // A daemon handed over to (`modeld upgrade`) starts in its predecessor's leaf: the
+        // delegated cgroup is the one above it.
+        if dir.file_name().is_some_and(|n| n == "supervisor") {
+            dir.pop();
+        }
         match Cgroups::delegate(&dir, std::process::id()) {
             Ok(cgroups) => {
                 tracing::info!(cgroup = %dir.display(), "worker memory limits enforced with cgroup v2");
@@ -45,6 +50,11 @@ impl Cgroups {
         std::fs::write(supervisor.join("cgroup.procs"), pid.to_string())?;
         std::fs::write(dir.join("cgroup.subtree_control"), "+memory")?;
         Ok(Cgroups { root: dir.to_path_buf() })
+    }
+
+    /// Removes a worker's cgroup once its process is gone (an empty cgroup only).
+    pub fn remove_worker(&self, name: &str) {
+        let _ = std::fs::remove_dir(self.root.join(format!("worker-{name}")));
     }
 
     /// Creates (or reuses) a worker's cgroup with `memory.max = limit` and no swap.

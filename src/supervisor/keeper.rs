@@ -104,8 +104,7 @@ impl Keeper {
         };
         self.keep(&spec, &socket).await;
         // A worker that became another user cannot remove its socket from this directory.
-        let _ = std::fs::remove_file(&socket);
-        let _ = std::fs::remove_file(self.launcher.progress_path(&spec));
+        self.launcher.remove_files(&spec, &socket);
     }
 
     /// Starts the worker, and again after each exit, until the pool stops or fails.

@@ -184,6 +184,16 @@ impl Launcher {
         format!("{}.{}", self.daemon, spec.name())
     }
 
+    /// Removes what a slot's workers left: its socket, progress block and cgroup (once its
+    /// last process is gone).
+    pub fn remove_files(&self, spec: &WorkerSpec, socket: &Path) {
+        let _ = std::fs::remove_file(socket);
+        let _ = std::fs::remove_file(self.progress_path(spec));
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove_worker(&self.worker_name(spec));
+        }
+    }
+
     /// Beside the worker's socket: its progress block ([`crate::wire::progress`]).
     pub fn progress_path(&self, spec: &WorkerSpec) -> PathBuf {
         self.sockets_dir.join(format!("{}.progress", self.worker_name(spec)))
