@@ -120,6 +120,9 @@ pub enum AdminError {
     Bind { path: PathBuf, error: std::io::Error },
 }
 
+/// How long a stopping daemon waits for the answers of open admin connections.
+const CLOSING_ANSWERS: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves admin requests on its socket.
 impl Request {
     /// Whether it changes what is served (logged with who asked), rather than reading.
@@ -190,15 +193,20 @@ impl Admin {
     /// Answers connections until `stop`, then removes the socket at `path` (none: a socket
     /// the service manager owns, left in place).
     pub async fn serve(self: Arc<Self>, listener: UnixListener, path: Option<PathBuf>, stop: CancellationToken) {
+        let connections = tokio_util::task::TaskTracker::new();
         crate::accept::until(&listener, "admin socket", stop.cancelled(), |stream| {
             let admin = self.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(e) = admin.connection(stream).await {
                     tracing::debug!("admin connection ended: {e}");
                 }
             });
         })
         .await;
+        // Answers already under way are written before the daemon exits (`modeld upgrade`'s
+        // comes as the daemon steps aside); a follower is not waited for long.
+        connections.close();
+        let _ = tokio::time::timeout(CLOSING_ANSWERS, connections.wait()).await;
         if let Some(path) = path.filter(|_| !self.handed_over.load(std::sync::atomic::Ordering::Acquire)) {
             let _ = std::fs::remove_file(path);
         }
