@@ -30,8 +30,7 @@ pub struct Notifier {
 impl Notifier {
     /// `muted`: this daemon is taking over from another, which is still the main process.
     pub fn from_env(muted: bool) -> Notifier {
-        let mut usec = 0;
-        let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
+        let watchdog = watchdog_of(std::env::var("WATCHDOG_USEC").ok(), std::env::var("WATCHDOG_PID").ok());
         Notifier { enabled: std::env::var_os("NOTIFY_SOCKET").is_some(), watchdog, muted: AtomicBool::new(muted) }
     }
 
@@ -93,6 +92,19 @@ impl Notifier {
     }
 }
 
+/// The watchdog interval systemd set, as sd_watchdog_enabled(3) reads it: `WATCHDOG_USEC`,
+/// for this process unless `WATCHDOG_PID` names another. (A daemon handed over to is
+/// started without `WATCHDOG_PID`, which named its predecessor; sd-notify's own reader
+/// wants the variable present.)
+fn watchdog_of(usec: Option<String>, pid: Option<String>) -> Option<Duration> {
+    let usec: u64 = usec?.parse().ok().filter(|u| *u > 0)?;
+    match pid.map(|p| p.parse::<u32>()) {
+        Some(Ok(pid)) if pid != std::process::id() => None,
+        Some(Err(_)) => None,
+        _ => Some(Duration::from_micros(usec)),
+    }
+}
+
 impl ReloadObserver for Notifier {
     fn reloading(&self) {
         Notifier::reloading(self);
@@ -109,4 +121,20 @@ pub fn settled(router: &Router) -> bool {
         None => true,
         Some(pool) => pool.is_ready() || matches!(*pool.phase(), Phase::Failed { .. }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_is_this_process_s_unless_another_is_named() {
+        let own = std::process::id().to_string();
+        let every = Some(Duration::from_secs(4));
+        assert_eq!(watchdog_of(Some("4000000".into()), Some(own)), every);
+        assert_eq!(watchdog_of(Some("4000000".into()), None), every, "a daemon handed over to");
+        assert_eq!(watchdog_of(Some("4000000".into()), Some("1".into())), None, "another process's");
+        assert_eq!(watchdog_of(None, None), None);
+        assert_eq!(watchdog_of(Some("0".into()), None), None);
+    }
 }
