@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// How often the event loop proves it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -30,6 +31,9 @@ pub enum Ending {
     /// A new modeld took over: finish in-flight requests, stop the workers, leave the
     /// sockets and files it shares in place.
     HandedOver,
+    /// Taking over from another daemon, this one could not start every model's live
+    /// version: it stops as `HandedOver` does, and the other one keeps serving.
+    Declined,
 }
 
 pub struct Events<'a> {
@@ -48,6 +52,8 @@ pub struct Upgrading<'a> {
     pub admin: &'a Arc<Admin>,
     /// The daemon handing over to this one, until this one is ready.
     pub predecessor: Option<Predecessor>,
+    /// Cancelled when this daemon takes over, and its HTTP and admin sockets serve.
+    pub serving: CancellationToken,
     pub live: &'a Live,
 }
 
@@ -73,7 +79,10 @@ impl Events<'_> {
                     if !ready && notify::settled(self.engine.router()) {
                         ready = true;
                         tracing::info!("start-up done: {status}");
-                        self.ready(upgrading.predecessor.take(), &status);
+                        let predecessor = upgrading.predecessor.take();
+                        if let Some(ending) = self.ready(predecessor, &upgrading.serving, &status).await {
+                            return ending;
+                        }
                     } else if status != last_status {
                         self.notifier.status(&status);
                     }
@@ -110,18 +119,32 @@ impl Events<'_> {
     }
 
     /// Start-up is over: tell systemd, or, taking over from another daemon, tell that one
-    /// and speak to systemd once it made this one the main process.
-    fn ready(&self, predecessor: Option<Predecessor>, status: &str) {
+    /// and speak to systemd once it made this one the main process — unless a model's
+    /// live version failed here: then decline, and end.
+    async fn ready(
+        &self,
+        predecessor: Option<Predecessor>,
+        serving: &CancellationToken,
+        status: &str,
+    ) -> Option<Ending> {
         match predecessor {
             None => self.notifier.ready(status),
+            Some(predecessor) if !notify::failed(self.engine.router()).is_empty() => {
+                let why = notify::failed(self.engine.router()).join("; ");
+                tracing::error!("upgrade: declining to take over, as this modeld could not start {why}");
+                predecessor.decline(&why).await;
+                return Some(Ending::Declined);
+            }
             Some(predecessor) => {
-                let (notifier, status) = (self.notifier.clone(), status.to_string());
+                let (notifier, status, serving) = (self.notifier.clone(), status.to_string(), serving.clone());
                 tokio::spawn(async move {
                     predecessor.ready_then_main().await;
+                    serving.cancel();
                     notifier.unmute(&status);
                 });
             }
         }
+        None
     }
 
     fn stopping(&self, ending: Ending) -> Ending {

@@ -4,16 +4,16 @@
 //! The old daemon starts the new binary with its own arguments and passes it its listening
 //! sockets (HTTP and admin) and one end of a link ([`super::activation`]'s
 //! `MODELD_HANDOVER`). The new daemon loads the config and every model's live version on
-//! its own workers, serving on the shared sockets as soon as it listens (a request it takes
-//! before a model is ready waits for it, as at any start), and says `ready` on the link
-//! once every model has settled. Only then does the old one step aside: under systemd it
-//! makes the new one the service's main process (`MAINPID=`), tells it `main`, and stops as
-//! on SIGTERM — it stops accepting, finishes what is in flight, stops its workers and exits,
-//! leaving the sockets, which the new daemon holds, in place.
+//! its own workers, without serving yet, and says `ready` on the link once every model has
+//! settled. Only then does the old one step aside: under systemd it makes the new one the
+//! service's main process (`MAINPID=`), tells it `main` — from which the new one serves on
+//! the shared sockets — and stops as on SIGTERM: it stops accepting, finishes what is in
+//! flight, stops its workers and exits, leaving the sockets, which the new daemon holds,
+//! in place. No request ever reaches a daemon that is not ready.
 //!
-//! If the new binary refuses the config, fails to start, or is not ready within
-//! `worker_start_timeout`, the old daemon keeps serving and says why; the new one is
-//! stopped. Rollouts in progress are rolled back first (the new daemon serves the live
+//! If the new binary refuses the config, fails to start, cannot start a model's live
+//! version, or is not ready within `worker_start_timeout`, the old daemon keeps serving
+//! and says why; the new one stops (leaving the shared sockets and files in place). Rollouts in progress are rolled back first (the new daemon serves the live
 //! versions), and no rollout starts while a hand-over is under way.
 
 use super::activation::HANDOVER_VAR;
@@ -29,6 +29,8 @@ use tokio::net::UnixStream;
 const READY: &str = "ready";
 /// What the old daemon answers once the new one is systemd's main process.
 const MAIN: &str = "main";
+/// What the new daemon says, and why, when it cannot serve every model the old one serves.
+const FAILED: &str = "failed ";
 
 /// The listening sockets the daemon serves on, passed to its successor.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,9 @@ pub async fn start_successor(binary: &Path, sockets: Sockets, timeout: Duration)
     let outcome = tokio::select! {
         read = link.read_line(&mut said) => match read {
             Ok(_) if said.trim() == READY => Ok(()),
+            Ok(_) if said.starts_with(FAILED) => {
+                Err(format!("the new modeld (PID {pid}) could not serve every model: {}", said[FAILED.len()..].trim()))
+            }
             _ => Err(match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
                 Ok(Ok(status)) => format!("the new modeld (PID {pid}) exited ({status}) before it was ready"),
                 _ => format!("the new modeld (PID {pid}) closed its link before it was ready"),
@@ -137,6 +142,14 @@ pub struct Predecessor {
 impl Predecessor {
     pub fn new(link: std::os::unix::net::UnixStream) -> Result<Predecessor, String> {
         Ok(Predecessor { link: into_tokio(link.into())? })
+    }
+
+    /// Says this daemon cannot serve every model, and why: the old one keeps serving.
+    pub async fn decline(mut self, why: &str) {
+        let line = format!("{FAILED}{}\n", why.replace('\n', " "));
+        if let Err(e) = self.link.write_all(line.as_bytes()).await {
+            tracing::warn!("upgrade: could not tell the old modeld why this one declines: {e}");
+        }
     }
 
     /// Says this daemon is ready, then waits until the old one made it the main process (or

@@ -130,7 +130,13 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     });
     let stop_http = CancellationToken::new();
     let sockets = handover::Sockets { http: listener.as_raw_fd(), admin: admin_listener.as_raw_fd() };
-    let http = tokio::spawn(front.serve(listener, stop_http.clone()));
+    // A daemon taking over from another serves once that one stepped aside (until then
+    // connections go to the old one, or wait in the backlog).
+    let serving = CancellationToken::new();
+    if predecessor.is_none() {
+        serving.cancel();
+    }
+    let http = tokio::spawn(once_serving(serving.clone(), stop_http.clone(), front.serve(listener, stop_http.clone())));
     let (upgrades_asked, upgrades) = tokio::sync::mpsc::channel(4);
     let admin = Arc::new(Admin {
         router: router.clone(),
@@ -141,10 +147,14 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
         handed_over: Default::default(),
     });
     let stop_admin = CancellationToken::new();
-    let admin_task = tokio::spawn(admin.clone().serve(admin_listener, admin_path, stop_admin.clone()));
+    let admin_task = tokio::spawn(once_serving(
+        serving.clone(),
+        stop_admin.clone(),
+        admin.clone().serve(admin_listener, admin_path, stop_admin.clone()),
+    ));
 
     let events = Events { signals: &mut signals, heartbeat: &heartbeat, engine: &engine, notifier: &notifier };
-    let upgrading = Upgrading { upgrades, sockets, binary, admin: &admin, predecessor, live: &live };
+    let upgrading = Upgrading { upgrades, sockets, binary, admin: &admin, predecessor, serving, live: &live };
     let ending = events.run(upgrading).await;
     stop_http.cancel();
     match ending {
@@ -152,7 +162,7 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
             tracing::info!("SIGINT: stopping now");
             supervisor.kill_all();
         }
-        Ending::GracefulStop | Ending::HandedOver => {
+        Ending::GracefulStop | Ending::HandedOver | Ending::Declined => {
             tracing::info!("finishing in-flight requests (up to {:?})", live.get().shutdown_grace);
             let _ = http.await;
             supervisor.stop_all().await;
@@ -162,14 +172,23 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     stop_sampler.cancel();
     let _ = admin_task.await;
     match ending {
-        // The new daemon serves on the same sockets and wrote the same address.
+        // The other daemon serves on the same sockets and wrote the same address.
         Ending::HandedOver => tracing::info!("stopped: the new modeld serves"),
-        _ => {
+        Ending::Declined => anyhow::bail!("stopped without taking over: the old modeld serves"),
+        Ending::GracefulStop | Ending::FastStop => {
             let _ = std::fs::remove_file(&address_file);
             tracing::info!("stopped");
         }
     }
     Ok(())
+}
+
+/// Runs `serve` once `serving` is cancelled, unless `stop` comes first.
+async fn once_serving(serving: CancellationToken, stop: CancellationToken, serve: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = serving.cancelled() => serve.await,
+        _ = stop.cancelled() => {}
+    }
 }
 
 /// The HTTP socket the service manager handed over, for tokio; a `listen` it does not

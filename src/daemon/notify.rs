@@ -123,6 +123,19 @@ pub fn settled(router: &Router) -> bool {
     })
 }
 
+/// The models whose stable version failed to start, with why ("iris v2: ...").
+pub fn failed(router: &Router) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (name, route) in router.models().iter() {
+        if let Some(pool) = &route.table().stable
+            && let Phase::Failed { reason } = &*pool.phase()
+        {
+            failed.push(format!("{name} v{}: {reason}", pool.version));
+        }
+    }
+    failed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,3 +156,24 @@ fn a_binary_that_refuses_the_config_leaves_the_daemon_serving_and_a_rollout_is_r
         last["outcome"]
     );
 }
+
+#[test]
+fn a_new_daemon_that_cannot_load_a_live_model_declines_and_the_old_one_serves() {
+    let daemon = TestDaemon::ready(Setup::new().model(ModelFiles::bundled("iris", 2), 1));
+    // The live version's file broke on disk after the running daemon loaded it.
+    let file = daemon.path().join("models/iris/2/model.onnx");
+    std::fs::write(&file, b"not an onnx model").unwrap();
+    let clients = Clients::start(daemon.addr, 2);
+    let (code, out, err) = daemon.cli(&["upgrade"]);
+    assert_eq!(code, 1, "{out}{err}\n{}", daemon.logs());
+    for said in ["could not serve every model", "iris v2", "This modeld keeps serving"] {
+        assert!(err.contains(said), "no '{said}' in: {err}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!gone(daemon.pid()), "the daemon is gone");
+    let shots = clients.stop();
+    let failed = shots.iter().filter(|s| s.refused || s.status != 200).count();
+    assert_eq!(failed, 0, "of {} requests\n{}", shots.len(), daemon.logs());
+    assert_eq!(daemon.cli(&["status"]).0, 0, "the admin socket is still the old daemon's");
+    assert!(daemon.path().join("run/http.addr").exists(), "the declining daemon removed the address file");
+}
