@@ -49,6 +49,7 @@ impl Activated {
             let bad = || format!("{HANDOVER_VAR}: '{item}' is not NAME:FD");
             let (name, fd) = item.split_once(':').ok_or_else(bad)?;
             let fd: RawFd = fd.parse().ok().filter(|fd| *fd > 2).ok_or_else(bad)?;
+            close_on_exec(fd).map_err(|e| format!("{HANDOVER_VAR}: fd {fd} ({name}): {e}"))?;
             match name {
                 "http" | "admin" => self.add(fd, name)?,
                 // SAFETY: the daemon handing over passed this descriptor to this process
@@ -83,4 +84,13 @@ impl Activated {
         }
         Ok(())
     }
+}
+
+/// Marks a descriptor passed to this process close-on-exec, as sd_listen_fds(3) does: the
+/// workers this daemon starts must not inherit its listening sockets or its link.
+fn close_on_exec(fd: RawFd) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: the descriptor was passed to this process, which owns it from here on.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
 }

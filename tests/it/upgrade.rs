@@ -33,6 +33,22 @@ fn gone(pid: i32) -> bool {
     }
 }
 
+/// The `socket:[inode]` names of the TCP sockets listening on `port`.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                found.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    found
+}
+
 /// Clients opening a connection per request until told to stop.
 struct Clients {
     stop: Arc<AtomicBool>,
@@ -104,6 +120,19 @@ fn an_upgrade_hands_over_with_no_connection_refused_and_the_models_loaded_first(
         .collect();
     assert_eq!(sockets.len(), 2, "{sockets:?}");
     assert!(sockets.iter().all(|n| n.starts_with(&format!("{new}."))), "{sockets:?}");
+    // Its workers hold none of the sockets it was passed (they are close-on-exec).
+    let passed = listening_inodes(daemon.addr.port());
+    assert!(!passed.is_empty(), "no listening socket found for {}", daemon.addr);
+    let workers = crate::util::children_of(new);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for worker in workers {
+        let held: Vec<String> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|l| l.to_string_lossy().into_owned())
+            .collect();
+        assert!(passed.iter().all(|p| !held.contains(p)), "worker {worker} holds {passed:?}: {held:?}");
+    }
     // It took over only once its models were ready.
     let logs = daemon.logs();
     let ready = logs.rfind("start-up done").unwrap();
