@@ -8,7 +8,7 @@
 if [ "$1" -ge 1 ] && [ -d /run/systemd/system ] && systemctl is-active --quiet modeld.service; then
     if ! upgraded=$(/usr/bin/modeld upgrade --socket /run/modeld/admin.sock 2>&1); then
         case "$upgraded" in
-        *"malformed admin request"*)
+        *"malformed admin request"* | *"could not reach modeld"* | *"unrecognized subcommand"*)
             if ! checked=$(/usr/bin/modeld config check --config /etc/modeld/modeld.toml 2>&1); then
                 echo "modeld: the new modeld refuses /etc/modeld/modeld.toml; the running daemon keeps serving on the old binary:" >&2
                 echo "$checked" >&2

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the event loop proves it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Beyond the models' start, what a new daemon gets to start itself.
+const UPGRADE_MARGIN: Duration = Duration::from_secs(30);
 /// How long rollouts in progress get to end once rolled back for an upgrade.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -57,6 +59,16 @@ pub struct Upgrading<'a> {
     pub live: &'a Live,
 }
 
+/// Where a start-up that settled leaves the daemon.
+enum Ready {
+    /// A daemon of its own: it serves.
+    Alone,
+    /// Taking over: waiting for the old daemon's word (true: this one is main now).
+    Waiting(JoinHandle<bool>),
+    /// Taking over, it could not start every live version: it declined.
+    Declined,
+}
+
 /// An upgrade under way: the new daemon starting, and who asked.
 struct Pending {
     started: JoinHandle<Result<Successor, String>>,
@@ -70,6 +82,8 @@ impl Events<'_> {
         let mut ready = false;
         let mut last_status = String::new();
         let mut pending: Option<Pending> = None;
+        // Taking over: the wait for the old daemon's word that this one is main.
+        let mut takeover: Option<JoinHandle<bool>> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -79,9 +93,10 @@ impl Events<'_> {
                     if !ready && notify::settled(self.engine.router()) {
                         ready = true;
                         tracing::info!("start-up done: {status}");
-                        let predecessor = upgrading.predecessor.take();
-                        if let Some(ending) = self.ready(predecessor, &upgrading.serving, &status).await {
-                            return ending;
+                        match self.ready(upgrading.predecessor.take(), &status).await {
+                            Ready::Alone => {}
+                            Ready::Declined => return Ending::Declined,
+                            Ready::Waiting(wait) => takeover = Some(wait),
                         }
                     } else if status != last_status {
                         self.notifier.status(&status);
@@ -91,9 +106,18 @@ impl Events<'_> {
                 intent = self.signals.next() => match intent {
                     // On its own task: the loop keeps beating while rollouts start.
                     Intent::Reload => drop(tokio::spawn(reload(self.engine.clone()))),
-                    Intent::GracefulStop => return self.stopping(Ending::GracefulStop),
-                    Intent::FastStop => return self.stopping(Ending::FastStop),
+                    Intent::GracefulStop => return self.stopping(Ending::GracefulStop, pending),
+                    Intent::FastStop => return self.stopping(Ending::FastStop, pending),
                 },
+                main = async { takeover.as_mut().expect("polled only when taking over").await }, if takeover.is_some() => {
+                    takeover = None;
+                    if !main.unwrap_or(false) {
+                        tracing::error!("upgrade: the old modeld went away without handing over; this one stops");
+                        return Ending::Declined;
+                    }
+                    upgrading.serving.cancel();
+                    self.notifier.unmute(&last_status);
+                }
                 Some(asked) = upgrading.upgrades.recv() => match pending {
                     Some(_) => drop(asked.reply.send(Err("an upgrade is already under way".into()))),
                     None => pending = Some(self.upgrade(asked, &upgrading)),
@@ -119,47 +143,45 @@ impl Events<'_> {
     }
 
     /// Start-up is over: tell systemd, or, taking over from another daemon, tell that one
-    /// and speak to systemd once it made this one the main process — unless a model's
-    /// live version failed here: then decline, and end.
-    async fn ready(
-        &self,
-        predecessor: Option<Predecessor>,
-        serving: &CancellationToken,
-        status: &str,
-    ) -> Option<Ending> {
-        match predecessor {
-            None => self.notifier.ready(status),
-            Some(predecessor) if !notify::failed(self.engine.router()).is_empty() => {
-                let why = notify::failed(self.engine.router()).join("; ");
-                tracing::error!("upgrade: declining to take over, as this modeld could not start {why}");
-                predecessor.decline(&why).await;
-                return Some(Ending::Declined);
-            }
-            Some(predecessor) => {
-                let (notifier, status, serving) = (self.notifier.clone(), status.to_string(), serving.clone());
-                tokio::spawn(async move {
-                    predecessor.ready_then_main().await;
-                    serving.cancel();
-                    notifier.unmute(&status);
-                });
-            }
+    /// and wait for its word — unless a model's live version failed here: then decline.
+    async fn ready(&self, predecessor: Option<Predecessor>, status: &str) -> Ready {
+        let Some(predecessor) = predecessor else {
+            self.notifier.ready(status);
+            return Ready::Alone;
+        };
+        let failed = notify::failed(self.engine.router());
+        if !failed.is_empty() {
+            let why = failed.join("; ");
+            tracing::error!("upgrade: declining to take over, as this modeld could not start {why}");
+            predecessor.decline(&why).await;
+            return Ready::Declined;
         }
-        None
+        Ready::Waiting(tokio::spawn(predecessor.ready_then_main()))
     }
 
-    fn stopping(&self, ending: Ending) -> Ending {
+    /// A stop: an upgrade under way is abandoned (its new daemon killed) and its asker told.
+    fn stopping(&self, ending: Ending, pending: Option<Pending>) -> Ending {
+        if let Some(pending) = pending {
+            pending.started.abort();
+            let _ = pending.reply.send(Err("the daemon was told to stop; the upgrade is abandoned".into()));
+        }
         self.notifier.stopping();
         ending
     }
 
     /// Rolls back what is rolling out and starts the new daemon, on a task of its own.
     fn upgrade(&self, asked: UpgradeAsked, upgrading: &Upgrading) -> Pending {
+        let vetted = match &asked.binary {
+            Some(named) => handover::vet_binary(named, asked.caller.uid),
+            None => Ok(()),
+        };
         let binary = asked.binary.unwrap_or_else(|| upgrading.binary.clone());
         tracing::info!(binary = %binary.display(), by = ?asked.caller, "upgrade asked");
         let (engine, sockets) = (self.engine.clone(), upgrading.sockets);
-        let timeout = upgrading.live.get().worker_start_timeout;
+        let timeout = upgrade_timeout(&self.engine.config(), upgrading.live.get().worker_start_timeout);
         let config = self.engine.config().path.clone();
         let started = tokio::spawn(async move {
+            vetted?;
             handover::check_config(&binary, &config).await?;
             engine.freeze(asked.caller, ROLLBACK_TIMEOUT).await?;
             handover::start_successor(&binary, sockets, timeout).await
@@ -183,6 +205,13 @@ impl Events<'_> {
         successor.crown().await;
         let _ = reply.send(Ok(said));
     }
+}
+
+/// How long a new daemon gets to be ready: the longest any model's workers get to start
+/// (GPU models get longer), and a margin for the daemon's own start.
+fn upgrade_timeout(config: &crate::config::Config, worker_start_timeout: Duration) -> Duration {
+    let longest = config.models.iter().map(|m| m.device.start_timeout(worker_start_timeout)).max();
+    longest.unwrap_or(worker_start_timeout) + UPGRADE_MARGIN
 }
 
 /// SIGHUP: re-reads the config and applies it, or refuses it whole and keeps the live one

@@ -32,6 +32,20 @@ const MAIN: &str = "main";
 /// What the new daemon says, and why, when it cannot serve every model the old one serves.
 const FAILED: &str = "failed ";
 
+/// How long a new daemon that declined gets to stop by itself.
+const DECLINED_STOP: Duration = Duration::from_secs(30);
+
+/// Kills the process it names when dropped (unless emptied first).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// The listening sockets the daemon serves on, passed to its successor.
 #[derive(Debug, Clone, Copy)]
 pub struct Sockets {
@@ -74,6 +88,8 @@ pub async fn start_successor(binary: &Path, sockets: Sockets, timeout: Duration)
     let mut child = command.spawn().map_err(|e| format!("could not start the new modeld {}: {e}", binary.display()))?;
     drop(theirs);
     let pid = child.id().unwrap_or_default();
+    // Abandoned (this daemon told to stop meanwhile), the new one is killed with this future.
+    let mut abandoned = KillOnDrop(Some(pid));
     tracing::info!(pid, binary = %binary.display(), "upgrade: the new modeld is starting; this one serves meanwhile");
     let mut link = BufReader::new(into_tokio(mine)?);
     let mut said = String::new();
@@ -94,14 +110,51 @@ pub async fn start_successor(binary: &Path, sockets: Sockets, timeout: Duration)
         }),
         _ = tokio::time::sleep(timeout) => Err(format!("the new modeld (PID {pid}) was not ready within {timeout:?}")),
     };
+    abandoned.0 = None;
     match outcome {
         Ok(()) => Ok(Successor { pid, ready_after: started.elapsed(), link: link.into_inner() }),
+        Err(why) if why.contains("could not serve every model") => {
+            // It stops by itself, leaving the shared sockets alone: give it the time to.
+            if tokio::time::timeout(DECLINED_STOP, child.wait()).await.is_err() {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+            Err(format!("{why}. This modeld keeps serving"))
+        }
         Err(why) => {
             let _ = child.start_kill();
             let _ = child.wait().await;
             Err(format!("{why}; its messages are in the daemon's log. This modeld keeps serving"))
         }
     }
+}
+
+/// Whether `binary`, named by the caller `uid` rather than taken from this daemon's own
+/// path, may be run as this daemon: only root or the daemon's own user may name one (the
+/// admin group may upgrade, not choose what runs), and it must be a file that only root or
+/// the daemon's user can change.
+pub fn vet_binary(binary: &Path, uid: Option<u32>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let own = nix::unistd::geteuid().as_raw();
+    if !uid.is_some_and(|u| u == 0 || u == own) {
+        return Err(format!(
+            "--binary {}: only root or the daemon's user (uid {own}) may name the binary",
+            binary.display()
+        ));
+    }
+    let meta = std::fs::metadata(binary).map_err(|e| format!("--binary {}: {e}", binary.display()))?;
+    if !meta.is_file() || meta.mode() & 0o111 == 0 {
+        return Err(format!("--binary {}: not an executable file", binary.display()));
+    }
+    if !(meta.uid() == 0 || meta.uid() == own) || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "--binary {}: owned by uid {} with mode {:o}; it must belong to root or uid {own} and be writable by no one else",
+            binary.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// The new binary's verdict on the config in force, before anything of it starts.
@@ -152,18 +205,21 @@ impl Predecessor {
         }
     }
 
-    /// Says this daemon is ready, then waits until the old one made it the main process (or
-    /// went away: then nobody else speaks for the service either).
-    pub async fn ready_then_main(self) {
+    /// Says this daemon is ready, then waits until the old one made it the main process:
+    /// true once it did; false when it went away without a word (it was stopped, or
+    /// abandoned the upgrade).
+    pub async fn ready_then_main(self) -> bool {
         let mut link = BufReader::new(self.link);
         if let Err(e) = link.get_mut().write_all(format!("{READY}\n").as_bytes()).await {
             tracing::warn!("upgrade: could not tell the old modeld this one is ready: {e}");
+            return false;
         }
         let mut said = String::new();
-        match link.read_line(&mut said).await {
-            Ok(_) if said.trim() == MAIN => tracing::info!("upgrade: this modeld took over"),
-            _ => tracing::warn!("upgrade: the old modeld went away without handing over; this one serves"),
+        let main = link.read_line(&mut said).await.is_ok() && said.trim() == MAIN;
+        if main {
+            tracing::info!("upgrade: this modeld took over");
         }
+        main
     }
 }
 
@@ -171,4 +227,29 @@ fn into_tokio(fd: OwnedFd) -> Result<UnixStream, String> {
     let stream = std::os::unix::net::UnixStream::from(fd);
     stream.set_nonblocking(true).map_err(|e| format!("the upgrade link: {e}"))?;
     UnixStream::from_std(stream).map_err(|e| format!("the upgrade link: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_named_binary_must_come_from_root_or_the_daemon_and_be_writable_by_no_one_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("modeld");
+        std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let own = nix::unistd::geteuid().as_raw();
+        assert_eq!(vet_binary(&binary, Some(own)), Ok(()));
+        let other = own.wrapping_add(4242).max(1);
+        if other != 0 {
+            assert!(vet_binary(&binary, Some(other)).unwrap_err().contains("only root or the daemon's user"));
+        }
+        assert!(vet_binary(&binary, None).is_err(), "an unknown caller");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(vet_binary(&binary, Some(own)).unwrap_err().contains("writable by no one else"));
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(vet_binary(&binary, Some(own)).unwrap_err().contains("not an executable file"));
+    }
 }

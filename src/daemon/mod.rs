@@ -157,6 +157,10 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     let upgrading = Upgrading { upgrades, sockets, binary, admin: &admin, predecessor, serving, live: &live };
     let ending = events.run(upgrading).await;
     stop_http.cancel();
+    if matches!(ending, Ending::HandedOver | Ending::Declined) {
+        // The other daemon answers on the admin socket from now (answers under way finish).
+        stop_admin.cancel();
+    }
     match ending {
         Ending::FastStop => {
             tracing::info!("SIGINT: stopping now");

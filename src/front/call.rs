@@ -106,7 +106,8 @@ pub(super) async fn run(
             Ok((info, inputs, outputs, timing)) => {
                 served.timing = Some(timing);
                 pool.tap(&outputs);
-                share_answer(route, &pool, inputs, &outputs, timing.computed, served);
+                let inference = (timing.plans_built == 0).then_some(timing.computed);
+                share_answer(route, &pool, inputs, &outputs, inference, served);
                 return Ok(Ran { pool, info, outputs });
             }
             Err(RouteError::Retired { .. }) if attempts < 2 => continue,
@@ -130,7 +131,7 @@ fn share_answer(
     pool: &Arc<Pool>,
     mut inputs: Vec<Tensor>,
     outputs: &[Tensor],
-    inference: std::time::Duration,
+    inference: Option<std::time::Duration>,
     served: &mut Served,
 ) {
     if !route.is_stable(pool) {

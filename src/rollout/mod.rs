@@ -74,7 +74,7 @@ pub enum EngineError {
     Idle(String),
     #[error("model '{model}': {reason}")]
     CannotRollBack { model: String, reason: String },
-    #[error("model '{0}': no rollout starts while the daemon hands over to a new modeld (modeld upgrade)")]
+    #[error("model '{0}': no rollout or rollback starts while the daemon hands over to a new modeld (modeld upgrade)")]
     HandingOver(String),
 }
 
@@ -235,9 +235,6 @@ impl Engine {
         options: Options,
         origin: Origin,
     ) -> Result<Progress, EngineError> {
-        if self.is_frozen() {
-            return Err(EngineError::HandingOver(name.into()));
-        }
         let config = self.config();
         let model = config.model(name).ok_or_else(|| EngineError::UnknownModel(name.into()))?.clone();
         ModelDir::new(&model.dir)
@@ -245,6 +242,10 @@ impl Engine {
             .map_err(|e| EngineError::NoVersion { model: name.into(), reason: e.to_string() })?;
         let route = self.router.model(name).map_err(|_| EngineError::UnknownModel(name.into()))?;
         let mut running = self.lock_running();
+        // Under the lock `freeze` sets the flag under: no rollout starts once it returned.
+        if self.is_frozen() {
+            return Err(EngineError::HandingOver(name.into()));
+        }
         if let Some(r) = running.get(name) {
             return Err(EngineError::Busy { model: name.into(), to: r.progress.borrow().to });
         }
@@ -343,7 +344,7 @@ impl Engine {
     /// which serves the live versions. Refused when a hand-over already froze it.
     pub async fn freeze(&self, by: evidence::Caller, timeout: std::time::Duration) -> Result<(), String> {
         use std::sync::atomic::Ordering;
-        if self.frozen.swap(true, Ordering::AcqRel) {
+        if self.lock_running_then(|| self.frozen.swap(true, Ordering::AcqRel)) {
             return Err("an upgrade is already under way".into());
         }
         let running: Vec<String> = self.in_progress().into_iter().map(|p| p.model).collect();
@@ -360,6 +361,12 @@ impl Engine {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Ok(())
+    }
+
+    /// Runs `f` while holding the running rollouts' lock.
+    fn lock_running_then<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _running = self.lock_running();
+        f()
     }
 
     /// Lets rollouts and reloads start again (the hand-over failed).
@@ -399,6 +406,9 @@ impl Engine {
     /// Rolls back: a running rollout reverts at once; otherwise the previous version comes
     /// back — from its warm pool in one store while it is kept, else started anew first.
     pub async fn rollback(self: &Arc<Self>, model: &str, by: evidence::Caller) -> Result<String, EngineError> {
+        if self.is_frozen() {
+            return Err(EngineError::HandingOver(model.into()));
+        }
         if let Ok(progress) = self.command(model, Command::Rollback(by.clone())) {
             return Ok(format!("reverting the rollout to version {}", progress.to));
         }

@@ -28,8 +28,9 @@ use tokio::sync::mpsc;
 pub struct Copy {
     pub inputs: Vec<Tensor>,
     pub answer: Vec<Tensor>,
-    /// How long stable's worker ran the model for it.
-    pub stable_inference: Duration,
+    /// How long stable's worker ran the model for it; none when that run built a plan
+    /// (a first batch size), which is no measure of the model's speed.
+    pub stable_inference: Option<Duration>,
 }
 
 /// What the shadow phase has done so far.
@@ -187,7 +188,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_without_building_the_copy() {
         let (mirror, mut copies) = Mirror::new(candidate(), 2);
-        let copy = || Copy { inputs: vec![], answer: vec![], stable_inference: Duration::ZERO };
+        let copy = || Copy { inputs: vec![], answer: vec![], stable_inference: None };
         assert!(mirror.offer(false, copy));
         assert!(mirror.offer(false, copy));
         let mut built = false;

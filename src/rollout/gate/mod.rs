@@ -215,14 +215,13 @@ pub(super) struct LatencyPair {
 impl LatencyPair {
     /// In the shadow, both workers' inference times on the same copies, once `min_samples`
     /// were timed (a copy's round trip waits for cores the live request did not,
-    /// [`crate::router::mirror`]); else the candidate's window against stable's.
+    /// [`crate::router::mirror`]); else — outside the shadow, or a shadow fed mostly by
+    /// replays, which run while the candidate is idle — the candidate's window against
+    /// stable's.
     pub(super) fn of(e: &Evidence) -> Option<LatencyPair> {
-        match &e.shadow {
-            Some(counts) if counts.timed < e.min_samples => None,
-            Some(counts) => {
-                let (mine, stable) = counts.inference_p95s()?;
-                Some(LatencyPair { mine, stable, on_copies: true })
-            }
+        let on_copies = e.shadow.as_ref().filter(|c| c.timed >= e.min_samples).and_then(ShadowCounts::inference_p95s);
+        match on_copies {
+            Some((mine, stable)) => Some(LatencyPair { mine, stable, on_copies: true }),
             None => Some(LatencyPair { mine: e.mine.p95?, stable: e.stable.as_ref()?.p95?, on_copies: false }),
         }
     }
@@ -440,9 +439,8 @@ mod tests {
         // The candidate's own inference 20x stable's on the same inputs fails.
         let v = judge(&slow_trips(timed(100, 60, 3)), &d);
         assert!(fails(&v, "inference P95 on the copies 60ms against stable's 3ms"), "{v:?}");
-        // Too few timed to compare: latency is not judged yet (the shadow's own counts
-        // keep the verdict inconclusive until enough copies were answered).
-        assert_eq!(judge(&slow_trips(timed(19, 60, 3)), &d), Verdict::Pass);
+        // Too few copies timed (a shadow fed by replays): the windows are compared.
+        assert!(fails(&judge(&slow_trips(timed(19, 3, 3)), &d), "P95 50ms against stable's 2ms"));
         // Outside the shadow, the windows are compared as before.
         assert!(fails(&judge(&slow_trips(None), &d), "P95 50ms against stable's 2ms"));
     }
