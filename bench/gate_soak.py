@@ -173,7 +173,12 @@ def deploy(daemon, model, results):
     started = time.monotonic()
     done = daemon.cli("deploy", model, "--version", "2")
     seconds = time.monotonic() - started
-    history = json.loads(daemon.cli("history", model, "--output", "json").stdout or "[]")
+    # The rollout's record reaches the history a moment after `modeld deploy` saw its end.
+    for _ in range(50):
+        history = json.loads(daemon.cli("history", model, "--output", "json").stdout or "[]")
+        if history and history[-1].get("outcome"):
+            break
+        time.sleep(0.1)
     if REPORTS:
         report = daemon.cli("report", model, "--last", "--format", "json")
         (REPORTS / f"{model}.{int(time.time())}.json").write_text(report.stdout or report.stderr)
