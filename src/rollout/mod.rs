@@ -315,8 +315,7 @@ impl Engine {
             if let Some(previous) = previous {
                 engine.shared.retire_previous(&route, &previous).await;
             }
-            let record = runner.run().await;
-            engine.finish(record);
+            runner.run(|record| engine.finish(record)).await;
         });
         Ok(first)
     }

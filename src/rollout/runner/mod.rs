@@ -124,7 +124,10 @@ pub struct Runner {
 
 impl Runner {
     /// Runs the rollout to its end and returns its record, outcome set.
-    pub async fn run(mut self) -> Record {
+    /// Runs the rollout to its end; `finish` records the ended rollout (the history)
+    /// before followers learn the end, so whoever sees it (`modeld deploy`) finds it in
+    /// `modeld history` at once.
+    pub async fn run(mut self, finish: impl FnOnce(Record)) {
         tracing::info!(
             model = %self.model.name, from = ?self.record.from, to = self.record.to,
             strategy = %self.deploy.strategy, "rollout started"
@@ -149,7 +152,7 @@ impl Runner {
             Phase::Reverted { reason } | Phase::Failed { reason } => Some(reason.clone()),
             _ => None,
         };
-        self.enter(end);
+        let last = self.record_entry(end);
         self.record_end(outcome.name(), reason.clone());
         if outcome == Outcome::Failed && self.record.origin == "watch" {
             self.skip_latest(reason.as_deref().unwrap_or_default());
@@ -158,7 +161,8 @@ impl Runner {
         self.record.outcome = Some(outcome);
         self.record.reason = reason;
         self.record.ended_at = Some(state::now());
-        self.record
+        finish(self.record.clone());
+        self.progress.send_modify(|p| *p = last);
     }
 
     /// A newest version the repository watch rolled out could not serve: it is skipped
@@ -178,6 +182,19 @@ impl Runner {
     /// Enters `phase`; with `route`, the candidate's weight changes in the same moment
     /// followers learn the phase, so no one reads a table and a phase that disagree.
     fn enter_routed(&mut self, phase: Phase, route: Option<(&Arc<Pool>, u8)>) {
+        let progress = self.record_entry(phase);
+        self.progress.send_modify(|p| {
+            if let Some((candidate, weight)) = route {
+                self.route_candidate(candidate, weight);
+            }
+            *p = progress;
+        });
+        self.shared.save_rollout(&self.model.name, &self.record);
+    }
+
+    /// Records `phase` in the evidence, the metrics and the record; the progress that
+    /// tells followers of it, to send.
+    fn record_entry(&mut self, phase: Phase) -> Progress {
         self.record_phase(&phase);
         self.shared.metrics.set_rollout_phase(&self.model.name, phase.name(), &Phase::NAMES);
         self.record.phases.push(PhaseEntry {
@@ -186,7 +203,7 @@ impl Runner {
             weight: phase.weight(),
             note: Some(phase.describe()),
         });
-        let progress = Progress {
+        Progress {
             id: self.record.id,
             model: self.model.name.clone(),
             from: self.record.from,
@@ -195,14 +212,7 @@ impl Runner {
             sources: self.answers.as_ref().map(|a| a.sources()),
             gate: None,
             phase,
-        };
-        self.progress.send_modify(|p| {
-            if let Some((candidate, weight)) = route {
-                self.route_candidate(candidate, weight);
-            }
-            *p = progress;
-        });
-        self.shared.save_rollout(&self.model.name, &self.record);
+        }
     }
 
     /// Moves the candidate's weight within the phase in progress (rolling, as old
