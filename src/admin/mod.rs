@@ -151,8 +151,6 @@ pub struct Admin {
     pub started: Instant,
     /// Where upgrades go (the daemon's loop).
     pub upgrades: tokio::sync::mpsc::Sender<UpgradeAsked>,
-    /// Set once the daemon handed over: the socket at its path is the new daemon's now.
-    pub handed_over: std::sync::atomic::AtomicBool,
 }
 
 /// Binds the admin socket (0660, owned by `group` when given), refusing if another daemon
@@ -190,9 +188,9 @@ async fn read_line(
 }
 
 impl Admin {
-    /// Answers connections until `stop`, then removes the socket at `path` (none: a socket
-    /// the service manager owns, left in place).
-    pub async fn serve(self: Arc<Self>, listener: UnixListener, path: Option<PathBuf>, stop: CancellationToken) {
+    /// Answers connections until `stop`, then the answers under way. The socket's file is
+    /// the daemon's to remove (or to leave to the daemon it handed over to).
+    pub async fn serve(self: Arc<Self>, listener: UnixListener, stop: CancellationToken) {
         let connections = tokio_util::task::TaskTracker::new();
         crate::accept::until(&listener, "admin socket", stop.cancelled(), |stream| {
             let admin = self.clone();
@@ -207,9 +205,6 @@ impl Admin {
         // comes as the daemon steps aside); a follower is not waited for long.
         connections.close();
         let _ = tokio::time::timeout(CLOSING_ANSWERS, connections.wait()).await;
-        if let Some(path) = path.filter(|_| !self.handed_over.load(std::sync::atomic::Ordering::Acquire)) {
-            let _ = std::fs::remove_file(path);
-        }
     }
 
     async fn connection(&self, stream: UnixStream) -> std::io::Result<()> {

@@ -4,7 +4,7 @@
 
 use super::handover::{self, Predecessor, Sockets, Successor};
 use super::notify::{self, Notifier};
-use crate::admin::{Admin, UpgradeAsked};
+use crate::admin::UpgradeAsked;
 use crate::config::Live;
 use crate::health::Heartbeat;
 use crate::rollout::Engine;
@@ -51,7 +51,6 @@ pub struct Upgrading<'a> {
     pub sockets: Sockets,
     /// The binary an upgrade starts unless it names another: the path this one ran from.
     pub binary: PathBuf,
-    pub admin: &'a Arc<Admin>,
     /// The daemon handing over to this one, until this one is ready.
     pub predecessor: Option<Predecessor>,
     /// Cancelled when this daemon takes over, and its HTTP and admin sockets serve.
@@ -128,7 +127,7 @@ impl Events<'_> {
                     let reply = pending.take().expect("pending").reply;
                     match started.unwrap_or_else(|e| Err(format!("the upgrade task failed: {e}"))) {
                         Ok(successor) => {
-                            self.step_aside(successor, reply, upgrading.admin).await;
+                            self.step_aside(successor, reply).await;
                             return Ending::HandedOver;
                         }
                         Err(why) => {
@@ -191,7 +190,7 @@ impl Events<'_> {
 
     /// The new daemon is ready: it becomes systemd's main process and is told so; this
     /// one answers who asked, then stops as on SIGTERM, leaving the sockets in place.
-    async fn step_aside(&self, successor: Successor, reply: oneshot::Sender<Result<String, String>>, admin: &Admin) {
+    async fn step_aside(&self, successor: Successor, reply: oneshot::Sender<Result<String, String>>) {
         let said = format!(
             "handed over to the new modeld, PID {} (its models ready {:.1} s after it started); PID {} finishes \
              its in-flight requests and exits",
@@ -200,7 +199,6 @@ impl Events<'_> {
             std::process::id()
         );
         tracing::info!("upgrade: {said}");
-        admin.handed_over.store(true, std::sync::atomic::Ordering::Release);
         self.notifier.main_pid(successor.pid);
         successor.crown().await;
         let _ = reply.send(Ok(said));

@@ -79,7 +79,6 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
         server: live.clone(),
         cgroups: config.models.iter().any(|m| m.memory_limit.is_some()).then(Cgroups::detect).flatten(),
         host_gpus: gpus.gpu_count(),
-        daemon: std::process::id(),
     };
     launcher.remove_stale_files();
     let supervisor = Arc::new(Supervisor::new(launcher, metrics.clone()));
@@ -144,17 +143,16 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
         host,
         started: Instant::now(),
         upgrades: upgrades_asked,
-        handed_over: Default::default(),
     });
     let stop_admin = CancellationToken::new();
     let admin_task = tokio::spawn(once_serving(
         serving.clone(),
         stop_admin.clone(),
-        admin.clone().serve(admin_listener, admin_path, stop_admin.clone()),
+        admin.serve(admin_listener, stop_admin.clone()),
     ));
 
     let events = Events { signals: &mut signals, heartbeat: &heartbeat, engine: &engine, notifier: &notifier };
-    let upgrading = Upgrading { upgrades, sockets, binary, admin: &admin, predecessor, serving, live: &live };
+    let upgrading = Upgrading { upgrades, sockets, binary, predecessor, serving, live: &live };
     let ending = events.run(upgrading).await;
     stop_http.cancel();
     if matches!(ending, Ending::HandedOver | Ending::Declined) {
@@ -180,7 +178,11 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
         Ending::HandedOver => tracing::info!("stopped: the new modeld serves"),
         Ending::Declined => anyhow::bail!("stopped without taking over: the old modeld serves"),
         Ending::GracefulStop | Ending::FastStop => {
-            let _ = std::fs::remove_file(&address_file);
+            // The admin socket's file when this daemon bound it (one the service manager
+            // handed over is the manager's).
+            for file in [Some(&address_file), admin_path.as_ref()].into_iter().flatten() {
+                let _ = std::fs::remove_file(file);
+            }
             tracing::info!("stopped");
         }
     }

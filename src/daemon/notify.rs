@@ -34,11 +34,6 @@ impl Notifier {
         Notifier { enabled: std::env::var_os("NOTIFY_SOCKET").is_some(), watchdog, muted: AtomicBool::new(muted) }
     }
 
-    /// Whether it tells systemd anything at all.
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// This daemon is now systemd's main process: it speaks, starting with `READY=1`.
     pub fn unmute(&self, status: &str) {
         self.muted.store(false, Ordering::Release);

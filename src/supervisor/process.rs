@@ -89,10 +89,6 @@ pub struct Launcher {
     pub cgroups: Option<Cgroups>,
     /// The host's GPUs, as NVML counted them (`None`: no telemetry).
     pub host_gpus: Option<u32>,
-    /// The daemon's process id, which starts every worker's name: a daemon handed over to
-    /// (`modeld upgrade`) shares the run directory and the cgroup with the one it replaces,
-    /// and their workers' sockets, progress blocks and cgroups must not meet.
-    pub daemon: u32,
 }
 
 /// What one worker process is asked to serve.
@@ -179,9 +175,11 @@ impl Launcher {
     }
 
     /// `<daemon pid>.<model>-<version>-<pool>-<slot>`: names the worker's socket, progress
-    /// block and cgroup.
+    /// block and cgroup. The daemon's pid first: a daemon handed over to (`modeld upgrade`)
+    /// shares the run directory and the cgroup with the one it replaces, and their
+    /// workers' files and cgroups must not meet.
     fn worker_name(&self, spec: &WorkerSpec) -> String {
-        format!("{}.{}", self.daemon, spec.name())
+        format!("{}.{}", std::process::id(), spec.name())
     }
 
     /// Removes what a slot's workers left: its socket, progress block and cgroup (once its
