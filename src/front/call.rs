@@ -106,8 +106,7 @@ pub(super) async fn run(
             Ok((info, inputs, outputs, timing)) => {
                 served.timing = Some(timing);
                 pool.tap(&outputs);
-                let inference = (timing.plans_built == 0).then_some(timing.computed);
-                share_answer(route, &pool, inputs, &outputs, inference, served);
+                share_answer(route, &pool, inputs, &outputs, timing, served);
                 return Ok(Ran { pool, info, outputs });
             }
             Err(RouteError::Retired { .. }) if attempts < 2 => continue,
@@ -131,7 +130,7 @@ fn share_answer(
     pool: &Arc<Pool>,
     mut inputs: Vec<Tensor>,
     outputs: &[Tensor],
-    inference: Option<std::time::Duration>,
+    timing: crate::router::Timing,
     served: &mut Served,
 ) {
     if !route.is_stable(pool) {
@@ -146,11 +145,7 @@ fn share_answer(
         route.sample.keep(kept, outputs.to_vec(), pool.version);
     }
     if let Some(mirror) = mirror {
-        let queued = mirror.offer(pool.is_saturated(), || Copy {
-            inputs,
-            answer: outputs.to_vec(),
-            stable_inference: inference,
-        });
+        let queued = mirror.offer(pool.is_saturated(), || Copy { inputs, answer: outputs.to_vec(), stable: timing });
         served.mirrored = Some((mirror.pool.version, queued));
     }
 }

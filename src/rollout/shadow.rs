@@ -95,10 +95,7 @@ impl Answering {
         let outcome = match result {
             Err(_) => Outcome::Unavailable,
             Ok(Ok((outputs, timing))) => {
-                // A run that built a plan (either side's first of a batch size) is left out.
-                if let (Some(theirs), 0) = (copy.stable_inference, timing.plans_built) {
-                    self.mirror.timed(timing.computed, theirs);
-                }
+                self.mirror.timed(timing, copy.stable);
                 if let Some(agreed) = self.answers.mirrored(&copy.answer, &outputs) {
                     self.mirror.compared(agreed);
                     self.count(if agreed { "agreed" } else { "disagreed" });

@@ -19,6 +19,7 @@
 use super::pool::Pool;
 use crate::tensor::Tensor;
 use crate::window::{Outcome, Window};
+use crate::wire::Timing;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,9 +29,8 @@ use tokio::sync::mpsc;
 pub struct Copy {
     pub inputs: Vec<Tensor>,
     pub answer: Vec<Tensor>,
-    /// How long stable's worker ran the model for it; none when that run built a plan
-    /// (a first batch size), which is no measure of the model's speed.
-    pub stable_inference: Option<Duration>,
+    /// Where the request's time went in stable's worker.
+    pub stable: Timing,
 }
 
 /// What the shadow phase has done so far.
@@ -144,10 +144,15 @@ impl Mirror {
         }
     }
 
-    /// Records both workers' inference times on one copy the candidate answered.
-    pub fn timed(&self, candidate: Duration, stable: Duration) {
-        self.timed.candidate.record(Outcome::Served, candidate);
-        self.timed.stable.record(Outcome::Served, stable);
+    /// Records both workers' inference times on one copy the candidate answered; a copy
+    /// whose run built a plan on either side (a first batch size) is no measure of the
+    /// model's speed and is left out.
+    pub fn timed(&self, candidate: Timing, stable: Timing) {
+        if candidate.plans_built > 0 || stable.plans_built > 0 {
+            return;
+        }
+        self.timed.candidate.record(Outcome::Served, candidate.computed);
+        self.timed.stable.record(Outcome::Served, stable.computed);
     }
 
     pub fn counts(&self) -> ShadowCounts {
@@ -188,7 +193,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_without_building_the_copy() {
         let (mirror, mut copies) = Mirror::new(candidate(), 2);
-        let copy = || Copy { inputs: vec![], answer: vec![], stable_inference: None };
+        let copy = || Copy { inputs: vec![], answer: vec![], stable: Timing::default() };
         assert!(mirror.offer(false, copy));
         assert!(mirror.offer(false, copy));
         let mut built = false;
@@ -211,9 +216,13 @@ mod tests {
     fn inference_times_are_paired_per_copy() {
         let (mirror, _copies) = Mirror::new(candidate(), 2);
         assert_eq!(mirror.counts().inference_p95s(), None);
+        let ran = |micros: u64| Timing { computed: Duration::from_micros(micros), ..Timing::default() };
         for i in 1..=20u64 {
-            mirror.timed(Duration::from_micros(300 * i), Duration::from_micros(100 * i));
+            mirror.timed(ran(300 * i), ran(100 * i));
         }
+        // A run that built a plan is left out, on either side.
+        mirror.timed(Timing { plans_built: 1, ..ran(1_000_000) }, ran(100));
+        mirror.timed(ran(100), Timing { plans_built: 1, ..ran(1_000_000) });
         let counts = mirror.counts();
         assert_eq!(counts.timed, 20);
         let (mine, theirs) = counts.inference_p95s().unwrap();
