@@ -177,8 +177,9 @@ impl Events<'_> {
         let binary = asked.binary.unwrap_or_else(|| upgrading.binary.clone());
         tracing::info!(binary = %binary.display(), by = ?asked.caller, "upgrade asked");
         let (engine, sockets) = (self.engine.clone(), upgrading.sockets);
-        let timeout = upgrade_timeout(&self.engine.config(), upgrading.live.get().worker_start_timeout);
-        let config = self.engine.config().path.clone();
+        let in_force = self.engine.config();
+        let timeout = upgrade_timeout(&in_force, upgrading.live.get().worker_start_timeout);
+        let config = in_force.path.clone();
         let started = tokio::spawn(async move {
             vetted?;
             handover::check_config(&binary, &config).await?;

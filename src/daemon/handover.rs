@@ -96,36 +96,48 @@ pub async fn start_successor(binary: &Path, sockets: Sockets, timeout: Duration)
     let outcome = tokio::select! {
         read = link.read_line(&mut said) => match read {
             Ok(_) if said.trim() == READY => Ok(()),
-            Ok(_) if said.starts_with(FAILED) => {
-                Err(format!("the new modeld (PID {pid}) could not serve every model: {}", said[FAILED.len()..].trim()))
-            }
-            _ => Err(match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-                Ok(Ok(status)) => format!("the new modeld (PID {pid}) exited ({status}) before it was ready"),
-                _ => format!("the new modeld (PID {pid}) closed its link before it was ready"),
-            }),
+            Ok(_) if said.starts_with(FAILED) => Err(NotReady::Declined(said[FAILED.len()..].trim().to_string())),
+            _ => Err(NotReady::Failed(match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+                Ok(status) => exited(pid, status),
+                Err(_) => format!("the new modeld (PID {pid}) closed its link before it was ready"),
+            })),
         },
-        status = child.wait() => Err(match status {
-            Ok(status) => format!("the new modeld (PID {pid}) exited ({status}) before it was ready"),
-            Err(e) => format!("lost the new modeld (PID {pid}): {e}"),
-        }),
-        _ = tokio::time::sleep(timeout) => Err(format!("the new modeld (PID {pid}) was not ready within {timeout:?}")),
+        status = child.wait() => Err(NotReady::Failed(exited(pid, status))),
+        _ = tokio::time::sleep(timeout) => {
+            Err(NotReady::Failed(format!("the new modeld (PID {pid}) was not ready within {timeout:?}")))
+        }
     };
     abandoned.0 = None;
     match outcome {
         Ok(()) => Ok(Successor { pid, ready_after: started.elapsed(), link: link.into_inner() }),
-        Err(why) if why.contains("could not serve every model") => {
+        Err(NotReady::Declined(why)) => {
             // It stops by itself, leaving the shared sockets alone: give it the time to.
             if tokio::time::timeout(DECLINED_STOP, child.wait()).await.is_err() {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
             }
-            Err(format!("{why}. This modeld keeps serving"))
+            Err(format!("the new modeld (PID {pid}) could not serve every model: {why}. This modeld keeps serving"))
         }
-        Err(why) => {
+        Err(NotReady::Failed(why)) => {
             let _ = child.start_kill();
             let _ = child.wait().await;
             Err(format!("{why}; its messages are in the daemon's log. This modeld keeps serving"))
         }
+    }
+}
+
+/// Why a new daemon did not become ready.
+enum NotReady {
+    /// It said why it cannot serve every model, and stops by itself.
+    Declined(String),
+    /// It exited, went silent or ran out of time: it is killed.
+    Failed(String),
+}
+
+fn exited(pid: u32, status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => format!("the new modeld (PID {pid}) exited ({status}) before it was ready"),
+        Err(e) => format!("lost the new modeld (PID {pid}): {e}"),
     }
 }
 
