@@ -262,14 +262,17 @@ impl State {
     /// The rollouts whose evidence stays on disk: the latest `ended` ones of the history,
     /// and every one still running (another model's rollout may end first).
     pub fn evidence_kept(&self, ended: usize) -> std::collections::BTreeSet<u64> {
-        let running = self.models.values().filter_map(|m| m.rollout.as_ref().map(|r| r.id));
-        self.history.iter().rev().take(ended).map(|r| r.id).chain(running).collect()
+        self.history.iter().rev().take(ended).map(|r| r.id).chain(self.running_ids()).collect()
     }
 
     /// The next rollout id.
     pub fn next_id(&self) -> u64 {
-        let in_progress = self.models.values().filter_map(|m| m.rollout.as_ref().map(|r| r.id));
-        self.history.iter().map(|r| r.id).chain(in_progress).max().unwrap_or(0) + 1
+        self.history.iter().map(|r| r.id).chain(self.running_ids()).max().unwrap_or(0) + 1
+    }
+
+    /// The ids of the rollouts in progress.
+    fn running_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.models.values().filter_map(|m| m.rollout.as_ref().map(|r| r.id))
     }
 }
 

@@ -41,33 +41,49 @@ pub fn one_request(addr: SocketAddr) -> Shot {
     Shot { status, refused: false, took: started.elapsed() }
 }
 
+/// Clients opening a connection per request until told to stop.
+pub struct Clients {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<Shot>>>,
+}
+
+impl Clients {
+    pub fn start(addr: SocketAddr, count: usize) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut shots = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        shots.push(one_request(addr));
+                    }
+                    shots
+                })
+            })
+            .collect();
+        Clients { stop, threads }
+    }
+
+    pub fn stop(self) -> Vec<Shot> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    }
+}
+
 #[test]
 fn a_restart_on_handed_over_sockets_refuses_no_connection() {
     let daemon = TestDaemon::ready_on_held_sockets(Setup::new().model(ModelFiles::bundled("iris", 2), 2));
     assert!(daemon.logs().contains("HTTP socket handed over by the service manager"), "{}", daemon.logs());
     assert_eq!(daemon.cli(&["status"]).0, 0, "the admin socket handed over answers");
-    let addr = daemon.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut shots = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    shots.push(one_request(addr));
-                }
-                shots
-            })
-        })
-        .collect();
+    let clients = Clients::start(daemon.addr, 4);
     std::thread::sleep(Duration::from_millis(500));
     let restart = Instant::now();
     let (daemon, stopped) = daemon.restart_on_held_sockets();
     daemon.wait_ready();
     let ready = restart.elapsed();
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let shots: Vec<Shot> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let shots = clients.stop();
     let refused = shots.iter().filter(|s| s.refused).count();
     let failed: Vec<u16> = shots.iter().filter(|s| !s.refused && s.status != 200).map(|s| s.status).collect();
     let slowest = shots.iter().map(|s| s.took).max().unwrap();

@@ -3,13 +3,10 @@
 //! connection is refused and no request waits for a model to load; a binary that refuses
 //! the config leaves the running daemon serving.
 
-use crate::activation::{Shot, one_request};
+use crate::activation::Clients;
 use crate::onnx::family;
 use crate::rollouts::{HEALTH, deploy_line, history, stable_version};
 use crate::util::{ModelFiles, Setup, TestDaemon};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The daemon that took over, stopped when the test ends (it is no child of the test's).
@@ -47,36 +44,6 @@ fn listening_inodes(port: u16) -> Vec<String> {
         }
     }
     found
-}
-
-/// Clients opening a connection per request until told to stop.
-struct Clients {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Vec<Shot>>>,
-}
-
-impl Clients {
-    fn start(addr: SocketAddr, count: usize) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..count)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut shots = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        shots.push(one_request(addr));
-                    }
-                    shots
-                })
-            })
-            .collect();
-        Clients { stop, threads }
-    }
-
-    fn stop(self) -> Vec<Shot> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
-    }
 }
 
 #[test]

@@ -11,8 +11,9 @@
 //!   `max_error_rate_increase`, its share of requests refused as invalid for it higher by
 //!   more than `max_client_error_increase`, or its P95 above stable's by
 //!   `max_latency_ratio` (and by at least 10 ms, so noise on fast models does not fail
-//!   them) — in the shadow, the two workers' inference times on the same copies; or it agrees with stable on fewer than `min_agreement` of the requests both
-//!   answered (shadow copies, replays); or a feature of its answers drifted from stable's
+//!   them) — in the shadow, the two workers' inference times on the same copies; or it
+//!   agrees with stable on fewer than `min_agreement` of the requests both answered
+//!   (shadow copies, replays); or a feature of its answers drifted from stable's
 //!   by a PSI over `max_output_drift` beyond what chance allows ([`super::drift`]).
 //! - **Inconclusive**: too few requests to judge the rates, too few copies answered or
 //!   compared, or too few answers on either side to judge drift — never a pass.
