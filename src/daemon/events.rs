@@ -38,6 +38,18 @@ pub enum Ending {
     Declined,
 }
 
+impl Ending {
+    /// What brought the daemon to stop, as its log says it.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Ending::GracefulStop => "SIGTERM",
+            Ending::FastStop => "SIGINT",
+            Ending::HandedOver => "handed over",
+            Ending::Declined => "declined to take over",
+        }
+    }
+}
+
 pub struct Events<'a> {
     pub signals: &'a mut Signals,
     pub heartbeat: &'a Heartbeat,

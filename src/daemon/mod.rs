@@ -161,11 +161,11 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     }
     match ending {
         Ending::FastStop => {
-            tracing::info!("SIGINT: stopping now");
+            tracing::info!("{}: stopping now", ending.cause());
             supervisor.kill_all();
         }
         Ending::GracefulStop | Ending::HandedOver | Ending::Declined => {
-            tracing::info!("finishing in-flight requests (up to {:?})", live.get().shutdown_grace);
+            tracing::info!("{}: finishing in-flight requests (up to {:?})", ending.cause(), live.get().shutdown_grace);
             let _ = http.await;
             supervisor.stop_all().await;
         }

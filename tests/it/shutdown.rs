@@ -31,7 +31,10 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     for pid in workers {
         assert!(!alive(pid), "worker {pid} outlived the daemon");
     }
-    assert!(daemon.logs().contains("all HTTP requests answered"), "{}", daemon.logs());
+    // Operators (and the image suite) read why and how it stops from the log.
+    let logs = daemon.logs();
+    assert!(logs.contains("SIGTERM: finishing in-flight requests (up to"), "{logs}");
+    assert!(logs.contains("all HTTP requests answered"), "{logs}");
     assert!(!address_file.exists(), "a clean stop removes the address file");
 }
 
@@ -42,6 +45,7 @@ fn sigint_stops_at_once() {
     daemon.signal(Signal::SIGINT);
     let status = daemon.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
+    assert!(daemon.logs().contains("SIGINT: stopping now"), "{}", daemon.logs());
     std::thread::sleep(Duration::from_millis(200));
     for pid in workers {
         assert!(!alive(pid), "worker {pid} outlived the daemon");
