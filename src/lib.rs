@@ -20,6 +20,8 @@
 //!   gate, persisted state, repository watch.
 //! - [`router`]: per-model routing tables swapped atomically, pools of workers,
 //!   multiplexed connections to them, the shadow phase's mirror of live traffic.
+//! - [`scale`]: the host autoscaler: each autoscaled model's worker count from its load,
+//!   as the HPA decides, within the host budget shared by all models.
 //! - [`supervisor`]: spawning, restarting and stopping workers; signals.
 //! - [`window`]: measured windows of request outcomes and latencies per version.
 //! - [`wire`]: what crosses between supervisor and workers: the binary frames, and the
@@ -70,6 +72,7 @@ pub mod repo;
 pub mod report;
 pub mod rollout;
 pub mod router;
+pub mod scale;
 pub mod supervisor;
 pub mod tensor;
 pub mod trim;

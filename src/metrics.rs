@@ -58,6 +58,10 @@ pub mod names {
     pub const WORKER_RESTARTS_TOTAL: &str = "modeld_worker_restarts_total";
     pub const WORKER_RSS_BYTES: &str = "modeld_worker_rss_bytes";
     pub const WORKERS_UP: &str = "modeld_workers_up";
+    pub const WORKERS_DESIRED: &str = "modeld_workers_desired";
+    pub const WORKERS_ACTUAL: &str = "modeld_workers_actual";
+    pub const SCALE_EVENTS_TOTAL: &str = "modeld_scale_events_total";
+    pub const SCALE_HELD: &str = "modeld_scale_held";
     pub const VERSION_CRASH_LOOPING: &str = "modeld_version_crash_looping";
 }
 
@@ -82,6 +86,12 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub inflight: IntGaugeVec,
     pub workers_up: IntGaugeVec,
+    /// Autoscaled models: the count decided, the live version's ready workers, whether
+    /// the budget or a rollout holds the count, and the changes made.
+    pub workers_desired: IntGaugeVec,
+    pub workers_actual: IntGaugeVec,
+    pub scale_held: IntGaugeVec,
+    pub scale_events: IntCounterVec,
     pub crash_looping: IntGaugeVec,
     pub worker_restarts: IntCounterVec,
     pub worker_oom_kills: IntCounterVec,
@@ -161,6 +171,26 @@ impl Metrics {
             ),
             inflight: gauge(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered, by model.", &["model"]),
             workers_up: gauge(names::WORKERS_UP, "Workers ready to serve, by model and version.", MODEL_VERSION),
+            workers_desired: gauge(
+                names::WORKERS_DESIRED,
+                "Autoscaled models: the workers the autoscaler decided on for the live version, by model.",
+                &["model"],
+            ),
+            workers_actual: gauge(
+                names::WORKERS_ACTUAL,
+                "Autoscaled models: the live version's workers ready to serve, by model.",
+                &["model"],
+            ),
+            scale_held: gauge(
+                names::SCALE_HELD,
+                "Autoscaled models: 1 while the host budget or the host's free memory keeps the count below what the model decided, or a rollout freezes it; 0 otherwise.",
+                &["model"],
+            ),
+            scale_events: counter(
+                names::SCALE_EVENTS_TOTAL,
+                "Changes the autoscaler made to a model's worker count, by model and direction (up, down); a replaced crashed worker is none.",
+                &["model", "direction"],
+            ),
             crash_looping: gauge(
                 names::VERSION_CRASH_LOOPING,
                 "1 while a version's workers keep dying soon after getting ready (on requests), restarted with a growing backoff; 0 otherwise.",
@@ -281,6 +311,10 @@ impl Metrics {
             Box::new(self.batch_size.clone()),
             Box::new(self.inflight.clone()),
             Box::new(self.workers_up.clone()),
+            Box::new(self.workers_desired.clone()),
+            Box::new(self.workers_actual.clone()),
+            Box::new(self.scale_held.clone()),
+            Box::new(self.scale_events.clone()),
             Box::new(self.crash_looping.clone()),
             Box::new(self.worker_restarts.clone()),
             Box::new(self.worker_oom_kills.clone()),

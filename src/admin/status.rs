@@ -25,6 +25,9 @@ pub struct ModelStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub versions: Vec<VersionStatus>,
+    /// An autoscaled model's workers: desired vs actual, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<crate::router::ScaleStatus>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,7 +72,13 @@ pub fn collect(router: &Router, host: &Host, started: Instant) -> Status {
                     }
                 })
                 .collect();
-            ModelStatus { name: name.clone(), ready: model_health.ready, reason: model_health.reason.clone(), versions }
+            ModelStatus {
+                name: name.clone(),
+                ready: model_health.ready,
+                reason: model_health.reason.clone(),
+                versions,
+                scale: model_health.scale.clone(),
+            }
         })
         .collect();
     Status { health: report.status, uptime_seconds: report.uptime_seconds, models, rollouts: Vec::new() }
@@ -108,12 +117,28 @@ pub fn render(status: &Status) -> String {
                 let _ = writeln!(out, "{:<20} {:>7}  reason: {reason}", "", "");
             }
         }
+        if let Some(scale) = &model.scale {
+            let _ = writeln!(out, "{:<20} {:>7}  {}", "", "", scale_line(scale));
+        }
     }
     let now = now();
     for line in status.rollouts.iter().flat_map(|r| rollout_frame(r, now)) {
         let _ = writeln!(out, "{line}");
     }
     out
+}
+
+/// An autoscaled model's workers in one line: desired vs actual within its bounds, why,
+/// and what holds the count.
+pub fn scale_line(s: &crate::router::ScaleStatus) -> String {
+    let mut line = format!("autoscaled {}..{}: desired {}, actual {}; {}", s.min, s.max, s.desired, s.actual, s.reason);
+    if let Some(frozen) = &s.frozen {
+        line.push_str(&format!("; frozen: {frozen}"));
+    }
+    if let Some(held) = &s.held {
+        line.push_str(&format!("; {}", held.why));
+    }
+    line
 }
 
 /// A rollout in progress as the terminal views show it: the phase, the traffic split,

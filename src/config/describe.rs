@@ -86,7 +86,7 @@ pub fn model(m: &ModelConfig, deploy_in_force: &DeployConfig) -> Value {
             super::VersionSpec::Latest => json!("latest"),
             super::VersionSpec::Exact(v) => json!(v),
         },
-        "workers": m.workers,
+        "workers": super::scale::describe_workers(m),
         "threads": m.threads,
         "intra_op_threads": m.intra_op_threads,
         "memory_limit": m.memory_limit,

@@ -18,6 +18,7 @@ pub mod describe;
 pub mod health;
 pub mod raw;
 pub mod report;
+pub mod scale;
 pub mod validate;
 
 pub use auth::{Auth, Scope, Token};
@@ -26,6 +27,7 @@ pub use deploy::{DeployConfig, OnInconclusive, Strategy};
 pub use health::{HealthConfig, Levels};
 use raw::{RawHealth, RawModel, RawServer};
 use report::{KeyPath, Locator, Problem, Report, Severity};
+pub use scale::{Budget, ScaleConfig, Workers};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// `[auth]`: the tokens the HTTP API asks for (none: open).
     pub auth: Auth,
+    /// `[server.budget]`: the cores and memory all models' workers may hold together.
+    pub budget: Budget,
 }
 
 /// `[server]` as in force now, shared by the parts that read it at each use (the front's
@@ -132,7 +136,9 @@ pub struct ModelConfig {
     /// `<repository>/<name>`: the directory holding the version directories.
     pub dir: PathBuf,
     pub version: VersionSpec,
-    pub workers: usize,
+    /// A fixed count, or the bounds the autoscaler keeps to (`[model.scale]`).
+    pub workers: Workers,
+    pub scale: ScaleConfig,
     pub threads: usize,
     /// Most memory one worker may use, in bytes; past it the worker is killed (an OOM kill).
     pub memory_limit: Option<u64>,

@@ -25,6 +25,55 @@ pub struct RawServer {
     pub worker_start_timeout: Option<String>,
     pub worker_hang_timeout: Option<String>,
     pub log_level: Option<String>,
+    pub budget: Option<RawBudget>,
+}
+
+/// `[server.budget]`: what all models' workers may hold together.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub cores: Option<i64>,
+    pub memory: Option<RawSize>,
+}
+
+/// `workers = 2` or `workers = { min = 1, max = 8 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawWorkers {
+    Count(i64),
+    Range { min: Option<i64>, max: i64 },
+}
+
+/// `[model.scale]`: the autoscaler's targets and behaviour.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScale {
+    pub target_inflight: Option<f64>,
+    pub target_queue: Option<String>,
+    pub max_cpu: Option<f64>,
+    pub max_memory: Option<f64>,
+    pub interval: Option<String>,
+    pub tolerance: Option<f64>,
+    pub up: Option<RawBehavior>,
+    pub down: Option<RawBehavior>,
+}
+
+/// `[model.scale.up]` / `[model.scale.down]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBehavior {
+    pub stabilization: Option<String>,
+    pub policies: Option<Vec<RawPolicy>>,
+    pub select: Option<String>,
+}
+
+/// `{ workers = 4, period = "15s" }` or `{ percent = 100, period = "15s" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub workers: Option<i64>,
+    pub percent: Option<i64>,
+    pub period: String,
 }
 
 /// `[auth]`.
@@ -52,11 +101,12 @@ pub struct RawModel {
     pub name: String,
     pub repository: Option<String>,
     pub version: Option<RawVersion>,
-    pub workers: Option<i64>,
+    pub workers: Option<RawWorkers>,
     pub threads: Option<i64>,
     pub memory_limit: Option<RawSize>,
     pub health: Option<RawHealth>,
     pub deploy: Option<RawDeploy>,
+    pub scale: Option<RawScale>,
     pub batching: Option<RawBatching>,
     pub intra_op_threads: Option<i64>,
     pub busy_poll: Option<String>,

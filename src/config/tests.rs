@@ -25,7 +25,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.server.admin_socket, PathBuf::from("/run/modeld/admin.sock"));
     assert_eq!(c.models[0].dir, PathBuf::from("/var/lib/modeld/models/iris"));
     assert_eq!(c.models[0].version, super::VersionSpec::Latest);
-    assert_eq!((c.models[0].workers, c.models[0].threads), (1, 1));
+    assert_eq!((c.models[0].workers, c.models[0].threads), (Workers::fixed(1), 1));
 }
 
 #[test]
@@ -418,4 +418,114 @@ fn config_and_worker_name_the_same_choices() {
     assert_eq!(levels, names(&wire::engine::GraphOptimization::ALL, wire::engine::GraphOptimization::name));
     assert_eq!(OnnxRuntimeOptions::default().optimization, wire::engine::GraphOptimization::default().name());
     assert!(wire::Buckets::parse("pow3").unwrap_err().contains("'pow3' is not a bucket policy (exact, pow2)"));
+}
+
+#[test]
+fn workers_take_a_count_or_autoscaling_bounds_with_hpa_like_defaults() {
+    let c = check("[[model]]\nname = \"a\"\nworkers = 1\n[[model]]\nname = \"b\"\nworkers = { min = 1, max = 8 }\n")
+        .unwrap();
+    assert_eq!(c.models[0].workers, Workers::fixed(1));
+    assert!(!c.models[0].workers.autoscaled());
+    assert_eq!(c.models[1].workers, Workers { min: 1, max: 8 });
+    let s = &c.models[1].scale;
+    assert_eq!((s.target_inflight, s.max_cpu, s.max_memory), (1.0, 0.70, 0.80));
+    assert_eq!(s.up.stabilization, Duration::ZERO);
+    assert_eq!(s.down.stabilization, Duration::from_secs(300));
+    assert_eq!(s.up.select, scale::Select::Max);
+    assert_eq!(s.up.policies.len(), 2);
+    // `min` defaults to 1.
+    let c = check("[[model]]\nname = \"a\"\nworkers = { max = 4 }\n").unwrap();
+    assert_eq!(c.models[0].workers, Workers { min: 1, max: 4 });
+}
+
+#[test]
+fn scale_sections_are_read_and_checked_key_by_key() {
+    let c = check(
+        r#"
+[[model]]
+name = "a"
+workers = { min = 2, max = 6 }
+[model.scale]
+target_inflight = 2.5
+target_queue = "20ms"
+max_cpu = 60
+interval = "1s"
+[model.scale.up]
+stabilization = "10s"
+policies = [{ workers = 1, period = "30s" }]
+select = "min"
+[model.scale.down]
+stabilization = "1m"
+policies = [{ percent = 50, period = "1m" }]
+"#,
+    )
+    .unwrap();
+    let s = &c.models[0].scale;
+    assert_eq!((s.target_inflight, s.target_queue, s.max_cpu), (2.5, Duration::from_millis(20), 0.60));
+    assert_eq!(s.interval, Duration::from_secs(1));
+    assert_eq!(
+        s.up.policies,
+        vec![scale::Policy { change: scale::Change::Workers(1), period: Duration::from_secs(30) }]
+    );
+    assert_eq!(s.up.select, scale::Select::Min);
+    assert_eq!(s.down.policies[0].change, scale::Change::Percent(50));
+    assert!(s.summary(c.models[0].workers).starts_with("2..6 workers, aiming at 2.5 in-flight"));
+
+    let found = errors(
+        r#"
+[[model]]
+name = "a"
+workers = { min = 5, max = 2 }
+[[model]]
+name = "b"
+workers = { min = 1, max = 300 }
+[[model]]
+name = "c"
+workers = { min = 1, max = 4 }
+[model.scale]
+target_inflight = 0
+max_cpu = 150
+[model.scale.up]
+select = "most"
+policies = [{ workers = 2, percent = 50, period = "15s" }, { percent = 10, period = "0s" }]
+"#,
+    );
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "model[0].workers",
+        "model[1].workers.max",
+        "model[2].scale.target_inflight",
+        "model[2].scale.max_cpu",
+        "model[2].scale.up.select",
+        "model[2].scale.up.policies[0]",
+        "model[2].scale.up.policies[1].period",
+    ] {
+        assert!(keys.contains(&key), "{key} not in {found:?}");
+    }
+    assert!(found.iter().any(|p| p.message.contains("min (5) is more than max (2)")), "{found:?}");
+}
+
+#[test]
+fn a_scale_table_on_a_fixed_count_is_warned_of_and_the_mins_must_fit_the_budget() {
+    let mut problems = Vec::new();
+    let text = "[[model]]\nname = \"a\"\nworkers = 2\n[model.scale]\ntarget_inflight = 2.0\n";
+    parse(Path::new("/m.toml"), text, &Overrides::default(), None, &mut problems).unwrap();
+    assert!(problems.iter().any(|p| p.key == "model[0].scale" && p.message.contains("ignored")), "{problems:?}");
+
+    let found = errors(
+        r#"
+[server.budget]
+cores = 3
+[[model]]
+name = "a"
+workers = { min = 2, max = 4 }
+threads = 1
+[[model]]
+name = "b"
+workers = 1
+threads = 2
+"#,
+    );
+    let budget = found.iter().find(|p| p.key == "server.budget.cores").expect("a budget error");
+    assert!(budget.message.contains("hold 4 cores (a 2x1, b 1x2), over the budget's 3"), "{}", budget.message);
 }

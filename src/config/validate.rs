@@ -15,7 +15,6 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
-const MAX_WORKERS: i64 = 256;
 const MAX_THREADS: i64 = 1024;
 /// Off unless asked for: a polling worker shows as busy CPU (in `top` and in /health's
 /// host cpu check) while it waits, which an operator would not expect by default.
@@ -39,6 +38,7 @@ pub fn config(
     let health = health::apply(&HealthConfig::default(), health, &KeyPath::default().key("health"), at, problems);
     let models = model_configs(&server, &health, models, base, at, problems);
     check_cores(&models, at, problems);
+    super::scale::check_budget(&models, &server.budget, at, problems);
     Config { path: path.to_path_buf(), server, health, models }
 }
 
@@ -120,6 +120,7 @@ fn server_config(base: &Path, raw: &RawServer, at: &Locator, problems: &mut Vec<
         worker_hang_timeout,
         log_level,
         auth: super::Auth::default(),
+        budget: super::scale::budget(raw.budget.as_ref(), &key("budget"), at, problems),
     }
 }
 
@@ -245,11 +246,13 @@ fn model_configs(
             });
             let engine = engine(m.engine.as_deref(), &path.key("engine"), at, problems);
             let device = device(m.device.as_deref(), engine, &path.key("device"), at, problems);
+            let workers = super::scale::workers(m.workers.as_ref(), &path.key("workers"), at, problems);
             let model = ModelConfig {
                 name: m.name.clone(),
                 dir: repository.join(&m.name),
                 version,
-                workers: m.workers.map_or(1, |n| at_least(n, 1, MAX_WORKERS, &path.key("workers"), at, problems)),
+                workers,
+                scale: super::scale::build(m.scale.as_ref(), workers, &path.key("scale"), at, problems),
                 threads: m.threads.map_or(1, |n| at_least(n, 1, MAX_THREADS, &path.key("threads"), at, problems)),
                 memory_limit: m
                     .memory_limit
@@ -280,7 +283,7 @@ fn model_configs(
             ModelConfig {
                 deploy: super::deploy::build(
                     &m.deploy.clone().unwrap_or_default(),
-                    model.workers,
+                    model.workers.max,
                     &path.key("deploy"),
                     at,
                     problems,
@@ -310,13 +313,16 @@ pub fn check_repositories(
 }
 
 /// Warns when the workers could run more inferences (and intra-op threads) at once than
-/// the host has cores: they would only take turns, adding latency.
+/// the host has cores: they would only take turns, adding latency. Autoscaled models count
+/// their `min` (what they always hold); [`check_budget`] holds those to the budget.
 fn check_cores(models: &[ModelConfig], at: &Locator, problems: &mut Vec<Problem>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let wanted: usize = models.iter().map(|m| m.workers * m.threads * m.intra_op_threads).sum();
+    let wanted: usize = models.iter().map(|m| m.workers.min * m.threads * m.intra_op_threads).sum();
     if wanted > cores {
-        let per_model: Vec<String> =
-            models.iter().map(|m| format!("{} {}x{}x{}", m.name, m.workers, m.threads, m.intra_op_threads)).collect();
+        let per_model: Vec<String> = models
+            .iter()
+            .map(|m| format!("{} {}x{}x{}", m.name, m.workers.min, m.threads, m.intra_op_threads))
+            .collect();
         problems.push(at.warning(
             &KeyPath::default().key("model"),
             format!(

@@ -98,6 +98,13 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     };
     let engine = Engine::start(config.clone(), overrides, parts);
     engine.watch_repository();
+    let scaler = crate::scale::Scaler {
+        router: router.clone(),
+        supervisor: supervisor.clone(),
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(scaler.run(stop_sampler.clone()));
 
     let listener = match activated.http {
         Some(handed) => http_socket_handed_over(handed, server.listen)?,

@@ -6,7 +6,7 @@ use super::routes::Endpoint;
 use super::{Front, Reply, oip, tfserving};
 use crate::health;
 use crate::metrics::Metrics;
-use crate::router::Hint;
+use crate::router::{HeldBy, Hint};
 use hyper::StatusCode;
 
 impl Front {
@@ -117,11 +117,20 @@ impl Front {
             &m.health_check_status,
             &m.traffic_weight,
             &m.worker_gpu_memory_bytes,
+            &m.workers_desired,
+            &m.workers_actual,
+            &m.scale_held,
         ] {
             gauge.reset();
         }
         for (name, route) in self.router.models().iter() {
             m.inflight.with_label_values(&[name]).set(route.in_flight() as i64);
+            if let Some(scale) = route.scale() {
+                m.workers_desired.with_label_values(&[name]).set(scale.desired as i64);
+                m.workers_actual.with_label_values(&[name]).set(scale.actual as i64);
+                let held = scale.frozen.is_some() || scale.held.as_ref().is_some_and(|h| h.by == HeldBy::Budget);
+                m.scale_held.with_label_values(&[name]).set(i64::from(held));
+            }
             let table = route.table();
             for pool in table.all_pools() {
                 let version = pool.version.to_string();

@@ -12,7 +12,7 @@
 
 pub mod check;
 
-use crate::router::{Phase, Pool, Router, RoutingTable, ShadowCounts};
+use crate::router::{ModelRoute, Phase, Pool, Router, RoutingTable, ShadowCounts};
 use crate::window::Snapshot;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -46,6 +46,9 @@ pub struct ModelHealth {
     pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An autoscaled model's workers: desired vs actual, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<crate::router::ScaleStatus>,
     pub versions: BTreeMap<String, VersionHealth>,
 }
 
@@ -92,7 +95,10 @@ pub struct WindowSummary {
 
 #[derive(Debug, Serialize)]
 pub struct Workers {
+    /// Workers that should answer (the autoscaler's additions once ready).
     pub configured: usize,
+    /// Workers the autoscaler added that are still starting.
+    pub joining: usize,
     /// Workers that answer: connected (a hung worker's connection is dropped at once).
     pub ready: usize,
     pub restarts: u64,
@@ -118,7 +124,7 @@ fn summary(w: &Snapshot) -> WindowSummary {
 /// The health of every model, read now.
 pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
     let models: BTreeMap<String, ModelHealth> =
-        router.models().iter().map(|(name, route)| (name.clone(), model_health(&route.table(), host))).collect();
+        router.models().iter().map(|(name, route)| (name.clone(), model_health(route, host))).collect();
     // A warm previous version and a shadowing candidate serve no user: shown, but not
     // part of the verdict.
     let worst = models
@@ -141,7 +147,8 @@ pub fn report(router: &Router, host: &Host, started: Instant) -> Report {
     Report { status, uptime_seconds: started.elapsed().as_secs_f64(), models, gpus }
 }
 
-fn model_health(table: &RoutingTable, host: &Host) -> ModelHealth {
+fn model_health(route: &ModelRoute, host: &Host) -> ModelHealth {
+    let table = &route.table();
     let versions = table.all_pools().map(|p| (version_key(table, p), version_health(table, p, host))).collect();
     let ready = table.stable.as_ref().is_some_and(|p| p.is_ready());
     let reason = match &table.stable {
@@ -149,12 +156,12 @@ fn model_health(table: &RoutingTable, host: &Host) -> ModelHealth {
         Some(p) if !ready => Some(format!("version {} is {}", p.version, state(p))),
         Some(_) => None,
     };
-    ModelHealth { ready, reason, versions }
+    ModelHealth { ready, reason, scale: route.scale(), versions }
 }
 
 /// The state word for a pool.
 fn state(pool: &Pool) -> &'static str {
-    let (ready, configured) = (pool.ready_workers(), pool.active());
+    let (ready, configured) = (pool.ready_workers(), pool.settled());
     match &*pool.phase() {
         Phase::Starting => "loading",
         Phase::Running if pool.crash_loop().is_some() => "crash_looping",
@@ -179,7 +186,7 @@ fn evaluate_window(pool: &Pool, host: &Host, window: &Snapshot) -> BTreeMap<&'st
     let failed = matches!(*pool.phase(), Phase::Failed { .. }) || pool.crash_loop().is_some();
     let max_rss = pool.largest_rss();
     let mut checks = BTreeMap::from([
-        ("model_loaded", check::model_loaded(pool.ready_workers(), pool.active(), failed)),
+        ("model_loaded", check::model_loaded(pool.ready_workers(), pool.settled(), failed)),
         ("memory", check::memory(max_rss, pool.memory_limit, host.total_memory(), h)),
         ("cpu", check::cpu(pool.cpu(), host.cpu_busy(), h)),
         ("error_rate", check::error_rate(window, h)),
@@ -258,7 +265,8 @@ fn version_health(table: &RoutingTable, pool: &Arc<Pool>, host: &Host) -> Versio
 fn workers(pool: &Pool, ready: usize) -> Workers {
     let faults = pool.faults();
     Workers {
-        configured: pool.active(),
+        configured: pool.settled(),
+        joining: pool.joining(),
         ready,
         restarts: faults.restarts,
         oom_kills: faults.oom_kills,

@@ -406,6 +406,7 @@ mod tests {
                 minimum_seconds: 0.0,
                 signature: None,
                 answers: vec![],
+                workers: String::new(),
             },
             config,
             versions: vec![candidate],

@@ -462,6 +462,7 @@ mod tests {
                 minimum_seconds: 0.0,
                 signature: None,
                 answers: vec![],
+                workers: String::new(),
             },
             config: serde_json::json!({}),
             versions: vec![],

@@ -287,7 +287,8 @@ impl Engine {
         running.insert(name.into(), Running { commands: commands_tx, progress: progress_rx.clone() });
         self.lock_latest().insert(name.into(), progress_rx);
         drop(running);
-        let planned = plan::plan(&model, &deploy, record.from, version, config.server.request_timeout);
+        let size = rollout_size(&model, table.stable.as_deref());
+        let planned = plan::plan(&model, &deploy, (record.from, version), size, config.server.request_timeout);
         let evidence = evidence::Evidence::begin(&record, caller, planned, &model, &deploy);
         let runner = Runner {
             shared: self.shared.clone(),
@@ -296,6 +297,7 @@ impl Engine {
             deploy,
             record,
             stable: table.stable.clone(),
+            size,
             progress: progress_tx,
             commands: commands_rx,
             paused: false,
@@ -449,8 +451,9 @@ impl Engine {
             .map_err(|e| EngineError::NoVersion { model: model.into(), reason: e.to_string() })?;
         let deploy = options.apply(m);
         let stable = self.router.model(model).ok().and_then(|r| r.table().stable.clone());
+        let size = rollout_size(m, stable.as_deref());
         let mut plan =
-            plan::plan(m, &deploy, stable.as_ref().map(|p| p.version), version, config.server.request_timeout);
+            plan::plan(m, &deploy, (stable.as_ref().map(|p| p.version), version), size, config.server.request_timeout);
         let live = stable.is_some();
         if let Some(live) = stable.and_then(|p| p.info()) {
             let candidate = self.shared.supervisor.describe(m, version).await;
@@ -523,4 +526,10 @@ fn summary(router: &Router, rollouts: &[String]) -> String {
         line.push_str(r);
     }
     line
+}
+
+/// The workers a rollout sizes its candidate from: what the live version runs now (as the
+/// autoscaler left it), within the model's bounds; the minimum when nothing is live.
+fn rollout_size(model: &ModelConfig, stable: Option<&crate::router::Pool>) -> usize {
+    stable.map_or(model.workers.min, |p| p.active().clamp(model.workers.min, model.workers.max))
 }

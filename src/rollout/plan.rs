@@ -28,6 +28,9 @@ pub struct Plan {
     /// replays.
     #[serde(default)]
     pub answers: Vec<String>,
+    /// How the candidate is sized and, for an autoscaled model, the policy in force.
+    #[serde(default)]
+    pub workers: String,
 }
 
 /// What the signature check would find.
@@ -67,8 +70,14 @@ fn phase(name: impl Into<String>, duration: Option<Duration>, detail: impl Into<
 }
 
 /// The plan for rolling `model` from `from` to `to` with `deploy`.
-pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u64, request_timeout: Duration) -> Plan {
-    let n = model.workers;
+pub fn plan(
+    model: &ModelConfig,
+    deploy: &DeployConfig,
+    (from, to): (Option<u64>, u64),
+    size: usize,
+    request_timeout: Duration,
+) -> Plan {
+    let n = size;
     let d = deploy;
     let gate =
         format!("health gate every {:?}; {} failed checks in a row revert", d.check_every, d.consecutive_breaches);
@@ -180,6 +189,25 @@ pub fn plan(model: &ModelConfig, deploy: &DeployConfig, from: Option<u64>, to: u
         minimum_seconds,
         signature: None,
         answers: answer_checks(d, from.is_some()),
+        workers: workers_line(model, d, size),
+    }
+}
+
+/// How the candidate is sized, and the autoscaler's part, in the plan's words.
+fn workers_line(model: &ModelConfig, d: &DeployConfig, size: usize) -> String {
+    let sized = match d.strategy {
+        Strategy::Canary => {
+            format!("the candidate runs its step's share of {size} worker(s), all {size} before promotion")
+        }
+        Strategy::AbTest => format!("arm B runs {}% of {size} worker(s), all {size} if promoted", d.split),
+        _ => format!("the candidate runs {size} worker(s), as the live version does now"),
+    };
+    match model.workers.autoscaled() {
+        false => format!("workers: {sized}"),
+        true => format!(
+            "workers: {sized}; autoscaling is frozen during the rollout and resumes on the promoted version: {}",
+            model.scale.summary(model.workers)
+        ),
     }
 }
 
@@ -235,6 +263,9 @@ pub fn render(plan: &Plan) -> String {
     }
     for line in &plan.answers {
         let _ = writeln!(out, "{line}");
+    }
+    if !plan.workers.is_empty() {
+        let _ = writeln!(out, "{}", plan.workers);
     }
     out
 }

@@ -173,6 +173,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         worker_hang_timeout,
         log_level,
         auth,
+        budget,
     } = new;
     use std::time::Duration;
     let path = |p: &std::path::PathBuf| p.display().to_string();
@@ -237,6 +238,7 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
             Some("applied to the daemon now and to workers started from now on"),
         ),
         change("[auth]", &old.auth, auth, tokens, Some("applied to requests from now on, on open connections too")),
+        change("[server.budget]", &old.budget, budget, budget_text, Some("applied to the autoscaler's next decision")),
     ]
     .into_iter()
     .flatten()
@@ -252,6 +254,11 @@ fn tokens(auth: &crate::config::Auth) -> String {
 
 /// `key` (`server.listen`) when it changed: both values, and how it takes effect (`None`:
 /// only on a restart).
+fn budget_text(b: &crate::config::Budget) -> String {
+    let memory = b.memory.map_or("80% of the host's".into(), |m| format!("{} MiB", m >> 20));
+    format!("{} cores, {memory} memory", b.cores)
+}
+
 fn change<T: PartialEq>(
     name: &str,
     old: &T,
@@ -266,14 +273,17 @@ fn change<T: PartialEq>(
 }
 
 /// Whether the model's workers would run differently: any setting but the version (asked
-/// for separately), the deploy section (how to roll out, not what) and the health
-/// thresholds (applied by the supervisor, see [`Engine::reload_model`]). Derived from the
+/// for separately), the deploy section (how to roll out, not what), the health
+/// thresholds (applied by the supervisor, see [`Engine::reload_model`]) and `[model.scale]`
+/// (read by the autoscaler at each decision). Derived from the
 /// whole config so that a setting added later is never forgotten here.
 fn worker_settings_changed(before: &ModelConfig, model: &ModelConfig) -> bool {
     let same_except_worker_settings = ModelConfig {
         version: model.version,
         deploy: model.deploy.clone(),
         health: model.health.clone(),
+        // The autoscaler reads its targets and behaviour at each decision.
+        scale: model.scale.clone(),
         ..before.clone()
     };
     same_except_worker_settings != *model

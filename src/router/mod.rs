@@ -11,6 +11,7 @@ pub mod mirror;
 pub mod pool;
 pub mod retired;
 pub mod sample;
+pub mod scaling;
 pub mod table;
 
 use arc_swap::ArcSwap;
@@ -28,6 +29,7 @@ pub use crate::wire::{Fault, ModelInfo, Timing};
 pub use mirror::{Copy, ShadowCounts};
 pub use pool::{Faults, Phase, Pool, WorkerUse};
 pub use retired::{End, Retired};
+pub use scaling::{Held, HeldBy, ScaleStatus};
 pub use table::{Hint, RoutingTable};
 
 /// Why a request could not be routed or answered.
@@ -93,6 +95,8 @@ pub struct ModelRoute {
     tickets: Tickets,
     inflight: Arc<Semaphore>,
     limit: AtomicUsize,
+    /// The autoscaler's last decision (none: the model's count is fixed).
+    scale: arc_swap::ArcSwapOption<ScaleStatus>,
 }
 
 /// Held for as long as a request is in flight; counts against the model's bound.
@@ -108,7 +112,20 @@ impl ModelRoute {
             tickets: Tickets::default(),
             inflight: Arc::new(Semaphore::new(limit)),
             limit: AtomicUsize::new(limit),
+            scale: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// The autoscaler's last decision, with the live version's ready workers as `actual`.
+    pub fn scale(&self) -> Option<ScaleStatus> {
+        let mut status = ScaleStatus::clone(&*self.scale.load_full()?);
+        status.actual = self.table().stable.as_ref().map_or(0, |p| p.ready_workers());
+        Some(status)
+    }
+
+    /// Keeps the autoscaler's decision (none: the model's count became fixed).
+    pub fn set_scale(&self, status: Option<ScaleStatus>) {
+        self.scale.store(status.map(Arc::new));
     }
 
     /// Changes the in-flight bound (a reload): more room at once; less as requests in

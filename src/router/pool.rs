@@ -66,6 +66,9 @@ pub struct Slot {
     /// Cores the current worker process kept busy over the last sample, as f64 bits
     /// (NaN before the first sample).
     cpu_cores: AtomicU64,
+    /// Started to add a worker to a serving version (the autoscaler growing it), and not
+    /// ready yet: not yet missed by the health checks.
+    pub joining: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Slot {
@@ -83,6 +86,7 @@ impl Default for Slot {
             rss_bytes: AtomicU64::new(0),
             cpu_ms: AtomicU64::new(0),
             cpu_cores: AtomicU64::new(f64::NAN.to_bits()),
+            joining: Default::default(),
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct Pool {
     active: AtomicUsize,
     /// Outcomes and latencies of this version's requests over `health.window`.
     pub window: Window,
+    /// How long its requests waited for an inference thread, for the autoscaler.
+    queue: QueueMeter,
     /// When this version's workers were OOM-killed, within the last window or so.
     ooms: Mutex<VecDeque<Instant>>,
     /// What the worker said of the last request it failed (not a bad input), so that a
@@ -223,6 +229,7 @@ impl Pool {
         Pool {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             window: Window::new(spec.health.window),
+            queue: QueueMeter::default(),
             model: spec.model,
             version: spec.version,
             predict: spec.predict,
@@ -270,6 +277,24 @@ impl Pool {
 
     pub fn set_active(&self, active: usize) {
         self.active.store(active.min(self.slots.len()), Ordering::Relaxed);
+    }
+
+    /// Workers that should answer now: the active ones, less those just added to a
+    /// serving version that are still starting (what the health checks expect ready).
+    pub fn settled(&self) -> usize {
+        let joining = self.slots.iter().take(self.active()).filter(|s| s.joining.load(Ordering::Relaxed)).count();
+        self.active() - joining
+    }
+
+    /// Active workers still starting after the autoscaler added them.
+    pub fn joining(&self) -> usize {
+        self.active() - self.settled()
+    }
+
+    /// The mean time requests waited for an inference thread since the last call (none:
+    /// no request was answered meanwhile). The autoscaler's reading: one reader only.
+    pub fn take_queue_time(&self) -> Option<Duration> {
+        self.queue.take()
     }
 
     /// Workers that answer: connected (a hung one's connection is abandoned at once).
@@ -368,6 +393,7 @@ impl Pool {
             self.info.store(Some(Arc::new(info)));
         }
         self.slots[slot].conn.store(Some(conn));
+        self.slots[slot].joining.store(false, Ordering::Relaxed);
         if matches!(*self.phase(), Phase::Starting) {
             self.phase.store(Arc::new(Phase::Running));
         }
@@ -413,7 +439,10 @@ impl Pool {
 
     /// Runs a request, retrying once on another worker if its worker dies.
     pub async fn infer(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, crate::wire::Timing), PoolError> {
+        let asked = Instant::now();
         let first = self.pick_or_wait(None).await?;
+        // Waiting for a worker with room is queueing too.
+        let waited = asked.elapsed();
         let answer = match first.infer(inputs).await {
             Err(CallError::Gone) => {
                 tracing::warn!(model = %self.model, version = self.version, "worker died mid-request; retrying on another");
@@ -426,6 +455,9 @@ impl Pool {
             && *fault != Fault::BadInput
         {
             self.last_failure.store(Some(Arc::new(message.clone())));
+        }
+        if let Ok((_, timing)) = &answer {
+            self.queue.record(waited + timing.queued);
         }
         answer.map_err(PoolError::Call)
     }
@@ -485,6 +517,26 @@ impl Pool {
             (None, true) => Pick::Full,
             (None, false) => Pick::None,
         }
+    }
+}
+
+/// Queue time summed over answered requests, taken (and reset) by one reader.
+#[derive(Default)]
+struct QueueMeter {
+    micros: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl QueueMeter {
+    fn record(&self, waited: Duration) {
+        self.micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Option<Duration> {
+        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let micros = self.micros.swap(0, Ordering::Relaxed);
+        (requests > 0).then(|| Duration::from_micros(micros / requests))
     }
 }
 

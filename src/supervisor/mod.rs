@@ -43,10 +43,13 @@ struct Running {
 }
 
 impl Running {
-    /// Starts keepers for the slots below `active` that have none.
+    /// Starts keepers for the slots below `active` that have none. Workers added to a
+    /// serving version are marked joining until ready.
     fn start_slots(&mut self, active: usize) {
+        let serving = matches!(*self.pool.phase(), Phase::Running);
         for slot in 0..active.min(self.slots.len()) {
             if self.slots[slot].is_none() {
+                self.pool.slots[slot].joining.store(serving, std::sync::atomic::Ordering::Relaxed);
                 let stop = self.stop.child_token();
                 let keeper = Keeper { stop: stop.clone(), ..self.keeper.clone() };
                 let task = tokio::spawn(keeper.run(WorkerSpec { slot, ..self.spec.clone() }));
@@ -60,6 +63,7 @@ impl Running {
         let mut tasks = Vec::new();
         for slot in (active..self.slots.len()).rev() {
             if let Some((stop, task)) = self.slots[slot].take() {
+                self.pool.slots[slot].joining.store(false, std::sync::atomic::Ordering::Relaxed);
                 stop.cancel();
                 tasks.push(task);
             }
@@ -79,21 +83,22 @@ impl Supervisor {
         Supervisor { launcher: Arc::new(launcher), metrics, running: Mutex::new(Vec::new()) }
     }
 
-    /// Starts `model.workers` workers for `version`. The pool is returned at once, in phase
-    /// Starting; it moves to Running when a worker is ready, or Failed with the reason.
+    /// Starts the model's least workers for `version` (its fixed count, or an autoscaled
+    /// model's `min`). The pool is returned at once, in phase Starting; it moves to Running
+    /// when a worker is ready, or Failed with the reason.
     pub fn start(&self, model: &ModelConfig, version: u64) -> Arc<Pool> {
-        self.start_with(model, version, model.workers)
+        self.start_with(model, version, model.workers.min)
     }
 
-    /// As [`Supervisor::start`], with only the first `active` of the model's workers
-    /// running (a rolling update grows the pool with [`Supervisor::scale`]).
+    /// As [`Supervisor::start`], with `active` workers running; the pool has room for the
+    /// model's most (a rolling update or the autoscaler moves it with [`Supervisor::scale`]).
     pub fn start_with(&self, model: &ModelConfig, version: u64, active: usize) -> Arc<Pool> {
         let dir = ModelDir::new(&model.dir);
         let manifest = dir.manifest(version);
         let pool = Arc::new(Pool::new(PoolSpec {
             model: model.name.clone(),
             version,
-            workers: model.workers,
+            workers: model.workers.max,
             predict: manifest.as_ref().map(|m| m.predict.clone()).unwrap_or_default(),
             kinds: manifest
                 .as_ref()
@@ -125,7 +130,7 @@ impl Supervisor {
                 batching: model.batching.clone(),
                 engine: process::EngineSpec::of(model),
             },
-            slots: (0..model.workers).map(|_| None).collect(),
+            slots: (0..model.workers.max).map(|_| None).collect(),
             pool: pool.clone(),
             stop,
         };

@@ -54,6 +54,9 @@ const RULES: &[Rule] = &[
         &["config", "gpu", "health", "logging", "metrics", "repo", "router", "supervisor", "tensor", "wire", "window"],
         &["supervisor"],
     ),
+    // The autoscaler reads the live pools and the rollouts in progress, and moves worker
+    // counts through the supervisor.
+    rule("scale", &["config", "metrics", "rollout", "router", "supervisor"], &["rollout", "router", "supervisor"]),
     // The front names the router's re-exports, not its modules.
     rule(
         "front",
@@ -68,8 +71,20 @@ const RULES: &[Rule] = &[
     // The daemon wires the parts together, each through its face.
     rule(
         "daemon",
-        &["admin", "config", "console", "front", "gpu", "health", "metrics", "rollout", "router", "supervisor"],
-        &["admin", "console", "front", "gpu", "health", "rollout", "router", "supervisor"],
+        &[
+            "admin",
+            "config",
+            "console",
+            "front",
+            "gpu",
+            "health",
+            "metrics",
+            "rollout",
+            "router",
+            "scale",
+            "supervisor",
+        ],
+        &["admin", "console", "front", "gpu", "health", "rollout", "router", "scale", "supervisor"],
     ),
 ];
 

@@ -100,6 +100,9 @@ pub struct Runner {
     pub deploy: DeployConfig,
     pub record: Record,
     pub stable: Option<Arc<Pool>>,
+    /// The workers the model ran when the rollout started: the candidate is sized from it
+    /// (and the autoscaler leaves the model alone until the rollout ends).
+    pub size: usize,
     pub progress: watch::Sender<Progress>,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub paused: bool,

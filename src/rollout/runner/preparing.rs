@@ -49,12 +49,12 @@ impl Runner {
         }
     }
 
-    /// Starts a full candidate pool and checks its signature; Err ends the rollout as
-    /// failed, before any traffic.
-    pub(super) async fn spawn_full(&mut self) -> Result<Arc<Pool>, Phase> {
+    /// Starts a candidate pool of `workers` and checks its signature; Err ends the rollout
+    /// as failed, before any traffic.
+    pub(super) async fn spawn(&mut self, workers: usize) -> Result<Arc<Pool>, Phase> {
         self.enter(Phase::Spawning);
-        let candidate = self.start_candidate(self.model.workers);
-        let ready = self.wait_ready(&candidate, self.model.workers).await;
+        let candidate = self.start_candidate(workers);
+        let ready = self.wait_ready(&candidate, workers).await;
         if ready.is_ok() {
             self.record_candidate(&candidate);
         }
@@ -64,6 +64,30 @@ impl Runner {
                 self.shared.supervisor.stop(&candidate).await;
                 Err(Phase::Failed { reason })
             }
+        }
+    }
+
+    /// Workers a candidate taking `weight` percent of the traffic runs: its share of the
+    /// count the model ran at the rollout's start, at least one.
+    pub(super) fn for_weight(&self, weight: u8) -> usize {
+        (self.size * usize::from(weight)).div_ceil(100).max(1)
+    }
+
+    /// Grows the candidate to `workers` (never shrinks it) and waits until they are ready.
+    pub(super) async fn grow(&mut self, candidate: &Arc<Pool>, workers: usize) -> Result<(), String> {
+        if candidate.active() >= workers {
+            return Ok(());
+        }
+        self.shared.supervisor.scale(candidate, workers).await;
+        self.wait_ready(candidate, workers).await
+    }
+
+    /// Promotes the candidate once it runs as many workers as stable did: a canary or an
+    /// A/B arm sized by its weight grows first (reverted if it cannot).
+    pub(super) async fn promote_full(&mut self, candidate: &Arc<Pool>) -> Phase {
+        match self.grow(candidate, self.size).await {
+            Ok(()) => self.promote(candidate).await,
+            Err(reason) => self.revert(candidate, reason).await,
         }
     }
 
@@ -123,10 +147,11 @@ impl Runner {
         self.route.swap(RoutingTable { shadow: mirror, ..RoutingTable::clone(&self.route.table()) });
     }
 
-    /// Spawns a full candidate and runs its shadow phase: Ok(candidate) to go on, or how
-    /// the rollout ended (failed before traffic, reverted or promoted by the operator).
-    pub(super) async fn prepare(&mut self) -> Result<Arc<Pool>, Phase> {
-        let candidate = self.spawn_full().await?;
+    /// Spawns a candidate of `workers` and runs its shadow phase: Ok(candidate) to go on,
+    /// or how the rollout ended (failed before traffic, reverted or promoted by the
+    /// operator).
+    pub(super) async fn prepare(&mut self, workers: usize) -> Result<Arc<Pool>, Phase> {
+        let candidate = self.spawn(workers).await?;
         if let Err(reason) = self.validate(&candidate).await {
             self.shared.supervisor.stop(&candidate).await;
             return Err(Phase::Failed { reason });
@@ -134,7 +159,7 @@ impl Runner {
         self.start_judging(&candidate);
         match self.shadow(&candidate).await {
             Ok(()) => Ok(candidate),
-            Err(Interrupt::PromoteNow) => Err(self.promote(&candidate).await),
+            Err(Interrupt::PromoteNow) => Err(self.promote_full(&candidate).await),
             Err(Interrupt::Revert(reason)) => Err(self.revert(&candidate, reason).await),
         }
     }

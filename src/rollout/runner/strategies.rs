@@ -11,14 +11,20 @@ use crate::router::table::RoutingTable;
 use std::sync::Arc;
 
 impl Runner {
+    /// The candidate runs workers in proportion to its weight (of the count the model ran
+    /// when the rollout started), growing before each step; all of them before promotion.
     pub(super) async fn canary(&mut self) -> Phase {
-        let candidate = match self.prepare().await {
+        let steps = self.deploy.steps.clone();
+        let first = self.for_weight(steps.first().copied().unwrap_or(100));
+        let candidate = match self.prepare(first).await {
             Ok(c) => c,
             Err(ended) => return ended,
         };
-        let steps = self.deploy.steps.clone();
         let bake = self.deploy.bake;
         for (i, weight) in steps.iter().enumerate() {
+            if let Err(reason) = self.grow(&candidate, self.for_weight(*weight)).await {
+                return self.revert(&candidate, reason).await;
+            }
             let stage = Stage::Step { step: i + 1, steps: steps.len(), weight: *weight };
             match self.bake(&candidate, stage, bake).await {
                 Ok(()) => {}
@@ -26,11 +32,11 @@ impl Runner {
                 Err(Interrupt::Revert(reason)) => return self.revert(&candidate, reason).await,
             }
         }
-        self.promote(&candidate).await
+        self.promote_full(&candidate).await
     }
 
     pub(super) async fn blue_green(&mut self) -> Phase {
-        let green = match self.prepare().await {
+        let green = match self.prepare(self.size).await {
             Ok(c) => c,
             Err(ended) => return ended,
         };
@@ -42,15 +48,16 @@ impl Runner {
         }
     }
 
+    /// Arm B runs workers in proportion to its split.
     pub(super) async fn ab_test(&mut self) -> Phase {
-        let b = match self.prepare().await {
+        let split = self.deploy.split;
+        let b = match self.prepare(self.for_weight(split)).await {
             Ok(c) => c,
             Err(ended) => return ended,
         };
-        let split = self.deploy.split;
         match self.bake(&b, Stage::Step { step: 1, steps: 1, weight: split }, self.deploy.duration).await {
             Ok(()) => {}
-            Err(Interrupt::PromoteNow) => return self.promote(&b).await,
+            Err(Interrupt::PromoteNow) => return self.promote_full(&b).await,
             Err(Interrupt::Revert(reason)) => return self.revert(&b, reason).await,
         }
         self.decide(&b, split).await
@@ -67,8 +74,8 @@ impl Runner {
             tokio::select! {
                 _ = tick.tick() => {}
                 command = self.commands.recv() => match command {
-                    Some(Command::Promote(None)) => return self.promote(b).await,
-                    Some(Command::Promote(Some(v))) if v == b.version => return self.promote(b).await,
+                    Some(Command::Promote(None)) => return self.promote_full(b).await,
+                    Some(Command::Promote(Some(v))) if v == b.version => return self.promote_full(b).await,
                     Some(Command::Promote(Some(v))) => {
                         return self.revert(b, format!("A/B decision: version {v} stays")).await;
                     }
@@ -96,7 +103,7 @@ impl Runner {
     /// max_unavailable` new ones in, gate, then `max_surge` old ones out. Traffic follows
     /// the ready workers of each version.
     pub(super) async fn rolling(&mut self) -> Phase {
-        let n = self.model.workers;
+        let n = self.size;
         let (surge, unavailable) = (self.deploy.max_surge, self.deploy.max_unavailable);
         let batch = (surge + unavailable).max(1);
         self.enter(Phase::Spawning);
@@ -164,8 +171,8 @@ impl Runner {
 
     /// Runs every one of the candidate's workers (a promotion mid-rolling).
     pub(super) async fn scale_to_all(&mut self, candidate: &Arc<Pool>) -> Result<(), String> {
-        self.shared.supervisor.scale(candidate, self.model.workers).await;
-        self.wait_ready(candidate, self.model.workers).await
+        self.shared.supervisor.scale(candidate, self.size).await;
+        self.wait_ready(candidate, self.size).await
     }
 
     /// The candidate's share of ready workers, in percent.
@@ -182,7 +189,7 @@ impl Runner {
     pub(super) async fn revert_rolling(&mut self, candidate: &Arc<Pool>, reason: String) -> Phase {
         let phase = self.revert(candidate, reason).await;
         if let Some(stable) = &self.stable {
-            self.shared.supervisor.scale(stable, self.model.workers.max(stable.slots.len())).await;
+            self.shared.supervisor.scale(stable, self.size).await;
         }
         phase
     }
@@ -223,8 +230,8 @@ impl Runner {
             self.shared.supervisor.stop(old).await;
         }
         self.enter(Phase::Spawning);
-        self.shared.supervisor.scale(&new, self.model.workers).await;
-        let ready = self.wait_ready(&new, self.model.workers).await;
+        self.shared.supervisor.scale(&new, self.size).await;
+        let ready = self.wait_ready(&new, self.size).await;
         let validated = match (ready, set) {
             (Ok(()), Some(set)) => {
                 let timeout = self.shared.server.get().request_timeout;
@@ -255,7 +262,7 @@ impl Runner {
             self.shared.supervisor.stop(new).await;
             return Phase::Reverted { reason };
         };
-        let old = self.shared.supervisor.start(&self.model, old_version);
+        let old = self.shared.supervisor.start_with(&self.model, old_version, self.size);
         self.route.swap(RoutingTable::stable(old.clone()));
         self.enter(Phase::Draining);
         self.shared.supervisor.stop(new).await;
