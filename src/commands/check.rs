@@ -10,11 +10,27 @@ pub fn check(path: &std::path::Path) -> ExitCode {
         Ok((config, report)) => {
             print!("{report}");
             println!("{}: ok ({} models)", path.display(), config.models.len());
+            report_scaling(&config);
             report_onnxruntime(&config);
             report_gpus(&config);
             ExitCode::SUCCESS
         }
         Err(e) => config_failed(e),
+    }
+}
+
+/// The autoscaling policy in force for each autoscaled model, and the budget they share.
+fn report_scaling(config: &config::Config) {
+    let scaled: Vec<&config::ModelConfig> = config.models.iter().filter(|m| m.workers.autoscaled()).collect();
+    if scaled.is_empty() {
+        return;
+    }
+    let budget = &config.server.budget;
+    let memory = budget.memory.map_or("80% of the host's".to_string(), |m| format!("{} MiB", m >> 20));
+    let cores = if budget.cores_given { "" } else { " (the host's)" };
+    println!("budget: {} cores{cores}, {memory} memory, shared by every model's workers", budget.cores);
+    for m in scaled {
+        println!("autoscaling {}: {}", m.name, m.scale.summary(m.workers));
     }
 }
 

@@ -146,8 +146,9 @@ impl Load {
                             ),
                             None => client.post(&path, &body(k, rows, &pattern)),
                         };
+                        let latency = sent.elapsed();
                         if let Some(pace) = pattern.pace {
-                            std::thread::sleep(pace.saturating_sub(sent.elapsed()));
+                            std::thread::sleep(pace.saturating_sub(latency));
                         }
                         let wrong = match (answer.status, pattern.expect) {
                             (200, Some(expect)) => {
@@ -159,7 +160,7 @@ impl Load {
                             at: started.elapsed().as_secs_f64(),
                             status: answer.status,
                             version: answer.version,
-                            latency: sent.elapsed(),
+                            latency,
                             body: if answer.status == 200 && !wrong { String::new() } else { answer.body },
                             wrong,
                             rows,

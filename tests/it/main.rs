@@ -6,6 +6,7 @@ mod admin;
 mod answers;
 mod architecture;
 mod auth;
+mod autoscale;
 mod bad_input;
 mod batching;
 mod binary;
