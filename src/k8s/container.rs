@@ -125,6 +125,9 @@ pub fn config_file(config: &Config, models: &Models, versions: &[(String, u64)])
     server.remove("admin_group");
     // The container starts as its unprivileged user: there is no other to hand workers to.
     server.remove("worker_user");
+    // In a pod the autoscaler's budget is the container's: its CPU limit and cgroup memory
+    // (the host's figures would let workers outgrow the pod).
+    server.remove("budget");
     // The tokens file becomes a Secret the pod mounts ([`tokens_file`]): never the ConfigMap.
     if let Some(auth) = table.get_mut("auth").and_then(toml::Value::as_table_mut)
         && auth.contains_key("tokens_file")

@@ -458,10 +458,10 @@ fn rendered_pods_fit_nodes_and_scale_by_track() {
 #[test]
 fn an_autoscaled_model_keeps_the_pod_hpa_and_sizes_the_pod_for_its_max() {
     let (stdout, _) = render_iris_with("workers = { min = 1, max = 4 }\n[model.scale]\ninterval = \"2s\"\n");
-    assert!(stdout.contains("kind: HorizontalPodAutoscaler"), "{stdout}");
+    assert!(stdout.contains("kind: \"HorizontalPodAutoscaler\""), "{stdout}");
     let (fixed, _) = render_iris_with("workers = 4\n");
     let cpu = |yaml: &str| yaml.lines().find(|l| l.trim_start().starts_with("cpu:")).map(str::trim).map(String::from);
     assert_eq!(cpu(&stdout), cpu(&fixed), "the pod's CPU is what max workers use at once");
     let config = block(&stdout, "modeld.toml");
-    assert!(config.contains("workers = { min = 1, max = 4 }") && config.contains("[model.scale]"), "{config}");
+    assert!(config.contains("[model.workers]\nmin = 1\nmax = 4\n") && config.contains("[model.scale]"), "{config}");
 }
