@@ -4,8 +4,9 @@ autoscaled `workers = { min = 1, max = MAX }`, each on the same ramp in the same
 
     python3 bench/autoscale.py [--model squeezenet1_1] [--phase 20] [--high 8] [--max N]
 
-The ramp is three phases of `--phase` seconds each, driven by wrk (closed loop, keep-alive):
-1 connection, then `--high` connections, then 1 again. For each configuration it reports
+The ramp is three phases of `--phase` seconds each: `--low` requests a second from one
+paced keep-alive client (a worker busy a share of the time), then `--high` wrk connections
+back to back (closed loop: every worker busy), then the paced client again. For each configuration it reports
 per phase the requests/s and P50/P99 (wrk's), and over the whole ramp the worker-seconds
 (worker processes alive, sampled every 100 ms, integrated over time) and the peak resident
 memory of the daemon with its workers. MAX defaults to the host's cores (the autoscaler's
@@ -15,6 +16,7 @@ the timeline of its desired and actual workers is printed with the table.
 """
 
 import argparse
+import http.client
 import datetime
 import json
 import os
@@ -91,7 +93,28 @@ class Sampler(threading.Thread):
         self.join()
 
 
-def ramp(directory, model, workers, autoscaled, phase, high, path, body):
+def paced(server, path, body, rate, seconds):
+    """One keep-alive client sending `rate` requests a second for `seconds`; what wrk's
+    report says, from its own timings."""
+    payload, headers = Path(body).read_bytes(), bench.body_headers(body)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    latencies, errors = [], 0
+    began = time.time()
+    for k in range(int(rate * seconds)):
+        time.sleep(max(0.0, began + k / rate - time.time()))
+        sent = time.time()
+        conn.request("POST", path, body=payload, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        latencies.append((time.time() - sent) * 1e3)
+        errors += response.status != 200
+    elapsed = time.time() - began
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    return {"rps": len(latencies) / elapsed, "p50": pick(0.50), "p99": pick(0.99), "errors": errors}
+
+
+def ramp(directory, model, workers, autoscaled, phase, low, high, path, body):
     cfg = config(directory, model, workers, autoscaled)
     run = Path(tempfile.mkdtemp(prefix="modeld-run-", dir="/tmp"))
     server = bench.Server(
@@ -103,10 +126,13 @@ def ramp(directory, model, workers, autoscaled, phase, high, path, body):
     sampler.start()
     phases = []
     try:
-        for name, connections in [("low", 1), ("high", high), ("low again", 1)]:
+        for name, load in [("low", None), ("high", high), ("low again", None)]:
             began = time.time() - sampler.started
-            result = bench.wrk(server, path, body, connections, phase)
-            phases.append((name, connections, began, result))
+            if load is None:
+                result, shown = paced(server, path, body, low, phase), f"{low}/s paced"
+            else:
+                result, shown = bench.wrk(server, path, body, load, phase), f"{load} busy"
+            phases.append((name, shown, began, result))
     finally:
         sampler.stop()
         server.stop()
@@ -118,6 +144,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="squeezenet1_1")
     parser.add_argument("--phase", type=int, default=20, help="seconds per phase")
+    parser.add_argument("--low", type=float, default=10, help="requests a second in the low phases")
     parser.add_argument("--high", type=int, default=8, help="connections in the high phase")
     parser.add_argument("--max", type=int, default=os.cpu_count() or 1, help="workers at most")
     args = parser.parse_args()
@@ -131,15 +158,19 @@ def main():
         (f"fixed workers = {args.max}", args.max, False),
         (f"autoscaled 1..{args.max}", args.max, True),
     ]
-    results = [(label, ramp(directory, args.model, n, auto, args.phase, args.high, path, body)) for label, n, auto in runs]
+    results = [
+        (label, ramp(directory, args.model, n, auto, args.phase, args.low, args.high, path, body)) for label, n, auto in runs
+    ]
 
     print(f"## Host autoscaling on a ramp, {datetime.date.today()}")
     print()
-    print(f"- Command: `python3 bench/autoscale.py --model {args.model} --phase {args.phase} --high {args.high} --max {args.max}`")
+    print(f"- Command: `python3 bench/autoscale.py --model {args.model} --phase {args.phase} --low {args.low:g} "
+          f"--high {args.high} --max {args.max}`")
     print(f"- Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; wrk shares the cores")
-    print(f"- Ramp: {args.phase} s at 1 connection, {args.phase} s at {args.high}, {args.phase} s at 1 (wrk, closed loop)")
+    print(f"- Ramp: {args.phase} s at {args.low:g} requests/s (one paced client), {args.phase} s of {args.high} wrk "
+          f"connections back to back, {args.phase} s at {args.low:g}/s again")
     print()
-    print("| configuration | phase | connections | req/s | P50 ms | P99 ms | non-2xx |")
+    print("| configuration | phase | load | req/s | P50 ms | P99 ms | non-2xx |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, r in results:
         for name, connections, _, w in r["phases"]:

@@ -324,3 +324,26 @@ fn plan_and_config_check_show_the_policy_in_force() {
     assert!(text.contains("up: after a 0s window, at most 4 workers per 15s or 100% per 15s (max of them)"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("budget: ") && l.contains("cores")), "{text}");
 }
+
+#[test]
+fn a_crashed_worker_is_replaced_without_a_scale_event() {
+    let lines = format!("workers = {{ min = 2, max = 3 }}\n{FAST}");
+    let daemon = TestDaemon::ready(
+        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines),
+    );
+    daemon.wait_until("a first decision", Duration::from_secs(10), || {
+        !scale(&daemon, "m")["reason"].as_str().unwrap_or("measuring").starts_with("measuring")
+    });
+    let victim = daemon.worker_pids()[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL).unwrap();
+    daemon.wait_until("the worker replaced", Duration::from_secs(20), || {
+        let pids = daemon.worker_pids();
+        pids.len() == 2 && !pids.contains(&victim) && number(&scale(&daemon, "m")["actual"]) == 2
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let s = scale(&daemon, "m");
+    assert_eq!(number(&s["desired"]), 2, "{s}");
+    let metrics = daemon.get("/metrics").body;
+    assert!(!metrics.contains("modeld_scale_events_total{"), "a restart counted as a scale event:\n{metrics}");
+    assert!(metrics.contains("modeld_worker_restarts_total{model=\"m\",version=\"1\"} 1"), "{metrics}");
+}
