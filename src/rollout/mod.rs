@@ -400,6 +400,11 @@ impl Engine {
     }
 
     /// Progress of every rollout in progress.
+    /// Keeps the count the autoscaler set for `model`'s live version, for the next start.
+    pub fn remember_workers(&self, model: &str, workers: usize) {
+        self.shared.update(|s| s.model(model).workers = Some(workers));
+    }
+
     pub fn in_progress(&self) -> Vec<Progress> {
         self.lock_running().values().map(|r| r.progress.borrow().clone()).collect()
     }

@@ -35,7 +35,11 @@ impl Engine {
                         m.config_asked = desired.as_ref().ok().copied();
                     }
                 });
-                let pool = self.shared.supervisor.start(model, version);
+                let workers = match model.workers.autoscaled() {
+                    true => saved.workers.map_or(model.workers.min, |n| n.clamp(model.workers.min, model.workers.max)),
+                    false => model.workers.min,
+                };
+                let pool = self.shared.supervisor.start_with(model, version, workers);
                 if model.version == VersionSpec::Latest && live.is_none() {
                     self.fall_back_if_it_cannot_serve(model.clone(), pool.clone());
                 }

@@ -36,6 +36,10 @@ pub struct ModelState {
     /// The rollout in progress when this was written.
     #[serde(default)]
     pub rollout: Option<Record>,
+    /// The workers the autoscaler last set for the live version: a restart or a hand-over
+    /// starts as many (within the model's bounds), not `min` under a load that needs more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 /// One rollout, from start to outcome.

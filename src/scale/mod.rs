@@ -216,6 +216,7 @@ impl Scaler {
             "scaling {direction}: {}", status.reason
         );
         self.metrics.scale_events.with_label_values(&[pool.model.as_str(), direction]).inc();
+        self.engine.remember_workers(&pool.model, to);
         f.decider.changed(now, to as isize - from as isize);
         let (supervisor, pool, applying) = (self.supervisor.clone(), pool.clone(), f.applying.clone());
         tokio::spawn(async move {

@@ -347,3 +347,24 @@ fn a_crashed_worker_is_replaced_without_a_scale_event() {
     assert!(!metrics.contains("modeld_scale_events_total{"), "a restart counted as a scale event:\n{metrics}");
     assert!(metrics.contains("modeld_worker_restarts_total{model=\"m\",version=\"1\"} 1"), "{metrics}");
 }
+
+#[test]
+fn a_restart_starts_as_many_workers_as_the_autoscaler_last_set() {
+    let lines = format!("workers = {{ min = 1, max = 3 }}\n{FAST}");
+    let daemon = TestDaemon::ready(
+        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines),
+    );
+    let load = Load::start(&daemon, "m", busy(6));
+    daemon.wait_until("3 workers ready", Duration::from_secs(30), || number(&scale(&daemon, "m")["actual"]) == 3);
+    load.stop().assert_failures_only_from(None);
+    // Killed as by a crash, started again: the live version comes back at 3, not at min
+    // (then the down window and the idle load take it to 1, as before).
+    let daemon = daemon.restart();
+    daemon.wait_ready();
+    let health = daemon.health();
+    let stable =
+        health["models"]["m"]["versions"].as_object().unwrap().values().find(|v| v["role"] == "stable").unwrap();
+    assert_eq!(number(&stable["workers"]["configured"]), 3, "{health}");
+    assert!(daemon.logs().contains("starting version model=m version=1 workers=3"), "{}", daemon.logs());
+    daemon.wait_until("back to 1 idle", Duration::from_secs(30), || number(&scale(&daemon, "m")["desired"]) == 1);
+}
