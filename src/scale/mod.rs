@@ -96,6 +96,12 @@ impl Scaler {
         let mut due = false;
         let models = self.router.models();
         followed.retain(|name, _| config.model(name).is_some_and(|m| m.workers.autoscaled()));
+        // A model a reload fixed the count of has no autoscaler's account any more.
+        for model in config.models.iter().filter(|m| !m.workers.autoscaled()) {
+            if let Some(route) = models.get(&model.name).filter(|r| r.scale().is_some()) {
+                route.set_scale(None);
+            }
+        }
         for model in config.models.iter().filter(|m| m.workers.autoscaled()) {
             let Some(route) = models.get(&model.name) else { continue };
             let Some(stable) = route.table().stable.clone() else { continue };
