@@ -368,3 +368,27 @@ fn a_restart_starts_as_many_workers_as_the_autoscaler_last_set() {
     assert!(daemon.logs().contains("starting version model=m version=1 workers=3"), "{}", daemon.logs());
     daemon.wait_until("back to 1 idle", Duration::from_secs(30), || number(&scale(&daemon, "m")["desired"]) == 1);
 }
+
+#[test]
+fn a_reload_to_a_fixed_count_ends_autoscaling_and_keeps_serving() {
+    // A change of workers rolls out a new pool of the same version: quickly here.
+    let deploy = "deploy = { strategy = \"blue_green\", bake = \"500ms\", shadow = \"off\", check_every = \"100ms\", \
+                  max_output_drift = 0.0 }\n";
+    let setup = |lines: &str| {
+        let lines = format!("{deploy}{lines}");
+        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines)
+    };
+    let daemon = TestDaemon::ready(setup(&format!("workers = {{ min = 1, max = 3 }}\n{FAST}")));
+    daemon.wait_until("an autoscaler's account", Duration::from_secs(10), || scale(&daemon, "m").is_object());
+    let load = Load::start(&daemon, "m", quiet());
+    daemon.write_config(&setup("workers = 2\n").config());
+    let (code, out, err) = daemon.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    daemon.wait_until("2 fixed workers, no account", Duration::from_secs(30), || {
+        let health = daemon.health();
+        let m = &health["models"]["m"];
+        let stable = m["versions"].as_object().unwrap().values().find(|v| v["role"] == "stable").cloned();
+        m["scale"].is_null() && stable.is_some_and(|s| number(&s["workers"]["ready"]) == 2)
+    });
+    load.stop().assert_failures_only_from(None);
+}
