@@ -36,12 +36,13 @@ pub struct RawBudget {
     pub memory: Option<RawSize>,
 }
 
-/// `workers = 2` or `workers = { min = 1, max = 8 }`.
+/// `workers = 2` or `workers = { min = 1, max = 8 }` (the table's keys checked in
+/// [`super::scale::workers`], so that a misspelt one is named).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawWorkers {
     Count(i64),
-    Range { min: Option<i64>, max: i64 },
+    Range(toml::Table),
 }
 
 /// `[model.scale]`: the autoscaler's targets and behaviour.

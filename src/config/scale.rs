@@ -165,28 +165,54 @@ impl Default for Budget {
 
 /// `workers = N` or `workers = { min = A, max = B }`.
 pub fn workers(raw: Option<&RawWorkers>, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> Workers {
-    let mut count = |n: i64, key: &KeyPath| match usize::try_from(n) {
+    match raw {
+        None => Workers::fixed(1),
+        Some(RawWorkers::Count(n)) => Workers::fixed(count(*n, key, at, problems).unwrap_or(1)),
+        Some(RawWorkers::Range(table)) => match bounds(table) {
+            Err(message) => {
+                problems.push(at.error(key, message));
+                Workers::fixed(1)
+            }
+            Ok((min, max)) => {
+                let min = min.map_or(Some(1), |n| count(n, &key.key("min"), at, problems));
+                let max = count(max, &key.key("max"), at, problems);
+                match (min, max) {
+                    (Some(min), Some(max)) if min <= max => Workers { min, max },
+                    (Some(min), Some(max)) => {
+                        problems.push(at.error(key, format!("min ({min}) is more than max ({max})")));
+                        Workers::fixed(min)
+                    }
+                    (min, _) => Workers::fixed(min.unwrap_or(1)),
+                }
+            }
+        },
+    }
+}
+
+/// A worker count within 1..=[`MAX_WORKERS`].
+fn count(n: i64, key: &KeyPath, at: &Locator, problems: &mut Vec<Problem>) -> Option<usize> {
+    match usize::try_from(n) {
         Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
         _ => {
             problems.push(at.error(key, format!("must be between 1 and {MAX_WORKERS}, got {n}")));
             None
         }
+    }
+}
+
+/// `{ min = A, max = B }` as written: `min` may be left out, `max` may not, nothing else.
+fn bounds(table: &toml::Table) -> Result<(Option<i64>, i64), String> {
+    if let Some(unknown) = table.keys().find(|k| *k != "min" && *k != "max") {
+        return Err(format!("unknown key '{unknown}': workers takes min and max"));
+    }
+    let number = |name: &str| match table.get(name) {
+        None => Ok(None),
+        Some(toml::Value::Integer(n)) => Ok(Some(*n)),
+        Some(other) => Err(format!("{name} must be a whole number, got {other}")),
     };
-    match raw {
-        None => Workers::fixed(1),
-        Some(RawWorkers::Count(n)) => Workers::fixed(count(*n, key).unwrap_or(1)),
-        Some(RawWorkers::Range { min, max }) => {
-            let min = min.map_or(Some(1), |n| count(n, &key.key("min")));
-            let max = count(*max, &key.key("max"));
-            match (min, max) {
-                (Some(min), Some(max)) if min <= max => Workers { min, max },
-                (Some(min), Some(max)) => {
-                    problems.push(at.error(key, format!("min ({min}) is more than max ({max})")));
-                    Workers::fixed(min)
-                }
-                (min, _) => Workers::fixed(min.unwrap_or(1)),
-            }
-        }
+    match (number("min")?, number("max")?) {
+        (min, Some(max)) => Ok((min, max)),
+        (_, None) => Err("needs max, e.g. workers = { min = 1, max = 4 }".into()),
     }
 }
 

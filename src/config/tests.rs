@@ -503,6 +503,10 @@ policies = [{ workers = 2, percent = 50, period = "15s" }, { percent = 10, perio
         assert!(keys.contains(&key), "{key} not in {found:?}");
     }
     assert!(found.iter().any(|p| p.message.contains("min (5) is more than max (2)")), "{found:?}");
+    let misspelt = errors("[[model]]\nname = \"a\"\nworkers = { minimum = 2, max = 4 }\n");
+    assert!(misspelt.iter().any(|p| p.message == "unknown key 'minimum': workers takes min and max"), "{misspelt:?}");
+    let no_max = errors("[[model]]\nname = \"a\"\nworkers = { min = 2 }\n");
+    assert!(no_max.iter().any(|p| p.key == "model[0].workers" && p.message.starts_with("needs max")), "{no_max:?}");
 }
 
 #[test]

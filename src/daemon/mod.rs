@@ -104,7 +104,8 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
         engine: engine.clone(),
         metrics: metrics.clone(),
     };
-    tokio::spawn(scaler.run(stop_sampler.clone()));
+    let stop_scaler = CancellationToken::new();
+    tokio::spawn(scaler.run(stop_scaler.clone()));
 
     let listener = match activated.http {
         Some(handed) => http_socket_handed_over(handed, server.listen)?,
@@ -161,6 +162,8 @@ pub async fn serve(config: Config, overrides: Overrides, activated: activation::
     let events = Events { signals: &mut signals, heartbeat: &heartbeat, engine: &engine, notifier: &notifier };
     let upgrading = Upgrading { upgrades, sockets, binary, predecessor, serving, live: &live };
     let ending = events.run(upgrading).await;
+    // No worker is added to pools about to drain.
+    stop_scaler.cancel();
     stop_http.cancel();
     if matches!(ending, Ending::HandedOver | Ending::Declined) {
         // The other daemon answers on the admin socket from now (answers under way finish).

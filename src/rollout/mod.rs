@@ -284,10 +284,11 @@ impl Engine {
             self.shared.update(|s| s.model(name).config_asked = Some(version));
         }
         self.shared.save_rollout(name, &record);
+        // Read under the lock the autoscaler changes counts under.
+        let size = rollout_size(&model, table.stable.as_deref());
         running.insert(name.into(), Running { commands: commands_tx, progress: progress_rx.clone() });
         self.lock_latest().insert(name.into(), progress_rx);
         drop(running);
-        let size = rollout_size(&model, table.stable.as_deref());
         let planned = plan::plan(&model, &deploy, (record.from, version), size, config.server.request_timeout);
         let evidence = evidence::Evidence::begin(&record, caller, planned, &model, &deploy);
         let runner = Runner {
@@ -400,13 +401,22 @@ impl Engine {
     }
 
     /// Progress of every rollout in progress.
-    /// Keeps the count the autoscaler set for `model`'s live version, for the next start.
-    pub fn remember_workers(&self, model: &str, workers: usize) {
-        self.shared.update(|s| s.model(model).workers = Some(workers));
-    }
-
     pub fn in_progress(&self) -> Vec<Progress> {
         self.lock_running().values().map(|r| r.progress.borrow().clone()).collect()
+    }
+
+    /// Runs `change` unless a rollout of `model` is in progress, under the lock a rollout
+    /// starts under: a rollout sizes its candidate from the count before or after the
+    /// change, never from one the change is making. None: a rollout runs.
+    pub fn unless_rolling_out<T>(&self, model: &str, change: impl FnOnce() -> T) -> Option<T> {
+        let running = self.lock_running();
+        (!running.contains_key(model) && !self.is_frozen()).then(change)
+    }
+
+    /// Keeps the count the autoscaler set for `model`'s live version, for the next start
+    /// (none: the model's count is fixed now).
+    pub fn remember_workers(&self, model: &str, workers: Option<usize>) {
+        self.shared.update(|s| s.model(model).workers = workers);
     }
 
     /// Rolls back: a running rollout reverts at once; otherwise the previous version comes
@@ -429,7 +439,9 @@ impl Engine {
                 let version = version.ok_or_else(|| cannot("there is no previous version to go back to"))?;
                 let config = self.config();
                 let model_config = config.model(model).ok_or_else(|| EngineError::UnknownModel(model.into()))?;
-                let pool = self.shared.supervisor.start(model_config, version);
+                // As many workers as the version it replaces runs now.
+                let workers = rollout_size(model_config, Some(&current));
+                let pool = self.shared.supervisor.start_with(model_config, version, workers);
                 let timeout = model_config.device.start_timeout(self.shared.server.get().worker_start_timeout);
                 if let Err(reason) = wait_ready(&pool, timeout).await {
                     self.shared.supervisor.stop(&pool).await;

@@ -189,17 +189,23 @@ pub fn plan(
         minimum_seconds,
         signature: None,
         answers: answer_checks(d, from.is_some()),
-        workers: workers_line(model, d, size),
+        workers: workers_line(model, d, from, size),
     }
 }
 
 /// How the candidate is sized, and the autoscaler's part, in the plan's words.
-fn workers_line(model: &ModelConfig, d: &DeployConfig, size: usize) -> String {
-    let sized = match d.strategy {
-        Strategy::Canary => {
-            format!("the candidate runs its step's share of {size} worker(s), all {size} before promotion")
+fn workers_line(model: &ModelConfig, d: &DeployConfig, from: Option<u64>, size: usize) -> String {
+    let shadow = match !d.shadow.is_zero() && from.is_some() {
+        true => ", all of them from its shadow phase on (a copy of every live request)",
+        false => "",
+    };
+    let sized = match (d.strategy, model.workers.autoscaled()) {
+        (Strategy::Canary, true) => {
+            format!("the candidate runs its step's share of {size} worker(s){shadow}, all {size} before promotion")
         }
-        Strategy::AbTest => format!("arm B runs {}% of {size} worker(s), all {size} if promoted", d.split),
+        (Strategy::AbTest, true) => {
+            format!("arm B runs {}% of {size} worker(s){shadow}, all {size} if promoted", d.split)
+        }
         _ => format!("the candidate runs {size} worker(s), as the live version does now"),
     };
     match model.workers.autoscaled() {

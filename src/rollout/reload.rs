@@ -254,11 +254,6 @@ fn tokens(auth: &crate::config::Auth) -> String {
 
 /// `key` (`server.listen`) when it changed: both values, and how it takes effect (`None`:
 /// only on a restart).
-fn budget_text(b: &crate::config::Budget) -> String {
-    let memory = b.memory.map_or("80% of the host's".into(), |m| format!("{} MiB", m >> 20));
-    format!("{} cores, {memory} memory", b.cores)
-}
-
 fn change<T: PartialEq>(
     name: &str,
     old: &T,
@@ -270,6 +265,11 @@ fn change<T: PartialEq>(
         let how = applied.unwrap_or("takes effect on restart only (the daemon keeps the old value)");
         Change { text: format!("{name}: {} -> {}: {how}", show(old), show(new)), restart: applied.is_none() }
     })
+}
+
+fn budget_text(b: &crate::config::Budget) -> String {
+    let memory = b.memory.map_or("80% of the host's".into(), |m| format!("{} MiB", m >> 20));
+    format!("{} cores, {memory} memory", b.cores)
 }
 
 /// Whether the model's workers would run differently: any setting but the version (asked

@@ -39,6 +39,10 @@ impl Engine {
                     true => saved.workers.map_or(model.workers.min, |n| n.clamp(model.workers.min, model.workers.max)),
                     false => model.workers.min,
                 };
+                if !model.workers.autoscaled() && saved.workers.is_some() {
+                    // Fixed now: a later return to autoscaling starts from min, not a stale count.
+                    self.shared.update(|s| s.model(&model.name).workers = None);
+                }
                 let pool = self.shared.supervisor.start_with(model, version, workers);
                 if model.version == VersionSpec::Latest && live.is_none() {
                     self.fall_back_if_it_cannot_serve(model.clone(), pool.clone());

@@ -193,6 +193,9 @@ pub struct Pool {
     pub window: Window,
     /// How long its requests waited for an inference thread, for the autoscaler.
     queue: QueueMeter,
+    /// The lowest slot whose added worker could not get ready, and why (for the
+    /// autoscaler, which takes the count back below it).
+    join_failure: Mutex<Option<(usize, String)>>,
     /// When this version's workers were OOM-killed, within the last window or so.
     ooms: Mutex<VecDeque<Instant>>,
     /// What the worker said of the last request it failed (not a bad input), so that a
@@ -230,6 +233,7 @@ impl Pool {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             window: Window::new(spec.health.window),
             queue: QueueMeter::default(),
+            join_failure: Mutex::new(None),
             model: spec.model,
             version: spec.version,
             predict: spec.predict,
@@ -289,6 +293,19 @@ impl Pool {
     /// Active workers still starting after the autoscaler added them.
     pub fn joining(&self) -> usize {
         self.active() - self.settled()
+    }
+
+    /// Records that the worker added in `slot` could not get ready.
+    pub fn join_failed(&self, slot: usize, reason: String) {
+        let mut failure = self.join_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.as_ref().is_none_or(|(s, _)| slot < *s) {
+            *failure = Some((slot, reason));
+        }
+    }
+
+    /// The lowest slot whose added worker could not get ready since the last call, and why.
+    pub fn take_join_failure(&self) -> Option<(usize, String)> {
+        self.join_failure.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The mean time requests waited for an inference thread since the last call (none:

@@ -40,4 +40,6 @@ pub enum HeldBy {
     Policy,
     /// The host budget or the host's free memory: other models or the host are in the way.
     Budget,
+    /// A worker added lately could not get ready: the count is not grown for a while.
+    StartFailed,
 }

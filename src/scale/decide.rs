@@ -24,7 +24,7 @@ pub struct Load {
     pub queue: Option<Duration>,
     /// Cores the workers kept busy, and the cores they may use.
     pub cpu: Option<(f64, f64)>,
-    /// The largest worker's resident memory and the model's `memory_limit`.
+    /// The workers' mean resident memory and the model's `memory_limit`.
     pub memory: Option<(u64, u64)>,
 }
 
@@ -123,6 +123,12 @@ impl Decider {
         Decision { desired, proposal, held }
     }
 
+    /// Starts the history with `count` proposed now: a count restored at start is held by
+    /// the down window as one the load had asked for.
+    pub fn seed(&mut self, now: Instant, count: usize) {
+        self.proposals.push_back((now, count));
+    }
+
     /// Records a change made (the policies count them within their periods).
     pub fn changed(&mut self, now: Instant, by: isize) {
         if by != 0 {
@@ -152,9 +158,11 @@ impl Decider {
         while self.changes.front().is_some_and(|(t, _)| longest.is_none_or(|l| now.duration_since(*t) > l)) {
             self.changes.pop_front();
         }
+        // A bound never turns a move around (the HPA clamps it to the current count too):
+        // changes made elsewhere (the budget taking workers) can put a period's start far off.
         match desired.cmp(&current) {
-            std::cmp::Ordering::Greater => desired.min(self.up_limit(now, current, &policy.up)),
-            std::cmp::Ordering::Less => desired.max(self.down_limit(now, current, &policy.down)),
+            std::cmp::Ordering::Greater => desired.min(self.up_limit(now, current, &policy.up).max(current)),
+            std::cmp::Ordering::Less => desired.max(self.down_limit(now, current, &policy.down).min(current)),
             std::cmp::Ordering::Equal => current,
         }
     }
@@ -282,6 +290,37 @@ mod tests {
         policy.down.select = Select::Disabled;
         let much_later = t0 + Duration::from_secs(120);
         assert_eq!(d.decide(much_later, 7, propose(&load(7, 0.0), &policy), workers, &policy).desired, 7);
+    }
+
+    #[test]
+    fn a_bound_never_turns_a_move_around() {
+        let mut policy = fast();
+        policy.down = Behavior {
+            stabilization: Duration::ZERO,
+            policies: vec![Policy { change: Change::Workers(1), period: Duration::from_secs(60) }],
+            select: Select::Max,
+        };
+        let workers = Workers { min: 1, max: 8 };
+        let mut d = Decider::default();
+        let t0 = Instant::now();
+        // The budget took 4 of 6 workers: the period "started" at 6, its bound is 5.
+        d.changed(t0, -4);
+        let later = t0 + Duration::from_secs(5);
+        let decision = d.decide(later, 2, propose(&load(2, 0.0), &policy), workers, &policy);
+        assert_eq!(decision.desired, 2, "a proposal to go down never goes up: {decision:?}");
+    }
+
+    #[test]
+    fn a_seeded_count_is_held_by_the_down_window() {
+        let policy = fast();
+        let workers = Workers { min: 1, max: 8 };
+        let mut d = Decider::default();
+        let t0 = Instant::now();
+        d.seed(t0, 4);
+        let quiet = d.decide(t0 + Duration::from_secs(1), 4, propose(&load(4, 0.0), &policy), workers, &policy);
+        assert_eq!(quiet.desired, 4, "held by the 60 s window");
+        let after = d.decide(t0 + Duration::from_secs(61), 4, propose(&load(4, 0.0), &policy), workers, &policy);
+        assert_eq!(after.desired, 1);
     }
 
     #[test]

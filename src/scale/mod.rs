@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 /// How often requests in flight are sampled.
 pub const SAMPLE: Duration = Duration::from_millis(100);
 
+/// How long a model whose added worker could not get ready is not grown again.
+pub const JOIN_BACKOFF: Duration = Duration::from_secs(60);
+
 /// What the autoscaler works with.
 pub struct Scaler {
     pub router: Arc<Router>,
@@ -51,10 +54,45 @@ struct Followed {
     since: Option<Instant>,
     decider: Decider,
     last: Option<Decision>,
-    /// A change being applied (a drain can take the shutdown grace).
+    /// A change being applied (a drain can take the shutdown grace); none overlaps it.
     applying: Arc<AtomicBool>,
+    /// After an added worker could not get ready: no growth until then, and why.
+    no_growth: Option<(Instant, String)>,
     /// What the log last said of it, so that an unchanged decision is not logged again.
     logged: Option<(usize, Option<HeldBy>)>,
+}
+
+impl Followed {
+    /// Readings start over from `now`.
+    fn restart_readings(&mut self, now: Instant) {
+        (self.inflight, self.samples, self.since) = (0.0, 0, Some(now));
+    }
+
+    fn due(&self, now: Instant, interval: Duration) -> bool {
+        self.since.is_some_and(|t| now.duration_since(t) >= interval)
+    }
+}
+
+/// What the workers the autoscaler does not move hold of the budget.
+#[derive(Default)]
+struct Taken {
+    cores: usize,
+    memory: u64,
+}
+
+impl Taken {
+    fn add(&mut self, pool: &Pool) {
+        self.cores += pool.active() * pool.cores_per_worker;
+        self.memory += pool.active() as u64 * worker_memory(pool);
+    }
+}
+
+/// A model whose count the autoscaler decides this round.
+struct Claimant<'a> {
+    claim: Claim,
+    stable: Arc<Pool>,
+    model: &'a ModelConfig,
+    route: Arc<ModelRoute>,
 }
 
 impl Scaler {
@@ -80,8 +118,7 @@ impl Scaler {
             }
             let config = self.engine.config();
             let now = Instant::now();
-            let due = self.sample(&config, &mut followed, now);
-            if due {
+            if self.sample(&config, &mut followed, now) {
                 if let Some(host) = &mut host {
                     host.refresh_memory();
                 }
@@ -107,17 +144,26 @@ impl Scaler {
             let Some(stable) = route.table().stable.clone() else { continue };
             let f = followed.entry(model.name.clone()).or_default();
             if f.pool != stable.id {
-                // A new live version (a promotion, a settings change): readings start over.
-                (f.pool, f.inflight, f.samples, f.since) = (stable.id, 0.0, 0, Some(now));
+                // A new live version (a start, a promotion, a settings change): readings
+                // start over, and the count it starts with is held by the down window.
+                f.pool = stable.id;
+                f.restart_readings(now);
+                f.decider.seed(now, stable.active());
                 let _ = stable.take_queue_time();
                 if route.scale().is_none() {
                     route.set_scale(Some(measuring(model, &stable)));
                 }
                 continue;
             }
+            if stable.joining() > 0 {
+                // Workers still loading: what the load does meanwhile is no measure of
+                // what the count will be.
+                f.restart_readings(now);
+                continue;
+            }
             f.inflight += stable.outstanding() as f64;
             f.samples += 1;
-            due |= f.since.is_some_and(|t| now.duration_since(t) >= model.scale.interval);
+            due |= f.due(now, model.scale.interval);
         }
         due
     }
@@ -131,102 +177,132 @@ impl Scaler {
         host: Option<&sysinfo::System>,
     ) {
         let rolling: HashSet<String> = self.engine.in_progress().into_iter().map(|p| p.model).collect();
-        let models = self.router.models();
-        let mut claims: Vec<(Claim, Arc<Pool>, &ModelConfig)> = Vec::new();
-        let (mut held_cores, mut held_memory) = (0usize, 0u64);
-        for (name, route) in models.iter() {
-            let table = route.table();
-            let model = config.model(name);
-            let managed = model.filter(|m| m.workers.autoscaled() && !rolling.contains(name));
-            let stable = table.stable.clone().filter(|p| p.is_ready());
-            for pool in table.all_pools() {
-                let ours = managed.is_some() && stable.as_ref().is_some_and(|s| Arc::ptr_eq(s, pool));
-                if !ours {
-                    held_cores += pool.active() * pool.cores_per_worker;
-                    held_memory += pool.active() as u64 * worker_memory(pool);
-                }
+        let mut taken = Taken::default();
+        let mut claimants = Vec::new();
+        for (name, route) in self.router.models().iter() {
+            match self.claimant(config, name, route, followed, &rolling, now) {
+                Some(claimant) => claimants.push(claimant),
+                None => route.table().all_pools().for_each(|p| taken.add(p)),
             }
-            match (model, managed, stable) {
-                (Some(m), None, _) if m.workers.autoscaled() => {
-                    let why = "a rollout is in progress: the count stays as the rollout found it".to_string();
-                    route.set_scale(Some(frozen(m, route, followed.get(name), why)));
-                    // What the rollout's traffic split did to the readings is no measure.
-                    if let Some(f) = followed.get_mut(name) {
-                        (f.inflight, f.samples, f.since) = (0.0, 0, Some(now));
-                    }
-                }
-                (Some(m), Some(_), Some(stable)) => {
-                    let Some(f) = followed.get_mut(name) else { continue };
-                    if f.pool == stable.id && f.since.is_some_and(|t| now.duration_since(t) >= m.scale.interval) {
-                        decide(f, m, &stable, now);
-                    }
-                    let Some(decision) = &f.last else { continue };
-                    let claim = Claim {
-                        model: name.clone(),
-                        min: m.workers.min,
-                        desired: decision.desired,
-                        proposal: decision.proposal.workers.clamp(m.workers.min, m.workers.max),
-                        current: stable.active(),
-                        cores: stable.cores_per_worker,
-                        memory: worker_memory(&stable),
-                    };
-                    claims.push((claim, stable, m));
-                }
-                (Some(m), _, _) if !m.workers.autoscaled() => route.set_scale(None),
-                _ => {}
+            // A claimant's other pools (a warm previous version) hold their share too.
+            if let Some(c) = claimants.last().filter(|c| c.claim.model == *name) {
+                route.table().all_pools().filter(|p| !Arc::ptr_eq(p, &c.stable)).for_each(|p| taken.add(p));
             }
         }
         let budget = config.server.budget;
         let room = Room {
-            cores: budget.cores.saturating_sub(held_cores),
-            memory: budget_memory(&budget, host).saturating_sub(held_memory),
+            cores: budget.cores.saturating_sub(taken.cores),
+            memory: budget_memory(&budget, host).saturating_sub(taken.memory),
             free: free_memory(host),
         };
-        let grants = share::share(&claims.iter().map(|(c, ..)| c.clone()).collect::<Vec<_>>(), room);
-        for ((claim, stable, model), grant) in claims.into_iter().zip(grants) {
-            let Some(route) = models.get(&claim.model) else { continue };
-            let f = followed.get_mut(&claim.model).expect("claims are of followed models");
-            let decision = f.last.clone().expect("claims have a decision");
-            let held = match grant.limited {
-                Some(why) => Some(Held { by: HeldBy::Budget, why }),
-                None => decision.held.clone(),
-            };
-            let status = ScaleStatus {
-                min: model.workers.min,
-                max: model.workers.max,
-                desired: grant.workers,
-                actual: 0,
-                reason: format!("{}: asks for {}", decision.proposal.why, decision.proposal.workers),
-                held,
-                frozen: None,
-                decided_at: crate::rollout::now(),
-            };
-            if grant.workers != claim.current && !rolling.contains(&claim.model) {
-                self.apply(f, &stable, claim.current, grant.workers, &status, now);
-            }
-            log_decision(f, &claim.model, &status);
-            route.set_scale(Some(status));
+        let grants = share::share(&claimants.iter().map(|c| c.claim.clone()).collect::<Vec<_>>(), room);
+        for (c, grant) in claimants.into_iter().zip(grants) {
+            let f = followed.get_mut(&c.claim.model).expect("claimants are followed");
+            let status = self.grant(f, &c, grant, now);
+            log_decision(f, &c.claim.model, &status);
+            c.route.set_scale(Some(status));
         }
     }
 
-    /// Moves the live pool from `from` to `to` workers in the background (one change at a
-    /// time per model): started workers join once ready; removed ones drain first.
-    fn apply(&self, f: &mut Followed, pool: &Arc<Pool>, from: usize, to: usize, status: &ScaleStatus, now: Instant) {
+    /// The model's claim on the budget this round, deciding it if due; None when the
+    /// autoscaler does not move it now (fixed, rolling out, not serving, no decision yet).
+    fn claimant<'a>(
+        &self,
+        config: &'a Config,
+        name: &str,
+        route: &Arc<ModelRoute>,
+        followed: &mut HashMap<String, Followed>,
+        rolling: &HashSet<String>,
+        now: Instant,
+    ) -> Option<Claimant<'a>> {
+        let model = config.model(name).filter(|m| m.workers.autoscaled())?;
+        let f = followed.get_mut(name)?;
+        if rolling.contains(name) {
+            let why = "a rollout is in progress: the count stays as the rollout found it".to_string();
+            route.set_scale(Some(frozen(model, route, f, why)));
+            // What the rollout's traffic split did to the readings is no measure.
+            f.restart_readings(now);
+            return None;
+        }
+        let stable = route.table().stable.clone().filter(|p| p.is_ready() && p.id == f.pool)?;
+        if let Some((slot, why)) = stable.take_join_failure() {
+            f.no_growth = Some((now + JOIN_BACKOFF, format!("an added worker could not get ready: {why}")));
+            let back = slot.max(model.workers.min);
+            if back < stable.active() {
+                self.apply(f, &stable, stable.active(), back, "an added worker could not get ready", now);
+            }
+        }
+        if stable.joining() == 0 && f.due(now, model.scale.interval) {
+            decide(f, model, &stable, now);
+        }
+        let decision = f.last.as_ref()?;
+        let mut desired = decision.desired;
+        if let Some((until, _)) = &f.no_growth {
+            match now < *until {
+                true => desired = desired.min(stable.active()),
+                false => f.no_growth = None,
+            }
+        }
+        let claim = Claim {
+            model: name.to_string(),
+            min: model.workers.min,
+            desired,
+            proposal: decision.proposal.workers.clamp(model.workers.min, model.workers.max),
+            current: stable.active(),
+            cores: stable.cores_per_worker,
+            memory: worker_memory(&stable),
+        };
+        Some(Claimant { claim, stable, model, route: route.clone() })
+    }
+
+    /// What a claimant was granted: its status, and the change applied when the count
+    /// moves.
+    fn grant(&self, f: &mut Followed, c: &Claimant, grant: share::Grant, now: Instant) -> ScaleStatus {
+        let decision = f.last.clone().expect("a claimant has a decision");
+        let held = match (grant.limited, &f.no_growth) {
+            (Some(why), _) => Some(Held { by: HeldBy::Budget, why }),
+            (None, Some((_, why))) if grant.workers < decision.desired => {
+                Some(Held { by: HeldBy::StartFailed, why: format!("not grown for {JOIN_BACKOFF:?}: {why}") })
+            }
+            (None, _) => decision.held.clone(),
+        };
+        let status = ScaleStatus {
+            min: c.model.workers.min,
+            max: c.model.workers.max,
+            desired: grant.workers,
+            actual: 0,
+            reason: format!("{}: asks for {}", decision.proposal.why, decision.proposal.workers),
+            held,
+            frozen: None,
+            decided_at: crate::rollout::now(),
+        };
+        if grant.workers != c.claim.current {
+            self.apply(f, &c.stable, c.claim.current, grant.workers, &status.reason, now);
+        }
+        status
+    }
+
+    /// Moves the live pool from `from` to `to` workers (one change at a time per model, and
+    /// none while a rollout of it starts or runs): started workers join once ready;
+    /// removed ones drain first, awaited in the background.
+    fn apply(&self, f: &mut Followed, pool: &Arc<Pool>, from: usize, to: usize, why: &str, now: Instant) {
         if f.applying.swap(true, Ordering::SeqCst) {
             return;
         }
+        let Some(draining) = self.engine.unless_rolling_out(&pool.model, || self.supervisor.resize(pool, to)) else {
+            f.applying.store(false, Ordering::SeqCst);
+            return;
+        };
         let direction = if to > from { "up" } else { "down" };
-        tracing::info!(
-            model = %pool.model, version = pool.version, from, to,
-            held = status.held.as_ref().map(|h| h.why.as_str()),
-            "scaling {direction}: {}", status.reason
-        );
+        tracing::info!(model = %pool.model, version = pool.version, from, to, "scaling {direction}: {why}");
         self.metrics.scale_events.with_label_values(&[pool.model.as_str(), direction]).inc();
-        self.engine.remember_workers(&pool.model, to);
+        self.engine.remember_workers(&pool.model, Some(to));
         f.decider.changed(now, to as isize - from as isize);
-        let (supervisor, pool, applying) = (self.supervisor.clone(), pool.clone(), f.applying.clone());
+        let applying = f.applying.clone();
         tokio::spawn(async move {
-            supervisor.scale(&pool, to).await;
+            for task in draining {
+                let _ = task.await;
+            }
             applying.store(false, Ordering::SeqCst);
         });
     }
@@ -240,11 +316,17 @@ fn decide(f: &mut Followed, model: &ModelConfig, stable: &Pool, now: Instant) {
         inflight: if f.samples == 0 { 0.0 } else { f.inflight / f64::from(f.samples) },
         queue: stable.take_queue_time(),
         cpu: stable.cpu(),
-        memory: model.memory_limit.map(|limit| (stable.largest_rss(), limit)),
+        memory: model.memory_limit.and_then(|limit| Some((mean_rss(stable)?, limit))),
     };
     let proposal = decide::propose(&load, &model.scale);
     f.last = Some(f.decider.decide(now, stable.active(), proposal, model.workers, &model.scale));
-    (f.inflight, f.samples, f.since) = (0.0, 0, Some(now));
+    f.restart_readings(now);
+}
+
+/// The mean resident memory of the version's running workers (none before a sample).
+fn mean_rss(pool: &Pool) -> Option<u64> {
+    let sizes: Vec<u64> = pool.workers().map(|w| w.rss_bytes).filter(|r| *r > 0).collect();
+    (!sizes.is_empty()).then(|| sizes.iter().sum::<u64>() / sizes.len() as u64)
 }
 
 /// The status of a model whose first interval of readings is under way.
@@ -262,9 +344,9 @@ fn measuring(model: &ModelConfig, stable: &Pool) -> ScaleStatus {
 }
 
 /// The status of a model the autoscaler leaves alone now.
-fn frozen(model: &ModelConfig, route: &ModelRoute, f: Option<&Followed>, why: String) -> ScaleStatus {
+fn frozen(model: &ModelConfig, route: &ModelRoute, f: &Followed, why: String) -> ScaleStatus {
     let current = route.table().stable.as_ref().map_or(model.workers.min, |p| p.active());
-    let reason = f.and_then(|f| f.last.as_ref()).map_or("no decision yet".into(), |d| d.proposal.why.clone());
+    let reason = f.last.as_ref().map_or("no decision yet".into(), |d| d.proposal.why.clone());
     ScaleStatus {
         min: model.workers.min,
         max: model.workers.max,

@@ -100,7 +100,7 @@ impl Keeper {
     pub async fn run(self, spec: WorkerSpec) {
         let socket = match self.launcher.socket_path(&spec) {
             Ok(socket) => socket,
-            Err(reason) => return self.fail(reason),
+            Err(reason) => return self.fail(&spec, reason),
         };
         self.keep(&spec, &socket).await;
         // A worker that became another user cannot remove its socket from this directory.
@@ -117,7 +117,7 @@ impl Keeper {
             let Spawned { mut child, cgroup, progress } = match self.launcher.spawn(spec, socket) {
                 Ok(spawned) => spawned,
                 Err(e) => {
-                    return self.fail(format!("could not start worker {}: {e}", self.launcher.exe));
+                    return self.fail(spec, format!("could not start worker {}: {e}", self.launcher.exe));
                 }
             };
             let ooms_before = cgroup.as_deref().map_or(0, cgroup::oom_kills);
@@ -131,7 +131,7 @@ impl Keeper {
                     let _ = child.kill().await;
                     return;
                 }
-                Some(Started::LoadFailed(reason)) => return self.fail(reason),
+                Some(Started::LoadFailed(reason)) => return self.fail(spec, reason),
                 Some(Started::Lost { reason, status }) => Exit { reason, status, served: false, answered: 0 },
                 Some(Started::Ready { conn, info }) => {
                     let label = [spec.model.as_str(), &spec.version.to_string()];
@@ -180,7 +180,7 @@ impl Keeper {
             let (served, answered) = (exit.served, exit.answered);
             let reason = self.record_exit(spec, exit, oom);
             if !served && exits.record() {
-                return self.fail(format!(
+                return self.fail(spec, format!(
                     "crash loop: worker exited {CRASH_LIMIT} times within {CRASH_WINDOW:?} before getting ready; last: {reason}"
                 ));
             }
@@ -259,7 +259,19 @@ impl Keeper {
         exit
     }
 
-    fn fail(&self, reason: String) {
+    /// A worker that cannot get ready fails the version — unless it was added to a
+    /// serving version (the autoscaler growing it): then only its slot gives up, the
+    /// version keeps serving on the others, and the autoscaler learns why.
+    fn fail(&self, spec: &WorkerSpec, reason: String) {
+        let slot = &self.pool.slots[spec.slot];
+        if slot.joining.swap(false, Ordering::Relaxed) && matches!(*self.pool.phase(), Phase::Running) {
+            tracing::error!(
+                model = %self.pool.model, version = self.pool.version, slot = spec.slot,
+                "a worker added to the serving version could not get ready: {reason}; the version keeps serving on its other workers"
+            );
+            self.pool.join_failed(spec.slot, reason);
+            return;
+        }
         tracing::error!(model = %self.pool.model, version = self.pool.version, "version failed: {reason}");
         if !matches!(*self.pool.phase(), Phase::Failed { .. } | Phase::Stopping) {
             self.pool.set_phase(Phase::Failed { reason });

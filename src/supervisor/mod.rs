@@ -148,17 +148,21 @@ impl Supervisor {
     /// Runs `active` of the pool's workers: starts the missing ones, or drains and stops
     /// the extra ones (returning once they have exited).
     pub async fn scale(&self, pool: &Arc<Pool>, active: usize) {
-        let stopping = {
-            let mut all = self.lock();
-            let Some(running) = all.iter_mut().find(|r| Arc::ptr_eq(&r.pool, pool)) else { return };
-            let active = active.min(running.slots.len());
-            pool.set_active(active);
-            running.start_slots(active);
-            running.stop_slots(active)
-        };
-        for task in stopping {
+        for task in self.resize(pool, active) {
             let _ = task.await;
         }
+    }
+
+    /// As [`Supervisor::scale`], at once: the workers to add are started (and marked
+    /// joining before the pool counts them), the ones to remove are told to drain; their
+    /// tasks are returned to await.
+    pub fn resize(&self, pool: &Arc<Pool>, active: usize) -> Vec<JoinHandle<()>> {
+        let mut all = self.lock();
+        let Some(running) = all.iter_mut().find(|r| Arc::ptr_eq(&r.pool, pool)) else { return Vec::new() };
+        let active = active.min(running.slots.len());
+        running.start_slots(active);
+        pool.set_active(active);
+        running.stop_slots(active)
     }
 
     /// The signature `version` of `model` would serve with, loaded by a short-lived

@@ -38,10 +38,11 @@ fn quiet() -> Pattern {
     Pattern { clients: 1, pace: Some(Duration::from_millis(50)), ..Pattern::default() }
 }
 
-/// Samples a model's desired and actual workers every 100 ms on a thread of its own.
+/// Samples a model's desired and actual workers (and its live version's state) every
+/// 100 ms on a thread of its own.
 struct Timeline {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(f64, usize, usize)>>,
+    thread: std::thread::JoinHandle<Vec<(f64, usize, usize, String)>>,
 }
 
 impl Timeline {
@@ -55,8 +56,11 @@ impl Timeline {
                 if let Ok(mut r) = agent.get(&format!("{client}/health")).call()
                     && let Ok(v) = serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap_or_default())
                 {
-                    let s = &v["models"][&model]["scale"];
-                    points.push((started.elapsed().as_secs_f64(), number(&s["desired"]), number(&s["actual"])));
+                    let m = &v["models"][&model];
+                    let s = &m["scale"];
+                    let stable = m["versions"].as_object().and_then(|vs| vs.values().find(|v| v["role"] == "stable"));
+                    let state = stable.and_then(|v| v["state"].as_str()).unwrap_or("-").to_string();
+                    points.push((started.elapsed().as_secs_f64(), number(&s["desired"]), number(&s["actual"]), state));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -65,14 +69,14 @@ impl Timeline {
         Timeline { stop, thread }
     }
 
-    fn stop(self) -> Vec<(f64, usize, usize)> {
+    fn stop(self) -> Vec<(f64, usize, usize, String)> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap()
     }
 }
 
 /// The timeline in one line per second: clients, desired, actual, P95 of the answers.
-fn print_timeline(points: &[(f64, usize, usize)], phases: &[(f64, &str)], shots: &[(f64, Duration)]) {
+fn print_timeline(points: &[(f64, usize, usize, String)], phases: &[(f64, &str)], shots: &[(f64, Duration)]) {
     let end = points.last().map_or(0.0, |p| p.0);
     for second in 0..=(end as usize) {
         let at = |t: f64| t >= second as f64 && t < second as f64 + 1.0;
@@ -150,8 +154,10 @@ fn a_load_ramp_scales_up_at_once_and_down_after_the_window_with_no_failed_reques
     print_timeline(&points, &[(0.0, "1 paced"), (since(high_at), "6 busy"), (since(low_at), "1 paced")], &all);
     // Down waits for the window: no proposal of the busy phase may be younger than 2 s.
     assert!(down_after >= Duration::from_millis(1700), "scaled down {down_after:?} after the load fell");
-    // Never more than max, never fewer than min.
+    // Never more than max, never fewer than min; workers joining or leaving never make
+    // the live version look degraded.
     assert!(points.iter().all(|p| (1..=4).contains(&p.1) && p.2 <= 4), "{points:?}");
+    assert!(points.iter().all(|p| p.3 == "ready"), "the live version was not always ready: {points:?}");
 
     let metrics = daemon.get("/metrics").body;
     for series in [
@@ -391,4 +397,66 @@ fn a_reload_to_a_fixed_count_ends_autoscaling_and_keeps_serving() {
         m["scale"].is_null() && stable.is_some_and(|s| number(&s["workers"]["ready"]) == 2)
     });
     load.stop().assert_failures_only_from(None);
+}
+
+#[test]
+fn a_worker_that_cannot_join_leaves_the_version_serving_and_growth_paused() {
+    let lines = format!("workers = {{ min = 1, max = 3 }}\nversion = 1\n{FAST}");
+    let daemon = TestDaemon::ready(
+        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines),
+    );
+    // The running worker has its model in memory; any worker started from now cannot load.
+    std::fs::remove_file(daemon.path().join("models/m/1/model.onnx")).unwrap();
+    let load = Load::start(&daemon, "m", busy(6));
+    daemon.wait_until("growth paused", Duration::from_secs(30), || scale(&daemon, "m")["held"]["by"] == "start_failed");
+    std::thread::sleep(Duration::from_millis(800));
+    let report = load.stop();
+    report.assert_failures_only_from(None);
+    let s = scale(&daemon, "m");
+    assert_eq!((number(&s["desired"]), number(&s["actual"])), (1, 1), "{s}");
+    assert!(s["held"]["why"].as_str().unwrap().contains("an added worker could not get ready"), "{s}");
+    let health = daemon.health();
+    assert_eq!(health["models"]["m"]["ready"], true, "{health}");
+    assert!(daemon.logs().contains("the version keeps serving on its other workers"), "{}", daemon.logs());
+    assert!(!daemon.logs().contains("version failed"), "{}", daemon.logs());
+}
+
+#[test]
+fn an_autoscaled_canary_runs_its_steps_share_of_workers_then_all_of_them() {
+    let lines = format!(
+        "workers = {{ min = 1, max = 4 }}\nversion = 1\n\
+         deploy = {{ strategy = \"canary\", steps = [25, 100], bake = \"1s\", shadow = \"off\", keep_previous = \"0s\", \
+         check_every = \"100ms\", max_output_drift = 0.0 }}\n{FAST}"
+    );
+    let daemon = TestDaemon::ready(
+        Setup::new()
+            .server_section(CORES)
+            .model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines)
+            .files(ModelFiles::new("m", 2, family::slow(DEPTH))),
+    );
+    let load = Load::start(&daemon, "m", busy(6));
+    daemon.wait_until("4 workers ready", Duration::from_secs(30), || number(&scale(&daemon, "m")["actual"]) == 4);
+    let deploying = {
+        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_modeld"));
+        cli.args(["deploy", "m", "--version", "2", "--socket"]).arg(daemon.path().join("run/admin.sock"));
+        std::thread::spawn(move || cli.output().unwrap())
+    };
+    // The candidate's counts, as they were seen.
+    let mut seen: Vec<usize> = Vec::new();
+    daemon.wait_until("the rollout to end", Duration::from_secs(60), || {
+        let health = daemon.health();
+        for v in health["models"]["m"]["versions"].as_object().into_iter().flat_map(|v| v.values()) {
+            let workers = number(&v["workers"]["configured"]);
+            if v["role"] == "candidate" && number(&v["workers"]["ready"]) > 0 && seen.last() != Some(&workers) {
+                seen.push(workers);
+            }
+        }
+        deploying.is_finished()
+    });
+    let output = deploying.join().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    load.stop().assert_failures_only_from(None);
+    // 25 % of 4 workers is 1; the step to 100 % grows it to all 4 (joining one by one).
+    assert_eq!((seen.first(), seen.last()), (Some(&1), Some(&4)), "{seen:?}");
+    daemon.wait_until("v2 at 4", Duration::from_secs(10), || number(&scale(&daemon, "m")["actual"]) == 4);
 }

@@ -67,10 +67,23 @@ impl Runner {
         }
     }
 
-    /// Workers a candidate taking `weight` percent of the traffic runs: its share of the
-    /// count the model ran at the rollout's start, at least one.
+    /// Workers a candidate taking `weight` percent of the traffic runs: for an autoscaled
+    /// model its share of the count the model ran at the rollout's start (at least one); a
+    /// fixed count's candidate runs all of it, as it always has.
     pub(super) fn for_weight(&self, weight: u8) -> usize {
-        (self.size * usize::from(weight)).div_ceil(100).max(1)
+        match self.model.workers.autoscaled() {
+            true => (self.size * usize::from(weight)).div_ceil(100).max(1),
+            false => self.size,
+        }
+    }
+
+    /// The candidate's first count, for a first share of `weight`: all of it while a
+    /// shadow phase runs, which answers a copy of every live request.
+    pub(super) fn first_size(&self, weight: u8) -> usize {
+        match !self.deploy.shadow.is_zero() && self.stable.is_some() {
+            true => self.size,
+            false => self.for_weight(weight),
+        }
     }
 
     /// Grows the candidate to `workers` (never shrinks it) and waits until they are ready.

@@ -11,11 +11,12 @@ use crate::router::table::RoutingTable;
 use std::sync::Arc;
 
 impl Runner {
-    /// The candidate runs workers in proportion to its weight (of the count the model ran
-    /// when the rollout started), growing before each step; all of them before promotion.
+    /// An autoscaled model's candidate runs workers in proportion to its weight (of the
+    /// count the model ran when the rollout started), growing before each step; all of
+    /// them before promotion.
     pub(super) async fn canary(&mut self) -> Phase {
         let steps = self.deploy.steps.clone();
-        let first = self.for_weight(steps.first().copied().unwrap_or(100));
+        let first = self.first_size(steps.first().copied().unwrap_or(100));
         let candidate = match self.prepare(first).await {
             Ok(c) => c,
             Err(ended) => return ended,
@@ -48,10 +49,10 @@ impl Runner {
         }
     }
 
-    /// Arm B runs workers in proportion to its split.
+    /// An autoscaled model's arm B runs workers in proportion to its split.
     pub(super) async fn ab_test(&mut self) -> Phase {
         let split = self.deploy.split;
-        let b = match self.prepare(self.for_weight(split)).await {
+        let b = match self.prepare(self.first_size(split)).await {
             Ok(c) => c,
             Err(ended) => return ended,
         };
