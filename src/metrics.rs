@@ -347,6 +347,13 @@ impl Metrics {
         }
     }
 
+    /// The time a version's requests waited for an inference thread, summed, and how many
+    /// requests (what `modeld_queue_duration_seconds` has counted so far).
+    pub fn queued_so_far(&self, model: &str, version: u64) -> (f64, u64) {
+        let h = self.queue_duration.with_label_values(&[model, &version.to_string()]);
+        (h.get_sample_sum(), h.get_sample_count())
+    }
+
     /// Creates a starting version's counters at 0 (restarts, OOM kills, requests by the
     /// codes alerts read). A counter that first appears at 1 shows Prometheus no increase,
     /// so the first OOM kill or the first 5xx of a version would never fire an alert.

@@ -123,9 +123,12 @@ impl ModelRoute {
         Some(status)
     }
 
-    /// Keeps the autoscaler's decision (none: the model's count became fixed).
+    /// Keeps the autoscaler's decision (none: the model's count became fixed; a cheap
+    /// read when there was none either).
     pub fn set_scale(&self, status: Option<ScaleStatus>) {
-        self.scale.store(status.map(Arc::new));
+        if status.is_some() || self.scale.load().is_some() {
+            self.scale.store(status.map(Arc::new));
+        }
     }
 
     /// Changes the in-flight bound (a reload): more room at once; less as requests in

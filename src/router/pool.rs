@@ -191,8 +191,6 @@ pub struct Pool {
     active: AtomicUsize,
     /// Outcomes and latencies of this version's requests over `health.window`.
     pub window: Window,
-    /// How long its requests waited for an inference thread, for the autoscaler.
-    queue: QueueMeter,
     /// The lowest slot whose added worker could not get ready, and why (for the
     /// autoscaler, which takes the count back below it).
     join_failure: Mutex<Option<(usize, String)>>,
@@ -232,7 +230,6 @@ impl Pool {
         Pool {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             window: Window::new(spec.health.window),
-            queue: QueueMeter::default(),
             join_failure: Mutex::new(None),
             model: spec.model,
             version: spec.version,
@@ -306,12 +303,6 @@ impl Pool {
     /// The lowest slot whose added worker could not get ready since the last call, and why.
     pub fn take_join_failure(&self) -> Option<(usize, String)> {
         self.join_failure.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// The mean time requests waited for an inference thread since the last call (none:
-    /// no request was answered meanwhile). The autoscaler's reading: one reader only.
-    pub fn take_queue_time(&self) -> Option<Duration> {
-        self.queue.take()
     }
 
     /// Workers that answer: connected (a hung one's connection is abandoned at once).
@@ -456,10 +447,7 @@ impl Pool {
 
     /// Runs a request, retrying once on another worker if its worker dies.
     pub async fn infer(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, crate::wire::Timing), PoolError> {
-        let asked = Instant::now();
         let first = self.pick_or_wait(None).await?;
-        // Waiting for a worker with room is queueing too.
-        let waited = asked.elapsed();
         let answer = match first.infer(inputs).await {
             Err(CallError::Gone) => {
                 tracing::warn!(model = %self.model, version = self.version, "worker died mid-request; retrying on another");
@@ -472,9 +460,6 @@ impl Pool {
             && *fault != Fault::BadInput
         {
             self.last_failure.store(Some(Arc::new(message.clone())));
-        }
-        if let Ok((_, timing)) = &answer {
-            self.queue.record(waited + timing.queued);
         }
         answer.map_err(PoolError::Call)
     }
@@ -534,26 +519,6 @@ impl Pool {
             (None, true) => Pick::Full,
             (None, false) => Pick::None,
         }
-    }
-}
-
-/// Queue time summed over answered requests, taken (and reset) by one reader.
-#[derive(Default)]
-struct QueueMeter {
-    micros: AtomicU64,
-    requests: AtomicU64,
-}
-
-impl QueueMeter {
-    fn record(&self, waited: Duration) {
-        self.micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn take(&self) -> Option<Duration> {
-        let requests = self.requests.swap(0, Ordering::Relaxed);
-        let micros = self.micros.swap(0, Ordering::Relaxed);
-        (requests > 0).then(|| Duration::from_micros(micros / requests))
     }
 }
 

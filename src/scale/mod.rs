@@ -52,6 +52,8 @@ struct Followed {
     inflight: f64,
     samples: u32,
     since: Option<Instant>,
+    /// `modeld_queue_duration_seconds`'s sum and count for the pool at the last decision.
+    queued: (f64, u64),
     decider: Decider,
     last: Option<Decision>,
     /// A change being applied (a drain can take the shutdown grace); none overlaps it.
@@ -135,7 +137,7 @@ impl Scaler {
         followed.retain(|name, _| config.model(name).is_some_and(|m| m.workers.autoscaled()));
         // A model a reload fixed the count of has no autoscaler's account any more.
         for model in config.models.iter().filter(|m| !m.workers.autoscaled()) {
-            if let Some(route) = models.get(&model.name).filter(|r| r.scale().is_some()) {
+            if let Some(route) = models.get(&model.name) {
                 route.set_scale(None);
             }
         }
@@ -149,7 +151,7 @@ impl Scaler {
                 f.pool = stable.id;
                 f.restart_readings(now);
                 f.decider.seed(now, stable.active());
-                let _ = stable.take_queue_time();
+                f.queued = self.metrics.queued_so_far(&model.name, stable.version);
                 if route.scale().is_none() {
                     route.set_scale(Some(measuring(model, &stable)));
                 }
@@ -180,14 +182,12 @@ impl Scaler {
         let mut taken = Taken::default();
         let mut claimants = Vec::new();
         for (name, route) in self.router.models().iter() {
-            match self.claimant(config, name, route, followed, &rolling, now) {
-                Some(claimant) => claimants.push(claimant),
-                None => route.table().all_pools().for_each(|p| taken.add(p)),
-            }
-            // A claimant's other pools (a warm previous version) hold their share too.
-            if let Some(c) = claimants.last().filter(|c| c.claim.model == *name) {
-                route.table().all_pools().filter(|p| !Arc::ptr_eq(p, &c.stable)).for_each(|p| taken.add(p));
-            }
+            let claimant = self.claimant(config, name, route, followed, &rolling, now);
+            // Every pool but a claimant's live one holds its share: fixed models, models
+            // rolling out or not decided yet, candidates, versions kept warm.
+            let moved = |p: &Arc<Pool>| claimant.as_ref().is_some_and(|c| Arc::ptr_eq(p, &c.stable));
+            route.table().all_pools().filter(|p| !moved(p)).for_each(|p| taken.add(p));
+            claimants.extend(claimant);
         }
         let budget = config.server.budget;
         let room = Room {
@@ -233,7 +233,8 @@ impl Scaler {
             }
         }
         if stable.joining() == 0 && f.due(now, model.scale.interval) {
-            decide(f, model, &stable, now);
+            let queued = self.metrics.queued_so_far(name, stable.version);
+            decide(f, model, &stable, queued, now);
         }
         let decision = f.last.as_ref()?;
         let mut desired = decision.desired;
@@ -308,13 +309,17 @@ impl Scaler {
     }
 }
 
-/// One decision for a model whose interval has passed; its readings start over.
-fn decide(f: &mut Followed, model: &ModelConfig, stable: &Pool, now: Instant) {
+/// One decision for a model whose interval has passed, `queued` the queue time counted so
+/// far; its readings start over.
+fn decide(f: &mut Followed, model: &ModelConfig, stable: &Pool, queued: (f64, u64), now: Instant) {
+    let ((seconds, requests), (seconds_before, requests_before)) = (queued, std::mem::replace(&mut f.queued, queued));
     let load = Load {
         workers: stable.active(),
         threads: stable.threads,
         inflight: if f.samples == 0 { 0.0 } else { f.inflight / f64::from(f.samples) },
-        queue: stable.take_queue_time(),
+        queue: (requests > requests_before).then(|| {
+            Duration::from_secs_f64((seconds - seconds_before).max(0.0) / (requests - requests_before) as f64)
+        }),
         cpu: stable.cpu(),
         memory: model.memory_limit.and_then(|limit| Some((mean_rss(stable)?, limit))),
     };
