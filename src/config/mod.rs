@@ -270,6 +270,13 @@ impl Default for OnnxRuntimeOptions {
 /// The optimization levels `[model.onnxruntime] optimization` takes.
 pub const OPTIMIZATION_LEVELS: [&str; 4] = ["disable", "basic", "extended", "all"];
 
+impl ModelConfig {
+    /// Cores one worker holds: its inference threads × intra-op threads.
+    pub fn cores_per_worker(&self) -> usize {
+        self.threads * self.intra_op_threads
+    }
+}
+
 impl Config {
     pub fn model(&self, name: &str) -> Option<&ModelConfig> {
         self.models.iter().find(|m| m.name == name)

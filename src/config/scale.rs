@@ -144,7 +144,7 @@ pub struct Budget {
     /// Bytes; `None`: 80 % of the host's memory, read when the autoscaler starts.
     pub memory: Option<u64>,
     /// Whether `cores` was given (else it is the host's, and least workers over it are
-    /// warned of rather than refused, as fixed counts over the host's cores are).
+    /// warned of rather than refused, as fixed counts over the host's cores always were).
     pub cores_given: bool,
 }
 
@@ -152,7 +152,8 @@ impl Budget {
     /// The share of the host's memory the budget takes without `memory`.
     pub const HOST_MEMORY_SHARE: f64 = 0.80;
 
-    fn host_cores() -> usize {
+    /// The cores this process may use (a cgroup's CPU quota honoured).
+    pub fn host_cores() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
@@ -358,32 +359,31 @@ pub fn budget(raw: Option<&RawBudget>, key: &KeyPath, at: &Locator, problems: &m
     budget
 }
 
-/// Cores one worker of `model` holds: its inference threads × intra-op threads.
-pub fn cores_per_worker(model: &ModelConfig) -> usize {
-    model.threads * model.intra_op_threads
+/// The cores every model always holds (a fixed count, an autoscaled model's `min`), and
+/// each model's share in words (`name workersxcores`).
+pub fn least_cores(models: &[ModelConfig]) -> (usize, String) {
+    let held = models.iter().map(|m| m.workers.min * m.cores_per_worker()).sum();
+    let per_model: Vec<String> =
+        models.iter().map(|m| format!("{} {}x{}", m.name, m.workers.min, m.cores_per_worker())).collect();
+    (held, per_model.join(", "))
 }
 
-/// With any model autoscaled, what every model always holds (a fixed count, an autoscaled
-/// model's `min`) must fit the budget: the autoscaler keeps each model's `min` whatever
-/// the others need. A model whose `max` could never fit is warned of.
+/// With any model autoscaled, what every model always holds must fit a given budget: the
+/// autoscaler keeps each model's `min` whatever the others need. (Over the host's cores,
+/// the budget's default, `check_cores` warns of the same sum.)
 pub fn check_budget(models: &[ModelConfig], budget: &Budget, at: &Locator, problems: &mut Vec<Problem>) {
     if !models.iter().any(|m| m.workers.autoscaled()) {
         return;
     }
-    let held: usize = models.iter().map(|m| m.workers.min * cores_per_worker(m)).sum();
-    if held > budget.cores {
-        let per_model: Vec<String> =
-            models.iter().map(|m| format!("{} {}x{}", m.name, m.workers.min, cores_per_worker(m))).collect();
-        let key = KeyPath::default().key("server").key("budget").key("cores");
-        let message = format!(
-            "the models' least workers hold {held} cores ({}), over the budget's {}: lower a min or raise the budget",
-            per_model.join(", "),
-            budget.cores
-        );
-        problems.push(match budget.cores_given {
-            true => at.error(&key, message),
-            false => at.warning(&key, format!("{message} (the host's cores; the autoscaler adds no worker)")),
-        });
+    let (held, per_model) = least_cores(models);
+    if budget.cores_given && held > budget.cores {
+        problems.push(at.error(
+            &KeyPath::default().key("server").key("budget").key("cores"),
+            format!(
+                "the models' least workers hold {held} cores ({per_model}), over the budget's {}: lower a min or raise the budget",
+                budget.cores
+            ),
+        ));
     }
     if let Some(memory) = budget.memory {
         let held: u64 = models.iter().filter_map(|m| m.memory_limit.map(|l| l * m.workers.min as u64)).sum();
@@ -400,8 +400,8 @@ pub fn check_budget(models: &[ModelConfig], budget: &Budget, at: &Locator, probl
     }
 }
 
-/// `workers` as `modeld config check --effective` shows it: the count, or the bounds with
-/// the policy in force.
+/// `workers` as a rollout's evidence keeps the model's config (`describe::model`): the
+/// count, or the bounds with the policy in force.
 pub fn describe_workers(m: &ModelConfig) -> Value {
     if !m.workers.autoscaled() {
         return json!(m.workers.min);

@@ -316,18 +316,13 @@ pub fn check_repositories(
 /// the host has cores: they would only take turns, adding latency. Autoscaled models count
 /// their `min` (what they always hold); [`check_budget`] holds those to the budget.
 fn check_cores(models: &[ModelConfig], at: &Locator, problems: &mut Vec<Problem>) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let wanted: usize = models.iter().map(|m| m.workers.min * m.threads * m.intra_op_threads).sum();
+    let cores = super::Budget::host_cores();
+    let (wanted, per_model) = super::scale::least_cores(models);
     if wanted > cores {
-        let per_model: Vec<String> = models
-            .iter()
-            .map(|m| format!("{} {}x{}x{}", m.name, m.workers.min, m.threads, m.intra_op_threads))
-            .collect();
         problems.push(at.warning(
             &KeyPath::default().key("model"),
             format!(
-                "workers x threads x intra_op_threads add up to {wanted} ({}) on {cores} cores: inferences will wait for each other",
-                per_model.join(", ")
+                "workers x cores per worker (threads x intra_op_threads) add up to {wanted} ({per_model}) on {cores} cores: inferences will wait for each other"
             ),
         ));
     }

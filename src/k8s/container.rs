@@ -75,7 +75,7 @@ pub struct Resources {
 /// as many as the model that names most of them (`cuda:N,M` two, `cuda` one), numbered
 /// from 0 in the pod.
 pub fn resources(config: &Config) -> Resources {
-    let cores: u64 = config.models.iter().map(|m| (m.workers.max * m.threads * m.intra_op_threads) as u64).sum();
+    let cores: u64 = config.models.iter().map(|m| (m.workers.max * m.cores_per_worker()) as u64).sum();
     let memory: Option<u64> = config.models.iter().map(|m| m.memory_limit.map(|l| l * m.workers.max as u64)).sum();
     let gpus = config.models.iter().map(|m| gpus_wanted(&m.device)).max().unwrap_or(0);
     let cpu_limit = cores * 1000 + SUPERVISOR_MILLICORES;

@@ -107,7 +107,7 @@ impl Supervisor {
             threads: model.threads,
             health: model.health.clone(),
             memory_limit: model.memory_limit,
-            cores_per_worker: model.threads * model.intra_op_threads,
+            cores_per_worker: model.cores_per_worker(),
         }));
         let stop = CancellationToken::new();
         let mut running = Running {
