@@ -28,6 +28,31 @@ fn number(v: &Value) -> usize {
     v.as_u64().unwrap_or(0) as usize
 }
 
+/// The slow model `m` (version 1) with these `[[model]]` lines, on a budget of [`CORES`].
+fn slow_model(lines: &str) -> Setup {
+    Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), lines)
+}
+
+/// A model's versions in a `/health` answer that have this role.
+fn with_role<'a>(model: &'a Value, role: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    model["versions"].as_object().into_iter().flat_map(|v| v.values()).filter(move |v| v["role"] == role)
+}
+
+/// `modeld deploy m --version 2`, which follows the rollout to its end, while `watch`
+/// reads model `m` of `/health` every 20 ms; the deploy's exit and output.
+fn deploy_watching(daemon: &TestDaemon, mut watch: impl FnMut(&Value)) -> (bool, String) {
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_modeld"));
+    cli.args(["deploy", "m", "--version", "2", "--socket"]).arg(daemon.path().join("run/admin.sock"));
+    let deploying = std::thread::spawn(move || cli.output().unwrap());
+    daemon.wait_until("the rollout to end", Duration::from_secs(60), || {
+        watch(&daemon.health()["models"]["m"]);
+        deploying.is_finished()
+    });
+    let output = deploying.join().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
 /// As many clients as `clients`, back to back: `clients` requests always in flight.
 fn busy(clients: usize) -> Pattern {
     Pattern { clients, ..Pattern::default() }
@@ -58,7 +83,7 @@ impl Timeline {
                 {
                     let m = &v["models"][&model];
                     let s = &m["scale"];
-                    let stable = m["versions"].as_object().and_then(|vs| vs.values().find(|v| v["role"] == "stable"));
+                    let stable = with_role(m, "stable").next();
                     let state = stable.and_then(|v| v["state"].as_str()).unwrap_or("-").to_string();
                     points.push((started.elapsed().as_secs_f64(), number(&s["desired"]), number(&s["actual"]), state));
                 }
@@ -102,9 +127,7 @@ fn shots(report: &Report, offset: f64) -> Vec<(f64, Duration)> {
 #[test]
 fn a_load_ramp_scales_up_at_once_and_down_after_the_window_with_no_failed_request() {
     let lines = format!("workers = {{ min = 1, max = 4 }}\n{FAST}");
-    let daemon = TestDaemon::ready(
-        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines),
-    );
+    let daemon = TestDaemon::ready(slow_model(&lines));
     let started = Instant::now();
     let timeline = Timeline::start(&daemon, "m", started);
     let since = |t: Instant| t.duration_since(started).as_secs_f64();
@@ -254,37 +277,19 @@ fn a_rollout_while_scaled_up_freezes_the_count_and_sizes_the_candidate_like_stab
          deploy = {{ strategy = \"blue_green\", bake = \"1s\", shadow = \"off\", keep_previous = \"0s\", check_every = \"100ms\", \
          max_output_drift = 0.0 }}\n{FAST}"
     );
-    let daemon = TestDaemon::ready(
-        Setup::new()
-            .server_section(CORES)
-            .model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines)
-            .files(ModelFiles::new("m", 2, family::slow(DEPTH))),
-    );
+    let daemon = TestDaemon::ready(slow_model(&lines).files(ModelFiles::new("m", 2, family::slow(DEPTH))));
     let load = Load::start(&daemon, "m", busy(6));
     daemon.wait_until("3 workers ready", Duration::from_secs(30), || number(&scale(&daemon, "m")["actual"]) == 3);
 
-    // Deploy on a thread (it follows to the end) while the count is watched.
-    let deploying = {
-        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_modeld"));
-        cli.args(["deploy", "m", "--version", "2", "--socket"]).arg(daemon.path().join("run/admin.sock"));
-        std::thread::spawn(move || cli.output().unwrap())
-    };
     let mut candidate_workers = 0;
     let mut frozen_seen = false;
-    daemon.wait_until("the rollout to end", Duration::from_secs(60), || {
-        let health = daemon.health();
-        let m = &health["models"]["m"];
+    let (deployed, out) = deploy_watching(&daemon, |m| {
         frozen_seen |= m["scale"]["frozen"].is_string();
-        for v in m["versions"].as_object().into_iter().flat_map(|v| v.values()) {
-            if v["role"] == "candidate" {
-                candidate_workers = candidate_workers.max(number(&v["workers"]["configured"]));
-            }
+        for v in with_role(m, "candidate") {
+            candidate_workers = candidate_workers.max(number(&v["workers"]["configured"]));
         }
-        deploying.is_finished()
     });
-    let output = deploying.join().unwrap();
-    let out = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && out.contains("promoted"), "{out}");
+    assert!(deployed && out.contains("promoted"), "{out}");
     assert!(frozen_seen, "the autoscaler did not report itself frozen during the rollout");
     assert_eq!(candidate_workers, 3, "the blue-green candidate is sized like stable");
     // The promoted version runs as many; the autoscaler resumes on it.
@@ -334,9 +339,7 @@ fn plan_and_config_check_show_the_policy_in_force() {
 #[test]
 fn a_crashed_worker_is_replaced_without_a_scale_event() {
     let lines = format!("workers = {{ min = 2, max = 3 }}\n{FAST}");
-    let daemon = TestDaemon::ready(
-        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines),
-    );
+    let daemon = TestDaemon::ready(slow_model(&lines));
     daemon.wait_until("a first decision", Duration::from_secs(10), || {
         !scale(&daemon, "m")["reason"].as_str().unwrap_or("measuring").starts_with("measuring")
     });
@@ -357,9 +360,7 @@ fn a_crashed_worker_is_replaced_without_a_scale_event() {
 #[test]
 fn a_restart_starts_as_many_workers_as_the_autoscaler_last_set() {
     let lines = format!("workers = {{ min = 1, max = 3 }}\n{FAST}");
-    let daemon = TestDaemon::ready(
-        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines),
-    );
+    let daemon = TestDaemon::ready(slow_model(&lines));
     let load = Load::start(&daemon, "m", busy(6));
     daemon.wait_until("3 workers ready", Duration::from_secs(30), || number(&scale(&daemon, "m")["actual"]) == 3);
     load.stop().assert_failures_only_from(None);
@@ -368,8 +369,7 @@ fn a_restart_starts_as_many_workers_as_the_autoscaler_last_set() {
     let daemon = daemon.restart();
     daemon.wait_ready();
     let health = daemon.health();
-    let stable =
-        health["models"]["m"]["versions"].as_object().unwrap().values().find(|v| v["role"] == "stable").unwrap();
+    let stable = with_role(&health["models"]["m"], "stable").next().unwrap();
     assert_eq!(number(&stable["workers"]["configured"]), 3, "{health}");
     assert!(daemon.logs().contains("starting version model=m version=1 workers=3"), "{}", daemon.logs());
     daemon.wait_until("back to 1 idle", Duration::from_secs(30), || number(&scale(&daemon, "m")["desired"]) == 1);
@@ -380,10 +380,7 @@ fn a_reload_to_a_fixed_count_ends_autoscaling_and_keeps_serving() {
     // A change of workers rolls out a new pool of the same version: quickly here.
     let deploy = "deploy = { strategy = \"blue_green\", bake = \"500ms\", shadow = \"off\", check_every = \"100ms\", \
                   max_output_drift = 0.0 }\n";
-    let setup = |lines: &str| {
-        let lines = format!("{deploy}{lines}");
-        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines)
-    };
+    let setup = |lines: &str| slow_model(&format!("{deploy}{lines}"));
     let daemon = TestDaemon::ready(setup(&format!("workers = {{ min = 1, max = 3 }}\n{FAST}")));
     daemon.wait_until("an autoscaler's account", Duration::from_secs(10), || scale(&daemon, "m").is_object());
     let load = Load::start(&daemon, "m", quiet());
@@ -393,8 +390,7 @@ fn a_reload_to_a_fixed_count_ends_autoscaling_and_keeps_serving() {
     daemon.wait_until("2 fixed workers, no account", Duration::from_secs(30), || {
         let health = daemon.health();
         let m = &health["models"]["m"];
-        let stable = m["versions"].as_object().unwrap().values().find(|v| v["role"] == "stable").cloned();
-        m["scale"].is_null() && stable.is_some_and(|s| number(&s["workers"]["ready"]) == 2)
+        m["scale"].is_null() && with_role(m, "stable").next().is_some_and(|s| number(&s["workers"]["ready"]) == 2)
     });
     load.stop().assert_failures_only_from(None);
 }
@@ -402,9 +398,7 @@ fn a_reload_to_a_fixed_count_ends_autoscaling_and_keeps_serving() {
 #[test]
 fn a_worker_that_cannot_join_leaves_the_version_serving_and_growth_paused() {
     let lines = format!("workers = {{ min = 1, max = 3 }}\nversion = 1\n{FAST}");
-    let daemon = TestDaemon::ready(
-        Setup::new().server_section(CORES).model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines),
-    );
+    let daemon = TestDaemon::ready(slow_model(&lines));
     // The running worker has its model in memory; any worker started from now cannot load.
     std::fs::remove_file(daemon.path().join("models/m/1/model.onnx")).unwrap();
     let load = Load::start(&daemon, "m", busy(6));
@@ -428,33 +422,20 @@ fn an_autoscaled_canary_runs_its_steps_share_of_workers_then_all_of_them() {
          deploy = {{ strategy = \"canary\", steps = [25, 100], bake = \"1s\", shadow = \"off\", keep_previous = \"0s\", \
          check_every = \"100ms\", max_output_drift = 0.0 }}\n{FAST}"
     );
-    let daemon = TestDaemon::ready(
-        Setup::new()
-            .server_section(CORES)
-            .model_with(ModelFiles::new("m", 1, family::slow(DEPTH)), &lines)
-            .files(ModelFiles::new("m", 2, family::slow(DEPTH))),
-    );
+    let daemon = TestDaemon::ready(slow_model(&lines).files(ModelFiles::new("m", 2, family::slow(DEPTH))));
     let load = Load::start(&daemon, "m", busy(6));
     daemon.wait_until("4 workers ready", Duration::from_secs(30), || number(&scale(&daemon, "m")["actual"]) == 4);
-    let deploying = {
-        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_modeld"));
-        cli.args(["deploy", "m", "--version", "2", "--socket"]).arg(daemon.path().join("run/admin.sock"));
-        std::thread::spawn(move || cli.output().unwrap())
-    };
     // The candidate's counts, as they were seen.
     let mut seen: Vec<usize> = Vec::new();
-    daemon.wait_until("the rollout to end", Duration::from_secs(60), || {
-        let health = daemon.health();
-        for v in health["models"]["m"]["versions"].as_object().into_iter().flat_map(|v| v.values()) {
+    let (deployed, out) = deploy_watching(&daemon, |m| {
+        for v in with_role(m, "candidate") {
             let workers = number(&v["workers"]["configured"]);
-            if v["role"] == "candidate" && number(&v["workers"]["ready"]) > 0 && seen.last() != Some(&workers) {
+            if number(&v["workers"]["ready"]) > 0 && seen.last() != Some(&workers) {
                 seen.push(workers);
             }
         }
-        deploying.is_finished()
     });
-    let output = deploying.join().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(deployed, "{out}");
     load.stop().assert_failures_only_from(None);
     // 25 % of 4 workers is 1; the step to 100 % grows it to all 4 (joining one by one).
     assert_eq!((seen.first(), seen.last()), (Some(&1), Some(&4)), "{seen:?}");
