@@ -25,10 +25,7 @@ fn report_scaling(config: &config::Config) {
     if scaled.is_empty() {
         return;
     }
-    let budget = &config.server.budget;
-    let memory = budget.memory.map_or("80% of the host's".to_string(), |m| format!("{} MiB", m >> 20));
-    let cores = if budget.cores_given { "" } else { " (the host's)" };
-    println!("budget: {} cores{cores}, {memory} memory, shared by every model's workers", budget.cores);
+    println!("budget: {}, shared by every model's workers", config.server.budget);
     for m in scaled {
         println!("autoscaling {}: {}", m.name, m.scale.summary(m.workers));
     }

@@ -131,6 +131,12 @@ pub struct Explicit {
 }
 
 impl DeployConfig {
+    /// Whether a rollout runs a shadow phase: one is configured and a live version is
+    /// there to mirror.
+    pub fn shadows(&self, live: bool) -> bool {
+        live && !self.shadow.is_zero()
+    }
+
     /// The defaults for a strategy.
     pub fn defaults(strategy: Strategy) -> DeployConfig {
         let bake = match strategy {

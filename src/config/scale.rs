@@ -158,6 +158,16 @@ impl Budget {
     }
 }
 
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = if self.cores_given { "" } else { " (the host's)" };
+        match self.memory {
+            Some(m) => write!(f, "{} cores{host}, {} MiB memory", self.cores, m >> 20),
+            None => write!(f, "{} cores{host}, 80% of the host's memory", self.cores),
+        }
+    }
+}
+
 impl Default for Budget {
     fn default() -> Budget {
         Budget { cores: Budget::host_cores(), memory: None, cores_given: false }

@@ -87,7 +87,7 @@ pub fn plan(
         format!("start {n} worker(s) of v{to}: load, warm-up, golden examples; no traffic until ready"),
     );
     let promote = |extra: &str| phase("promote", None, format!("v{to} becomes stable in one routing store{extra}"));
-    let shadow = (!d.shadow.is_zero() && from.is_some()).then(|| {
+    let shadow = d.shadows(from.is_some()).then(|| {
         let agreement = match d.min_agreement > 0.0 {
             false => "agreement not checked".to_string(),
             true => format!("must agree with the live version on at least {}% of them", d.min_agreement * 100.0),
@@ -195,7 +195,7 @@ pub fn plan(
 
 /// How the candidate is sized, and the autoscaler's part, in the plan's words.
 fn workers_line(model: &ModelConfig, d: &DeployConfig, from: Option<u64>, size: usize) -> String {
-    let shadow = match !d.shadow.is_zero() && from.is_some() {
+    let shadow = match d.shadows(from.is_some()) {
         true => ", all of them from its shadow phase on (a copy of every live request)",
         false => "",
     };

@@ -238,7 +238,13 @@ fn server_changes(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
             Some("applied to the daemon now and to workers started from now on"),
         ),
         change("[auth]", &old.auth, auth, tokens, Some("applied to requests from now on, on open connections too")),
-        change("[server.budget]", &old.budget, budget, budget_text, Some("applied to the autoscaler's next decision")),
+        change(
+            "[server.budget]",
+            &old.budget,
+            budget,
+            |b| b.to_string(),
+            Some("applied to the autoscaler's next decision"),
+        ),
     ]
     .into_iter()
     .flatten()
@@ -265,11 +271,6 @@ fn change<T: PartialEq>(
         let how = applied.unwrap_or("takes effect on restart only (the daemon keeps the old value)");
         Change { text: format!("{name}: {} -> {}: {how}", show(old), show(new)), restart: applied.is_none() }
     })
-}
-
-fn budget_text(b: &crate::config::Budget) -> String {
-    let memory = b.memory.map_or("80% of the host's".into(), |m| format!("{} MiB", m >> 20));
-    format!("{} cores, {memory} memory", b.cores)
 }
 
 /// Whether the model's workers would run differently: any setting but the version (asked

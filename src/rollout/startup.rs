@@ -35,14 +35,16 @@ impl Engine {
                         m.config_asked = desired.as_ref().ok().copied();
                     }
                 });
-                let workers = match model.workers.autoscaled() {
-                    true => saved.workers.map_or(model.workers.min, |n| n.clamp(model.workers.min, model.workers.max)),
-                    false => model.workers.min,
+                let workers = match (model.workers.autoscaled(), saved.workers) {
+                    (true, Some(n)) => n.clamp(model.workers.min, model.workers.max),
+                    (false, Some(_)) => {
+                        // Fixed now: a later return to autoscaling starts from min, not a
+                        // stale count.
+                        self.shared.update(|s| s.model(&model.name).workers = None);
+                        model.workers.min
+                    }
+                    (_, None) => model.workers.min,
                 };
-                if !model.workers.autoscaled() && saved.workers.is_some() {
-                    // Fixed now: a later return to autoscaling starts from min, not a stale count.
-                    self.shared.update(|s| s.model(&model.name).workers = None);
-                }
                 let pool = self.shared.supervisor.start_with(model, version, workers);
                 if model.version == VersionSpec::Latest && live.is_none() {
                     self.fall_back_if_it_cannot_serve(model.clone(), pool.clone());

@@ -267,16 +267,8 @@ impl Scaler {
             }
             (None, _) => decision.held.clone(),
         };
-        let status = ScaleStatus {
-            min: c.model.workers.min,
-            max: c.model.workers.max,
-            desired: grant.workers,
-            actual: 0,
-            reason: format!("{}: asks for {}", decision.proposal.why, decision.proposal.workers),
-            held,
-            frozen: None,
-            decided_at: crate::rollout::now(),
-        };
+        let reason = format!("{}: asks for {}", decision.proposal.why, decision.proposal.workers);
+        let status = ScaleStatus { held, ..status(c.model, grant.workers, reason) };
         if grant.workers != c.claim.current {
             self.apply(f, &c.stable, c.claim.current, grant.workers, &status.reason, now);
         }
@@ -336,12 +328,18 @@ fn mean_rss(pool: &Pool) -> Option<u64> {
 
 /// The status of a model whose first interval of readings is under way.
 fn measuring(model: &ModelConfig, stable: &Pool) -> ScaleStatus {
+    let reason = format!("measuring: the first decision comes after {:?} of readings", model.scale.interval);
+    status(model, stable.active(), reason)
+}
+
+/// A status decided now, nothing holding it (`actual` is filled in when it is read).
+fn status(model: &ModelConfig, desired: usize, reason: String) -> ScaleStatus {
     ScaleStatus {
         min: model.workers.min,
         max: model.workers.max,
-        desired: stable.active(),
+        desired,
         actual: 0,
-        reason: format!("measuring: the first decision comes after {:?} of readings", model.scale.interval),
+        reason,
         held: None,
         frozen: None,
         decided_at: crate::rollout::now(),
@@ -352,16 +350,7 @@ fn measuring(model: &ModelConfig, stable: &Pool) -> ScaleStatus {
 fn frozen(model: &ModelConfig, route: &ModelRoute, f: &Followed, why: String) -> ScaleStatus {
     let current = route.table().stable.as_ref().map_or(model.workers.min, |p| p.active());
     let reason = f.last.as_ref().map_or("no decision yet".into(), |d| d.proposal.why.clone());
-    ScaleStatus {
-        min: model.workers.min,
-        max: model.workers.max,
-        desired: current,
-        actual: 0,
-        reason,
-        held: None,
-        frozen: Some(why),
-        decided_at: crate::rollout::now(),
-    }
+    ScaleStatus { frozen: Some(why), ..status(model, current, reason) }
 }
 
 /// Logs a decision when what it says changed: the count, or what holds it.

@@ -211,8 +211,9 @@ fn models_competing_for_the_budget_keep_their_min_and_share_the_rest_by_demand()
         assert!(a >= 1 && b >= 1 && a + b <= 3, "{what}: a {a}, b {b} (budget 3 cores, min 1 each)");
     };
 
-    // a alone is busy: it takes what b's min leaves, and says what holds it.
-    let load_a = Load::start(&daemon, "a", busy(6));
+    // a alone is busy (12 clients: well past 3 workers' worth, also on a loaded host): it
+    // takes what b's min leaves, and says what holds it.
+    let load_a = Load::start(&daemon, "a", busy(12));
     daemon.wait_until("a at 2", Duration::from_secs(30), || desired("a") == 2);
     std::thread::sleep(Duration::from_millis(800));
     let a = scale(&daemon, "a");
@@ -222,7 +223,7 @@ fn models_competing_for_the_budget_keep_their_min_and_share_the_rest_by_demand()
     within_budget("a busy");
 
     // Both busy: still within the budget, each keeping its min.
-    let load_b = Load::start(&daemon, "b", busy(6));
+    let load_b = Load::start(&daemon, "b", busy(12));
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(150));
         within_budget("both busy");

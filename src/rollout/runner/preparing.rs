@@ -80,7 +80,7 @@ impl Runner {
     /// The candidate's first count, for a first share of `weight`: all of it while a
     /// shadow phase runs, which answers a copy of every live request.
     pub(super) fn first_size(&self, weight: u8) -> usize {
-        match !self.deploy.shadow.is_zero() && self.stable.is_some() {
+        match self.deploy.shadows(self.stable.is_some()) {
             true => self.size,
             false => self.for_weight(weight),
         }
@@ -140,7 +140,7 @@ impl Runner {
     pub(super) async fn shadow(&mut self, candidate: &Arc<Pool>) -> Result<(), Interrupt> {
         // Nothing to mirror without a stable version (its answers are what the shadow
         // judges against), and then no answers are read either.
-        let Some(answers) = self.answers.clone().filter(|_| !self.deploy.shadow.is_zero()) else { return Ok(()) };
+        let Some(answers) = self.answers.clone().filter(|_| self.deploy.shadows(true)) else { return Ok(()) };
         let timeout = self.shared.server.get().request_timeout;
         let shadow = shadow::start(candidate, answers, self.shared.metrics.clone(), timeout);
         self.set_shadow(Some(shadow.mirror.clone()));

@@ -151,7 +151,8 @@ impl Runner {
             match held {
                 Ok(()) => {}
                 Err(Interrupt::PromoteNow) => {
-                    if let Err(reason) = self.scale_to_all(&candidate).await {
+                    // Every one of the candidate's workers runs (a promotion mid-rolling).
+                    if let Err(reason) = self.grow(&candidate, self.size).await {
                         return self.revert_rolling(&candidate, reason).await;
                     }
                     break;
@@ -168,12 +169,6 @@ impl Runner {
             }
         }
         self.promote(&candidate).await
-    }
-
-    /// Runs every one of the candidate's workers (a promotion mid-rolling).
-    pub(super) async fn scale_to_all(&mut self, candidate: &Arc<Pool>) -> Result<(), String> {
-        self.shared.supervisor.scale(candidate, self.size).await;
-        self.wait_ready(candidate, self.size).await
     }
 
     /// The candidate's share of ready workers, in percent.
