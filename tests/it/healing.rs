@@ -71,14 +71,20 @@ fn a_reload_applies_every_server_key_or_says_it_needs_a_restart() {
         "x".repeat(90 << 10)
     );
     assert_eq!(daemon.post("/v2/models/m/infer", &big).status, 200);
-    // Rows that make a slow request take over a second and a half (8 rows: 66 KiB),
-    // timed with the plan for its shape built (by a first request of that shape).
+    // Rows that make a slow request take over a second and a half (8 rows: 66 KiB). The
+    // fastest of three timed requests counts: either worker may answer, and a first request
+    // of a shape (or a busy host) makes one slower than the timeout below must assume.
     let (mut rows, mut took) = (1, Duration::ZERO);
     while rows <= 8 {
         assert_eq!(slow_request(&daemon, rows).0, 200);
-        let (status, body, t) = slow_request(&daemon, rows);
-        assert_eq!(status, 200, "{body}");
-        took = t;
+        took = (0..3)
+            .map(|_| {
+                let (status, body, t) = slow_request(&daemon, rows);
+                assert_eq!(status, 200, "{body}");
+                t
+            })
+            .min()
+            .unwrap();
         if took >= Duration::from_millis(1500) || rows == 8 {
             break;
         }
