@@ -29,13 +29,21 @@ fn body(rows: usize) -> String {
     infer_body("x", &[rows, WIDTH], &vec![0.5; rows * WIDTH])
 }
 
-/// The rows that make one request take at least `at_least` here, and how long it took.
+/// The rows that make one request take at least `at_least` here, and how long it takes.
 fn rows_taking(d: &TestDaemon, at_least: Duration) -> (usize, Duration) {
-    let mut rows = 8;
-    loop {
+    let timed = |rows: usize| {
         let started = Instant::now();
         assert_eq!(d.post("/v2/models/slow/infer", &body(rows)).status, 200);
-        let took = started.elapsed();
+        started.elapsed()
+    };
+    let mut rows = 8;
+    loop {
+        // One answer slowed by a busy host must not pick the rows: a size that looks long
+        // enough is timed twice more and judged by its fastest answer.
+        let mut took = timed(rows);
+        if took >= at_least {
+            took = took.min(timed(rows)).min(timed(rows));
+        }
         if took >= at_least || rows >= 1 << 14 {
             return (rows, took);
         }
