@@ -134,7 +134,10 @@ fn a_canary_without_a_shadow_shows_few_users_a_skewed_version() {
     let d = daemon_with(Variant::Skewed { feature: 2, scale: 5.0 }, &line);
     let tried = try_deploy(d, varied(stable_answer), &[]);
     assert_eq!(tried.code, 3, "{}", tried.out);
-    assert!(tried.reason().contains("drifted from stable's"), "{}", tried.reason());
+    // Drift usually stops it; on a few dozen replayed requests the agreement can fall under
+    // min_agreement first (a third of top classes change), which is as right a verdict.
+    let reason = tried.reason();
+    assert!(reason.contains("drifted from stable's") || reason.contains("agrees with stable on"), "{reason}");
     // Measured here at 0.4 %: about 1 s of the 10 % step at 500 requests/s, a third of those
     // answers wrong. The bound leaves room for a slower machine.
     let share = tried.figure("serving skew", "canary without shadow");
