@@ -14,7 +14,9 @@
 //! one, and counts as hung too. Requests the worker holds with no inference running (its
 //! reader stopped, the whole process stopped) are looked at as before: after the hang
 //! timeout without a frame it is sent a Ping, and silence through the ping's grace makes
-//! it hung.
+//! it hung — unless it started an inference or used CPU meanwhile (a worker serving on
+//! one thread reads the ping only between batches), which counts as progress until the
+//! request timeout and the hang timeout have passed together.
 //!
 //! The hang timeout is the model's `hang_timeout`, or else four times the longest step
 //! the worker has measured (its warm-up and golden examples included), never below
@@ -89,7 +91,7 @@ pub async fn watch(w: Watched<'_>) -> Lost {
         if !held_idle || w.conn.silent_for().is_none_or(|silent| silent < hang_after) {
             continue;
         }
-        if let Some(why) = ping(w.conn, w.pid, hang_after).await {
+        if let Some(why) = ping(&w, hang_after).await {
             return Lost::Hung(why);
         }
     }
@@ -142,24 +144,39 @@ fn stuck(
 
 /// Requests held and no inference running: ping and wait. Why the worker is hung, or
 /// `None` if it spoke or moved on.
-async fn ping(conn: &WorkerConn, pid: u32, hang_after: Duration) -> Option<String> {
-    let heard = conn.heard();
+///
+/// A worker serving on one thread reads a ping only between batches, so silence through
+/// the grace is not enough: an inference it started meanwhile (judged from then on by
+/// its steps) or CPU time it used (reading and preparing large requests) is progress.
+/// Not forever: silent past the request timeout and the hang timeout together, it serves
+/// no one whatever its CPU does.
+async fn ping(w: &Watched<'_>, hang_after: Duration) -> Option<String> {
+    let heard = w.conn.heard();
+    let cpu_before = Process::read(w.pid).map(|p| p.cpu_ticks);
     let pinged = Instant::now();
-    conn.ping();
+    w.conn.ping();
     let grace = (hang_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     tokio::select! {
-        _ = conn.ended() => return None,
+        _ = w.conn.ended() => return None,
         _ = tokio::time::sleep(grace) => {}
     }
-    let silent = conn.silent_for()?;
-    if conn.heard() != heard || silent < hang_after {
+    let silent = w.conn.silent_for()?;
+    if w.conn.heard() != heard || silent < hang_after {
         return None;
     }
-    let state = Process::read(pid).map_or("gone".to_string(), |p| p.describe());
+    if w.block.is_some_and(|b| !b.busy().is_empty()) {
+        return None;
+    }
+    let process = Process::read(w.pid);
+    let worked = matches!((cpu_before, &process), (Some(before), Some(now)) if now.cpu_ticks > before);
+    if worked && silent < w.server.get().request_timeout + hang_after {
+        return None;
+    }
+    let state = process.map_or("gone".to_string(), |p| p.describe());
     Some(format!(
         "worker hung: it held {} request(s) for {:.1} s with no inference running, without a reply, and answered \
          no ping within {:?} (process {state})",
-        conn.outstanding(),
+        w.conn.outstanding(),
         silent.as_secs_f64(),
         pinged.elapsed()
     ))
@@ -218,8 +235,13 @@ mod tests {
     use tokio::net::UnixStream;
 
     fn server(hang: &str) -> Live {
-        let text =
-            format!("[server]\nworker_hang_timeout = \"{hang}\"\nrequest_timeout = \"30s\"\n[[model]]\nname = \"m\"\n");
+        server_timed(hang, "30s")
+    }
+
+    fn server_timed(hang: &str, request_timeout: &str) -> Live {
+        let text = format!(
+            "[server]\nworker_hang_timeout = \"{hang}\"\nrequest_timeout = \"{request_timeout}\"\n[[model]]\nname = \"m\"\n"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("modeld.toml");
         std::fs::write(&path, text).unwrap();
@@ -233,11 +255,19 @@ mod tests {
 
     /// A worker end that reads frames and answers only Pings (when `pongs`), never a request.
     async fn worker(stream: UnixStream, pongs: bool) {
+        worker_telling(stream, pongs, Arc::new(AtomicBool::new(false))).await
+    }
+
+    /// [`worker`], setting `pinged` when a Ping arrives.
+    async fn worker_telling(stream: UnixStream, pongs: bool, pinged: Arc<AtomicBool>) {
         let (reader, mut writer) = stream.into_split();
         let mut reader = tokio::io::BufReader::new(reader);
         while let Ok(Some(body)) = wire::read_frame(&mut reader).await {
-            if let (true, Ok(Frame::Ping { id })) = (pongs, Frame::decode(&body)) {
-                wire::send(&mut writer, &Frame::Pong { id }).await.unwrap();
+            if let Ok(Frame::Ping { id }) = Frame::decode(&body) {
+                pinged.store(true, Ordering::Release);
+                if pongs {
+                    wire::send(&mut writer, &Frame::Pong { id }).await.unwrap();
+                }
             }
         }
     }
@@ -248,8 +278,13 @@ mod tests {
     /// A connection holding one request its worker never answers (answering pings when
     /// `pongs`), and the task holding the request.
     fn holding(pongs: bool) -> (Arc<WorkerConn>, Held) {
+        holding_telling(pongs, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`holding`], setting `pinged` when the worker end gets a Ping.
+    fn holding_telling(pongs: bool, pinged: Arc<AtomicBool>) -> (Arc<WorkerConn>, Held) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        tokio::spawn(worker(theirs, pongs));
+        tokio::spawn(worker_telling(theirs, pongs, pinged));
         let conn = WorkerConn::start(ours);
         let waiting = tokio::spawn({
             let conn = conn.clone();
@@ -280,6 +315,63 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(300));
         conn.abandon();
         assert_eq!(waiting.await.unwrap().unwrap_err(), crate::router::CallError::Gone, "handed back for a retry");
+    }
+
+    /// A process that spins: alive, using CPU.
+    fn spinner() -> std::process::Child {
+        std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inference_started_while_a_ping_waits_is_progress_not_a_hang() {
+        // A one-thread worker: the ping arrives between batches, is read only after the
+        // next batch, and that batch starts (and steps) during the ping's grace.
+        let dir = tempfile::tempdir().unwrap();
+        let block = Arc::new(Block::create(&dir.path().join("p"), 1).unwrap());
+        let (pinged, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (conn, _waiting) = holding_telling(false, pinged.clone());
+        let batch = std::thread::spawn({
+            let (block, stop) = (block.clone(), stop.clone());
+            move || {
+                while !pinged.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let slot = block.claim(nix::unistd::gettid().as_raw() as u64).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    block.step(slot);
+                }
+                block.release(slot);
+            }
+        });
+        let mut sleeping = sleeper();
+        let (live, pool) = (server("100ms"), pool(Some(Duration::from_millis(300))));
+        let watched = Watched { conn: &conn, pid: sleeping.id(), block: Some(&block), pool: &pool, server: &live };
+        let lost = tokio::time::timeout(Duration::from_millis(1500), watch(watched)).await;
+        stop.store(true, Ordering::Relaxed);
+        batch.join().unwrap();
+        let _ = sleeping.kill();
+        let _ = sleeping.wait();
+        assert!(lost.is_err(), "a worker that started a batch was declared lost: {lost:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_worker_using_cpu_is_given_until_the_request_timeout() {
+        // Reading and preparing large requests, answering nothing: progress, up to the
+        // request timeout and the hang timeout together (1 s + 200 ms here).
+        let (conn, _waiting) = holding(false);
+        let mut spinning = spinner();
+        let (live, pool) = (server_timed("200ms", "1s"), pool(None));
+        let started = Instant::now();
+        let watched = Watched { conn: &conn, pid: spinning.id(), block: None, pool: &pool, server: &live };
+        let lost = tokio::time::timeout(Duration::from_secs(10), watch(watched)).await;
+        let _ = spinning.kill();
+        let _ = spinning.wait();
+        match lost.expect("declared hung in time") {
+            Lost::Hung(why) => assert!(why.contains("answered no ping") && why.contains("running"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(1200), "before the request timeout: {:?}", started.elapsed());
     }
 
     #[tokio::test]

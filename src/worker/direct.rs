@@ -47,7 +47,7 @@ impl AsRef<Queued> for Pending {
 /// What reading the next frame gave.
 enum Next {
     Request(Pending),
-    /// A frame answered at once (its inputs did not fit the model), reply encoded.
+    /// A frame answered at once (a ping, or inputs that did not fit the model), reply encoded.
     Answered(Vec<u8>),
     /// Nothing arrived in time.
     Nothing,
@@ -150,7 +150,9 @@ impl<'a> DirectServer<'a> {
                         self.held.push_back(unfit);
                     }
                 }
-                Next::Answered(reply) => self.out.extend_from_slice(&reply),
+                // Written now, not after the batch: a pong held behind a long batch reads
+                // as silence to the supervisor's liveness watch.
+                Next::Answered(reply) => self.writer.write_all(&reply)?,
                 Next::Nothing => break,
                 Next::Closed => return Ok((batch, true)),
             }

@@ -285,7 +285,10 @@ fn memory_goes_back_after_a_burst_of_large_requests() {
     let clients: Vec<_> = (0..64)
         .map(|_| {
             let (client, body) = (daemon.client(), body.clone());
-            std::thread::spawn(move || client.post("/v2/models/squeezenet1_1/infer", &body).status)
+            std::thread::spawn(move || {
+                let answer = client.post("/v2/models/squeezenet1_1/infer", &body);
+                (answer.status, answer.body)
+            })
         })
         .collect();
     let mut peak = 0;
@@ -293,7 +296,8 @@ fn memory_goes_back_after_a_burst_of_large_requests() {
         peak = peak.max(tree_rss(daemon.pid()));
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(clients.into_iter().all(|c| c.join().unwrap() == 200));
+    let failed: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).filter(|a| a.0 != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", crate::util::above_debug(&daemon.logs()));
     let after_burst = Instant::now();
     let mut settled = tree_rss(daemon.pid());
     while settled > 2 * idle && after_burst.elapsed() < Duration::from_secs(10) {

@@ -517,6 +517,11 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
+/// A daemon's log without its DEBUG lines (a failing test's message stays readable).
+pub fn above_debug(logs: &str) -> String {
+    logs.lines().filter(|l| !l.contains(" DEBUG ")).collect::<Vec<_>>().join("\n")
+}
+
 /// Whether a process is still running (and not a zombie).
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
