@@ -6,7 +6,7 @@
 use super::call::{Wants, admit, run};
 use super::error::ApiError;
 use super::served::Served;
-use super::{Front, Reply, auth, oip, predict, tfserving};
+use super::{Front, Reply, auth, offload, oip, predict, tfserving};
 use crate::router::ModelRoute;
 use bytes::Bytes;
 use hyper::header::HeaderMap;
@@ -27,7 +27,7 @@ impl Front {
         let json_len = inference_header_len(headers)?;
         let body = body?;
         let (json, binary) = split_binary(&body, json_len)?;
-        let mut request = oip::parse_body(json, binary)?;
+        let mut request = offload::cpu(json.len(), || oip::parse_body(json, binary))?;
         let _admission = admit(&route, &wants, served)?;
         // The tensors move to the worker; the answer needs only the rest of the request.
         let mut parsed = Some(std::mem::take(&mut request.inputs));
@@ -38,7 +38,8 @@ impl Front {
         })
         .await?;
         let version = ran.pool.version.to_string();
-        Ok(Reply::infer(oip::infer_response(&ran.pool.model, &version, &request, &ran.outputs, &ran.info)?))
+        let encode = || oip::infer_response(&ran.pool.model, &version, &request, &ran.outputs, &ran.info);
+        Ok(Reply::infer(offload::cpu(offload::bytes_of(&ran.outputs), encode)?))
     }
 
     /// TF Serving's `:predict`, `:classify` and `:regress`.
@@ -54,7 +55,7 @@ impl Front {
         let route = self.router.model(model)?;
         let wants = Wants::of(headers, version, &route)?;
         let body = body?;
-        let read = tfserving::parse_body(&body, verb)?;
+        let read = offload::cpu(body.len(), || tfserving::parse_body(&body, verb))?;
         let _admission = admit(&route, &wants, served)?;
         let mut rows = 0;
         let ran = run(&route, &wants, served, |info, _| {
@@ -63,10 +64,10 @@ impl Front {
             Ok(tensors)
         })
         .await?;
-        let body = match verb {
-            tfserving::Verb::Predict => tfserving::predictions(&ran.outputs, read.layout()),
-            verb => tfserving::results(&ran.pool, &ran.info, &ran.outputs, rows, verb)?,
-        };
+        let body = offload::cpu(offload::bytes_of(&ran.outputs), || match verb {
+            tfserving::Verb::Predict => Ok(tfserving::predictions(&ran.outputs, read.layout())),
+            verb => tfserving::results(&ran.pool, &ran.info, &ran.outputs, rows, verb),
+        })?;
         Ok(Reply::ok(body))
     }
 
@@ -79,7 +80,7 @@ impl Front {
         served: &mut Served,
     ) -> Result<Reply, ApiError> {
         let body = body?;
-        let examples = predict::parse_body(&body, batch)?;
+        let examples = offload::cpu(body.len(), || predict::parse_body(&body, batch))?;
         let names: Vec<String> = self.router.models().keys().cloned().collect();
         let model = predict::model_name(&examples, &names)?;
         auth::authorize(&self.server.get().auth, headers, crate::config::Scope::Infer, Some(&model))?;
@@ -88,12 +89,15 @@ impl Front {
         let wants = Wants::of(headers, None, &route)?;
         let _admission = admit(&route, &wants, served)?;
         let ran = run(&route, &wants, served, |info, _| Ok(vec![predict::batch_tensor(&examples, info)?])).await?;
-        let answers = predict::answers(&ran.pool, &ran.info, &ran.outputs, examples.len())?;
-        let body = match batch {
-            true => serde_json::to_string(&answers),
-            false => serde_json::to_string(&answers[0]),
-        };
-        Ok(Reply::ok(body.expect("answers serialize")))
+        let body = offload::cpu(offload::bytes_of(&ran.outputs), || {
+            let answers = predict::answers(&ran.pool, &ran.info, &ran.outputs, examples.len())?;
+            let body = match batch {
+                true => serde_json::to_string(&answers),
+                false => serde_json::to_string(&answers[0]),
+            };
+            Ok::<_, ApiError>(body.expect("answers serialize"))
+        })?;
+        Ok(Reply::ok(body))
     }
 }
 

@@ -19,6 +19,7 @@ mod floats;
 mod infer_body;
 mod inference;
 pub mod json;
+mod offload;
 pub mod oip;
 pub mod predict;
 mod probes;
@@ -188,7 +189,8 @@ impl Front {
         }
         match Limited::new(body, limit).collect().await {
             Ok(collected) => {
-                compression::decode_request(headers.get(header::CONTENT_ENCODING), collected.to_bytes(), limit)
+                let (encoding, body) = (headers.get(header::CONTENT_ENCODING), collected.to_bytes());
+                offload::cpu(body.len(), || compression::decode_request(encoding, body, limit))
             }
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
             Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),

@@ -78,7 +78,8 @@ impl From<ApiError> for Reply {
 /// The HTTP message for `reply`: its body gzipped when the client accepts it (none for
 /// HEAD), and its headers.
 pub(super) fn respond(reply: Reply, head_only: bool, gzip: bool) -> Response<Full<Bytes>> {
-    let compressed = (gzip && !head_only).then(|| compression::encode_response(&reply.body)).flatten();
+    let compress = || compression::encode_response(&reply.body);
+    let compressed = (gzip && !head_only).then(|| super::offload::cpu(reply.body.len(), compress)).flatten();
     let encoded = compressed.is_some();
     let body = match (head_only, compressed) {
         (true, _) => Bytes::new(),

@@ -123,6 +123,23 @@ impl WorkerConn {
         close(&self.pending);
     }
 
+    /// Whether this side is behind the worker rather than the worker silent: bytes it sent
+    /// wait unread in the socket, or frames for it wait in the outbox while the socket would
+    /// take them. Both happen when the daemon's own threads were too busy to run this
+    /// connection's reader or writer; a liveness watch must not blame the worker then.
+    pub fn behind(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let socket: &UnixStream = self.outbox.socket.as_ref();
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN | PollFlags::POLLOUT)];
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return false;
+        }
+        let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+        let unsent = !self.outbox.state.lock().unwrap_or_else(|e| e.into_inner()).frames.is_empty();
+        ready.contains(PollFlags::POLLIN) || (unsent && ready.contains(PollFlags::POLLOUT))
+    }
+
     /// How long the worker has held requests without a word: since the later of its last
     /// frame and the moment it last went from idle to busy. `None` while it holds none.
     pub fn silent_for(&self) -> Option<Duration> {
@@ -426,5 +443,44 @@ mod tests {
         assert_eq!(waiting.await.unwrap().unwrap_err(), CallError::Gone);
         assert!(!conn.is_open());
         assert_eq!(conn.infer(&[tensor(2, 10)]).await.unwrap_err(), CallError::Gone);
+    }
+
+    /// Yields until the runtime's other tasks (this test holds its only thread) have run.
+    async fn let_others_run() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn behind_tells_unread_replies_and_unsent_frames_from_a_silent_worker() {
+        use std::io::{Read, Write};
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let conn = WorkerConn::start(ours);
+        let mut worker = theirs.into_std().unwrap();
+        assert!(!conn.behind(), "nothing sent, nothing to read");
+
+        // The worker wrote; the reader task has not run yet.
+        worker.write_all(&Frame::Pong { id: 1 }.encode()).unwrap();
+        assert!(conn.behind(), "a frame from the worker waits unread");
+        let_others_run().await;
+        assert!(!conn.behind(), "read by the reader task");
+
+        // A frame larger than the socket takes: the rest waits in the outbox while the
+        // worker reads nothing. The socket is full: the worker is the one not reading.
+        let call = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.infer(&[tensor(1, 4 << 20)]).await }
+        });
+        let_others_run().await;
+        assert!(!conn.behind(), "a full socket is the worker's doing");
+        // The worker drains the socket; until the writer task runs, this side is behind.
+        worker.set_nonblocking(true).unwrap();
+        let mut chunk = vec![0; 1 << 16];
+        while worker.read(&mut chunk).is_ok_and(|n| n > 0) {}
+        assert!(conn.behind(), "room in the socket, frames still in the outbox");
+        let_others_run().await;
+        assert!(!conn.behind(), "the writer task filled the socket again");
+        call.abort();
     }
 }

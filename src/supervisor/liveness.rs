@@ -149,7 +149,9 @@ fn stuck(
 /// the grace is not enough: an inference it started meanwhile (judged from then on by
 /// its steps) or CPU time it used (reading and preparing large requests) is progress.
 /// Not forever: silent past the request timeout and the hang timeout together, it serves
-/// no one whatever its CPU does.
+/// no one whatever its CPU does. Nor is silence the worker's while its replies wait unread
+/// or its requests unsent because the daemon's own threads were busy
+/// ([`WorkerConn::behind`]).
 async fn ping(w: &Watched<'_>, hang_after: Duration) -> Option<String> {
     let heard = w.conn.heard();
     let cpu_before = Process::read(w.pid).map(|p| p.cpu_ticks);
@@ -164,7 +166,7 @@ async fn ping(w: &Watched<'_>, hang_after: Duration) -> Option<String> {
     if w.conn.heard() != heard || silent < hang_after {
         return None;
     }
-    if w.block.is_some_and(|b| !b.busy().is_empty()) {
+    if w.block.is_some_and(|b| !b.busy().is_empty()) || w.conn.behind() {
         return None;
     }
     let process = Process::read(w.pid);
@@ -371,7 +373,11 @@ mod tests {
             Lost::Hung(why) => assert!(why.contains("answered no ping") && why.contains("running"), "{why}"),
             other => panic!("{other:?}"),
         }
-        assert!(started.elapsed() >= Duration::from_millis(1200), "before the request timeout: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(1200),
+            "before the request timeout: {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

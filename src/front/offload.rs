@@ -1,0 +1,59 @@
+//! CPU-heavy steps of a request — decoding a large body (JSON numbers, gzip), encoding a
+//! large answer — run where they do not hold up the runtime's threads. Those threads also
+//! carry every worker connection's reader and writer and the liveness watch: a burst of
+//! 64 JSON images decoded on them (2 cores) left workers' requests half-written and their
+//! replies unread for seconds, which the watch read as the workers' silence, and killed
+//! two healthy workers.
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+/// Bodies from this size are decoded and encoded off the runtime's threads: decoding
+/// 64 KiB of JSON numbers takes about a third of a millisecond on one core (release
+/// build), some ten times what handing the thread's tasks over costs.
+pub const HEAVY_BYTES: usize = 64 * 1024;
+
+/// Runs `work` over `bytes` of body: from [`HEAVY_BYTES`] on in `block_in_place`, which
+/// hands this thread's other tasks to another thread while it runs; smaller ones at
+/// once. Outside a multi-threaded runtime (unit tests) it always runs at once.
+pub fn cpu<R>(bytes: usize, work: impl FnOnce() -> R) -> R {
+    let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if bytes >= HEAVY_BYTES && multi_thread { tokio::task::block_in_place(work) } else { work() }
+}
+
+/// The bytes of tensors' data: what encoding them as an answer grows with.
+pub fn bytes_of(tensors: &[crate::tensor::Tensor]) -> usize {
+    tensors.iter().map(|t| t.data.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn heavy_work_leaves_the_runtime_free_for_other_tasks() {
+        // One runtime thread: a timer task must still fire while 300 ms of work runs on
+        // it, as a worker connection's writer must while a large body is decoded.
+        let ticked = tokio::spawn(async {
+            let asleep = Instant::now();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            asleep.elapsed()
+        });
+        tokio::task::yield_now().await;
+        let work = || std::thread::sleep(Duration::from_millis(300));
+        cpu(HEAVY_BYTES, work);
+        let woke = ticked.await.unwrap();
+        assert!(woke < Duration::from_millis(250), "the timer waited for the work: {woke:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn light_work_runs_on_the_calling_thread() {
+        let caller = std::thread::current().id();
+        assert_eq!(cpu(HEAVY_BYTES - 1, || std::thread::current().id()), caller);
+    }
+
+    #[test]
+    fn outside_a_runtime_work_runs_at_once() {
+        assert_eq!(cpu(HEAVY_BYTES * 10, || 7), 7);
+    }
+}
