@@ -482,7 +482,7 @@ fn a_real_classifiers_faulty_retrains_are_stopped_and_honest_ones_promoted() {
         let by_it = report.answered_by(version).len();
         match want {
             0 => assert!(report.wrong().is_empty(), "v{version}: {:?}", report.wrong().first()),
-            _ => assert_eq!(by_it, 0, "v{version} ({what}) answered users before it was stopped"),
+            _ => assert_eq!(by_it, 0, "v{version} ({what}) answered users before it was stopped:\n{out}\n{record}"),
         }
         eprintln!(
             "FIGURE answers digits v{version} ({what}): {}, {} requests, {by_it} answered by v{version}; {}",
