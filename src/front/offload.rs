@@ -16,8 +16,14 @@ pub const HEAVY_BYTES: usize = 64 * 1024;
 /// hands this thread's other tasks to another thread while it runs; smaller ones at
 /// once. Outside a multi-threaded runtime (unit tests) it always runs at once.
 pub fn cpu<R>(bytes: usize, work: impl FnOnce() -> R) -> R {
-    let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if bytes >= HEAVY_BYTES && multi_thread { tokio::task::block_in_place(work) } else { work() }
+    // Most bodies are small: they pay one comparison, not a look at the runtime.
+    if bytes < HEAVY_BYTES {
+        return work();
+    }
+    match Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+        true => tokio::task::block_in_place(work),
+        false => work(),
+    }
 }
 
 /// The bytes of tensors' data: what encoding them as an answer grows with.

@@ -322,8 +322,8 @@ fn decide(f: &mut Followed, model: &ModelConfig, stable: &Pool, queued: (f64, u6
 
 /// The mean resident memory of the version's running workers (none before a sample).
 fn mean_rss(pool: &Pool) -> Option<u64> {
-    let sizes: Vec<u64> = pool.workers().map(|w| w.rss_bytes).filter(|r| *r > 0).collect();
-    (!sizes.is_empty()).then(|| sizes.iter().sum::<u64>() / sizes.len() as u64)
+    let (sum, count) = pool.workers().map(|w| w.rss_bytes).filter(|r| *r > 0).fold((0, 0), |(s, n), r| (s + r, n + 1));
+    (count > 0).then(|| sum / count)
 }
 
 /// The status of a model whose first interval of readings is under way.
