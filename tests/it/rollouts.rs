@@ -33,8 +33,9 @@ pub fn daemon(v2: Vec<u8>, model_lines: &str) -> TestDaemon {
 }
 
 pub fn stable_version(daemon: &TestDaemon) -> Value {
-    let status = daemon.cli(&["status", "--output", "json"]).1;
-    let status: Value = serde_json::from_str(&status).unwrap();
+    let (code, status, err) = daemon.cli(&["status", "--output", "json"]);
+    let status: Value =
+        serde_json::from_str(&status).unwrap_or_else(|e| panic!("modeld status (exit {code}): {e}: {status}{err}"));
     let m = status["models"].as_array().unwrap().iter().find(|m| m["name"] == "m").unwrap().clone();
     m["versions"].as_array().unwrap().iter().find(|v| v["role"] == "stable").unwrap()["version"].clone()
 }
